@@ -1,0 +1,28 @@
+/**
+ * @file mod_w4a_vhost.h
+ * @brief What mod_w4a_vhost publishes to the other w4a modules.
+ *
+ * Modules never link each other's symbols: they fetch this optional
+ * function in their optional_fn_retrieve hook, e.g.
+ *
+ *     static APR_OPTIONAL_FN_TYPE(w4a_hosting) *get_hosting;
+ *     static void retrieve(void) { get_hosting = APR_RETRIEVE_OPTIONAL_FN(w4a_hosting); }
+ */
+#ifndef MOD_W4A_VHOST_H
+#define MOD_W4A_VHOST_H
+
+#include <httpd.h>
+#include <apr_optional.h>
+#include "w4a_hosting.h"
+
+/**
+ * The hosting record of a request (or of its main / original request for
+ * sub-requests and internal redirects).
+ * @param r the request
+ * @return the record, allocated from the request pool and valid for its
+ *         lifetime, or NULL when the request's Host is not in the map or
+ *         mod_w4a_vhost is not active for this server.
+ */
+APR_DECLARE_OPTIONAL_FN(const w4a_hosting_t *, w4a_hosting, (request_rec *r));
+
+#endif /* MOD_W4A_VHOST_H */

@@ -1,0 +1,123 @@
+/**
+ * @file w4a_map.h
+ * @brief The hosting map: text source, compiled index, lookup (httpd-free).
+ *
+ * Text map (see conf/w4a-vhost.map.example and docs/w4a-vhostmap.md): one
+ * line per hosting domain set, fields separated by blanks, '#' comments:
+ *
+ *     # names                          hosting    uid    gid    docroot                                  php  state   flags
+ *     example.com,www.example.com      w4a100010  100010 100010 /datas/vol1/w4a100010/var/www/example.com 8.2  active  log
+ *     *.example.org                    w4a100011  100011 100011 /datas/vol1/w4a100011/var/www/example.org -    active  media=static.example.org
+ *
+ * - names: comma-separated; the first is the canonical domain, the others
+ *   aliases; "*.suffix" is a wildcard matching any name ending in ".suffix"
+ *   (not "suffix" itself), the longest matching suffix wins, an exact name
+ *   always wins over a wildcard.  Names are normalised like Host headers.
+ * - php: a version such as "8.2", or "-" for none.
+ * - state: "active" or "suspended".
+ * - flags: "-" or a comma list of: "log" (copy access log lines to the
+ *   hosting's log dir, by default <home>/log/apache2 where <home> is the
+ *   docroot's part before "/var/www/"), "log=<absolute dir>",
+ *   "media=<host>" (the media host name of the domain).
+ *
+ * Index: a single file written by w4a_map_compile() (temp file, fsync,
+ * rename, so readers never see it half-written), mapped read-only by
+ * w4a_map_open() and shared by every process: a header (magic, format
+ * version, generation, counts, section offsets, checksum of the body),
+ * an open-addressing hash table of names, the records, a string table.
+ * Lookups are O(1), allocate nothing and return pointers into the mapping.
+ */
+#ifndef W4A_MAP_H
+#define W4A_MAP_H
+
+#include <apr.h>
+#include <apr_errno.h>
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include "w4a_hosting.h"
+#include "w4a_log.h"
+
+/** Check options for parsing/compiling a text map. */
+typedef struct w4a_map_checks_t {
+    apr_uint32_t min_uid;        /**< uids (and gids) below are errors; 0 = no check */
+    const apr_array_header_t *bases; /**< const char *: allowed docroot bases
+                                          ("/datas"); NULL or empty = any absolute path */
+    int check_dirs;              /**< 1: a docroot that is not a directory is reported */
+    int strict;                  /**< 1: missing directories are errors, not warnings */
+    int skip_bad;                /**< 1: bad lines are reported and left out, the rest
+                                      compiled; 0: any error refuses the whole map */
+} w4a_map_checks_t;
+
+/** Result counters of a parse/compile. */
+typedef struct w4a_map_stats_t {
+    apr_uint32_t lines;          /**< record lines read (not comments/blank) */
+    apr_uint32_t records;        /**< records in the index */
+    apr_uint32_t names;          /**< names (domains, aliases, wildcards) in the index */
+    apr_uint32_t errors;         /**< lines with errors */
+    apr_uint32_t warnings;       /**< warnings */
+} w4a_map_stats_t;
+
+/**
+ * Parse and check a text map, and write its index atomically.
+ * Every problem is reported through @a log as one line
+ * "<path>:<line>: <message>" (errors at W4A_LOG_ERR, warnings at
+ * W4A_LOG_WARNING): malformed line, bad name, duplicate name (naming the
+ * line of the first), bad uid/gid, uid below min_uid, relative docroot or
+ * one holding "..", docroot outside the bases, missing directory, unknown
+ * state or flag.
+ * @param text_path   the text map
+ * @param index_path  the index to write (NULL: check only, write nothing)
+ * @param checks      check options (NULL: no optional checks)
+ * @param log         sink for the per-line messages
+ * @param stats       filled in (may be NULL)
+ * @param p           pool for temporary allocations
+ * @return APR_SUCCESS when written (or, check only, when no error);
+ *         APR_EINVAL when errors refused the map (nothing written);
+ *         an APR error from reading or writing files.
+ */
+apr_status_t w4a_map_compile(const char *text_path, const char *index_path,
+                             const w4a_map_checks_t *checks,
+                             const w4a_logger_t *log, w4a_map_stats_t *stats,
+                             apr_pool_t *p);
+
+/** An opened, validated index. Not pool-bound: see w4a_map_close(). */
+typedef struct w4a_map_t w4a_map_t;
+
+/**
+ * Open an index: map it read-only and validate it completely (magic,
+ * version, size, every offset and length in bounds, strings terminated,
+ * body checksum) before returning it.
+ * @param map     set to the opened map on success
+ * @param path    the index file
+ * @param err     on failure, set to a message saying why (static or
+ *                allocated from @a p); may be NULL
+ * @param p       pool for @a err only
+ * @return APR_SUCCESS; APR_EGENERAL/APR_EINVAL for a corrupt or truncated
+ *         index; an APR error from open/mmap.
+ */
+apr_status_t w4a_map_open(w4a_map_t **map, const char *path,
+                          const char **err, apr_pool_t *p);
+
+/** Unmap and free.  Pointers from w4a_map_lookup() die with it. */
+void w4a_map_close(w4a_map_t *map);
+
+/**
+ * Look a normalised host up: exact name first, then wildcards from the
+ * longest suffix to the shortest.
+ * @param map    the index
+ * @param host   normalised host (see w4a_host_normalise())
+ * @param len    strlen(host)
+ * @param rec    filled with pointers into the mapping on success
+ * @return APR_SUCCESS, or APR_NOTFOUND.
+ */
+apr_status_t w4a_map_lookup(const w4a_map_t *map, const char *host,
+                            apr_size_t len, w4a_hosting_t *rec);
+
+/** The index's generation (microseconds since the epoch at compile time). */
+apr_uint64_t w4a_map_generation(const w4a_map_t *map);
+
+/** Counts held by the index. */
+apr_uint32_t w4a_map_records(const w4a_map_t *map);
+apr_uint32_t w4a_map_names(const w4a_map_t *map);
+
+#endif /* W4A_MAP_H */

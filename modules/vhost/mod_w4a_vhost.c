@@ -1,0 +1,885 @@
+/*
+ * mod_w4a_vhost: Host header -> hosting record, from a compiled map index.
+ *
+ * One request, one lookup: post_read_request normalises the Host, looks it
+ * up in the index (under a read lock, copying the record into the request
+ * pool), sets DOCUMENT_ROOT and the W4A_* variables; translate_name maps
+ * the URI under the record's document root; fixups enforces the owner
+ * check; get_suexec_identity gives CGI the hosting's identity.  The record
+ * is published to the other w4a modules through the optional function
+ * w4a_hosting() (include/mod_w4a_vhost.h).
+ *
+ * The index is mapped read-only and shared by every process.  Each process
+ * re-checks the file at most every W4AVhostMapCheckInterval; a changed file
+ * is opened and validated completely before it replaces the current one
+ * under the write lock, so a request in flight never sees a half-swapped
+ * or broken map.
+ */
+
+#include <httpd.h>
+#include <http_config.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <unixd.h>
+
+#include <apr_atomic.h>
+#include <apr_file_io.h>
+#include <apr_hash.h>
+#include <apr_optional.h>
+#include <apr_shm.h>
+#include <apr_strings.h>
+#include <apr_thread_rwlock.h>
+
+#include "vhost_private.h"
+#include "mod_w4a_vhost.h"
+#include "w4a_host.h"
+#include "w4a_map.h"
+
+module AP_MODULE_DECLARE_DATA w4a_vhost_module;
+
+#define W4A_UNSET        (-1)
+#define DEFAULT_INTERVAL apr_time_from_sec(2)
+#define DEFAULT_MIN_UID  1000
+#define MAX_PAGE_SIZE    (1024 * 1024)
+#define STATUS_HANDLER   "w4a-vhost-status"
+
+/* ------------------------------------------------------------------ */
+/* Server-wide counters, in anonymous shared memory made before fork.  */
+
+typedef enum {
+    CNT_LOOKUPS, CNT_HITS, CNT_UNKNOWN, CNT_SUSPENDED, CNT_BAD_HOST,
+    CNT_REFUSED, CNT_OWNER_DENIED, CNT_RELOADS, CNT_RELOAD_FAILURES,
+    CNT_MAX
+} counter_e;
+
+static const char *const counter_names[CNT_MAX] = {
+    "lookups", "hits", "unknown", "suspended", "bad_host",
+    "refused", "owner_denied", "reloads", "reload_failures"
+};
+
+static volatile apr_uint64_t *counters;   /* CNT_MAX slots, or NULL */
+
+static void count(counter_e c)
+{
+    if (counters) {
+        apr_atomic_inc64(&counters[c]);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Per-process state of one index file.                                */
+
+typedef struct map_state {
+    const char          *path;
+    apr_interval_time_t  interval;
+    apr_thread_rwlock_t *lock;       /* guards map and the identity below */
+    w4a_map_t           *map;        /* current index, or NULL */
+    apr_time_t           loaded_at;
+    /* identity of the file behind map (or of the last refused one) */
+    apr_ino_t            ino, bad_ino;
+    apr_dev_t            dev, bad_dev;
+    apr_off_t            size, bad_size;
+    apr_time_t           mtime, bad_mtime;
+    volatile apr_uint64_t next_check;
+    volatile apr_uint32_t checking;  /* 1 while one thread checks */
+    char                 last_error[256];
+} map_state;
+
+/* ------------------------------------------------------------------ */
+/* Configuration.                                                      */
+
+typedef struct {
+    int                  engine;           /* W4A_UNSET, 0, 1 */
+    const char          *map_path;         /* NULL: unset */
+    apr_interval_time_t  interval;         /* W4A_UNSET: unset */
+    int                  unknown_404;      /* W4A_UNSET, 0, 1 */
+    int                  suspended_status; /* 0: unset */
+    const char          *suspended_page;   /* file; NULL: unset */
+    const char          *suspended_body;   /* its content, read in post_config */
+    apr_int64_t          min_uid;          /* W4A_UNSET: unset */
+    apr_array_header_t  *bases;            /* const char *; NULL: unset */
+    int                  owner_check;      /* W4A_UNSET, 0, 1 */
+    map_state           *state;            /* set in post_config */
+} vhost_conf;
+
+/* Per request: the record, or why there is none. */
+typedef struct {
+    const w4a_hosting_t *rec;
+} vhost_req;
+
+static void *create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    vhost_conf *c = apr_pcalloc(p, sizeof(*c));
+    c->engine = W4A_UNSET;
+    c->interval = W4A_UNSET;
+    c->unknown_404 = W4A_UNSET;
+    c->suspended_status = 0;
+    c->min_uid = W4A_UNSET;
+    c->owner_check = W4A_UNSET;
+    return c;
+}
+
+static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    vhost_conf *base = basev, *add = addv;
+    vhost_conf *c = apr_pcalloc(p, sizeof(*c));
+
+    c->engine = add->engine != W4A_UNSET ? add->engine : base->engine;
+    c->map_path = add->map_path ? add->map_path : base->map_path;
+    c->interval = add->interval != W4A_UNSET ? add->interval : base->interval;
+    c->unknown_404 = add->unknown_404 != W4A_UNSET ? add->unknown_404
+                                                   : base->unknown_404;
+    c->suspended_status = add->suspended_status ? add->suspended_status
+                                                : base->suspended_status;
+    c->suspended_page = add->suspended_page ? add->suspended_page
+                                            : base->suspended_page;
+    c->min_uid = add->min_uid != W4A_UNSET ? add->min_uid : base->min_uid;
+    if (base->bases && add->bases) {
+        c->bases = apr_array_append(p, base->bases, add->bases);
+    }
+    else {
+        c->bases = add->bases ? add->bases : base->bases;
+    }
+    c->owner_check = add->owner_check != W4A_UNSET ? add->owner_check
+                                                   : base->owner_check;
+    c->state = NULL;   /* set per server in post_config */
+    return c;
+}
+
+/* Effective values, unset -> default. */
+static int conf_engine(const vhost_conf *c)      { return c->engine == 1; }
+static int conf_unknown_404(const vhost_conf *c) { return c->unknown_404 == 1; }
+static int conf_owner_check(const vhost_conf *c) { return c->owner_check != 0; }
+static int conf_suspended_status(const vhost_conf *c)
+{
+    return c->suspended_status ? c->suspended_status : HTTP_FORBIDDEN;
+}
+static apr_uint32_t conf_min_uid(const vhost_conf *c)
+{
+    return c->min_uid == W4A_UNSET ? DEFAULT_MIN_UID : (apr_uint32_t)c->min_uid;
+}
+static apr_interval_time_t conf_interval(const vhost_conf *c)
+{
+    return c->interval == W4A_UNSET ? DEFAULT_INTERVAL : c->interval;
+}
+
+static const char *set_engine(cmd_parms *cmd, void *d, int on)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    c->engine = on;
+    return NULL;
+}
+
+static const char *set_map(cmd_parms *cmd, void *d, const char *arg)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    c->map_path = ap_server_root_relative(cmd->pool, arg);
+    if (!c->map_path) {
+        return apr_pstrcat(cmd->pool, "W4AVhostMap: invalid path '", arg, "'",
+                           NULL);
+    }
+    return NULL;
+}
+
+static const char *set_interval(cmd_parms *cmd, void *d, const char *arg)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    char *end;
+    apr_int64_t v = apr_strtoi64(arg, &end, 10);
+    if (*arg == '\0' || *end != '\0' || v < 0 || v > 86400) {
+        return "W4AVhostMapCheckInterval: expected seconds from 0 to 86400";
+    }
+    c->interval = apr_time_from_sec(v);
+    return NULL;
+}
+
+static const char *set_unknown(cmd_parms *cmd, void *d, const char *arg)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    if (!strcasecmp(arg, "default")) {
+        c->unknown_404 = 0;
+    }
+    else if (!strcmp(arg, "404")) {
+        c->unknown_404 = 1;
+    }
+    else {
+        return "W4AVhostUnknown: expected 'default' or '404'";
+    }
+    return NULL;
+}
+
+static const char *set_suspended_status(cmd_parms *cmd, void *d,
+                                        const char *arg)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (*arg == '\0' || *end != '\0' || v < 400 || v > 599) {
+        return "W4AVhostSuspendedStatus: expected an HTTP status from 400 to 599";
+    }
+    c->suspended_status = (int)v;
+    return NULL;
+}
+
+static const char *set_suspended_page(cmd_parms *cmd, void *d,
+                                      const char *arg)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    c->suspended_page = ap_server_root_relative(cmd->pool, arg);
+    if (!c->suspended_page) {
+        return apr_pstrcat(cmd->pool, "W4AVhostSuspendedPage: invalid path '",
+                           arg, "'", NULL);
+    }
+    return NULL;
+}
+
+static const char *set_min_uid(cmd_parms *cmd, void *d, const char *arg)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    char *end;
+    apr_int64_t v = apr_strtoi64(arg, &end, 10);
+    if (*arg == '\0' || *end != '\0' || v < 0 || v > 0xFFFFFFFEll) {
+        return "W4AVhostMinUid: expected a uid (a whole number)";
+    }
+    c->min_uid = v;
+    return NULL;
+}
+
+static const char *add_base(cmd_parms *cmd, void *d, const char *arg)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    apr_size_t len = strlen(arg);
+    char *b;
+
+    if (arg[0] != '/' || strstr(arg, "/..") || strstr(arg, "/./")) {
+        return apr_pstrcat(cmd->pool, "W4AVhostDocRootBase: '", arg,
+                           "' is not an absolute, normalised path", NULL);
+    }
+    b = apr_pstrdup(cmd->pool, arg);
+    while (len > 1 && b[len - 1] == '/') {
+        b[--len] = '\0';
+    }
+    if (!c->bases) {
+        c->bases = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(c->bases, const char *) = b;
+    return NULL;
+}
+
+static const char *set_owner_check(cmd_parms *cmd, void *d, int on)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    c->owner_check = on;
+    return NULL;
+}
+
+static const command_rec vhost_cmds[] = {
+    AP_INIT_FLAG("W4AVhostEngine", set_engine, NULL, RSRC_CONF,
+                 "On: resolve the Host header to a hosting from the map"),
+    AP_INIT_TAKE1("W4AVhostMap", set_map, NULL, RSRC_CONF,
+                  "Compiled map index (from w4a-vhostmap compile)"),
+    AP_INIT_TAKE1("W4AVhostMapCheckInterval", set_interval, NULL, RSRC_CONF,
+                  "Seconds between checks of the index file for a new version"),
+    AP_INIT_TAKE1("W4AVhostUnknown", set_unknown, NULL, RSRC_CONF,
+                  "Unknown Host: 'default' (server's own config) or '404'"),
+    AP_INIT_TAKE1("W4AVhostSuspendedStatus", set_suspended_status, NULL,
+                  RSRC_CONF, "HTTP status for a suspended hosting"),
+    AP_INIT_TAKE1("W4AVhostSuspendedPage", set_suspended_page, NULL,
+                  RSRC_CONF, "File sent as the body for a suspended hosting"),
+    AP_INIT_TAKE1("W4AVhostMinUid", set_min_uid, NULL, RSRC_CONF,
+                  "Records with a uid or gid below this are never served"),
+    AP_INIT_ITERATE("W4AVhostDocRootBase", add_base, NULL, RSRC_CONF,
+                    "Allowed bases of document roots"),
+    AP_INIT_FLAG("W4AVhostOwnerCheck", set_owner_check, NULL, RSRC_CONF,
+                 "On: files served must belong to the hosting's uid"),
+    {NULL}
+};
+
+/* ------------------------------------------------------------------ */
+/* The index: load and reload.                                         */
+
+static apr_status_t map_state_cleanup(void *data)
+{
+    map_state *st = data;
+    if (st->map) {
+        w4a_map_close(st->map);
+        st->map = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+/*
+ * Look at the file; when it is neither the loaded one nor the last refused
+ * one, open and validate it and swap it in.  Called by one thread at a time
+ * (st->checking), so only the swap itself needs the write lock.
+ */
+static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
+{
+    apr_finfo_t fi;
+    apr_status_t rv;
+    w4a_map_t *fresh, *old;
+    const char *err = NULL;
+
+    rv = apr_stat(&fi, st->path, APR_FINFO_IDENT | APR_FINFO_SIZE
+                  | APR_FINFO_MTIME, p);
+    if (rv != APR_SUCCESS) {
+        if (st->bad_ino != (apr_ino_t)-1 || st->bad_size != -1) {
+            st->bad_ino = (apr_ino_t)-1;
+            st->bad_size = -1;
+            apr_snprintf(st->last_error, sizeof(st->last_error),
+                         "cannot stat %s", st->path);
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, W4ALOGNO(00110)
+                         "map index %s: cannot stat it; %s", st->path,
+                         st->map ? "keeping the index already loaded"
+                                 : "every host is unknown until it appears");
+            count(CNT_RELOAD_FAILURES);
+        }
+        return;
+    }
+    if (st->map && fi.inode == st->ino && fi.device == st->dev
+        && fi.size == st->size && fi.mtime == st->mtime) {
+        return;                                 /* unchanged */
+    }
+    if (fi.inode == st->bad_ino && fi.device == st->bad_dev
+        && fi.size == st->bad_size && fi.mtime == st->bad_mtime) {
+        return;                                 /* refused already */
+    }
+
+    rv = w4a_map_open(&fresh, st->path, &err, p);
+    if (rv != APR_SUCCESS) {
+        st->bad_ino = fi.inode;
+        st->bad_dev = fi.device;
+        st->bad_size = fi.size;
+        st->bad_mtime = fi.mtime;
+        apr_snprintf(st->last_error, sizeof(st->last_error), "%s",
+                     err ? err : "unreadable");
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, W4ALOGNO(00110)
+                     "map index %s refused: %s; %s", st->path,
+                     err ? err : "unreadable",
+                     st->map ? "keeping the index already loaded"
+                             : "every host is unknown until a good one appears");
+        count(CNT_RELOAD_FAILURES);
+        return;
+    }
+
+    apr_thread_rwlock_wrlock(st->lock);
+    old = st->map;
+    st->map = fresh;
+    st->ino = fi.inode;
+    st->dev = fi.device;
+    st->size = fi.size;
+    st->mtime = fi.mtime;
+    st->loaded_at = apr_time_now();
+    st->last_error[0] = '\0';
+    apr_thread_rwlock_unlock(st->lock);
+    if (old) {
+        w4a_map_close(old);
+    }
+    count(CNT_RELOADS);
+    ap_log_error(APLOG_MARK, old ? APLOG_NOTICE : APLOG_INFO, 0, s,
+                 W4ALOGNO(00111) "map index %s loaded: generation %"
+                 APR_UINT64_T_FMT ", %u records, %u names", st->path,
+                 w4a_map_generation(fresh), w4a_map_records(fresh),
+                 w4a_map_names(fresh));
+}
+
+/* At most one stat() per process per interval; never blocks a request on
+ * another thread's check. */
+static void map_maybe_check(map_state *st, server_rec *s, apr_pool_t *p)
+{
+    apr_time_t now = apr_time_now();
+
+    if (st->interval > 0 && (apr_uint64_t)now < apr_atomic_read64(&st->next_check)) {
+        return;
+    }
+    if (apr_atomic_cas32(&st->checking, 1, 0) != 0) {
+        return;
+    }
+    apr_atomic_set64(&st->next_check, (apr_uint64_t)(now + st->interval));
+    map_check(st, s, p);
+    apr_atomic_set32(&st->checking, 0);
+}
+
+static const char *rec_strdup(apr_pool_t *p, const char *v)
+{
+    return v ? apr_pstrdup(p, v) : NULL;
+}
+
+/* Look up under the read lock; the copy outlives any later swap. */
+static const w4a_hosting_t *map_find(map_state *st, const char *host,
+                                     apr_size_t len, apr_pool_t *p)
+{
+    w4a_hosting_t tmp, *rec = NULL;
+
+    apr_thread_rwlock_rdlock(st->lock);
+    if (st->map && w4a_map_lookup(st->map, host, len, &tmp) == APR_SUCCESS) {
+        rec = apr_palloc(p, sizeof(*rec));
+        rec->domain = rec_strdup(p, tmp.domain);
+        rec->matched = rec_strdup(p, tmp.matched);
+        rec->hosting = rec_strdup(p, tmp.hosting);
+        rec->uid = tmp.uid;
+        rec->gid = tmp.gid;
+        rec->docroot = rec_strdup(p, tmp.docroot);
+        rec->php_version = rec_strdup(p, tmp.php_version);
+        rec->state = tmp.state;
+        rec->flags = tmp.flags;
+        rec->log_dir = rec_strdup(p, tmp.log_dir);
+        rec->media_host = rec_strdup(p, tmp.media_host);
+    }
+    apr_thread_rwlock_unlock(st->lock);
+    return rec;
+}
+
+/* ------------------------------------------------------------------ */
+/* Request side.                                                       */
+
+/* The record of r, of the request it is a sub-request of, or of the one
+ * it was internally redirected from. */
+static vhost_req *find_req(const request_rec *r)
+{
+    const request_rec *rr;
+    for (rr = r; rr; rr = rr->main ? rr->main : rr->prev) {
+        vhost_req *req = ap_get_module_config(rr->request_config,
+                                              &w4a_vhost_module);
+        if (req) {
+            if (rr != r) {
+                ap_set_module_config(((request_rec *)r)->request_config,
+                                     &w4a_vhost_module, req);
+            }
+            return req;
+        }
+    }
+    return NULL;
+}
+
+static const w4a_hosting_t *w4a_hosting(request_rec *r)
+{
+    vhost_req *req = find_req(r);
+    return req ? req->rec : NULL;
+}
+
+static int path_under(const char *path, const char *base)
+{
+    apr_size_t n = strlen(base);
+    if (n == 1 && base[0] == '/') {
+        return path[0] == '/';
+    }
+    return strncmp(path, base, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+/* Second lock behind w4a-vhostmap's checks: never serve a record that
+ * breaks the operator's rules. */
+static int record_refused(request_rec *r, const vhost_conf *c,
+                          const w4a_hosting_t *rec)
+{
+    apr_uint32_t min_uid = conf_min_uid(c);
+
+    if (rec->uid < min_uid || rec->gid < min_uid) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00104)
+                      "hosting %s (domain %s): uid %u / gid %u below "
+                      "W4AVhostMinUid %u; refused", rec->hosting, rec->domain,
+                      rec->uid, rec->gid, min_uid);
+        return 1;
+    }
+    if (c->bases && c->bases->nelts) {
+        int i;
+        for (i = 0; i < c->bases->nelts; i++) {
+            if (path_under(rec->docroot, APR_ARRAY_IDX(c->bases, i, const char *))) {
+                return 0;
+            }
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00105)
+                      "hosting %s (domain %s): document root %s is outside "
+                      "every W4AVhostDocRootBase; refused", rec->hosting,
+                      rec->domain, rec->docroot);
+        return 1;
+    }
+    return 0;
+}
+
+static void set_docroot(request_rec *r, const char *docroot)
+{
+    ap_set_document_root(r, docroot);
+    ap_set_context_info(r, NULL, docroot);
+}
+
+static int vhost_post_read_request(request_rec *r)
+{
+    vhost_conf *c = ap_get_module_config(r->server->module_config,
+                                         &w4a_vhost_module);
+    vhost_req *req;
+    const w4a_hosting_t *rec;
+    const char *raw;
+    char host[W4A_HOST_MAX + 1];
+    apr_size_t len;
+    apr_status_t rv;
+
+    if (!conf_engine(c) || !c->state || r->main || r->prev) {
+        return DECLINED;
+    }
+    req = apr_pcalloc(r->pool, sizeof(*req));
+    ap_set_module_config(r->request_config, &w4a_vhost_module, req);
+
+    raw = r->hostname;
+    if (!raw || !*raw) {
+        count(CNT_UNKNOWN);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, W4ALOGNO(00102)
+                      "no Host in request; unknown host");
+        return conf_unknown_404(c) ? HTTP_NOT_FOUND : DECLINED;
+    }
+    rv = w4a_host_normalise(raw, host, &len);
+    if (rv != APR_SUCCESS) {
+        count(CNT_BAD_HOST);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, W4ALOGNO(00101)
+                      "malformed Host '%s' (%s); answered 400",
+                      ap_escape_logitem(r->pool, raw),
+                      rv == APR_ENAMETOOLONG ? "too long" : "invalid");
+        return HTTP_BAD_REQUEST;
+    }
+
+    map_maybe_check(c->state, r->server, r->pool);
+    count(CNT_LOOKUPS);
+    rec = map_find(c->state, host, len, r->pool);
+    if (!rec) {
+        count(CNT_UNKNOWN);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, W4ALOGNO(00102)
+                      "unknown host '%s'%s", host,
+                      conf_unknown_404(c) ? "; answered 404" : "");
+        return conf_unknown_404(c) ? HTTP_NOT_FOUND : DECLINED;
+    }
+    count(CNT_HITS);
+    if (record_refused(r, c, rec)) {
+        count(CNT_REFUSED);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (rec->state == W4A_STATE_SUSPENDED) {
+        int status = conf_suspended_status(c);
+        count(CNT_SUSPENDED);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, W4ALOGNO(00103)
+                      "hosting %s (domain %s) is suspended; answered %d",
+                      rec->hosting, rec->domain, status);
+        if (c->suspended_body) {
+            ap_custom_response(r, status, c->suspended_body);
+        }
+        return status;
+    }
+
+    req->rec = rec;
+    set_docroot(r, rec->docroot);
+    apr_table_setn(r->subprocess_env, "W4A_HOSTING", rec->hosting);
+    apr_table_setn(r->subprocess_env, "W4A_DOMAIN", rec->domain);
+    if (rec->php_version) {
+        apr_table_setn(r->subprocess_env, "W4A_PHP_VERSION", rec->php_version);
+    }
+    if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir) {
+        apr_table_setn(r->subprocess_env, "W4A_LOG", "1");
+        apr_table_setn(r->notes, "w4a-log",
+                       apr_psprintf(r->pool, "%u:%u:%s", rec->uid, rec->gid,
+                                    rec->log_dir));
+    }
+    return DECLINED;
+}
+
+static int vhost_translate_name(request_rec *r)
+{
+    vhost_req *req = find_req(r);
+
+    if (!req || !req->rec || r->uri[0] != '/') {
+        return DECLINED;
+    }
+    if (r->main || r->prev) {
+        set_docroot(r, req->rec->docroot);
+    }
+    r->filename = apr_pstrcat(r->pool, req->rec->docroot, r->uri, NULL);
+    return OK;
+}
+
+/* Like SymLinksIfOwnerMatch, but per hosting and whatever the customer's
+ * Options: what we serve from a hosting's tree belongs to that hosting. */
+static int vhost_fixups(request_rec *r)
+{
+    vhost_conf *c = ap_get_module_config(r->server->module_config,
+                                         &w4a_vhost_module);
+    vhost_req *req;
+    const w4a_hosting_t *rec;
+    apr_finfo_t fi;
+
+    if (!conf_engine(c) || !conf_owner_check(c) || !r->filename
+        || (r->finfo.filetype != APR_REG && r->finfo.filetype != APR_DIR)) {
+        return DECLINED;
+    }
+    req = find_req(r);
+    if (!req || !(rec = req->rec) || !path_under(r->filename, rec->docroot)) {
+        return DECLINED;        /* not a hosting's file (e.g. a server Alias) */
+    }
+    if (!(r->finfo.valid & APR_FINFO_USER)) {
+        if (apr_stat(&fi, r->filename, APR_FINFO_USER, r->pool) != APR_SUCCESS) {
+            return DECLINED;    /* core answers for a file it cannot stat */
+        }
+        r->finfo.user = fi.user;
+        r->finfo.valid |= APR_FINFO_USER;
+    }
+    if ((apr_uint32_t)r->finfo.user != rec->uid) {
+        count(CNT_OWNER_DENIED);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00106)
+                      "hosting %s: %s belongs to uid %ld, not the hosting's "
+                      "uid %u; answered 403", rec->hosting, r->filename,
+                      (long)r->finfo.user, rec->uid);
+        return HTTP_FORBIDDEN;
+    }
+    return DECLINED;
+}
+
+static ap_unix_identity_t *vhost_suexec_identity(const request_rec *r)
+{
+    vhost_req *req = find_req(r);
+    ap_unix_identity_t *id;
+
+    if (!req || !req->rec) {
+        return NULL;
+    }
+    id = apr_palloc(r->pool, sizeof(*id));
+    id->uid = (uid_t)req->rec->uid;
+    id->gid = (gid_t)req->rec->gid;
+    id->userdir = 0;
+    return id;
+}
+
+/* ------------------------------------------------------------------ */
+/* Status handler (JSON).                                              */
+
+static void json_str(request_rec *r, const char *v)
+{
+    const char *q;
+    if (!v) {
+        ap_rputs("null", r);
+        return;
+    }
+    ap_rputc('"', r);
+    for (q = v; *q; q++) {
+        unsigned char ch = (unsigned char)*q;
+        if (ch == '"' || ch == '\\') {
+            ap_rprintf(r, "\\%c", ch);
+        }
+        else if (ch < 0x20) {
+            ap_rprintf(r, "\\u%04x", ch);
+        }
+        else {
+            ap_rputc(ch, r);
+        }
+    }
+    ap_rputc('"', r);
+}
+
+static int vhost_status_handler(request_rec *r)
+{
+    vhost_conf *c = ap_get_module_config(r->server->module_config,
+                                         &w4a_vhost_module);
+    map_state *st = c->state;
+    int i;
+
+    if (strcmp(r->handler, STATUS_HANDLER)) {
+        return DECLINED;
+    }
+    r->allowed |= (AP_METHOD_BIT << M_GET);
+    if (r->method_number != M_GET) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    ap_set_content_type(r, "application/json");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    if (r->header_only) {
+        return OK;
+    }
+    ap_rputs("{\"module\":\"mod_w4a_vhost\",\"counters\":{", r);
+    for (i = 0; i < CNT_MAX; i++) {
+        ap_rprintf(r, "%s\"%s\":%" APR_UINT64_T_FMT, i ? "," : "",
+                   counter_names[i],
+                   counters ? apr_atomic_read64(&counters[i]) : 0);
+    }
+    ap_rprintf(r, "},\"engine\":%s,\"pid\":%ld,\"map\":",
+               conf_engine(c) ? "true" : "false", (long)getpid());
+    if (!st) {
+        ap_rputs("null}\n", r);
+        return OK;
+    }
+    apr_thread_rwlock_rdlock(st->lock);
+    ap_rputs("{\"path\":", r);
+    json_str(r, st->path);
+    if (st->map) {
+        ap_rprintf(r, ",\"loaded\":true,\"generation\":%" APR_UINT64_T_FMT
+                   ",\"records\":%u,\"names\":%u,\"age_seconds\":%"
+                   APR_INT64_T_FMT ",\"loaded_seconds_ago\":%" APR_INT64_T_FMT,
+                   w4a_map_generation(st->map), w4a_map_records(st->map),
+                   w4a_map_names(st->map),
+                   (apr_int64_t)apr_time_sec(apr_time_now()
+                                - (apr_time_t)w4a_map_generation(st->map)),
+                   (apr_int64_t)apr_time_sec(apr_time_now() - st->loaded_at));
+    }
+    else {
+        ap_rputs(",\"loaded\":false", r);
+    }
+    ap_rputs(",\"last_error\":", r);
+    json_str(r, st->last_error[0] ? st->last_error : NULL);
+    apr_thread_rwlock_unlock(st->lock);
+    ap_rputs("}}\n", r);
+    return OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Start-up.                                                           */
+
+static apr_status_t counters_cleanup(void *data)
+{
+    counters = NULL;
+    return APR_SUCCESS;
+}
+
+static const char *read_page(apr_pool_t *p, const char *path, const char **err)
+{
+    apr_file_t *f;
+    apr_finfo_t fi;
+    apr_size_t n;
+    char *buf;
+    apr_status_t rv;
+
+    rv = apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY, 0, p);
+    if (rv == APR_SUCCESS) {
+        rv = apr_file_info_get(&fi, APR_FINFO_SIZE, f);
+    }
+    if (rv != APR_SUCCESS) {
+        *err = "cannot read it";
+        return NULL;
+    }
+    if (fi.size > MAX_PAGE_SIZE) {
+        *err = "larger than 1 MiB";
+        apr_file_close(f);
+        return NULL;
+    }
+    /* A leading '"' makes ap_custom_response() take it as the body text. */
+    buf = apr_palloc(p, (apr_size_t)fi.size + 2);
+    buf[0] = '"';
+    n = (apr_size_t)fi.size;
+    rv = apr_file_read_full(f, buf + 1, n, &n);
+    apr_file_close(f);
+    if (rv != APR_SUCCESS && rv != APR_EOF) {
+        *err = "cannot read it";
+        return NULL;
+    }
+    buf[n + 1] = '\0';
+    return buf;
+}
+
+static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                             apr_pool_t *ptemp, server_rec *s)
+{
+    apr_hash_t *states = apr_hash_make(ptemp);
+    apr_shm_t *shm;
+    apr_status_t rv;
+    server_rec *sv;
+
+    rv = apr_shm_create(&shm, sizeof(apr_uint64_t) * CNT_MAX, NULL, pconf);
+    if (rv == APR_SUCCESS) {
+        counters = apr_shm_baseaddr_get(shm);
+        memset((void *)counters, 0, sizeof(apr_uint64_t) * CNT_MAX);
+        apr_pool_cleanup_register(pconf, NULL, counters_cleanup,
+                                  apr_pool_cleanup_null);
+    }
+    else {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, W4ALOGNO(00120)
+                     "no shared memory for status counters; they stay 0");
+    }
+
+    for (sv = s; sv; sv = sv->next) {
+        vhost_conf *c = ap_get_module_config(sv->module_config,
+                                             &w4a_vhost_module);
+        map_state *st;
+
+        if (c->suspended_page && !c->suspended_body) {
+            const char *err = NULL;
+            c->suspended_body = read_page(pconf, c->suspended_page, &err);
+            if (!c->suspended_body) {
+                ap_log_error(APLOG_MARK, APLOG_EMERG, 0, sv, W4ALOGNO(00121)
+                             "W4AVhostSuspendedPage %s: %s",
+                             c->suspended_page, err);
+                return HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+        if (!conf_engine(c)) {
+            continue;
+        }
+        if (!c->map_path) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, sv, W4ALOGNO(00122)
+                         "W4AVhostEngine on for %s:%u but no W4AVhostMap set",
+                         sv->server_hostname ? sv->server_hostname : "-",
+                         sv->port);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        st = apr_hash_get(states, c->map_path, APR_HASH_KEY_STRING);
+        if (!st) {
+            st = apr_pcalloc(pconf, sizeof(*st));
+            st->path = c->map_path;
+            st->interval = conf_interval(c);
+            st->bad_size = -2;      /* nothing refused yet */
+            st->bad_ino = (apr_ino_t)-2;
+            rv = apr_thread_rwlock_create(&st->lock, pconf);
+            if (rv != APR_SUCCESS) {
+                ap_log_error(APLOG_MARK, APLOG_EMERG, rv, sv, W4ALOGNO(00123)
+                             "cannot create the map lock");
+                return HTTP_INTERNAL_SERVER_ERROR;
+            }
+            apr_pool_cleanup_register(pconf, st, map_state_cleanup,
+                                      apr_pool_cleanup_null);
+            /* Loaded here, before the fork, so every child shares the
+             * mapping; a missing or broken index does not stop httpd. */
+            map_check(st, sv, ptemp);
+            apr_hash_set(states, c->map_path, APR_HASH_KEY_STRING, st);
+        }
+        else if (conf_interval(c) < st->interval) {
+            st->interval = conf_interval(c);
+        }
+        c->state = st;
+    }
+    return OK;
+}
+
+static void register_hooks(apr_pool_t *p)
+{
+    /* After mod_alias and mod_userdir, as mod_vhost_alias: server-level
+     * Alias and ~user still win over the hosting's document root. */
+    static const char *const pre_translate[] = { "mod_alias.c", "mod_userdir.c",
+                                                 NULL };
+
+    ap_hook_post_config(vhost_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_read_request(vhost_post_read_request, NULL, NULL,
+                              APR_HOOK_MIDDLE);
+    ap_hook_translate_name(vhost_translate_name, pre_translate, NULL,
+                           APR_HOOK_MIDDLE);
+    ap_hook_fixups(vhost_fixups, NULL, NULL, APR_HOOK_FIRST);
+    /* First: for a hosting's request its identity beats SuexecUserGroup. */
+    ap_hook_get_suexec_identity(vhost_suexec_identity, NULL, NULL,
+                                APR_HOOK_FIRST);
+    ap_hook_handler(vhost_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_REGISTER_OPTIONAL_FN(w4a_hosting);
+}
+
+module AP_MODULE_DECLARE_DATA w4a_vhost_module = {
+    STANDARD20_MODULE_STUFF,
+    NULL,                   /* per-directory config creator */
+    NULL,                   /* dir config merger */
+    create_srv_conf,        /* server config creator */
+    merge_srv_conf,         /* server config merger */
+    vhost_cmds,             /* command table */
+    register_hooks,         /* set up other request processing hooks */
+    AP_MODULE_FLAG_NONE     /* flags */
+};
