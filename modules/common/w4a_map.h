@@ -113,6 +113,19 @@ void w4a_map_close(w4a_map_t *map);
 apr_status_t w4a_map_lookup(const w4a_map_t *map, const char *host,
                             apr_size_t len, w4a_hosting_t *rec);
 
+/**
+ * Called once per record by w4a_map_iterate(); rec->matched is NULL and
+ * the pointers live as long as the map.
+ * @return 0 to go on, non-zero to stop (w4a_map_iterate returns it).
+ */
+typedef int w4a_map_record_fn(void *baton, const w4a_hosting_t *rec);
+
+/**
+ * Visit every record of the index, in index order.
+ * @return 0, or the first non-zero value @a fn returned.
+ */
+int w4a_map_iterate(const w4a_map_t *map, w4a_map_record_fn *fn, void *baton);
+
 /** The index's generation (microseconds since the epoch at compile time). */
 apr_uint64_t w4a_map_generation(const w4a_map_t *map);
 
