@@ -1,0 +1,434 @@
+/*
+ * mod_w4a_php: hand PHP to the hosting's own PHP-FPM pool.
+ *
+ * In fixups, after every per-directory setting (.htaccess SetHandler,
+ * AddHandler, mod_rewrite) has had its say, a request of a hosting whose
+ * target is PHP is checked (file inside the hosting's document root, owned
+ * by the hosting's uid, uid above the minimum) and given the handler
+ * "proxy:unix:<socket>|fcgi://localhost", where the socket follows
+ * W4APHPSocket for (hosting, PHP version).  httpd's own mod_proxy_fcgi
+ * then speaks FastCGI: we do not.
+ *
+ * A hosting's request may never be proxied anywhere else: a proxy handler
+ * or a proxy request that per-directory configuration (a customer's
+ * .htaccess) set is refused, so that no hosting can reach another
+ * hosting's pool.
+ */
+
+#include <httpd.h>
+#include <http_config.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+
+#include <apr_optional.h>
+#include <apr_strings.h>
+
+#include "php_private.h"
+#include "mod_w4a_vhost.h"
+
+module AP_MODULE_DECLARE_DATA w4a_php_module;
+
+#define W4A_UNSET          (-1)
+#define DEFAULT_SOCKET     "/run/php/w4a/%v/%h.sock"
+#define DEFAULT_MIN_UID    1000
+#define DEFAULT_RETRY      10
+#define NOTE_DISPATCHED    "w4a-php-socket"
+#define NOTE_PRE_PROXY     "w4a-php-server-proxy"
+
+/* The checks before dispatch, each with its own status. */
+typedef enum { CHK_OUTSIDE, CHK_OWNER, CHK_UID, CHK_NOPHP, CHK_PROXY,
+               CHK_MAX } check_e;
+static const char *const check_names[CHK_MAX] = {
+    "outside", "owner", "uid", "nophp", "proxy"
+};
+static const int check_defaults[CHK_MAX] = {
+    HTTP_FORBIDDEN, HTTP_FORBIDDEN, HTTP_FORBIDDEN, HTTP_FORBIDDEN,
+    HTTP_FORBIDDEN
+};
+
+typedef struct {
+    int                 engine;            /* W4A_UNSET, 0, 1 */
+    const char         *socket;            /* pattern; NULL: unset */
+    apr_array_header_t *extensions;        /* const char * (".php"); NULL: unset */
+    apr_int64_t         min_uid;           /* W4A_UNSET: unset */
+    int                 status[CHK_MAX];   /* 0: unset */
+    int                 retry_after;       /* W4A_UNSET: unset */
+} php_conf;
+
+static APR_OPTIONAL_FN_TYPE(w4a_hosting) *get_hosting;
+
+static void *create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    php_conf *c = apr_pcalloc(p, sizeof(*c));
+    c->engine = W4A_UNSET;
+    c->min_uid = W4A_UNSET;
+    c->retry_after = W4A_UNSET;
+    return c;
+}
+
+static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    php_conf *base = basev, *add = addv;
+    php_conf *c = apr_pcalloc(p, sizeof(*c));
+    int i;
+
+    c->engine = add->engine != W4A_UNSET ? add->engine : base->engine;
+    c->socket = add->socket ? add->socket : base->socket;
+    /* A list given in the virtual host replaces the main server's. */
+    c->extensions = add->extensions ? add->extensions : base->extensions;
+    c->min_uid = add->min_uid != W4A_UNSET ? add->min_uid : base->min_uid;
+    for (i = 0; i < CHK_MAX; i++) {
+        c->status[i] = add->status[i] ? add->status[i] : base->status[i];
+    }
+    c->retry_after = add->retry_after != W4A_UNSET ? add->retry_after
+                                                   : base->retry_after;
+    return c;
+}
+
+static int conf_status(const php_conf *c, check_e k)
+{
+    return c->status[k] ? c->status[k] : check_defaults[k];
+}
+
+static php_conf *srv_conf(cmd_parms *cmd)
+{
+    return ap_get_module_config(cmd->server->module_config, &w4a_php_module);
+}
+
+static const char *set_engine(cmd_parms *cmd, void *d, int on)
+{
+    srv_conf(cmd)->engine = on;
+    return NULL;
+}
+
+static const char *set_socket(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *q;
+    if (arg[0] != '/') {
+        return "W4APHPSocket: expected an absolute path pattern";
+    }
+    for (q = arg; *q; q++) {
+        if (*q == '%') {
+            q++;
+            if (*q != 'h' && *q != 'v' && *q != '%') {
+                return "W4APHPSocket: only %h (hosting), %v (PHP version) "
+                       "and %% may follow '%'";
+            }
+        }
+    }
+    if (!strstr(arg, "%h")) {
+        return "W4APHPSocket: the pattern must hold %h, or every hosting "
+               "would share one pool";
+    }
+    srv_conf(cmd)->socket = arg;
+    return NULL;
+}
+
+static const char *add_extension(cmd_parms *cmd, void *d, const char *arg)
+{
+    php_conf *c = srv_conf(cmd);
+    if (arg[0] != '.' || arg[1] == '\0' || strchr(arg + 1, '.')
+        || strchr(arg, '/')) {
+        return apr_pstrcat(cmd->pool, "W4APHPExtensions: '", arg,
+                           "' is not an extension like .php", NULL);
+    }
+    if (!c->extensions) {
+        c->extensions = apr_array_make(cmd->pool, 4, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(c->extensions, const char *) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_min_uid(cmd_parms *cmd, void *d, const char *arg)
+{
+    char *end;
+    apr_int64_t v = apr_strtoi64(arg, &end, 10);
+    if (*arg == '\0' || *end != '\0' || v < 0 || v > 0xFFFFFFFEll) {
+        return "W4APHPMinUid: expected a uid (a whole number)";
+    }
+    srv_conf(cmd)->min_uid = v;
+    return NULL;
+}
+
+static const char *set_check_status(cmd_parms *cmd, void *d, const char *what,
+                                    const char *code)
+{
+    php_conf *c = srv_conf(cmd);
+    char *end;
+    long v = strtol(code, &end, 10);
+    int i;
+
+    if (*code == '\0' || *end != '\0' || v < 400 || v > 599) {
+        return "W4APHPCheckStatus: expected an HTTP status from 400 to 599";
+    }
+    for (i = 0; i < CHK_MAX; i++) {
+        if (!strcasecmp(what, check_names[i])) {
+            c->status[i] = (int)v;
+            return NULL;
+        }
+    }
+    return "W4APHPCheckStatus: expected one of outside, owner, uid, nophp, proxy";
+}
+
+static const char *set_retry_after(cmd_parms *cmd, void *d, const char *arg)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (*arg == '\0' || *end != '\0' || v < 0 || v > 86400) {
+        return "W4APHPRetryAfter: expected seconds from 0 to 86400";
+    }
+    srv_conf(cmd)->retry_after = (int)v;
+    return NULL;
+}
+
+static const command_rec php_cmds[] = {
+    AP_INIT_FLAG("W4APHPEngine", set_engine, NULL, RSRC_CONF,
+                 "On: hand hostings' PHP to their own PHP-FPM pools"),
+    AP_INIT_TAKE1("W4APHPSocket", set_socket, NULL, RSRC_CONF,
+                  "Pool socket pattern: %h hosting, %v PHP version"),
+    AP_INIT_ITERATE("W4APHPExtensions", add_extension, NULL, RSRC_CONF,
+                    "File extensions run by PHP (default .php)"),
+    AP_INIT_TAKE1("W4APHPMinUid", set_min_uid, NULL, RSRC_CONF,
+                  "PHP never runs for a hosting uid below this"),
+    AP_INIT_TAKE2("W4APHPCheckStatus", set_check_status, NULL, RSRC_CONF,
+                  "Status of a failed check: outside|owner|uid|nophp|proxy CODE"),
+    AP_INIT_TAKE1("W4APHPRetryAfter", set_retry_after, NULL, RSRC_CONF,
+                  "Retry-After seconds sent with 503 when a pool is down"),
+    {NULL}
+};
+
+/* ------------------------------------------------------------------ */
+
+static const char *expand_socket(apr_pool_t *p, const char *pattern,
+                                 const w4a_hosting_t *rec)
+{
+    apr_array_header_t *parts = apr_array_make(p, 8, sizeof(const char *));
+    const char *q, *start = pattern;
+
+    for (q = pattern; *q; q++) {
+        if (*q != '%') {
+            continue;
+        }
+        APR_ARRAY_PUSH(parts, const char *) = apr_pstrmemdup(p, start,
+                                                             q - start);
+        q++;
+        APR_ARRAY_PUSH(parts, const char *) =
+            *q == 'h' ? rec->hosting : *q == 'v' ? rec->php_version : "%";
+        start = q + 1;
+    }
+    APR_ARRAY_PUSH(parts, const char *) = start;
+    return apr_array_pstrcat(p, parts, 0);
+}
+
+static int has_php_extension(const php_conf *c, const char *filename)
+{
+    const char *slash = strrchr(filename, '/');
+    const char *dot = strrchr(slash ? slash : filename, '.');
+    int i;
+
+    if (!dot) {
+        return 0;
+    }
+    if (!c->extensions) {
+        return !strcasecmp(dot, ".php");
+    }
+    for (i = 0; i < c->extensions->nelts; i++) {
+        if (!strcasecmp(dot, APR_ARRAY_IDX(c->extensions, i, const char *))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int is_proxied(const request_rec *r)
+{
+    return (r->handler && (!strncasecmp(r->handler, "proxy:", 6)
+                           || !strcasecmp(r->handler, "proxy-server")))
+           || (r->proxyreq && r->filename
+               && !strncmp(r->filename, "proxy:", 6));
+}
+
+static int path_under(const char *path, const char *base)
+{
+    apr_size_t n = strlen(base);
+    return strncmp(path, base, n) == 0 && path[n] == '/';
+}
+
+static int refuse(request_rec *r, const php_conf *c, check_e k,
+                  const char *fmt_reason)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s", fmt_reason);
+    return conf_status(c, k);
+}
+
+/* Whatever proxying exists before the per-directory phase was set up by
+ * the operator (ProxyPass, server-level RewriteRule [P]); remember it, so
+ * that fixups can tell it from a customer's. */
+static int php_map_to_storage_mark(request_rec *r)
+{
+    if (is_proxied(r)) {
+        apr_table_setn(r->notes, NOTE_PRE_PROXY, "1");
+    }
+    return DECLINED;
+}
+
+static int php_fixups(request_rec *r)
+{
+    php_conf *c = ap_get_module_config(r->server->module_config,
+                                       &w4a_php_module);
+    const w4a_hosting_t *rec;
+    apr_uint32_t min_uid;
+    const char *sock;
+    apr_finfo_t fi;
+
+    if (c->engine != 1 || !get_hosting || !(rec = get_hosting(r))) {
+        return DECLINED;
+    }
+
+    if (is_proxied(r)) {
+        if (apr_table_get(r->notes, NOTE_PRE_PROXY)) {
+            return DECLINED;                /* the operator's own proxying */
+        }
+        return refuse(r, c, CHK_PROXY, apr_psprintf(r->pool, W4ALOGNO(00201)
+                      "hosting %s: per-directory configuration asked to proxy "
+                      "%s (handler %s); a hosting's requests only reach its "
+                      "own pool; refused", rec->hosting,
+                      r->filename ? r->filename : r->uri,
+                      r->handler ? r->handler : "-"));
+    }
+    if (!r->filename || !has_php_extension(c, r->filename)) {
+        return DECLINED;
+    }
+    if (r->finfo.filetype != APR_REG) {
+        return DECLINED;    /* missing script: the site's own 404, no round trip */
+    }
+    if (!rec->php_version) {
+        return refuse(r, c, CHK_NOPHP, apr_psprintf(r->pool, W4ALOGNO(00202)
+                      "hosting %s: domain %s has no PHP version; %s not run "
+                      "and not served", rec->hosting, rec->domain,
+                      r->filename));
+    }
+    if (!path_under(r->filename, rec->docroot)) {
+        return refuse(r, c, CHK_OUTSIDE, apr_psprintf(r->pool, W4ALOGNO(00203)
+                      "hosting %s: script %s is outside the document root %s; "
+                      "refused", rec->hosting, r->filename, rec->docroot));
+    }
+    if (!(r->finfo.valid & APR_FINFO_USER)) {
+        if (apr_stat(&fi, r->filename, APR_FINFO_USER, r->pool) != APR_SUCCESS) {
+            return HTTP_NOT_FOUND;
+        }
+        r->finfo.user = fi.user;
+        r->finfo.valid |= APR_FINFO_USER;
+    }
+    if ((apr_uint32_t)r->finfo.user != rec->uid) {
+        return refuse(r, c, CHK_OWNER, apr_psprintf(r->pool, W4ALOGNO(00204)
+                      "hosting %s: script %s belongs to uid %ld, not the "
+                      "hosting's uid %u; refused", rec->hosting, r->filename,
+                      (long)r->finfo.user, rec->uid));
+    }
+    min_uid = c->min_uid == W4A_UNSET ? DEFAULT_MIN_UID : (apr_uint32_t)c->min_uid;
+    if (rec->uid < min_uid) {
+        return refuse(r, c, CHK_UID, apr_psprintf(r->pool, W4ALOGNO(00205)
+                      "hosting %s: uid %u below W4APHPMinUid %u; PHP not run",
+                      rec->hosting, rec->uid, min_uid));
+    }
+
+    sock = expand_socket(r->pool, c->socket ? c->socket : DEFAULT_SOCKET, rec);
+    if (apr_stat(&fi, sock, APR_FINFO_TYPE, r->pool) != APR_SUCCESS
+        || fi.filetype != APR_SOCK) {
+        int retry = c->retry_after == W4A_UNSET ? DEFAULT_RETRY : c->retry_after;
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00210)
+                      "hosting %s: PHP %s pool socket %s is missing; "
+                      "answered 503", rec->hosting, rec->php_version, sock);
+        if (retry > 0) {
+            apr_table_setn(r->err_headers_out, "Retry-After",
+                           apr_itoa(r->pool, retry));
+        }
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    /* The Authorization header reaches PHP, as it did under mod_php. */
+    {
+        const char *auth = apr_table_get(r->headers_in, "Authorization");
+        if (auth) {
+            apr_table_setn(r->subprocess_env, "HTTP_AUTHORIZATION", auth);
+        }
+    }
+    r->handler = apr_pstrcat(r->pool, "proxy:unix:", sock, "|fcgi://localhost",
+                             NULL);
+    apr_table_setn(r->notes, NOTE_DISPATCHED, sock);
+    return DECLINED;
+}
+
+/* A dispatched request whose pool refused or died: tell the client when to
+ * come back, and say which hosting and socket in the log. */
+static void php_insert_error_filter(request_rec *r)
+{
+    php_conf *c;
+    const char *sock = apr_table_get(r->notes, NOTE_DISPATCHED);
+    int retry;
+
+    if (!sock || (r->status != HTTP_SERVICE_UNAVAILABLE
+                  && r->status != HTTP_GATEWAY_TIME_OUT)) {
+        return;
+    }
+    c = ap_get_module_config(r->server->module_config, &w4a_php_module);
+    retry = c->retry_after == W4A_UNSET ? DEFAULT_RETRY : c->retry_after;
+    if (r->status == HTTP_SERVICE_UNAVAILABLE && retry > 0) {
+        apr_table_setn(r->err_headers_out, "Retry-After",
+                       apr_itoa(r->pool, retry));
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00211)
+                  "PHP pool at %s %s; answered %d", sock,
+                  r->status == HTTP_GATEWAY_TIME_OUT ? "timed out"
+                                                     : "refused or died",
+                  r->status);
+}
+
+static int php_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp, server_rec *s)
+{
+    server_rec *sv;
+
+    /* Here rather than in optional_fn_retrieve, which httpd runs only
+     * after post_config. */
+    get_hosting = APR_RETRIEVE_OPTIONAL_FN(w4a_hosting);
+    for (sv = s; sv; sv = sv->next) {
+        php_conf *c = ap_get_module_config(sv->module_config, &w4a_php_module);
+        if (c->engine == 1 && !get_hosting) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, sv, W4ALOGNO(00220)
+                         "W4APHPEngine on needs mod_w4a_vhost (load it)");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
+}
+
+static void register_hooks(apr_pool_t *p)
+{
+    /* Fixups run after mod_rewrite's per-directory rules (which may set a
+     * proxy request) and after mod_w4a_vhost's owner check. */
+    static const char *const after[] = { "mod_rewrite.c", "mod_w4a_vhost.c",
+                                         NULL };
+
+    ap_hook_post_config(php_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Before core's directory walk applies .htaccess. */
+    ap_hook_map_to_storage(php_map_to_storage_mark, NULL, NULL,
+                           APR_HOOK_REALLY_FIRST);
+    ap_hook_fixups(php_fixups, after, NULL, APR_HOOK_LAST);
+    ap_hook_insert_error_filter(php_insert_error_filter, NULL, NULL,
+                                APR_HOOK_MIDDLE);
+}
+
+module AP_MODULE_DECLARE_DATA w4a_php_module = {
+    STANDARD20_MODULE_STUFF,
+    NULL,                   /* per-directory config creator */
+    NULL,                   /* dir config merger */
+    create_srv_conf,        /* server config creator */
+    merge_srv_conf,         /* server config merger */
+    php_cmds,               /* command table */
+    register_hooks,         /* set up other request processing hooks */
+    AP_MODULE_FLAG_NONE     /* flags */
+};
