@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include <apr_file_io.h>
 #include <apr_general.h>
 #include <apr_getopt.h>
 #include <apr_hash.h>
@@ -38,6 +39,7 @@ typedef struct {
     const char *pool_dir;      /* pattern, %v */
     const char *socket;        /* pattern, %h %v */
     const char *pid_file;      /* pattern, %v; "" = never reload */
+    const char *slowlog;       /* pattern, %h %v: outside the hosting's tree */
     const char *listen_owner;
     const char *extensions;    /* "…" for security.limit_extensions */
     int         max_children;
@@ -133,7 +135,7 @@ static const char *pool_text(apr_pool_t *p, const options *o, const pool_t *pl,
         "catch_workers_output = no\n"
         "clear_env = yes\n"
         "security.limit_extensions = %s\n"
-        "slowlog = %s/log/php/slow.log\n"
+        "slowlog = %s\n"
         "request_slowlog_timeout = %ds\n"
         "php_admin_value[error_log] = %s/log/php/error.log\n"
         "php_admin_flag[log_errors] = on\n"
@@ -144,7 +146,8 @@ static const char *pool_text(apr_pool_t *p, const options *o, const pool_t *pl,
         "env[TMPDIR] = %s/tmp\n",
         o->index, generation, r->hosting, r->uid, r->gid, sock,
         o->listen_owner, o->listen_owner, o->max_children, o->idle_timeout,
-        o->max_requests, o->extensions, pl->home, o->slowlog_timeout,
+        o->max_requests, o->extensions,
+        expand(p, o->slowlog, r->hosting, r->php_version), o->slowlog_timeout,
         pl->home, pl->home, pl->home, pl->home, pl->home, pl->home);
 }
 
@@ -234,19 +237,18 @@ static int write_atomic(apr_pool_t *p, const char *path, const char *text)
     return 0;
 }
 
-/* <home>/log/php and <home>/tmp: the tmp directory belongs to the hosting;
- * the log directory belongs to root (so the customer cannot swap the files
- * for symlinks the root-run FPM master would follow), holding error.log
- * owned by the hosting (written by its workers) and slow.log written by the
- * master, readable by the hosting's group. */
-static int prepare_dirs(const pool_t *pl, apr_pool_t *p)
+/* <home>/log/php/error.log and <home>/tmp, owned by the hosting: both are
+ * written by its workers, which run as the hosting.  The slow log is not
+ * here: the FPM master writes it as root, and any path inside a tree the
+ * customer owns can be swapped for a symlink, so it lives in the
+ * operator's --slowlog directory. */
+static int prepare_dirs(const options *o, const pool_t *pl, apr_pool_t *p)
 {
     const w4a_hosting_t *r = pl->rec;
     const char *logdir = apr_pstrcat(p, pl->home, "/log", NULL);
     const char *phplog = apr_pstrcat(p, pl->home, "/log/php", NULL);
     const char *tmp = apr_pstrcat(p, pl->home, "/tmp", NULL);
     struct stat st;
-    int fd;
 
     if (stat(pl->home, &st) != 0 || !S_ISDIR(st.st_mode)) {
         return -1;
@@ -256,34 +258,25 @@ static int prepare_dirs(const pool_t *pl, apr_pool_t *p)
             return -1;
         }
     }
-    if (mkdir(phplog, 0755) == 0 || errno == EEXIST) {
-        if (lstat(phplog, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (mkdir(phplog, 0755) == 0) {
+        if (chown(phplog, r->uid, r->gid) != 0) {
             return -1;
         }
-        if (st.st_uid != 0 && (chown(phplog, 0, 0) != 0 || chmod(phplog, 0755) != 0)) {
-            return -1;
-        }
-    }
-    fd = open(apr_pstrcat(p, phplog, "/error.log", NULL),
-              O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
-    if (fd >= 0) {
-        if (fchown(fd, r->uid, r->gid) != 0) {
-            close(fd);
-            return -1;
-        }
-        close(fd);
-    }
-    fd = open(apr_pstrcat(p, phplog, "/slow.log", NULL),
-              O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0640);
-    if (fd >= 0) {
-        if (fchown(fd, 0, r->gid) != 0) {
-            close(fd);
-            return -1;
-        }
-        close(fd);
     }
     if (mkdir(tmp, 0700) == 0) {
         if (chown(tmp, r->uid, r->gid) != 0) {
+            return -1;
+        }
+    }
+    /* FPM refuses a pool whose slow log cannot be opened. */
+    {
+        const char *slow = expand(p, o->slowlog, r->hosting, r->php_version);
+        const char *slash = strrchr(slow, '/');
+        if (slash && slash != slow
+            && apr_dir_make_recursive(apr_pstrmemdup(p, slow, slash - slow),
+                                      APR_FPROT_UREAD | APR_FPROT_UWRITE | APR_FPROT_UEXECUTE
+                                      | APR_FPROT_GREAD | APR_FPROT_GEXECUTE, p)
+               != APR_SUCCESS) {
             return -1;
         }
     }
@@ -385,6 +378,8 @@ static void usage(FILE *f)
 "  --socket PATTERN     pool socket, as W4APHPSocket (%%h, %%v) [/run/php/w4a/%%v/%%h.sock]\n"
 "  --pid-file PATTERN   FPM master pid file per version (%%v), '' for no reload\n"
 "                       [/run/php/php%%v-fpm.pid]\n"
+"  --slowlog PATTERN    slow log file (%%h, %%v), written by the root FPM master,\n"
+"                       so never inside a hosting's tree [/var/log/php/w4a/%%h-%%v.slow.log]\n"
 "  --listen-owner USER  owner and group of the sockets [www-data]\n"
 "  --extensions LIST    security.limit_extensions [.php]\n"
 "  --max-children N     pm.max_children [5]\n"
@@ -406,6 +401,7 @@ int main(int argc, const char *const *argv)
         {"socket", 1002, 1, "socket pattern"},
         {"pid-file", 1003, 1, "pid file pattern"},
         {"listen-owner", 1004, 1, "socket owner"},
+        {"slowlog", 1011, 1, "slow log pattern"},
         {"extensions", 1005, 1, "limit_extensions"},
         {"max-children", 1006, 1, "pm.max_children"},
         {"idle-timeout", 1007, 1, "idle timeout"},
@@ -418,7 +414,8 @@ int main(int argc, const char *const *argv)
     };
     options o = {
         NULL, "/etc/php/%v/fpm/pool.d", "/run/php/w4a/%v/%h.sock",
-        "/run/php/php%v-fpm.pid", "www-data", ".php", 5, 10, 500, 5, 0, 0
+        "/run/php/php%v-fpm.pid", "/var/log/php/w4a/%h-%v.slow.log",
+        "www-data", ".php", 5, 10, 500, 5, 0, 0
     };
     apr_pool_t *p;
     apr_getopt_t *os;
@@ -441,6 +438,7 @@ int main(int argc, const char *const *argv)
         case 1002: o.socket = arg; break;
         case 1003: o.pid_file = arg; break;
         case 1004: o.listen_owner = arg; break;
+        case 1011: o.slowlog = arg; break;
         case 1005: o.extensions = arg; break;
         case 1006: o.max_children = atoi(arg); break;
         case 1007: o.idle_timeout = atoi(arg); break;
@@ -477,7 +475,7 @@ int main(int argc, const char *const *argv)
         version_t *v = version_of(&g, pl->rec->php_version);
         const char *name = apr_pstrcat(p, POOL_PREFIX, pl->rec->hosting,
                                        POOL_SUFFIX, NULL);
-        if (!o.dry_run && prepare_dirs(pl, p) != 0) {
+        if (!o.dry_run && prepare_dirs(&o, pl, p) != 0) {
             fprintf(stderr, "w4a-fpm-pools: W4A00907: hosting %s: home %s is "
                     "not a usable directory; pool skipped\n", pl->rec->hosting,
                     pl->home);
