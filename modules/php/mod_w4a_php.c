@@ -250,6 +250,20 @@ static int is_proxied(const request_rec *r)
                && !strncmp(r->filename, "proxy:", 6));
 }
 
+static const char *dispatch_handler(apr_pool_t *p, const char *sock)
+{
+    return apr_pstrcat(p, "proxy:unix:", sock, "|fcgi://localhost", NULL);
+}
+
+/* The handler is the one this module set (notes cannot be set by any
+ * per-directory directive, so the note is ours). */
+static int is_our_dispatch(request_rec *r)
+{
+    const char *sock = apr_table_get(r->notes, NOTE_DISPATCHED);
+    return sock && r->handler && !r->proxyreq
+           && !strcmp(r->handler, dispatch_handler(r->pool, sock));
+}
+
 static int path_under(const char *path, const char *base)
 {
     apr_size_t n = strlen(base);
@@ -290,6 +304,9 @@ static int php_fixups(request_rec *r)
     if (is_proxied(r)) {
         if (apr_table_get(r->notes, NOTE_PRE_PROXY)) {
             return DECLINED;                /* the operator's own proxying */
+        }
+        if (is_our_dispatch(r)) {
+            return DECLINED;    /* mod_dir's fast redirect of our sub-request */
         }
         return refuse(r, c, CHK_PROXY, apr_psprintf(r->pool, W4ALOGNO(00201)
                       "hosting %s: per-directory configuration asked to proxy "
@@ -356,8 +373,7 @@ static int php_fixups(request_rec *r)
             apr_table_setn(r->subprocess_env, "HTTP_AUTHORIZATION", auth);
         }
     }
-    r->handler = apr_pstrcat(r->pool, "proxy:unix:", sock, "|fcgi://localhost",
-                             NULL);
+    r->handler = dispatch_handler(r->pool, sock);
     apr_table_setn(r->notes, NOTE_DISPATCHED, sock);
     return DECLINED;
 }

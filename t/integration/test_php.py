@@ -1,0 +1,257 @@
+"""mod_w4a_php: each hosting's PHP runs in its own FPM pool, as its user."""
+import os
+import re
+import subprocess
+
+from w4a_harness import w4a  # noqa: F401  (fixture)
+
+A, B = "w4a100010", "w4a100011"
+
+INFO_PHP = r"""<?php
+header('Content-Type: text/plain');
+$k = ['SCRIPT_FILENAME','SCRIPT_NAME','PATH_INFO','PATH_TRANSLATED',
+      'DOCUMENT_ROOT','REQUEST_URI','QUERY_STRING','HTTP_AUTHORIZATION',
+      'HTTP_PROXY','HTTPS'];
+echo 'user=', posix_getpwuid(posix_geteuid())['name'], "\n";
+foreach ($k as $n) { echo $n, '=', $_SERVER[$n] ?? '-', "\n"; }
+"""
+
+
+def vars_of(body):
+    return dict(ln.split("=", 1) for ln in body.decode().splitlines()
+                if "=" in ln)
+
+
+def php_server(w4a, extra_lines=(), body_extra="", files_a=None, files_b=None):
+    tree = w4a.tree
+    tree.site(A, "a.example", dict({"info.php": INFO_PHP,
+                                    "index.html": "static a\n"},
+                                   **(files_a or {})))
+    tree.site(B, "b.example", dict({"info.php": INFO_PHP}, **(files_b or {})))
+    rc, out, index = tree.compile_map([
+        tree.line("a.example,www.a.example", A, "a.example"),
+        tree.line("b.example", B, "b.example"),
+        *extra_lines])
+    assert rc == 0, out
+    fpm = w4a.fpm()
+    rc, out = fpm.generate(index)
+    assert rc in (0, 1), out            # 1: no master to reload yet
+    fpm.start()
+    httpd = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {tree.base}
+W4APHPEngine on
+W4APHPSocket {fpm.socket_pattern}
+DirectoryIndex index.php index.html
+<Directory {tree.base}>
+    AllowOverride All
+    Options FollowSymLinks
+    Require all granted
+</Directory>
+{body_extra}
+""", with_php=True).start()
+    return tree, fpm, httpd
+
+
+def test_php_runs_in_each_hostings_own_pool_as_its_user(w4a):
+    tree, fpm, httpd = php_server(w4a)
+    for host, user in (("a.example", A), ("www.a.example", A),
+                       ("b.example", B)):
+        st, h, body = httpd.get(host, "/info.php")
+        assert st == 200, body
+        v = vars_of(body)
+        assert v["user"] == user
+        assert v["SCRIPT_FILENAME"].endswith("/" + host.replace("www.", "")
+                                             + "/info.php")
+
+
+def test_php_cgi_variables_and_path_info(w4a):
+    tree, fpm, httpd = php_server(w4a)
+    st, h, body = httpd.get("a.example", "/info.php/extra/path?x=1")
+    assert st == 200, body
+    v = vars_of(body)
+    dr = tree.docroot(A, "a.example")
+    assert v["SCRIPT_FILENAME"] == dr + "/info.php"
+    assert v["SCRIPT_NAME"] == "/info.php"
+    assert v["PATH_INFO"] == "/extra/path"
+    assert v["PATH_TRANSLATED"] == dr + "/extra/path"
+    assert v["DOCUMENT_ROOT"] == dr
+    assert v["REQUEST_URI"] == "/info.php/extra/path?x=1"
+    assert v["QUERY_STRING"] == "x=1"
+
+
+def test_php_front_controller_rewrite_forms_all_work(w4a):
+    """index.php/$1, index.php?/$1 and the !-f front controller."""
+    files = {"index.php": INFO_PHP, "static.txt": "plain\n",
+             "slash/.htaccess": "RewriteEngine On\nRewriteBase /slash/\n"
+             "RewriteRule ^(.*)$ /index.php/$1 [L]\n",
+             "query/.htaccess": "RewriteEngine On\nRewriteBase /query/\n"
+             "RewriteRule ^(.*)$ /index.php?/$1 [L]\n",
+             ".htaccess": "RewriteEngine On\n"
+             "RewriteCond %{REQUEST_FILENAME} !-f\n"
+             "RewriteCond %{REQUEST_FILENAME} !-d\n"
+             "RewriteRule . /index.php [L]\n"}
+    tree, fpm, httpd = php_server(w4a, files_a=files)
+    st, h, body = httpd.get("a.example", "/slash/blog/post-1")
+    assert st == 200, body
+    assert vars_of(body)["PATH_INFO"] == "/blog/post-1"
+    st, h, body = httpd.get("a.example", "/query/blog/post-2")
+    assert st == 200, body
+    assert vars_of(body)["QUERY_STRING"] == "/blog/post-2"
+    st, h, body = httpd.get("a.example", "/some/pretty/url")
+    assert st == 200, body
+    v = vars_of(body)
+    assert v["SCRIPT_NAME"] == "/index.php"
+    assert v["REQUEST_URI"] == "/some/pretty/url"
+    st, h, body = httpd.get("a.example", "/static.txt")
+    assert (st, body) == (200, b"plain\n")
+    st, h, body = httpd.get("a.example", "/")
+    assert st == 200 and vars_of(body)["user"] == A   # DirectoryIndex index.php
+
+
+def test_php_authorization_reaches_php_and_proxy_header_does_not(w4a):
+    tree, fpm, httpd = php_server(w4a)
+    st, h, body = httpd.get("a.example", "/info.php",
+                            headers={"Authorization": "Basic dTpw",
+                                     "Proxy": "http://evil.example:3128"})
+    assert st == 200
+    v = vars_of(body)
+    assert v["HTTP_AUTHORIZATION"] == "Basic dTpw"
+    assert v["HTTP_PROXY"] == "-"
+
+
+def test_php_missing_script_gets_sites_404_without_fastcgi(w4a):
+    files = {".htaccess": "ErrorDocument 404 /notfound.html\n",
+             "notfound.html": "site 404 page\n"}
+    tree, fpm, httpd = php_server(w4a, files_a=files)
+    fpm.stop()      # no pool at all: a round trip would be a 503
+    st, h, body = httpd.get("a.example", "/missing.php")
+    assert st == 404
+    assert body == b"site 404 page\n"
+    st, h, body = httpd.get("a.example", "/dir/missing.php/x")
+    assert st == 404
+
+
+def test_php_pool_down_is_503_with_retry_after_and_others_keep_serving(w4a):
+    tree, fpm, httpd = php_server(w4a)
+    os.unlink(fpm.socket(B))        # b's pool gone
+    httpd.expect_error(r"W4A00210: hosting w4a100011: PHP 8.2 pool socket "
+                       + re.escape(fpm.socket(B)) + " is missing; answered 503")
+    st, h, body = httpd.get("b.example", "/info.php")
+    assert st == 503
+    assert h.get("retry-after") == "10"
+    assert httpd.wait_log(r"W4A00210: hosting w4a100011")
+    st, h, body = httpd.get("a.example", "/info.php")
+    assert st == 200 and vars_of(body)["user"] == A
+
+
+def test_php_pool_dead_behind_existing_socket_is_503_with_retry_after(w4a):
+    tree, fpm, httpd = php_server(w4a)
+    fpm.stop()
+    # a socket file with nobody listening: connect() is refused
+    import socket as so
+    s = so.socket(so.AF_UNIX)
+    path = fpm.socket(A)
+    if os.path.exists(path):
+        os.unlink(path)
+    s.bind(path)
+    os.chmod(path, 0o666)
+    s.close()
+    httpd.expect_error(r"AH0\d+|W4A00211|attempt to connect|failed to make "
+                       r"connection|disabled connection")
+    st, h, body = httpd.get("a.example", "/info.php")
+    assert st == 503
+    assert h.get("retry-after") == "10"
+    assert httpd.wait_log(r"W4A00211: PHP pool at " + re.escape(path))
+    st, h, body = httpd.get("a.example", "/index.html")
+    assert (st, body) == (200, b"static a\n")
+
+
+def test_php_tenant_cannot_reach_another_hostings_pool(w4a):
+    """Every .htaccess route to B's socket from A's tree is refused."""
+    tree, fpm, httpd = php_server(w4a)
+    sock_b = fpm.socket(B)
+    vectors = {
+        "sethandler": 'SetHandler "proxy:unix:%s|fcgi://localhost"\n' % sock_b,
+        "filesmatch": '<FilesMatch "\\.php$">\nSetHandler '
+                      '"proxy:unix:%s|fcgi://localhost"\n</FilesMatch>\n'
+                      % sock_b,
+        "rewritep": "RewriteEngine On\nRewriteRule ^(.*)$ "
+                    "unix:%s|fcgi://localhost/%s/info.php [P]\n"
+                    % (sock_b, tree.docroot(B, "b.example")),
+        "rewriteh": "RewriteEngine On\nRewriteRule \\.php$ - "
+                    "[H=proxy:unix:%s|fcgi://localhost]\n" % sock_b,
+        "addhandler": 'AddHandler "proxy:unix:%s|fcgi://localhost" .php\n'
+                      % sock_b,
+    }
+    for name, ht in vectors.items():
+        tree.write(A, "a.example", name + "/.htaccess", ht)
+        tree.write(A, "a.example", name + "/info.php", INFO_PHP)
+    httpd.expect_error(r"W4A00201: hosting w4a100010: per-directory "
+                       r"configuration asked to proxy")
+    httpd.expect_error(r"AH01144|No protocol handler")
+    for name in vectors:
+        st, h, body = httpd.get("a.example", "/%s/info.php" % name)
+        assert st in (403, 500), (name, st, body)
+        assert b"user=" + B.encode() not in body, name
+        assert b"user=" not in body, name
+    assert "W4A00201" in httpd.log()
+    # A symlink in A's tree to B's script: owner check, never B's pool.
+    os.symlink(os.path.join(tree.docroot(B, "b.example"), "info.php"),
+               os.path.join(tree.docroot(A, "a.example"), "link.php"))
+    httpd.expect_error(r"W4A0010[6]|W4A00204")
+    st, h, body = httpd.get("a.example", "/link.php")
+    assert st == 403 and b"user=" not in body
+    # A still runs its own PHP.
+    st, h, body = httpd.get("a.example", "/info.php")
+    assert st == 200 and vars_of(body)["user"] == A
+
+
+def test_php_script_owned_by_another_user_is_refused(w4a):
+    tree, fpm, httpd = php_server(w4a)
+    tree.write(A, "a.example", "foreign.php", INFO_PHP, owner=B)
+    httpd.expect_error(r"W4A0010[6].*foreign\.php|W4A00204.*foreign\.php")
+    st, h, body = httpd.get("a.example", "/foreign.php")
+    assert st == 403
+    assert b"<?php" not in body
+
+
+def test_php_domain_without_php_never_runs_or_serves_source(w4a):
+    tree = w4a.tree
+    tree.site("w4a100012", "static.example", {"x.php": INFO_PHP})
+    tree, fpm, httpd = php_server(w4a, extra_lines=[
+        tree.line("static.example", "w4a100012", "static.example", php="-")])
+    httpd.expect_error(r"W4A00202: hosting w4a100012: domain static.example "
+                       r"has no PHP version")
+    st, h, body = httpd.get("static.example", "/x.php")
+    assert st == 403
+    assert b"<?php" not in body and b"posix_getpwuid" not in body
+
+
+def test_fpm_pools_written_once_removed_when_gone_and_master_reloaded(w4a):
+    tree, fpm, httpd = php_server(w4a)
+    files = sorted(os.listdir(fpm.pool_dir))
+    assert files == ["w4a-%s.conf" % A, "w4a-%s.conf" % B]
+    conf = open(os.path.join(fpm.pool_dir, files[0])).read()
+    assert "user = 100010" in conf and "pm = ondemand" in conf
+    assert "listen.mode = 0600" in conf
+    assert "open_basedir] = %s/" % tree.home(A) in conf
+    index = os.path.join(tree.root, "map.index")
+    rc, out = fpm.generate(index)
+    assert rc == 0 and "0 written, 2 unchanged, 0 removed; 0 FPM" in out, out
+    # B leaves the map: its pool goes, the master reloads, B's socket goes.
+    rc, out, _ = tree.compile_map([tree.line("a.example", A, "a.example")])
+    assert rc == 0, out
+    rc, out = fpm.generate(index)
+    assert rc == 0 and "1 removed; 1 FPM master(s) reloaded" in out, out
+    assert sorted(os.listdir(fpm.pool_dir)) == ["w4a-%s.conf" % A]
+    for _ in range(100):
+        if not os.path.exists(fpm.socket(B)):
+            break
+        import time
+        time.sleep(0.05)
+    assert not os.path.exists(fpm.socket(B))
+    assert fpm.pid()        # SIGUSR2 re-executes the master (a new pid when daemonized)
+    st, h, body = httpd.get("a.example", "/info.php")
+    assert st == 200 and vars_of(body)["user"] == A
