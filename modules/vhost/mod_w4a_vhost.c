@@ -309,14 +309,33 @@ static const command_rec vhost_cmds[] = {
 /* ------------------------------------------------------------------ */
 /* The index: load and reload.                                         */
 
-static apr_status_t map_state_cleanup(void *data)
+/*
+ * The last good index of each path, kept across configuration cycles (in
+ * memory no pool owns): a graceful restart while the index file is broken
+ * keeps serving the hostings it served, and the two configuration passes
+ * at start-up map the file once.  Only the parent writes this table.
+ */
+#define MAX_RETAINED 16
+typedef struct {
+    char       *path;
+    w4a_map_t  *map;
+    apr_ino_t   ino;
+    apr_dev_t   dev;
+    apr_off_t   size;
+    apr_time_t  mtime, loaded_at;
+} retained_map;
+
+static retained_map retained[MAX_RETAINED];
+
+static retained_map *retained_find(const char *path)
 {
-    map_state *st = data;
-    if (st->map) {
-        w4a_map_close(st->map);
-        st->map = NULL;
+    int i;
+    for (i = 0; i < MAX_RETAINED && retained[i].path; i++) {
+        if (!strcmp(retained[i].path, path)) {
+            return &retained[i];
+        }
     }
-    return APR_SUCCESS;
+    return i < MAX_RETAINED ? &retained[i] : NULL;   /* a free slot */
 }
 
 /*
@@ -537,6 +556,9 @@ static int vhost_post_read_request(request_rec *r)
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, W4ALOGNO(00102)
                       "no Host in request; unknown host");
         return conf_unknown_404(c) ? HTTP_NOT_FOUND : DECLINED;
+    }
+    if (raw[0] != '[' && strchr(raw, ':')) {
+        raw = apr_pstrcat(r->pool, "[", raw, "]", NULL);   /* httpd strips them */
     }
     rv = w4a_host_normalise(raw, host, &len);
     if (rv != APR_SUCCESS) {
@@ -804,6 +826,7 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         vhost_conf *c = ap_get_module_config(sv->module_config,
                                              &w4a_vhost_module);
         map_state *st;
+        retained_map *kept;
 
         if (c->suspended_page && !c->suspended_body) {
             const char *err = NULL;
@@ -838,11 +861,30 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                              "cannot create the map lock");
                 return HTTP_INTERNAL_SERVER_ERROR;
             }
-            apr_pool_cleanup_register(pconf, st, map_state_cleanup,
-                                      apr_pool_cleanup_null);
             /* Loaded here, before the fork, so every child shares the
-             * mapping; a missing or broken index does not stop httpd. */
-            map_check(st, sv, ptemp);
+             * mapping; a missing or broken index does not stop httpd, and
+             * the last good one (from an earlier pass) is kept. */
+            kept = retained_find(c->map_path);
+            if (kept && kept->map) {
+                st->map = kept->map;
+                st->ino = kept->ino;
+                st->dev = kept->dev;
+                st->size = kept->size;
+                st->mtime = kept->mtime;
+                st->loaded_at = kept->loaded_at;
+            }
+            map_check(st, sv, ptemp);   /* closes kept->map if it swaps */
+            if (kept && st->map) {
+                if (!kept->path) {
+                    kept->path = strdup(c->map_path);
+                }
+                kept->map = st->map;
+                kept->ino = st->ino;
+                kept->dev = st->dev;
+                kept->size = st->size;
+                kept->mtime = st->mtime;
+                kept->loaded_at = st->loaded_at;
+            }
             apr_hash_set(states, c->map_path, APR_HASH_KEY_STRING, st);
         }
         else if (conf_interval(c) < st->interval) {

@@ -174,6 +174,8 @@ StartServers 2
 ServerLimit 4
 ThreadsPerChild 16
 MaxRequestWorkers 64
+MinSpareThreads 16
+MaxSpareThreads 64
 TypesConfig /etc/mime.types
 LogFormat "%h %l %u %t \\"%r\\" %>s %b" common
 CustomLog {self.access_log} common
@@ -193,6 +195,9 @@ DocumentRoot {root}/htdocs
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr + self.log()
         assert wait_port(self.port), "httpd did not listen:\n" + self.log()
+        # The port listens before the daemon's own configuration pass has
+        # run: wait until it says it serves.
+        assert self.wait_log(r"resuming normal operations", 10), self.log()
         return self
 
     def stop(self):
