@@ -310,11 +310,13 @@ static const command_rec vhost_cmds[] = {
 /* The index: load and reload.                                         */
 
 /*
- * The last good index of each path, kept across configuration cycles (in
- * memory no pool owns): a graceful restart while the index file is broken
- * keeps serving the hostings it served, and the two configuration passes
- * at start-up map the file once.  Only the parent writes this table.
+ * The last good index of each path, kept across configuration cycles:
+ * a graceful restart while the index file is broken keeps serving the
+ * hostings it served, and the two configuration passes at start-up map the
+ * file once.  A restart unloads this DSO, so the table is httpd's retained
+ * data and the maps are malloc'ed.  Only the parent writes it.
  */
+#define RETAINED_KEY "mod_w4a_vhost-maps"
 #define MAX_RETAINED 16
 typedef struct {
     char       *path;
@@ -325,7 +327,7 @@ typedef struct {
     apr_time_t  mtime, loaded_at;
 } retained_map;
 
-static retained_map retained[MAX_RETAINED];
+static retained_map *retained;   /* MAX_RETAINED entries */
 
 static retained_map *retained_find(const char *path)
 {
@@ -810,6 +812,11 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     apr_status_t rv;
     server_rec *sv;
 
+    retained = ap_retained_data_get(RETAINED_KEY);
+    if (!retained) {
+        retained = ap_retained_data_create(RETAINED_KEY,
+                                           sizeof(*retained) * MAX_RETAINED);
+    }
     rv = apr_shm_create(&shm, sizeof(apr_uint64_t) * CNT_MAX, NULL, pconf);
     if (rv == APR_SUCCESS) {
         counters = apr_shm_baseaddr_get(shm);
