@@ -4,7 +4,7 @@
  * Index layout (native little-endian, every section 8-byte aligned):
  *
  *   header   magic "W4AMAPv1", version, sizes, generation, counts, section
- *            offsets, FNV-1a 64 checksum of every byte after the header
+ *            offsets, FNV-1a 64 checksum of every byte but its own
  *   slots    nslots (a power of two >= 2 * names) x {hash64, name, record};
  *            open addressing, linear probing, record == EMPTY when free
  *   records  nrecords x {string offsets..., uid, gid, state, flags}
@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,16 @@ static apr_uint64_t name_hash(const char *s, apr_size_t len)
     return h;
 }
 
+/* Every byte of the file but the checksum itself (the header's last
+ * field), so a flipped header byte is caught too. */
+static apr_uint64_t image_checksum(const void *image, apr_size_t size)
+{
+    apr_size_t head = offsetof(map_header_t, checksum);
+    apr_uint64_t h = fnv1a(image, head, FNV_SEED);
+    return fnv1a((const char *)image + sizeof(map_header_t),
+                 size - sizeof(map_header_t), h);
+}
+
 static apr_uint64_t align8(apr_uint64_t v)
 {
     return (v + 7) & ~(apr_uint64_t)7;
@@ -168,8 +179,7 @@ static apr_status_t validate(const w4a_map_t *m, const char **err, apr_pool_t *p
         || (h->slots_off | h->records_off) & 7) {
         return fail(err, "index sections out of bounds", APR_EINVAL);
     }
-    if (fnv1a((const char *)m->base + sizeof(*h), m->size - sizeof(*h),
-              FNV_SEED) != h->checksum) {
+    if (image_checksum(m->base, m->size) != h->checksum) {
         return fail(err, "index checksum mismatch (corrupt or half-written)",
                     APR_EINVAL);
     }
@@ -762,7 +772,8 @@ static apr_status_t write_index(compile_ctx *c, const char *index_path)
     memcpy(image + h.slots_off, slots, (apr_size_t)nslots * sizeof(*slots));
     memcpy(image + h.records_off, recs, (apr_size_t)h.nrecords * sizeof(*recs));
     memcpy(image + h.strings_off, st.buf, st.len);
-    h.checksum = fnv1a(image + sizeof(h), size - sizeof(h), FNV_SEED);
+    memcpy(image, &h, sizeof(h));
+    h.checksum = image_checksum(image, size);
     memcpy(image, &h, sizeof(h));
     free(slots);
     free(recs);

@@ -1,0 +1,106 @@
+/* Host header normalisation. */
+#include <string.h>
+#include "check_w4a.h"
+#include "w4a_host.h"
+
+static void ok(const char *in, const char *want)
+{
+    char out[W4A_HOST_MAX + 1];
+    apr_size_t len = 0;
+    apr_status_t rv = w4a_host_normalise(in, out, &len);
+    ck_assert_msg(rv == APR_SUCCESS, "'%s' refused (%d)", in, rv);
+    ck_assert_str_eq(out, want);
+    ck_assert_uint_eq(len, strlen(want));
+}
+
+static void bad(const char *in, apr_status_t want)
+{
+    char out[W4A_HOST_MAX + 1];
+    apr_size_t len;
+    ck_assert_msg(w4a_host_normalise(in, out, &len) == want,
+                  "'%s' not refused as expected", in ? in : "(null)");
+}
+
+START_TEST(test_host_case_port_trailing_dot)
+{
+    ok("example.com", "example.com");
+    ok("EXAMPLE.Com", "example.com");
+    ok("example.com:8080", "example.com");
+    ok("example.com:", "example.com");
+    ok("example.com.", "example.com");
+    ok("Www.Example.COM.:443", "www.example.com");
+    ok("under_score.example", "under_score.example");
+    ok("xn--bcher-kva.example", "xn--bcher-kva.example");
+    ok("localhost", "localhost");
+}
+END_TEST
+
+START_TEST(test_host_ipv6_literals)
+{
+    ok("[::1]", "[::1]");
+    ok("[::1]:8080", "[::1]");
+    ok("[2001:DB8::1]", "[2001:db8::1]");
+    ok("[::ffff:192.0.2.1]:80", "[::ffff:192.0.2.1]");
+    bad("[]", APR_EINVAL);
+    bad("[::1", APR_EINVAL);
+    bad("[::1]x", APR_EINVAL);
+    bad("[::g]", APR_EINVAL);
+    bad("[::1]:8o", APR_EINVAL);
+}
+END_TEST
+
+START_TEST(test_host_malformed)
+{
+    bad(NULL, APR_EINVAL);
+    bad("", APR_EINVAL);
+    bad(".", APR_EINVAL);
+    bad(":80", APR_EINVAL);
+    bad("a..b", APR_EINVAL);
+    bad(".example.com", APR_EINVAL);
+    bad("example.com..", APR_EINVAL);
+    bad("a/b", APR_EINVAL);
+    bad("a\\b", APR_EINVAL);
+    bad("a b", APR_EINVAL);
+    bad("a\tb", APR_EINVAL);
+    bad("a\x01" "b", APR_EINVAL);
+    bad("caf\xc3\xa9.example", APR_EINVAL);
+    bad("example.com:abc", APR_EINVAL);
+    bad("example.com:80:80", APR_EINVAL);
+    bad("*.example.com", APR_EINVAL);
+    bad("a.example%2fb", APR_EINVAL);
+}
+END_TEST
+
+START_TEST(test_host_length_limit)
+{
+    char name[300];
+    char out[W4A_HOST_MAX + 1];
+    apr_size_t len;
+    int i;
+    /* 253 characters: labels of 9 letters and dots */
+    for (i = 0; i < W4A_HOST_MAX; i++) {
+        name[i] = (i % 10 == 9) ? '.' : 'a';
+    }
+    name[W4A_HOST_MAX] = '\0';
+    if (name[W4A_HOST_MAX - 1] == '.') {
+        name[W4A_HOST_MAX - 1] = 'a';
+    }
+    ck_assert_int_eq(w4a_host_normalise(name, out, &len), APR_SUCCESS);
+    ck_assert_uint_eq(len, W4A_HOST_MAX);
+    name[W4A_HOST_MAX] = 'b';
+    name[W4A_HOST_MAX + 1] = '\0';
+    ck_assert_int_eq(w4a_host_normalise(name, out, &len), APR_ENAMETOOLONG);
+}
+END_TEST
+
+Suite *host_suite(void)
+{
+    Suite *s = suite_create("host");
+    TCase *tc = tcase_create("normalise");
+    tcase_add_test(tc, test_host_case_port_trailing_dot);
+    tcase_add_test(tc, test_host_ipv6_literals);
+    tcase_add_test(tc, test_host_malformed);
+    tcase_add_test(tc, test_host_length_limit);
+    suite_add_tcase(s, tc);
+    return s;
+}

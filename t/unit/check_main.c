@@ -1,0 +1,19 @@
+/* Runs every Check suite of modules/common. */
+#include <stdlib.h>
+#include <apr_general.h>
+#include "check_w4a.h"
+
+int main(void)
+{
+    SRunner *sr;
+    int failed;
+
+    apr_initialize();
+    sr = srunner_create(host_suite());
+    srunner_add_suite(sr, map_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    apr_terminate();
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
