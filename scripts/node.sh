@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Run a w4a web node on this machine (Debian 12, as root): install, build,
+# install the modules and tools, create sample hostings (Unix users, trees,
+# map), generate their PHP-FPM pools, and start PHP-FPM and httpd.
+# Re-runnable. PORT (default 8080) and BASE (default /datas) may be set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PORT=${PORT:-8080}
+BASE=${BASE:-/datas}
+ETC=/etc/w4a
+bash scripts/deps.sh
+PHPV=$(php -r 'echo PHP_MAJOR_VERSION.".".PHP_MINOR_VERSION;')
+bash scripts/build.sh
+make install >/dev/null
+SBIN=$(sed -n 's/^prefix = //p' Makefile)/sbin
+MODDIR=$(apxs -q LIBEXECDIR)
+
+# --- sample hostings -------------------------------------------------------
+# hosting    uid     domains
+SAMPLES=(
+  "w4a100010 100010 example.com,www.example.com"
+  "w4a100011 100011 shop.example.net"
+  "w4a100012 100012 *.sites.example.org"
+  "w4a100013 100013 closed.example.com"
+)
+mkdir -p "$ETC" "$BASE/vol1"
+chmod 755 "$BASE" "$BASE/vol1"
+map="$ETC/hostings.map"
+{
+  echo "# Sample map written by scripts/node.sh: see docs/w4a-vhostmap.md"
+  echo "# names hosting uid gid docroot php state flags"
+} > "$map.new"
+for s in "${SAMPLES[@]}"; do
+    read -r user uid names <<<"$s"
+    getent group "$user" >/dev/null || groupadd -g "$uid" "$user"
+    getent passwd "$user" >/dev/null || \
+        useradd -u "$uid" -g "$uid" -M -d "$BASE/vol1/$user" -s /usr/sbin/nologin "$user" 2>/dev/null
+    first=${names%%,*}
+    domain=${first#\*.}
+    home="$BASE/vol1/$user"
+    docroot="$home/var/www/$domain"
+    mkdir -p "$docroot" "$home/log/apache2"
+    printf '<!doctype html><title>%s</title><h1>%s</h1><p>hosting %s</p>\n' \
+        "$domain" "$domain" "$user" > "$docroot/index.html"
+    printf '<?php\nheader("Content-Type: text/plain");\necho "PHP ", PHP_VERSION, " as ", posix_getpwuid(posix_geteuid())["name"], " for ", $_SERVER["HTTP_HOST"], "\\n";\n' \
+        > "$docroot/info.php"
+    chown -R "$uid:$uid" "$home"
+    chmod 755 "$home" "$home/var" "$home/var/www" "$docroot"
+    state=active; flags=-
+    [ "$user" = w4a100013 ] && state=suspended
+    [ "$user" = w4a100010 ] && flags=log
+    echo "$names $user $uid $uid $docroot $PHPV $state $flags" >> "$map.new"
+done
+mv "$map.new" "$map"
+"$SBIN/w4a-vhostmap" compile --base "$BASE" --check-dirs "$map" "$ETC/hostings.index"
+
+# --- PHP-FPM: one master of our own, pools from the map ---------------------
+mkdir -p "$ETC/fpm/pool.d" /run/php/w4a/"$PHPV"
+cat > "$ETC/fpm/php-fpm.conf" <<CONF
+[global]
+pid = /run/php/w4a-php$PHPV-fpm.pid
+error_log = /var/log/w4a-php$PHPV-fpm.log
+daemonize = yes
+include = $ETC/fpm/pool.d/*.conf
+CONF
+fpmpid=/run/php/w4a-php$PHPV-fpm.pid
+if [ -s "$fpmpid" ] && kill -0 "$(cat "$fpmpid")" 2>/dev/null; then
+    # running: the tool reloads it when a pool changed
+    "$SBIN/w4a-fpm-pools" --pool-dir "$ETC/fpm/pool.d" --pid-file "$fpmpid" "$ETC/hostings.index"
+else
+    "$SBIN/w4a-fpm-pools" --pool-dir "$ETC/fpm/pool.d" --pid-file '' "$ETC/hostings.index"
+    "php-fpm$PHPV" -y "$ETC/fpm/php-fpm.conf"
+fi
+
+# --- httpd -------------------------------------------------------------------
+mkdir -p /var/log/w4a /run/w4a "$ETC/htdocs"
+echo "default server: this Host is not in the map" > "$ETC/htdocs/index.html"
+cat > "$ETC/httpd.conf" <<CONF
+# Written by scripts/node.sh.
+ServerRoot $ETC
+Listen 127.0.0.1:$PORT
+ServerName localhost
+PidFile /run/w4a/httpd.pid
+DefaultRuntimeDir /run/w4a
+Mutex file:/run/w4a default
+ErrorLog /var/log/w4a/error.log
+LogLevel warn
+User www-data
+Group www-data
+LoadModule mpm_event_module $MODDIR/mod_mpm_event.so
+LoadModule authz_core_module $MODDIR/mod_authz_core.so
+LoadModule authz_host_module $MODDIR/mod_authz_host.so
+LoadModule mime_module $MODDIR/mod_mime.so
+LoadModule dir_module $MODDIR/mod_dir.so
+LoadModule alias_module $MODDIR/mod_alias.so
+LoadModule rewrite_module $MODDIR/mod_rewrite.so
+LoadModule setenvif_module $MODDIR/mod_setenvif.so
+LoadModule env_module $MODDIR/mod_env.so
+LoadModule headers_module $MODDIR/mod_headers.so
+LoadModule proxy_module $MODDIR/mod_proxy.so
+LoadModule proxy_fcgi_module $MODDIR/mod_proxy_fcgi.so
+LoadModule w4a_vhost_module $MODDIR/mod_w4a_vhost.so
+LoadModule w4a_php_module $MODDIR/mod_w4a_php.so
+TypesConfig /etc/mime.types
+DocumentRoot $ETC/htdocs
+DirectoryIndex index.php index.html
+LogFormat "%h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\"" combined
+CustomLog /var/log/w4a/access.log combined
+<Directory />
+    AllowOverride None
+    Require all denied
+</Directory>
+<Directory $ETC/htdocs>
+    Require all granted
+</Directory>
+<Directory $BASE>
+    AllowOverride All
+    Options SymLinksIfOwnerMatch
+    Require all granted
+</Directory>
+
+W4AVhostEngine on
+W4AVhostMap $ETC/hostings.index
+W4AVhostDocRootBase $BASE
+W4AVhostUnknown default
+W4APHPEngine on
+W4APHPSocket /run/php/w4a/%v/%h.sock
+CustomLog "|$SBIN/w4a-logsplit --base $BASE" "%{w4a-log}n %h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\"" env=W4A_LOG
+<Location /w4a-vhost-status>
+    SetHandler w4a-vhost-status
+    Require local
+</Location>
+CONF
+if [ -s /run/w4a/httpd.pid ] && kill -0 "$(cat /run/w4a/httpd.pid)" 2>/dev/null; then
+    /usr/sbin/apache2 -f "$ETC/httpd.conf" -k graceful
+else
+    /usr/sbin/apache2 -f "$ETC/httpd.conf" -k start
+fi
+for _ in $(seq 50); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
+    sleep 0.2
+done
+sleep 0.5
+
+cat <<MSG
+
+w4a web node running on 127.0.0.1:$PORT (map: $map, index: $ETC/hostings.index)
+  curl -H 'Host: example.com' http://127.0.0.1:$PORT/
+  curl -H 'Host: www.example.com' http://127.0.0.1:$PORT/info.php
+  curl -H 'Host: shop.example.net' http://127.0.0.1:$PORT/info.php
+  curl -H 'Host: anything.sites.example.org' http://127.0.0.1:$PORT/
+  curl -H 'Host: closed.example.com' http://127.0.0.1:$PORT/        (suspended: 403)
+  curl -H 'Host: example.com' http://127.0.0.1:$PORT/w4a-vhost-status
+Edit $map, then: $SBIN/w4a-vhostmap compile --base $BASE $map $ETC/hostings.index
+                 $SBIN/w4a-fpm-pools --pool-dir $ETC/fpm/pool.d --pid-file /run/php/w4a-php$PHPV-fpm.pid $ETC/hostings.index
+(no restart needed). Logs: /var/log/w4a/, per hosting: $BASE/vol1/w4a100010/log/apache2/access.log
+MSG
