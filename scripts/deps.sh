@@ -29,9 +29,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # The packages start Debian's own apache2 and php-fpm; ours run from our own
-# configurations, so theirs must not hold ports or sockets.
-for svc in apache2 php8.2-fpm; do
-    service "$svc" stop >/dev/null 2>&1 || true
+# configurations, so theirs must not hold ports or sockets. Stop them by
+# their own pid files only: their init scripts match processes by name and
+# would stop ours too.
+for pidf in /var/run/apache2/apache2.pid /run/php/php*-fpm.pid; do
+    [ -s "$pidf" ] || continue
+    pid=$(cat "$pidf")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$pidf"
 done
-pkill -x apache2 2>/dev/null || true
 exit 0
