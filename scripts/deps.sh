@@ -9,7 +9,7 @@ PKGS=(
     check valgrind
     python3 python3-pytest python3-requests
     curl wrk apache2-utils procps passwd
-    php-fpm php-cli
+    php-fpm php-cli apache2-suexec-custom
 )
 
 missing=()

@@ -45,6 +45,10 @@ for s in "${SAMPLES[@]}"; do
         "$domain" "$domain" "$user" > "$docroot/index.html"
     printf '<?php\nheader("Content-Type: text/plain");\necho "PHP ", PHP_VERSION, " as ", posix_getpwuid(posix_geteuid())["name"], " for ", $_SERVER["HTTP_HOST"], "\\n";\n' \
         > "$docroot/info.php"
+    mkdir -p "$docroot/cgi-bin"
+    printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "CGI as $(id -un)"\n' > "$docroot/cgi-bin/whoami.cgi"
+    printf 'Options +ExecCGI\nSetHandler cgi-script\n' > "$docroot/cgi-bin/.htaccess"
+    chmod 755 "$docroot/cgi-bin/whoami.cgi"
     chown -R "$uid:$uid" "$home"
     chmod 755 "$home" "$home/var" "$home/var/www" "$docroot"
     state=active; flags=-
@@ -73,6 +77,9 @@ else
     "php-fpm$PHPV" -y "$ETC/fpm/php-fpm.conf"
 fi
 
+# --- suEXEC: CGI runs as the hosting (apache2-suexec-custom's docroot) ------
+printf '%s\npublic_html/cgi-bin\n' "$BASE" > /etc/apache2/suexec/www-data
+
 # --- httpd -------------------------------------------------------------------
 mkdir -p /var/log/w4a /run/w4a "$ETC/htdocs"
 echo "default server: this Host is not in the map" > "$ETC/htdocs/index.html"
@@ -100,6 +107,8 @@ LoadModule env_module $MODDIR/mod_env.so
 LoadModule headers_module $MODDIR/mod_headers.so
 LoadModule proxy_module $MODDIR/mod_proxy.so
 LoadModule proxy_fcgi_module $MODDIR/mod_proxy_fcgi.so
+LoadModule cgid_module $MODDIR/mod_cgid.so
+ScriptSock /run/w4a/cgid.sock
 LoadModule w4a_vhost_module $MODDIR/mod_w4a_vhost.so
 LoadModule w4a_php_module $MODDIR/mod_w4a_php.so
 TypesConfig /etc/mime.types
@@ -150,6 +159,7 @@ w4a web node running on 127.0.0.1:$PORT (map: $map, index: $ETC/hostings.index)
   curl -H 'Host: www.example.com' http://127.0.0.1:$PORT/info.php
   curl -H 'Host: shop.example.net' http://127.0.0.1:$PORT/info.php
   curl -H 'Host: anything.sites.example.org' http://127.0.0.1:$PORT/
+  curl -H 'Host: shop.example.net' http://127.0.0.1:$PORT/cgi-bin/whoami.cgi   (suEXEC)
   curl -H 'Host: closed.example.com' http://127.0.0.1:$PORT/        (suspended: 403)
   curl -H 'Host: example.com' http://127.0.0.1:$PORT/w4a-vhost-status
 Edit $map, then: $SBIN/w4a-vhostmap compile --base $BASE $map $ETC/hostings.index
