@@ -141,11 +141,14 @@ CustomLog "|$SBIN/w4a-logsplit --base $BASE" "%{w4a-log}n %h %l %u %t \"%r\" %>s
     Require local
 </Location>
 CONF
+# Stop and start (not restart): a parent that did not have mod_cgid loaded
+# cannot start its CGI daemon on a restart.
 if [ -s /run/w4a/httpd.pid ] && kill -0 "$(cat /run/w4a/httpd.pid)" 2>/dev/null; then
-    /usr/sbin/apache2 -f "$ETC/httpd.conf" -k graceful
-else
-    /usr/sbin/apache2 -f "$ETC/httpd.conf" -k start
+    pid=$(cat /run/w4a/httpd.pid)
+    /usr/sbin/apache2 -f "$ETC/httpd.conf" -k stop
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
+/usr/sbin/apache2 -f "$ETC/httpd.conf" -k start
 for _ in $(seq 50); do
     curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
     sleep 0.2
