@@ -255,3 +255,17 @@ def test_fpm_pools_written_once_removed_when_gone_and_master_reloaded(w4a):
     assert fpm.pid()        # SIGUSR2 re-executes the master (a new pid when daemonized)
     st, h, body = httpd.get("a.example", "/info.php")
     assert st == 200 and vars_of(body)["user"] == A
+
+
+def test_php_backend_timeout_is_504_and_logged(w4a):
+    tree, fpm, httpd = php_server(
+        w4a, files_a={"slow.php": "<?php sleep(4); echo 'late';\n"},
+        body_extra="ProxyTimeout 1")
+    httpd.expect_error(r"AH01075|AH01068|AH01069|timed out|Timeout")
+    httpd.expect_error(r"W4A00211: PHP pool at .* timed out; answered 504")
+    st, h, body = httpd.get("a.example", "/slow.php")
+    assert st == 504 and b"late" not in body
+    assert httpd.wait_log(r"W4A00211: PHP pool at %s timed out; answered 504"
+                          % re.escape(fpm.socket(A)))
+    st, h, body = httpd.get("b.example", "/info.php")
+    assert st == 200 and vars_of(body)["user"] == B
