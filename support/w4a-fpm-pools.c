@@ -46,6 +46,7 @@ typedef struct {
     int         idle_timeout;
     int         max_requests;
     int         slowlog_timeout;
+    int         backlog;
     int         dry_run;
     int         quiet;
 } options;
@@ -127,6 +128,7 @@ static const char *pool_text(apr_pool_t *p, const options *o, const pool_t *pl)
         "listen.owner = %s\n"
         "listen.group = %s\n"
         "listen.mode = 0600\n"
+        "listen.backlog = %d\n"
         "pm = ondemand\n"
         "pm.max_children = %d\n"
         "pm.process_idle_timeout = %ds\n"
@@ -145,7 +147,7 @@ static const char *pool_text(apr_pool_t *p, const options *o, const pool_t *pl)
         "php_admin_value[sys_temp_dir] = %s/tmp\n"
         "env[TMPDIR] = %s/tmp\n",
         o->index, r->hosting, r->uid, r->gid, sock,
-        o->listen_owner, o->listen_owner, o->max_children, o->idle_timeout,
+        o->listen_owner, o->listen_owner, o->backlog, o->max_children, o->idle_timeout,
         o->max_requests, o->extensions,
         expand(p, o->slowlog, r->hosting, r->php_version), o->slowlog_timeout,
         pl->home, pl->home, pl->home, pl->home, pl->home, pl->home);
@@ -383,6 +385,8 @@ static void usage(FILE *f)
 "  --listen-owner USER  owner and group of the sockets [www-data]\n"
 "  --extensions LIST    security.limit_extensions [.php]\n"
 "  --max-children N     pm.max_children [5]\n"
+"  --listen-backlog N   requests that may wait for a busy pool; beyond them\n"
+"                       the connection is refused (httpd answers 503) [64]\n"
 "  --idle-timeout S     pm.process_idle_timeout in seconds [10]\n"
 "  --max-requests N     pm.max_requests [500]\n"
 "  --slowlog-timeout S  request_slowlog_timeout in seconds [5]\n"
@@ -402,6 +406,7 @@ int main(int argc, const char *const *argv)
         {"pid-file", 1003, 1, "pid file pattern"},
         {"listen-owner", 1004, 1, "socket owner"},
         {"slowlog", 1011, 1, "slow log pattern"},
+        {"listen-backlog", 1012, 1, "listen.backlog"},
         {"extensions", 1005, 1, "limit_extensions"},
         {"max-children", 1006, 1, "pm.max_children"},
         {"idle-timeout", 1007, 1, "idle timeout"},
@@ -415,7 +420,7 @@ int main(int argc, const char *const *argv)
     options o = {
         NULL, "/etc/php/%v/fpm/pool.d", "/run/php/w4a/%v/%h.sock",
         "/run/php/php%v-fpm.pid", "/var/log/php/w4a/%h-%v.slow.log",
-        "www-data", ".php", 5, 10, 500, 5, 0, 0
+        "www-data", ".php", 5, 10, 500, 5, 64, 0, 0
     };
     apr_pool_t *p;
     apr_getopt_t *os;
@@ -439,6 +444,7 @@ int main(int argc, const char *const *argv)
         case 1003: o.pid_file = arg; break;
         case 1004: o.listen_owner = arg; break;
         case 1011: o.slowlog = arg; break;
+        case 1012: o.backlog = atoi(arg); break;
         case 1005: o.extensions = arg; break;
         case 1006: o.max_children = atoi(arg); break;
         case 1007: o.idle_timeout = atoi(arg); break;
@@ -451,6 +457,7 @@ int main(int argc, const char *const *argv)
     }
     if (rv != APR_EOF || os->ind != argc - 1 || o.max_children < 1
         || o.idle_timeout < 1 || o.max_requests < 0 || o.slowlog_timeout < 0
+        || o.backlog < 0
         || !strstr(o.socket, "%h") || !ini_safe(o.listen_owner)
         || strpbrk(o.extensions, "\"'[]=;\n")) {
         usage(stderr);

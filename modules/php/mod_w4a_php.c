@@ -22,6 +22,7 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
+#include <apr_atomic.h>
 #include <apr_optional.h>
 #include <apr_strings.h>
 
@@ -39,14 +40,25 @@ module AP_MODULE_DECLARE_DATA w4a_php_module;
 
 /* The checks before dispatch, each with its own status. */
 typedef enum { CHK_OUTSIDE, CHK_OWNER, CHK_UID, CHK_NOPHP, CHK_PROXY,
-               CHK_MAX } check_e;
+               CHK_BUSY, CHK_MAX } check_e;
 static const char *const check_names[CHK_MAX] = {
-    "outside", "owner", "uid", "nophp", "proxy"
+    "outside", "owner", "uid", "nophp", "proxy", "busy"
 };
 static const int check_defaults[CHK_MAX] = {
     HTTP_FORBIDDEN, HTTP_FORBIDDEN, HTTP_FORBIDDEN, HTTP_FORBIDDEN,
-    HTTP_FORBIDDEN
+    HTTP_FORBIDDEN, HTTP_SERVICE_UNAVAILABLE
 };
+
+/*
+ * Requests in flight per pool, in this process: a hosting whose PHP hangs
+ * cannot take every thread of the process (and so every other hosting)
+ * with it.  Counted per process on purpose: a child that dies takes its
+ * counts with it, where a shared counter would stay too high for good.
+ * Sockets are hashed into buckets; two pools sharing a bucket share its
+ * limit (stricter, never looser).
+ */
+#define INFLIGHT_BUCKETS 4096
+static apr_uint32_t inflight[INFLIGHT_BUCKETS];
 
 typedef struct {
     int                 engine;            /* W4A_UNSET, 0, 1 */
@@ -55,6 +67,7 @@ typedef struct {
     apr_int64_t         min_uid;           /* W4A_UNSET: unset */
     int                 status[CHK_MAX];   /* 0: unset */
     int                 retry_after;       /* W4A_UNSET: unset */
+    int                 pool_limit;        /* W4A_UNSET: unset; 0: none */
 } php_conf;
 
 static APR_OPTIONAL_FN_TYPE(w4a_hosting) *get_hosting;
@@ -65,6 +78,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->engine = W4A_UNSET;
     c->min_uid = W4A_UNSET;
     c->retry_after = W4A_UNSET;
+    c->pool_limit = W4A_UNSET;
     return c;
 }
 
@@ -84,6 +98,8 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     }
     c->retry_after = add->retry_after != W4A_UNSET ? add->retry_after
                                                    : base->retry_after;
+    c->pool_limit = add->pool_limit != W4A_UNSET ? add->pool_limit
+                                                 : base->pool_limit;
     return c;
 }
 
@@ -169,7 +185,8 @@ static const char *set_check_status(cmd_parms *cmd, void *d, const char *what,
             return NULL;
         }
     }
-    return "W4APHPCheckStatus: expected one of outside, owner, uid, nophp, proxy";
+    return "W4APHPCheckStatus: expected one of outside, owner, uid, nophp, "
+           "proxy, busy";
 }
 
 static const char *set_retry_after(cmd_parms *cmd, void *d, const char *arg)
@@ -183,6 +200,17 @@ static const char *set_retry_after(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
+static const char *set_pool_limit(cmd_parms *cmd, void *d, const char *arg)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (*arg == '\0' || *end != '\0' || v < 0 || v > 100000) {
+        return "W4APHPPoolLimit: expected a number of requests (0: no limit)";
+    }
+    srv_conf(cmd)->pool_limit = (int)v;
+    return NULL;
+}
+
 static const command_rec php_cmds[] = {
     AP_INIT_FLAG("W4APHPEngine", set_engine, NULL, RSRC_CONF,
                  "On: hand hostings' PHP to their own PHP-FPM pools"),
@@ -193,7 +221,9 @@ static const command_rec php_cmds[] = {
     AP_INIT_TAKE1("W4APHPMinUid", set_min_uid, NULL, RSRC_CONF,
                   "PHP never runs for a hosting uid below this"),
     AP_INIT_TAKE2("W4APHPCheckStatus", set_check_status, NULL, RSRC_CONF,
-                  "Status of a failed check: outside|owner|uid|nophp|proxy CODE"),
+                  "Status of a failed check: outside|owner|uid|nophp|proxy|busy CODE"),
+    AP_INIT_TAKE1("W4APHPPoolLimit", set_pool_limit, NULL, RSRC_CONF,
+                  "Requests in flight per pool and httpd process (0: no limit)"),
     AP_INIT_TAKE1("W4APHPRetryAfter", set_retry_after, NULL, RSRC_CONF,
                   "Retry-After seconds sent with 503 when a pool is down"),
     {NULL}
@@ -248,6 +278,21 @@ static int is_proxied(const request_rec *r)
                            || !strcasecmp(r->handler, "proxy-server")))
            || (r->proxyreq && r->filename
                && !strncmp(r->filename, "proxy:", 6));
+}
+
+static apr_size_t bucket_of(const char *sock)
+{
+    apr_uint32_t h = 2166136261u;
+    for (; *sock; sock++) {
+        h = (h ^ (unsigned char)*sock) * 16777619u;
+    }
+    return h % INFLIGHT_BUCKETS;
+}
+
+static apr_status_t inflight_done(void *slot)
+{
+    apr_atomic_dec32(slot);
+    return APR_SUCCESS;
 }
 
 static const char *dispatch_handler(apr_pool_t *p, const char *sock)
@@ -364,6 +409,28 @@ static int php_fixups(request_rec *r)
                            apr_itoa(r->pool, retry));
         }
         return HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    if (c->pool_limit > 0) {
+        apr_uint32_t *slot = &inflight[bucket_of(sock)];
+        apr_uint32_t n = apr_atomic_inc32(slot) + 1;
+        if (n > (apr_uint32_t)c->pool_limit) {
+            int retry = c->retry_after == W4A_UNSET ? DEFAULT_RETRY
+                                                    : c->retry_after;
+            apr_atomic_dec32(slot);
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00212)
+                          "hosting %s: PHP pool %s is busy (%u requests in "
+                          "flight in this process, W4APHPPoolLimit %d); "
+                          "answered %d", rec->hosting, sock, n - 1,
+                          c->pool_limit, conf_status(c, CHK_BUSY));
+            if (retry > 0) {
+                apr_table_setn(r->err_headers_out, "Retry-After",
+                               apr_itoa(r->pool, retry));
+            }
+            return conf_status(c, CHK_BUSY);
+        }
+        apr_pool_cleanup_register(r->pool, slot, inflight_done,
+                                  apr_pool_cleanup_null);
     }
 
     /* The Authorization header reaches PHP, as it did under mod_php. */

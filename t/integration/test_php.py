@@ -269,3 +269,60 @@ def test_php_backend_timeout_is_504_and_logged(w4a):
                           % re.escape(fpm.socket(A)))
     st, h, body = httpd.get("b.example", "/info.php")
     assert st == 200 and vars_of(body)["user"] == B
+
+
+def test_php_busy_pool_answers_503_with_retry_after_at_once(w4a):
+    """W4APHPPoolLimit: past the requests in flight allowed per pool (and
+    httpd process), 503 + Retry-After at once, never a hang; other
+    hostings keep being served."""
+    import threading
+    import time
+    tree = w4a.tree
+    tree.site(A, "a.example", {"slow.php": "<?php usleep(1500000); echo 'done';\n"})
+    tree.site(B, "b.example", {"info.php": INFO_PHP})
+    rc, out, index = tree.compile_map([tree.line("a.example", A, "a.example"),
+                                       tree.line("b.example", B, "b.example")])
+    assert rc == 0, out
+    fpm = w4a.fpm()
+    rc, out = fpm.generate(index, extra=("--max-children", "8"))
+    assert rc in (0, 1), out
+    fpm.start()
+    httpd = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4APHPEngine on
+W4APHPSocket {fpm.socket_pattern}
+W4APHPRetryAfter 3
+W4APHPPoolLimit 1
+<Directory {tree.base}>
+    Require all granted
+</Directory>
+""", with_php=True).start()
+    httpd.expect_error(r"W4A00212: hosting w4a100010: PHP pool .* is busy "
+                       r"\(1 requests in flight in this process, "
+                       r"W4APHPPoolLimit 1\); answered 503")
+    results = []
+
+    def one():
+        t0 = time.time()
+        st, h, body = httpd.get("a.example", "/slow.php")
+        results.append((st, h.get("retry-after"), body, time.time() - t0))
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    st, h, body = httpd.get("b.example", "/info.php")      # b is not held up
+    assert st == 200 and vars_of(body)["user"] == B
+    for t in threads:
+        t.join()
+    codes = sorted(r[0] for r in results)
+    assert set(codes) == {200, 503}, codes
+    assert codes.count(200) <= 4       # at most 1 per httpd process (ServerLimit 4)
+    for st, retry, body, took in results:
+        if st == 503:
+            assert retry == "3"
+            assert took < 1.0          # refused at once, not queued
+        else:
+            assert body == b"done"
+    assert "W4A00212" in httpd.log()
