@@ -8,7 +8,7 @@ PKGS=(
     apache2 apache2-dev libapr1-dev libaprutil1-dev
     check valgrind
     python3 python3-pytest python3-requests
-    curl wrk apache2-utils procps passwd
+    curl wrk apache2-utils procps passwd openssl
     php-fpm php-cli apache2-suexec-custom
 )
 

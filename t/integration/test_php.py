@@ -326,3 +326,50 @@ W4APHPPoolLimit 1
         else:
             assert body == b"done"
     assert "W4A00212" in httpd.log()
+
+
+def test_php_https_variable_over_tls(w4a):
+    """Over TLS (mod_ssl), PHP sees HTTPS=on; over plain HTTP it does not."""
+    import socket
+    import ssl
+    import subprocess
+    from w4a_harness import free_port
+    key = os.path.join(w4a.root, "tls.key")
+    crt = os.path.join(w4a.root, "tls.crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", key, "-out", crt, "-days", "1", "-subj",
+                    "/CN=a.example"], check=True, capture_output=True)
+    tls_port = free_port()
+    tree, fpm, httpd = php_server(w4a, body_extra=f"""
+LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so
+LoadModule socache_shmcb_module /usr/lib/apache2/modules/mod_socache_shmcb.so
+Listen 127.0.0.1:{tls_port}
+<VirtualHost 127.0.0.1:{tls_port}>
+    SSLEngine on
+    SSLCertificateFile {crt}
+    SSLCertificateKeyFile {key}
+</VirtualHost>
+""")
+    st, h, body = httpd.get("a.example", "/info.php")
+    assert st == 200 and vars_of(body)["HTTPS"] == "-"
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="a.example") as s:
+            s.sendall(b"GET /info.php HTTP/1.1\r\nHost: a.example\r\n"
+                      b"Connection: close\r\n\r\n")
+            data = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    if b"chunked" in head.lower():
+        from w4a_harness import dechunk
+        body = dechunk(body)
+    v = vars_of(body)
+    assert v["HTTPS"] == "on"
+    assert v["user"] == A
