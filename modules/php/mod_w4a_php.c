@@ -28,6 +28,7 @@
 
 #include "php_private.h"
 #include "mod_w4a_vhost.h"
+#include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_php_module;
 
@@ -159,9 +160,8 @@ static const char *add_extension(cmd_parms *cmd, void *d, const char *arg)
 
 static const char *set_min_uid(cmd_parms *cmd, void *d, const char *arg)
 {
-    char *end;
-    apr_int64_t v = apr_strtoi64(arg, &end, 10);
-    if (*arg == '\0' || *end != '\0' || v < 0 || v > 0xFFFFFFFEll) {
+    apr_int64_t v;
+    if (!w4a_parse_number(arg, 0, 0xFFFFFFFEll, &v)) {
         return "W4APHPMinUid: expected a uid (a whole number)";
     }
     srv_conf(cmd)->min_uid = v;
@@ -172,11 +172,10 @@ static const char *set_check_status(cmd_parms *cmd, void *d, const char *what,
                                     const char *code)
 {
     php_conf *c = srv_conf(cmd);
-    char *end;
-    long v = strtol(code, &end, 10);
+    apr_int64_t v;
     int i;
 
-    if (*code == '\0' || *end != '\0' || v < 400 || v > 599) {
+    if (!w4a_parse_number(code, 400, 599, &v)) {
         return "W4APHPCheckStatus: expected an HTTP status from 400 to 599";
     }
     for (i = 0; i < CHK_MAX; i++) {
@@ -191,9 +190,8 @@ static const char *set_check_status(cmd_parms *cmd, void *d, const char *what,
 
 static const char *set_retry_after(cmd_parms *cmd, void *d, const char *arg)
 {
-    char *end;
-    long v = strtol(arg, &end, 10);
-    if (*arg == '\0' || *end != '\0' || v < 0 || v > 86400) {
+    apr_int64_t v;
+    if (!w4a_parse_number(arg, 0, 86400, &v)) {
         return "W4APHPRetryAfter: expected seconds from 0 to 86400";
     }
     srv_conf(cmd)->retry_after = (int)v;
@@ -202,9 +200,8 @@ static const char *set_retry_after(cmd_parms *cmd, void *d, const char *arg)
 
 static const char *set_pool_limit(cmd_parms *cmd, void *d, const char *arg)
 {
-    char *end;
-    long v = strtol(arg, &end, 10);
-    if (*arg == '\0' || *end != '\0' || v < 0 || v > 100000) {
+    apr_int64_t v;
+    if (!w4a_parse_number(arg, 0, 100000, &v)) {
         return "W4APHPPoolLimit: expected a number of requests (0: no limit)";
     }
     srv_conf(cmd)->pool_limit = (int)v;
@@ -309,12 +306,6 @@ static int is_our_dispatch(request_rec *r)
            && !strcmp(r->handler, dispatch_handler(r->pool, sock));
 }
 
-static int path_under(const char *path, const char *base)
-{
-    apr_size_t n = strlen(base);
-    return strncmp(path, base, n) == 0 && path[n] == '/';
-}
-
 static int refuse(request_rec *r, const php_conf *c, check_e k,
                   const char *fmt_reason)
 {
@@ -372,7 +363,7 @@ static int php_fixups(request_rec *r)
                       "and not served", rec->hosting, rec->domain,
                       r->filename));
     }
-    if (!path_under(r->filename, rec->docroot)) {
+    if (!w4a_path_under(r->filename, rec->docroot)) {
         return refuse(r, c, CHK_OUTSIDE, apr_psprintf(r->pool, W4ALOGNO(00203)
                       "hosting %s: script %s is outside the document root %s; "
                       "refused", rec->hosting, r->filename, rec->docroot));

@@ -36,6 +36,7 @@
 #include "mod_w4a_vhost.h"
 #include "w4a_host.h"
 #include "w4a_map.h"
+#include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_vhost_module;
 
@@ -71,17 +72,36 @@ static void count(counter_e c)
 /* ------------------------------------------------------------------ */
 /* Per-process state of one index file.                                */
 
+/* What tells one index file from another without reading it. */
+typedef struct {
+    apr_ino_t  ino;
+    apr_dev_t  dev;
+    apr_off_t  size;
+    apr_time_t mtime;
+} file_id;
+
+static void file_id_of(file_id *id, const apr_finfo_t *fi)
+{
+    id->ino = fi->inode;
+    id->dev = fi->device;
+    id->size = fi->size;
+    id->mtime = fi->mtime;
+}
+
+static int file_id_eq(const file_id *a, const file_id *b)
+{
+    return a->ino == b->ino && a->dev == b->dev && a->size == b->size
+           && a->mtime == b->mtime;
+}
+
 typedef struct map_state {
     const char          *path;
     apr_interval_time_t  interval;
     apr_thread_rwlock_t *lock;       /* guards map and the identity below */
     w4a_map_t           *map;        /* current index, or NULL */
     apr_time_t           loaded_at;
-    /* identity of the file behind map (or of the last refused one) */
-    apr_ino_t            ino, bad_ino;
-    apr_dev_t            dev, bad_dev;
-    apr_off_t            size, bad_size;
-    apr_time_t           mtime, bad_mtime;
+    file_id              id;         /* the file behind map */
+    file_id              bad;        /* the last file refused */
     volatile apr_uint64_t next_check;
     volatile apr_uint32_t checking;  /* 1 while one thread checks */
     char                 last_error[256];
@@ -189,9 +209,8 @@ static const char *set_interval(cmd_parms *cmd, void *d, const char *arg)
 {
     vhost_conf *c = ap_get_module_config(cmd->server->module_config,
                                          &w4a_vhost_module);
-    char *end;
-    apr_int64_t v = apr_strtoi64(arg, &end, 10);
-    if (*arg == '\0' || *end != '\0' || v < 0 || v > 86400) {
+    apr_int64_t v;
+    if (!w4a_parse_number(arg, 0, 86400, &v)) {
         return "W4AVhostMapCheckInterval: expected seconds from 0 to 86400";
     }
     c->interval = apr_time_from_sec(v);
@@ -219,9 +238,8 @@ static const char *set_suspended_status(cmd_parms *cmd, void *d,
 {
     vhost_conf *c = ap_get_module_config(cmd->server->module_config,
                                          &w4a_vhost_module);
-    char *end;
-    long v = strtol(arg, &end, 10);
-    if (*arg == '\0' || *end != '\0' || v < 400 || v > 599) {
+    apr_int64_t v;
+    if (!w4a_parse_number(arg, 400, 599, &v)) {
         return "W4AVhostSuspendedStatus: expected an HTTP status from 400 to 599";
     }
     c->suspended_status = (int)v;
@@ -245,9 +263,8 @@ static const char *set_min_uid(cmd_parms *cmd, void *d, const char *arg)
 {
     vhost_conf *c = ap_get_module_config(cmd->server->module_config,
                                          &w4a_vhost_module);
-    char *end;
-    apr_int64_t v = apr_strtoi64(arg, &end, 10);
-    if (*arg == '\0' || *end != '\0' || v < 0 || v > 0xFFFFFFFEll) {
+    apr_int64_t v;
+    if (!w4a_parse_number(arg, 0, 0xFFFFFFFEll, &v)) {
         return "W4AVhostMinUid: expected a uid (a whole number)";
     }
     c->min_uid = v;
@@ -321,10 +338,8 @@ static const command_rec vhost_cmds[] = {
 typedef struct {
     char       *path;
     w4a_map_t  *map;
-    apr_ino_t   ino;
-    apr_dev_t   dev;
-    apr_off_t   size;
-    apr_time_t  mtime, loaded_at;
+    file_id     id;
+    apr_time_t  loaded_at;
 } retained_map;
 
 static retained_map *retained;   /* MAX_RETAINED entries */
@@ -351,13 +366,13 @@ static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
     apr_status_t rv;
     w4a_map_t *fresh, *old;
     const char *err = NULL;
+    file_id now;
 
     rv = apr_stat(&fi, st->path, APR_FINFO_IDENT | APR_FINFO_SIZE
                   | APR_FINFO_MTIME, p);
     if (rv != APR_SUCCESS) {
-        if (st->bad_ino != (apr_ino_t)-1 || st->bad_size != -1) {
-            st->bad_ino = (apr_ino_t)-1;
-            st->bad_size = -1;
+        if (st->bad.size != -1) {           /* not said already */
+            st->bad.size = -1;
             apr_snprintf(st->last_error, sizeof(st->last_error),
                          "cannot stat %s", st->path);
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, W4ALOGNO(00110)
@@ -368,21 +383,17 @@ static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
         }
         return;
     }
-    if (st->map && fi.inode == st->ino && fi.device == st->dev
-        && fi.size == st->size && fi.mtime == st->mtime) {
+    file_id_of(&now, &fi);
+    if (st->map && file_id_eq(&now, &st->id)) {
         return;                                 /* unchanged */
     }
-    if (fi.inode == st->bad_ino && fi.device == st->bad_dev
-        && fi.size == st->bad_size && fi.mtime == st->bad_mtime) {
+    if (file_id_eq(&now, &st->bad)) {
         return;                                 /* refused already */
     }
 
     rv = w4a_map_open(&fresh, st->path, &err, p);
     if (rv != APR_SUCCESS) {
-        st->bad_ino = fi.inode;
-        st->bad_dev = fi.device;
-        st->bad_size = fi.size;
-        st->bad_mtime = fi.mtime;
+        st->bad = now;
         apr_snprintf(st->last_error, sizeof(st->last_error), "%s",
                      err ? err : "unreadable");
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, W4ALOGNO(00110)
@@ -397,10 +408,7 @@ static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
     apr_thread_rwlock_wrlock(st->lock);
     old = st->map;
     st->map = fresh;
-    st->ino = fi.inode;
-    st->dev = fi.device;
-    st->size = fi.size;
-    st->mtime = fi.mtime;
+    st->id = now;
     st->loaded_at = apr_time_now();
     st->last_error[0] = '\0';
     apr_thread_rwlock_unlock(st->lock);
@@ -490,15 +498,6 @@ static const w4a_hosting_t *w4a_hosting(request_rec *r)
     return req ? req->rec : NULL;
 }
 
-static int path_under(const char *path, const char *base)
-{
-    apr_size_t n = strlen(base);
-    if (n == 1 && base[0] == '/') {
-        return path[0] == '/';
-    }
-    return strncmp(path, base, n) == 0 && (path[n] == '/' || path[n] == '\0');
-}
-
 /* Second lock behind w4a-vhostmap's checks: never serve a record that
  * breaks the operator's rules. */
 static int record_refused(request_rec *r, const vhost_conf *c,
@@ -516,7 +515,7 @@ static int record_refused(request_rec *r, const vhost_conf *c,
     if (c->bases && c->bases->nelts) {
         int i;
         for (i = 0; i < c->bases->nelts; i++) {
-            if (path_under(rec->docroot, APR_ARRAY_IDX(c->bases, i, const char *))) {
+            if (w4a_path_under(rec->docroot, APR_ARRAY_IDX(c->bases, i, const char *))) {
                 return 0;
             }
         }
@@ -644,7 +643,7 @@ static int vhost_fixups(request_rec *r)
         return DECLINED;
     }
     req = find_req(r);
-    if (!req || !(rec = req->rec) || !path_under(r->filename, rec->docroot)) {
+    if (!req || !(rec = req->rec) || !w4a_path_under(r->filename, rec->docroot)) {
         return DECLINED;        /* not a hosting's file (e.g. a server Alias) */
     }
     if (!(r->finfo.valid & APR_FINFO_USER)) {
@@ -860,8 +859,7 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
             st = apr_pcalloc(pconf, sizeof(*st));
             st->path = c->map_path;
             st->interval = conf_interval(c);
-            st->bad_size = -2;      /* nothing refused yet */
-            st->bad_ino = (apr_ino_t)-2;
+            st->bad.size = -2;      /* nothing refused yet */
             rv = apr_thread_rwlock_create(&st->lock, pconf);
             if (rv != APR_SUCCESS) {
                 ap_log_error(APLOG_MARK, APLOG_EMERG, rv, sv, W4ALOGNO(00123)
@@ -874,10 +872,7 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
             kept = retained_find(c->map_path);
             if (kept && kept->map) {
                 st->map = kept->map;
-                st->ino = kept->ino;
-                st->dev = kept->dev;
-                st->size = kept->size;
-                st->mtime = kept->mtime;
+                st->id = kept->id;
                 st->loaded_at = kept->loaded_at;
             }
             map_check(st, sv, ptemp);   /* closes kept->map if it swaps */
@@ -886,10 +881,7 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                     kept->path = strdup(c->map_path);
                 }
                 kept->map = st->map;
-                kept->ino = st->ino;
-                kept->dev = st->dev;
-                kept->size = st->size;
-                kept->mtime = st->mtime;
+                kept->id = st->id;
                 kept->loaded_at = st->loaded_at;
             }
             apr_hash_set(states, c->map_path, APR_HASH_KEY_STRING, st);

@@ -51,6 +51,17 @@ def ensure_users():
                             name], check=True, stderr=subprocess.DEVNULL)
 
 
+def wait_gone(pid, timeout=10.0):
+    """Wait until process pid has exited."""
+    end = time.time() + timeout
+    while pid and time.time() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -204,13 +215,7 @@ DocumentRoot {root}/htdocs
         pid = self.pid()
         subprocess.run([HTTPD, "-f", self.conf, "-k", "stop"],
                        capture_output=True)
-        end = time.time() + 10
-        while pid and time.time() < end:
-            try:
-                os.kill(pid, 0)
-                time.sleep(0.05)
-            except ProcessLookupError:
-                break
+        wait_gone(pid)
 
     def graceful(self):
         subprocess.run([HTTPD, "-f", self.conf, "-k", "graceful"], check=True)
@@ -364,13 +369,7 @@ include = {self.pool_dir}/*.conf
             os.kill(pid, signal.SIGQUIT)
         except ProcessLookupError:
             return
-        end = time.time() + 10
-        while time.time() < end:
-            try:
-                os.kill(pid, 0)
-                time.sleep(0.05)
-            except ProcessLookupError:
-                return
+        wait_gone(pid)
 
 
 @pytest.fixture

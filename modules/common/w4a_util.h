@@ -1,0 +1,25 @@
+/**
+ * @file w4a_util.h
+ * @brief Small helpers shared by the modules and tools (httpd-free).
+ */
+#ifndef W4A_UTIL_H
+#define W4A_UTIL_H
+
+#include <apr.h>
+
+/**
+ * Whether @a path is @a base or lies below it ("/datas" holds "/datas/x",
+ * not "/datasX"). Purely textual: both must be normalised absolute paths.
+ * @return 1 or 0
+ */
+int w4a_path_under(const char *path, const char *base);
+
+/**
+ * Parse a whole decimal number within [min, max].
+ * @return 1 with *out set, or 0 when @a s is empty, has other characters,
+ *         or is out of range.
+ */
+int w4a_parse_number(const char *s, apr_int64_t min, apr_int64_t max,
+                     apr_int64_t *out);
+
+#endif /* W4A_UTIL_H */
