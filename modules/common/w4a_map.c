@@ -29,6 +29,7 @@
 
 #include "w4a_host.h"
 #include "w4a_map.h"
+#include "w4a_util.h"
 
 #define MAGIC        "W4AMAPv1"
 #define FORMAT       1u
@@ -421,15 +422,6 @@ static int parse_id(const char *s, apr_uint32_t *out)
     return 1;
 }
 
-static int path_under(const char *path, const char *base)
-{
-    apr_size_t n = strlen(base);
-    if (n == 1 && base[0] == '/') {
-        return 1;
-    }
-    return !strncmp(path, base, n) && (path[n] == '/' || path[n] == '\0');
-}
-
 /* Absolute, no "." or ".." component, no "//"; one trailing '/' dropped. */
 static const char *clean_path(apr_pool_t *p, const char *in)
 {
@@ -586,7 +578,7 @@ static void parse_line(compile_ctx *c, char *line)
         if (k && k->bases && k->bases->nelts) {
             int ok = 0;
             for (i = 0; i < k->bases->nelts && !ok; i++) {
-                ok = path_under(r.docroot, APR_ARRAY_IDX(k->bases, i,
+                ok = w4a_path_under(r.docroot, APR_ARRAY_IDX(k->bases, i,
                                                          const char *));
             }
             if (!ok) {
