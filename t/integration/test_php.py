@@ -373,3 +373,56 @@ Listen 127.0.0.1:{tls_port}
     v = vars_of(body)
     assert v["HTTPS"] == "on"
     assert v["user"] == A
+
+
+def test_php_script_outside_docroot_is_refused_with_its_status(w4a):
+    """A server-level Alias can map a hosting's URL outside its document
+    root: PHP there is refused (W4APHPCheckStatus outside)."""
+    shared = os.path.join(w4a.root, "shared")
+    os.makedirs(shared)
+    with open(os.path.join(shared, "x.php"), "w") as f:
+        f.write(INFO_PHP)
+    os.chown(os.path.join(shared, "x.php"), 100010, 100010)
+    tree, fpm, httpd = php_server(w4a, body_extra=f"""
+W4APHPCheckStatus outside 451
+Alias /shared {shared}
+<Directory {shared}>
+    Require all granted
+</Directory>
+""")
+    httpd.expect_error(r"W4A00203: hosting w4a100010: script %s/x\.php is "
+                       r"outside the document root" % re.escape(shared))
+    st, h, body = httpd.get("a.example", "/shared/x.php")
+    assert st == 451 and b"user=" not in body and b"<?php" not in body
+
+
+def test_php_hosting_uid_below_minimum_never_runs_php(w4a):
+    tree = w4a.tree
+    dr = tree.site(A, "a.example", {"info.php": INFO_PHP})
+    # uid 33 (www-data) owns a copy of the tree's script
+    low = tree.write(A, "a.example", "low/info.php", INFO_PHP, owner="www-data")
+    rc, out, index = tree.compile_map([
+        tree.line("a.example", A, "a.example"),
+        "low.example www-data 33 33 %s/low 8.2 active -" % dr], extra=("--min-uid", "0"))
+    assert rc == 0, out
+    fpm = w4a.fpm()
+    fpm.generate(index)
+    fpm.start()
+    httpd = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostMinUid 0
+W4APHPEngine on
+W4APHPSocket {fpm.socket_pattern}
+W4APHPMinUid 1000
+W4APHPCheckStatus uid 403
+<Directory {tree.base}>
+    Require all granted
+</Directory>
+""", with_php=True).start()
+    httpd.expect_error(r"W4A00205: hosting www-data: uid 33 below W4APHPMinUid "
+                       r"1000; PHP not run")
+    st, h, body = httpd.get("low.example", "/info.php")
+    assert st == 403 and b"user=" not in body
+    st, h, body = httpd.get("a.example", "/info.php")
+    assert st == 200 and vars_of(body)["user"] == A
