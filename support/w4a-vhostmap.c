@@ -1,6 +1,14 @@
 /*
  * w4a-vhostmap: compile, check and query the hosting map.
  * See docs/w4a-vhostmap.md.
+ *
+ * main() only finds the subcommand in commands[] and runs it; a new
+ * subcommand is one function and one line of that table.  Every
+ * subcommand parses its own options (from the argv that starts at its
+ * name) and returns the exit status:
+ *   0  success (compiled / clean / found / valid)
+ *   1  refused: errors in the map (or, lookup, host not found)
+ *   2  usage error, unreadable file, write failure, broken index
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,253 +22,433 @@
 
 #include "w4a_host.h"
 #include "w4a_map.h"
+#include "w4a_util.h"
+
+#define PROG "w4a-vhostmap"
+
+#define EXIT_OK      0
+#define EXIT_REFUSED 1
+#define EXIT_USAGE   2
+
+typedef struct cmd_t cmd_t;
+typedef int cmd_fn(const cmd_t *cmd, int argc, const char *const *argv,
+                   apr_pool_t *p);
+
+struct cmd_t {
+    const char *name;
+    cmd_fn     *run;
+    const char *args;           /* synopsis after the name */
+    const char *summary;
+    int         map_opts;       /* takes the map check options */
+};
+
+static cmd_fn cmd_compile, cmd_check, cmd_lookup, cmd_info, cmd_help;
+
+static const cmd_t commands[] = {
+    { "compile", cmd_compile, "[options] MAP.txt INDEX",
+      "check MAP.txt and write INDEX atomically", 1 },
+    { "check",   cmd_check,   "[options] MAP.txt",
+      "check MAP.txt, write nothing", 1 },
+    { "lookup",  cmd_lookup,  "INDEX HOST",
+      "print the record HOST resolves to", 0 },
+    { "info",    cmd_info,    "INDEX",
+      "validate INDEX and print its header", 0 },
+    { "help",    cmd_help,    "[COMMAND]",
+      "this text", 0 },
+    { NULL, NULL, NULL, NULL, 0 }
+};
+
+/* Options of the map checks (compile, check) and the common -h. */
+enum {
+    OPT_MIN_UID = 1001, OPT_BASE, OPT_CHECK_DIRS, OPT_STRICT, OPT_SKIP_BAD
+};
+
+/* (described in usage()) */
+static const apr_getopt_option_t map_options[] = {
+    { "min-uid",    OPT_MIN_UID,    1, "N" },
+    { "base",       OPT_BASE,       1, "DIR" },
+    { "check-dirs", OPT_CHECK_DIRS, 0, "" },
+    { "strict",     OPT_STRICT,     0, "" },
+    { "skip-bad",   OPT_SKIP_BAD,   0, "" },
+    { "quiet",      'q',            0, "" },
+    { "help",       'h',            0, "" },
+    { NULL, 0, 0, NULL }
+};
+
+static const apr_getopt_option_t help_only[] = {
+    { "help", 'h', 0, "" },
+    { NULL, 0, 0, NULL }
+};
 
 typedef struct {
-    w4a_map_checks_t checks;
+    w4a_map_checks_t    checks;
     apr_array_header_t *bases;
-    int quiet;
+    int                 quiet;
+    int                 help;
+    int                 ind;        /* first operand */
 } tool_opts;
 
-static void to_stderr(void *baton, int level, const char *msg)
+/* The synopsis of every command (or of only); with full, the rest. */
+static void usage(FILE *f, const cmd_t *only, int full)
 {
-    fprintf(stderr, "%s: %s\n", level <= W4A_LOG_ERR ? "error" : "warning", msg);
+    const cmd_t *c;
+
+    fprintf(f, "Usage:\n");
+    for (c = commands; c->name; c++) {
+        if (!only || only == c) {
+            fprintf(f, "  " PROG " %s %s\n      %s\n", c->name, c->args,
+                    c->summary);
+        }
+    }
+    if (!full) {
+        fprintf(f, "(" PROG " help%s%s: the full text)\n", only ? " " : "",
+                only ? only->name : "");
+        return;
+    }
+    if (!only || only->map_opts) {
+        fprintf(f,
+"\n"
+"Options of compile and check (may come before or after the operands):\n"
+"  --min-uid N    uids and gids below N are errors [1000]\n"
+"  --base DIR     allowed base of document roots: a docroot must lie below\n"
+"                 one of them; repeatable [any absolute path]\n"
+"  --check-dirs   report document roots that are not directories (warnings)\n"
+"  --strict       missing directories are errors and, for check, warnings\n"
+"                 make the exit status 1 (implies --check-dirs)\n"
+"  --skip-bad     compile: report bad lines, leave them out, write the rest\n"
+"  -q, --quiet    no summary line\n");
+    }
+    fprintf(f, "  -h, --help     this text\n");
+    if (!only || only->run == cmd_lookup) {
+        fprintf(f,
+"\n"
+"lookup prints key=value lines: host domain matched hosting uid gid\n"
+"docroot php state flags log_dir media (\"-\" for none).\n");
+    }
+    if (!only) {
+        fprintf(f,
+"\n"
+"The text map: one line per set of domains, blank-separated fields, '#'\n"
+"comments:\n"
+"  names hosting uid gid docroot php state [flags]\n"
+"  example.com,www.example.com w4a100010 100010 100010 "
+"/datas/vol1/w4a100010/var/www/example.com 8.2 active log\n"
+"names: comma list, first = canonical domain, \"*.suffix\" = wildcard;\n"
+"php: version or \"-\"; state: active | suspended; flags: \"-\" or a comma\n"
+"list of log, log=DIR, media=HOST.  See docs/w4a-vhostmap.md.\n"
+"\n"
+"Exit status: 0 success (compiled, clean, found, valid); 1 errors in the\n"
+"map (with --skip-bad: the index was written without the bad lines), or\n"
+"host not found; 2 usage error, unreadable file, write failure or broken\n"
+"index.\n");
+    }
 }
 
-static void usage(FILE *f)
+/* Parses the options of cmd; returns 0, or an exit status to stop with. */
+static int parse_opts(const cmd_t *cmd, int argc, const char *const *argv,
+                      apr_pool_t *p, tool_opts *o)
 {
-    fprintf(f,
-"Usage: w4a-vhostmap COMMAND [options] ARGS\n"
-"\n"
-"Commands:\n"
-"  compile [options] MAP.txt INDEX  check MAP.txt and write INDEX atomically\n"
-"  check   [options] MAP.txt        check MAP.txt, write nothing\n"
-"  lookup  INDEX HOST               print the record HOST resolves to\n"
-"  info    INDEX                    validate INDEX and print its header\n"
-"\n"
-"Options (compile, check):\n"
-"  --min-uid N     uids and gids below N are errors [1000]\n"
-"  --base DIR      allowed base of document roots (repeatable) [any]\n"
-"  --check-dirs    report document roots that are not directories\n"
-"  --strict        missing directories are errors, not warnings\n"
-"  --skip-bad      leave bad lines out and compile the rest\n"
-"  -q, --quiet     no summary line\n"
-"  -h, --help      this text\n"
-"\n"
-"Exit status: 0 success (found, for lookup); 1 errors in the map (or not\n"
-"found); 2 usage error, unreadable file or broken index.\n");
-}
-
-static int parse_opts(int argc, const char *const *argv, apr_pool_t *p,
-                      tool_opts *o, int *ind)
-{
-    static const apr_getopt_option_t opts[] = {
-        {"min-uid", 1001, 1, "minimum uid"},
-        {"base", 1002, 1, "allowed docroot base"},
-        {"check-dirs", 1003, 0, "check directories"},
-        {"strict", 1004, 0, "strict"},
-        {"skip-bad", 1005, 0, "skip bad lines"},
-        {"quiet", 'q', 0, "quiet"},
-        {"help", 'h', 0, "help"},
-        {NULL, 0, 0, NULL}
-    };
     apr_getopt_t *os;
     apr_status_t rv;
     int ch;
     const char *arg;
-    char *end;
 
     memset(o, 0, sizeof(*o));
     o->checks.min_uid = 1000;
     o->bases = apr_array_make(p, 2, sizeof(const char *));
     o->checks.bases = o->bases;
     apr_getopt_init(&os, p, argc, argv);
-    os->errfn = NULL;
-    while ((rv = apr_getopt_long(os, opts, &ch, &arg)) == APR_SUCCESS) {
+    os->interleave = 1;             /* options may follow the operands */
+    while ((rv = apr_getopt_long(os, cmd->map_opts ? map_options : help_only,
+                                 &ch, &arg)) == APR_SUCCESS) {
         switch (ch) {
-        case 1001:
-            o->checks.min_uid = (apr_uint32_t)strtoul(arg, &end, 10);
-            if (!*arg || *end) {
-                fprintf(stderr, "w4a-vhostmap: --min-uid: '%s' is not a number\n", arg);
-                return -1;
+        case OPT_MIN_UID: {
+            apr_int64_t v;
+            if (!w4a_parse_number(arg, 0, 0xFFFFFFFEll, &v)) {
+                fprintf(stderr, PROG ": --min-uid: '%s' is not a uid\n", arg);
+                return EXIT_USAGE;
             }
+            o->checks.min_uid = (apr_uint32_t)v;
             break;
-        case 1002:
-            if (arg[0] != '/') {
-                fprintf(stderr, "w4a-vhostmap: --base: '%s' is not absolute\n", arg);
-                return -1;
+        }
+        case OPT_BASE:
+            if (arg[0] != '/' || strstr(arg, "/../") || strstr(arg, "/./")
+                || (strlen(arg) >= 3
+                    && !strcmp(arg + strlen(arg) - 3, "/.."))) {
+                fprintf(stderr, PROG ": --base: '%s' is not an absolute, "
+                        "normalised directory\n", arg);
+                return EXIT_USAGE;
             }
             APR_ARRAY_PUSH(o->bases, const char *) = arg;
             break;
-        case 1003: o->checks.check_dirs = 1; break;
-        case 1004: o->checks.strict = 1; o->checks.check_dirs = 1; break;
-        case 1005: o->checks.skip_bad = 1; break;
-        case 'q': o->quiet = 1; break;
-        case 'h': usage(stdout); exit(0);
+        case OPT_CHECK_DIRS:
+            o->checks.check_dirs = 1;
+            break;
+        case OPT_STRICT:
+            o->checks.strict = 1;
+            o->checks.check_dirs = 1;
+            break;
+        case OPT_SKIP_BAD:
+            o->checks.skip_bad = 1;
+            break;
+        case 'q':
+            o->quiet = 1;
+            break;
+        case 'h':
+            o->help = 1;
+            break;
         }
     }
-    if (rv != APR_EOF) {
-        fprintf(stderr, "w4a-vhostmap: unknown or incomplete option (see --help)\n");
-        return -1;
+    if (rv != APR_EOF) {            /* apr_getopt has said what */
+        fprintf(stderr, "(see " PROG " help %s)\n", cmd->name);
+        return EXIT_USAGE;
     }
-    *ind = os->ind;
+    o->ind = os->ind;
     return 0;
 }
 
-static int cmd_compile(int argc, const char *const *argv, apr_pool_t *p,
-                       int write)
+/* The operands after the options, exactly n of them; else usage. */
+static int operands(const cmd_t *cmd, int argc, const tool_opts *o, int n)
+{
+    if (o->help) {
+        usage(stdout, cmd, 1);
+        return EXIT_OK;
+    }
+    if (argc - o->ind != n) {
+        fprintf(stderr, PROG " %s: expected %d operand%s, got %d\n",
+                cmd->name, n, n == 1 ? "" : "s", argc - o->ind);
+        usage(stderr, cmd, 0);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+static void to_stderr(void *baton, int level, const char *msg)
+{
+    fprintf(stderr, "%s: %s\n", level <= W4A_LOG_ERR ? "error" : "warning",
+            msg);
+}
+
+/* compile and check. */
+static int compile_or_check(const cmd_t *cmd, int argc,
+                            const char *const *argv, apr_pool_t *p, int write)
 {
     tool_opts o;
-    int ind;
     w4a_logger_t log = { to_stderr, NULL };
     w4a_map_stats_t st;
     apr_status_t rv;
-    apr_time_t t0;
-    const char *index;
+    apr_time_t t0, t1;
+    const char *text, *index;
+    int rc;
 
-    if (parse_opts(argc, argv, p, &o, &ind) != 0
-        || argc - ind != (write ? 2 : 1)) {
-        usage(stderr);
-        return 2;
+    if ((rc = parse_opts(cmd, argc, argv, p, &o)) != 0
+        || (rc = operands(cmd, argc, &o, write ? 2 : 1)) >= 0) {
+        return rc;
     }
-    index = write ? argv[ind + 1] : NULL;
+    text = argv[o.ind];
+    index = write ? argv[o.ind + 1] : NULL;
     t0 = apr_time_now();
-    rv = w4a_map_compile(argv[ind], index, &o.checks, &log, &st, p);
+    rv = w4a_map_compile(text, index, &o.checks, &log, &st, p);
+    t1 = apr_time_now();
     if (rv == APR_EINVAL) {
-        fprintf(stderr, "w4a-vhostmap: %s: %u line(s) with errors, %u "
-                "warning(s); %s\n", argv[ind], st.errors, st.warnings,
+        fprintf(stderr, PROG ": %s: %u line(s) with errors, %u warning(s); "
+                "%s\n", text, st.errors, st.warnings,
                 write ? "index NOT written (old one kept)" : "map refused");
-        return 1;
+        return EXIT_REFUSED;
     }
     if (rv != APR_SUCCESS) {
-        return 2;
+        return EXIT_USAGE;          /* the library said why */
+    }
+    if (write) {
+        w4a_map_t *m;
+        const char *err = NULL;
+        /* Read back what was written: the same validation httpd does. */
+        if (w4a_map_open(&m, index, &err, p) != APR_SUCCESS) {
+            fprintf(stderr, PROG ": %s: written but refused on reading it "
+                    "back: %s\n", index, err);
+            return EXIT_USAGE;
+        }
+        if (!o.quiet) {
+            printf("compiled %u records, %u names in %" APR_TIME_T_FMT " ms "
+                   "-> %s (generation %" APR_UINT64_T_FMT ")\n",
+                   st.records, st.names, apr_time_as_msec(t1 - t0), index,
+                   w4a_map_generation(m));
+        }
+        w4a_map_close(m);
+        if (st.errors) {
+            fprintf(stderr, PROG ": %s: %u bad line(s) left out (--skip-bad)"
+                    "\n", text, st.errors);
+        }
+        return st.errors ? EXIT_REFUSED : EXIT_OK;
     }
     if (!o.quiet) {
-        if (write) {
-            w4a_map_t *m;
-            const char *err = NULL;
-            apr_uint64_t gen = 0;
-            if (w4a_map_open(&m, index, &err, p) == APR_SUCCESS) {
-                gen = w4a_map_generation(m);
-                w4a_map_close(m);
-            }
-            printf("compiled %u records, %u names in %" APR_TIME_T_FMT
-                   " ms -> %s (generation %" APR_UINT64_T_FMT ")%s\n",
-                   st.records, st.names,
-                   apr_time_as_msec(apr_time_now() - t0), index, gen,
-                   st.errors ? apr_psprintf(p, "; %u bad line(s) left out",
-                                            st.errors) : "");
-        }
-        else {
-            printf("%s: %u records, %u names, %u error(s), %u warning(s)\n",
-                   argv[ind], st.records, st.names, st.errors, st.warnings);
-        }
+        printf("%s: %u records, %u names, %u error(s), %u warning(s)\n",
+               text, st.records, st.names, st.errors, st.warnings);
     }
-    if (!write && o.checks.strict && st.warnings) {
-        return 1;
-    }
-    return st.errors ? 1 : 0;
+    return (st.errors || (o.checks.strict && st.warnings)) ? EXIT_REFUSED
+                                                           : EXIT_OK;
 }
 
-static int open_index(const char *path, w4a_map_t **m, apr_pool_t *p)
+static int cmd_compile(const cmd_t *cmd, int argc, const char *const *argv,
+                       apr_pool_t *p)
 {
-    const char *err = NULL;
-    if (w4a_map_open(m, path, &err, p) != APR_SUCCESS) {
-        fprintf(stderr, "w4a-vhostmap: %s: %s\n", path, err ? err : "unreadable");
-        return 2;
+    return compile_or_check(cmd, argc, argv, p, 1);
+}
+
+static int cmd_check(const cmd_t *cmd, int argc, const char *const *argv,
+                     apr_pool_t *p)
+{
+    return compile_or_check(cmd, argc, argv, p, 0);
+}
+
+static int open_index(const char *path, w4a_map_t **m, const char **err,
+                      apr_pool_t *p)
+{
+    *err = NULL;
+    if (w4a_map_open(m, path, err, p) != APR_SUCCESS) {
+        if (!*err) {
+            *err = "unreadable";
+        }
+        fprintf(stderr, PROG ": %s: %s\n", path, *err);
+        return EXIT_USAGE;
     }
     return 0;
 }
 
-static int cmd_lookup(int argc, const char *const *argv, apr_pool_t *p)
+static const char *or_dash(const char *s)
 {
+    return s ? s : "-";
+}
+
+static int cmd_lookup(const cmd_t *cmd, int argc, const char *const *argv,
+                      apr_pool_t *p)
+{
+    tool_opts o;
     w4a_map_t *m;
     w4a_hosting_t r;
     char host[W4A_HOST_MAX + 1];
+    const char *err;
     apr_size_t len;
+    apr_status_t rv;
     int rc;
 
-    if (argc != 4) {
-        usage(stderr);
-        return 2;
-    }
-    if ((rc = open_index(argv[2], &m, p)) != 0) {
+    if ((rc = parse_opts(cmd, argc, argv, p, &o)) != 0
+        || (rc = operands(cmd, argc, &o, 2)) >= 0) {
         return rc;
     }
-    if (w4a_host_normalise(argv[3], host, &len) != APR_SUCCESS) {
-        fprintf(stderr, "w4a-vhostmap: '%s' is not a valid host\n", argv[3]);
+    if ((rc = open_index(argv[o.ind], &m, &err, p)) != 0) {
+        return rc;
+    }
+    rv = w4a_host_normalise(argv[o.ind + 1], host, &len);
+    if (rv != APR_SUCCESS) {
+        fprintf(stderr, PROG ": '%s' is not a valid host (%s): not found\n",
+                argv[o.ind + 1], rv == APR_ENAMETOOLONG
+                ? "longer than 253 characters" : "malformed");
         w4a_map_close(m);
-        return 2;
+        return EXIT_REFUSED;
     }
     if (w4a_map_lookup(m, host, len, &r) != APR_SUCCESS) {
-        printf("%s: not found\n", host);
+        fprintf(stderr, PROG ": %s: not found\n", host);
         w4a_map_close(m);
-        return 1;
+        return EXIT_REFUSED;
     }
     printf("host=%s\ndomain=%s\nmatched=%s\nhosting=%s\nuid=%u\ngid=%u\n"
            "docroot=%s\nphp=%s\nstate=%s\nflags=%s\nlog_dir=%s\nmedia=%s\n",
            host, r.domain, r.matched, r.hosting, r.uid, r.gid, r.docroot,
-           r.php_version ? r.php_version : "-", w4a_state_name(r.state),
-           (r.flags & W4A_FLAG_LOG) ? "log" : "-",
-           r.log_dir ? r.log_dir : "-", r.media_host ? r.media_host : "-");
+           or_dash(r.php_version), w4a_state_name(r.state),
+           (r.flags & W4A_FLAG_LOG) ? "log" : "-", or_dash(r.log_dir),
+           or_dash(r.media_host));
     w4a_map_close(m);
-    return 0;
+    return EXIT_OK;
 }
 
-static int cmd_info(int argc, const char *const *argv, apr_pool_t *p)
+static int cmd_info(const cmd_t *cmd, int argc, const char *const *argv,
+                    apr_pool_t *p)
 {
+    tool_opts o;
     w4a_map_t *m;
     struct stat st;
     char date[APR_RFC822_DATE_LEN];
+    const char *path, *err;
     int rc;
 
-    if (argc != 3) {
-        usage(stderr);
-        return 2;
-    }
-    if ((rc = open_index(argv[2], &m, p)) != 0) {
+    if ((rc = parse_opts(cmd, argc, argv, p, &o)) != 0
+        || (rc = operands(cmd, argc, &o, 1)) >= 0) {
         return rc;
     }
+    path = argv[o.ind];
+    printf("index=%s\n", path);
+    if (open_index(path, &m, &err, p) != 0) {
+        printf("valid=no\nerror=%s\n", err);
+        return EXIT_USAGE;
+    }
     apr_rfc822_date(date, (apr_time_t)w4a_map_generation(m));
-    stat(argv[2], &st);
-    printf("index=%s\nvalid=yes\ngeneration=%" APR_UINT64_T_FMT "\n"
-           "compiled=%s\nrecords=%u\nnames=%u\nsize=%lld\n", argv[2],
-           w4a_map_generation(m), date, w4a_map_records(m), w4a_map_names(m),
-           (long long)st.st_size);
+    if (stat(path, &st) != 0) {
+        st.st_size = 0;
+    }
+    printf("valid=yes\ngeneration=%" APR_UINT64_T_FMT "\ncompiled=%s\n"
+           "records=%u\nnames=%u\nsize=%lld\n", w4a_map_generation(m), date,
+           w4a_map_records(m), w4a_map_names(m), (long long)st.st_size);
     w4a_map_close(m);
-    return 0;
+    return EXIT_OK;
+}
+
+static const cmd_t *find_command(const char *name)
+{
+    const cmd_t *c;
+
+    for (c = commands; c->name; c++) {
+        if (!strcmp(c->name, name)) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static int cmd_help(const cmd_t *cmd, int argc, const char *const *argv,
+                    apr_pool_t *p)
+{
+    const cmd_t *about = argc > 1 ? find_command(argv[1]) : NULL;
+
+    if (argc > 1 && !about) {
+        fprintf(stderr, PROG ": unknown command '%s'\n", argv[1]);
+        usage(stderr, NULL, 0);
+        return EXIT_USAGE;
+    }
+    usage(stdout, about, 1);
+    return EXIT_OK;
 }
 
 int main(int argc, const char *const *argv)
 {
     apr_pool_t *p;
-    const char *cmd;
+    const cmd_t *cmd;
+    int rc;
 
-    apr_app_initialize(&argc, &argv, NULL);
-    atexit(apr_terminate);
-    apr_pool_create(&p, NULL);
+    if (apr_app_initialize(&argc, &argv, NULL) != APR_SUCCESS
+        || apr_pool_create(&p, NULL) != APR_SUCCESS) {
+        fprintf(stderr, PROG ": cannot initialise APR\n");
+        return EXIT_USAGE;
+    }
     if (argc < 2) {
-        usage(stderr);
-        return 2;
+        usage(stderr, NULL, 0);
+        rc = EXIT_USAGE;
     }
-    cmd = argv[1];
-    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
-        usage(stdout);
-        return 0;
+    else if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(stdout, NULL, 1);
+        rc = EXIT_OK;
     }
-    /* Subcommand parsers see argv from the subcommand on. */
-    if (!strcmp(cmd, "compile")) {
-        return cmd_compile(argc - 1, argv + 1, p, 1);
+    else if ((cmd = find_command(argv[1])) == NULL) {
+        fprintf(stderr, PROG ": unknown command '%s'\n", argv[1]);
+        usage(stderr, NULL, 0);
+        rc = EXIT_USAGE;
     }
-    if (!strcmp(cmd, "check")) {
-        return cmd_compile(argc - 1, argv + 1, p, 0);
+    else {
+        /* A subcommand sees argv from its own name on. */
+        rc = cmd->run(cmd, argc - 1, argv + 1, p);
     }
-    if (!strcmp(cmd, "lookup")) {
-        return cmd_lookup(argc, argv, p);
-    }
-    if (!strcmp(cmd, "info")) {
-        return cmd_info(argc, argv, p);
-    }
-    fprintf(stderr, "w4a-vhostmap: unknown command '%s'\n", cmd);
-    usage(stderr);
-    return 2;
+    fflush(stdout);
+    apr_pool_destroy(p);
+    apr_terminate();
+    return rc;
 }

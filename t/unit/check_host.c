@@ -1,4 +1,4 @@
-/* Host header normalisation. */
+/* Host header normalisation (w4a_host_normalise). */
 #include <string.h>
 #include "check_w4a.h"
 #include "w4a_host.h"
@@ -8,6 +8,7 @@ static void ok(const char *in, const char *want)
     char out[W4A_HOST_MAX + 1];
     apr_size_t len = 0;
     apr_status_t rv = w4a_host_normalise(in, out, &len);
+
     ck_assert_msg(rv == APR_SUCCESS, "'%s' refused (%d)", in, rv);
     ck_assert_str_eq(out, want);
     ck_assert_uint_eq(len, strlen(want));
@@ -16,22 +17,43 @@ static void ok(const char *in, const char *want)
 static void bad(const char *in, apr_status_t want)
 {
     char out[W4A_HOST_MAX + 1];
-    apr_size_t len;
-    ck_assert_msg(w4a_host_normalise(in, out, &len) == want,
-                  "'%s' not refused as expected", in ? in : "(null)");
+    apr_size_t len = 12345;
+    apr_status_t rv = w4a_host_normalise(in, out, &len);
+
+    ck_assert_msg(rv == want, "'%s' gave %d, expected %d", in ? in : "(null)",
+                  rv, want);
+    ck_assert_uint_eq(len, 12345);          /* untouched on failure */
 }
 
-START_TEST(test_host_case_port_trailing_dot)
+START_TEST(test_host_port_is_stripped)
+{
+    ok("example.com:8080", "example.com");
+    ok("example.com:80", "example.com");
+    ok("example.com:", "example.com");      /* empty port */
+    ok("a:0", "a");
+    bad("example.com:abc", APR_EINVAL);
+    bad("example.com:80a", APR_EINVAL);
+    bad("example.com:-1", APR_EINVAL);
+    bad("example.com:80:80", APR_EINVAL);
+    bad("example.com: 80", APR_EINVAL);
+    bad(":80", APR_EINVAL);
+}
+END_TEST
+
+START_TEST(test_host_case_and_trailing_dot)
 {
     ok("example.com", "example.com");
     ok("EXAMPLE.Com", "example.com");
-    ok("example.com:8080", "example.com");
-    ok("example.com:", "example.com");
     ok("example.com.", "example.com");
     ok("Www.Example.COM.:443", "www.example.com");
     ok("under_score.example", "under_score.example");
     ok("xn--bcher-kva.example", "xn--bcher-kva.example");
     ok("localhost", "localhost");
+    ok("1.2.3.4", "1.2.3.4");
+    ok("a-b.c-d", "a-b.c-d");
+    bad("example.com..", APR_EINVAL);       /* only one dot stripped */
+    bad(".", APR_EINVAL);
+    bad(".:80", APR_EINVAL);
 }
 END_TEST
 
@@ -39,13 +61,20 @@ START_TEST(test_host_ipv6_literals)
 {
     ok("[::1]", "[::1]");
     ok("[::1]:8080", "[::1]");
+    ok("[::1]:", "[::1]");
     ok("[2001:DB8::1]", "[2001:db8::1]");
     ok("[::ffff:192.0.2.1]:80", "[::ffff:192.0.2.1]");
     bad("[]", APR_EINVAL);
+    bad("[1]", APR_EINVAL);                 /* no colon: not IPv6 */
+    bad("[.]", APR_EINVAL);
     bad("[::1", APR_EINVAL);
     bad("[::1]x", APR_EINVAL);
-    bad("[::g]", APR_EINVAL);
     bad("[::1]:8o", APR_EINVAL);
+    bad("[::g]", APR_EINVAL);
+    bad("[::1%eth0]", APR_EINVAL);
+    bad("[::1]]", APR_EINVAL);
+    bad("[1111:2222:3333:4444:5555:6666:7777:8888:9999:0000:1]",
+        APR_EINVAL);                        /* longer than any IPv6 */
 }
 END_TEST
 
@@ -53,43 +82,60 @@ START_TEST(test_host_malformed)
 {
     bad(NULL, APR_EINVAL);
     bad("", APR_EINVAL);
-    bad(".", APR_EINVAL);
-    bad(":80", APR_EINVAL);
     bad("a..b", APR_EINVAL);
     bad(".example.com", APR_EINVAL);
-    bad("example.com..", APR_EINVAL);
     bad("a/b", APR_EINVAL);
+    bad("/", APR_EINVAL);
+    bad("..", APR_EINVAL);
+    bad("../etc", APR_EINVAL);
     bad("a\\b", APR_EINVAL);
     bad("a b", APR_EINVAL);
+    bad(" a", APR_EINVAL);
     bad("a\tb", APR_EINVAL);
+    bad("a\rb", APR_EINVAL);
+    bad("a\nb", APR_EINVAL);
     bad("a\x01" "b", APR_EINVAL);
+    bad("a\x7f" "b", APR_EINVAL);
     bad("caf\xc3\xa9.example", APR_EINVAL);
-    bad("example.com:abc", APR_EINVAL);
-    bad("example.com:80:80", APR_EINVAL);
-    bad("*.example.com", APR_EINVAL);
+    bad("*.example.com", APR_EINVAL);       /* wildcards are map-only */
+    bad("*", APR_EINVAL);
     bad("a.example%2fb", APR_EINVAL);
+    bad("a@b", APR_EINVAL);
+    bad("a+b", APR_EINVAL);
+    bad("user:pass@host", APR_EINVAL);
 }
 END_TEST
 
 START_TEST(test_host_length_limit)
 {
-    char name[300];
+    char name[W4A_HOST_MAX + 8];
     char out[W4A_HOST_MAX + 1];
     apr_size_t len;
     int i;
-    /* 253 characters: labels of 9 letters and dots */
+
+    /* 253 characters: labels of 9 letters and dots, ending in a letter */
     for (i = 0; i < W4A_HOST_MAX; i++) {
         name[i] = (i % 10 == 9) ? '.' : 'a';
     }
+    name[W4A_HOST_MAX - 1] = 'a';
     name[W4A_HOST_MAX] = '\0';
-    if (name[W4A_HOST_MAX - 1] == '.') {
-        name[W4A_HOST_MAX - 1] = 'a';
-    }
     ck_assert_int_eq(w4a_host_normalise(name, out, &len), APR_SUCCESS);
     ck_assert_uint_eq(len, W4A_HOST_MAX);
+    ck_assert_uint_eq(strlen(out), W4A_HOST_MAX);
+
+    /* 253 + a trailing dot and a port still fit */
+    strcpy(name + W4A_HOST_MAX, ".:80");
+    ck_assert_int_eq(w4a_host_normalise(name, out, &len), APR_SUCCESS);
+    ck_assert_uint_eq(len, W4A_HOST_MAX);
+
+    /* 254 does not */
     name[W4A_HOST_MAX] = 'b';
     name[W4A_HOST_MAX + 1] = '\0';
-    ck_assert_int_eq(w4a_host_normalise(name, out, &len), APR_ENAMETOOLONG);
+    bad(name, APR_ENAMETOOLONG);
+    name[W4A_HOST_MAX + 1] = ':';
+    name[W4A_HOST_MAX + 2] = '1';
+    name[W4A_HOST_MAX + 3] = '\0';
+    bad(name, APR_ENAMETOOLONG);
 }
 END_TEST
 
@@ -97,7 +143,9 @@ Suite *host_suite(void)
 {
     Suite *s = suite_create("host");
     TCase *tc = tcase_create("normalise");
-    tcase_add_test(tc, test_host_case_port_trailing_dot);
+
+    tcase_add_test(tc, test_host_port_is_stripped);
+    tcase_add_test(tc, test_host_case_and_trailing_dot);
     tcase_add_test(tc, test_host_ipv6_literals);
     tcase_add_test(tc, test_host_malformed);
     tcase_add_test(tc, test_host_length_limit);

@@ -1,6 +1,11 @@
-/* Runs every Check suite of modules/common. */
+/*
+ * Runs every Check suite of modules/common; exits non-zero when a test
+ * failed.  CK_FORK=no runs the tests in this process (for valgrind).
+ */
 #include <stdlib.h>
+
 #include <apr_general.h>
+
 #include "check_w4a.h"
 
 int main(void)
@@ -8,7 +13,9 @@ int main(void)
     SRunner *sr;
     int failed;
 
-    apr_initialize();
+    if (apr_initialize() != APR_SUCCESS) {
+        return EXIT_FAILURE;
+    }
     sr = srunner_create(host_suite());
     srunner_add_suite(sr, map_suite());
     srunner_run_all(sr, CK_NORMAL);

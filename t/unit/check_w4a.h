@@ -1,14 +1,16 @@
-/* Check suites of modules/common. */
+/*
+ * Check (libcheck) unit tests of modules/common: one suite per file,
+ * check_main.c runs them all.
+ */
 #ifndef CHECK_W4A_H
 #define CHECK_W4A_H
 
 #include <check.h>
-#include <apr_pools.h>
 
+/** Host header normalisation (check_host.c). */
 Suite *host_suite(void);
+
+/** Map compile, index validation, lookup (check_map.c). */
 Suite *map_suite(void);
 
-/* A pool made per test (the suites' fixtures create and destroy it). */
-extern apr_pool_t *test_pool;
-
-#endif
+#endif /* CHECK_W4A_H */
