@@ -149,10 +149,16 @@ if [ -s /run/w4a/httpd.pid ] && kill -0 "$(cat /run/w4a/httpd.pid)" 2>/dev/null;
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
 /usr/sbin/apache2 -f "$ETC/httpd.conf" -k start
+up=
 for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && { up=1; break; }
     sleep 0.2
 done
+if [ -z "$up" ]; then
+    echo "node: httpd does not answer on 127.0.0.1:$PORT; /var/log/w4a/error.log says:" >&2
+    tail -n 20 /var/log/w4a/error.log >&2 || true
+    exit 1
+fi
 sleep 0.5
 
 cat <<MSG
