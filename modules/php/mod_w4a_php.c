@@ -109,6 +109,16 @@ static int conf_status(const php_conf *c, check_e k)
     return c->status[k] ? c->status[k] : check_defaults[k];
 }
 
+/* Retry-After on an error answer, unless W4APHPRetryAfter is 0. */
+static void add_retry_after(request_rec *r, const php_conf *c)
+{
+    int retry = c->retry_after == W4A_UNSET ? DEFAULT_RETRY : c->retry_after;
+    if (retry > 0) {
+        apr_table_setn(r->err_headers_out, "Retry-After",
+                       apr_itoa(r->pool, retry));
+    }
+}
+
 static php_conf *srv_conf(cmd_parms *cmd)
 {
     return ap_get_module_config(cmd->server->module_config, &w4a_php_module);
@@ -391,14 +401,10 @@ static int php_fixups(request_rec *r)
     sock = expand_socket(r->pool, c->socket ? c->socket : DEFAULT_SOCKET, rec);
     if (apr_stat(&fi, sock, APR_FINFO_TYPE, r->pool) != APR_SUCCESS
         || fi.filetype != APR_SOCK) {
-        int retry = c->retry_after == W4A_UNSET ? DEFAULT_RETRY : c->retry_after;
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00210)
                       "hosting %s: PHP %s pool socket %s is missing; "
                       "answered 503", rec->hosting, rec->php_version, sock);
-        if (retry > 0) {
-            apr_table_setn(r->err_headers_out, "Retry-After",
-                           apr_itoa(r->pool, retry));
-        }
+        add_retry_after(r, c);
         return HTTP_SERVICE_UNAVAILABLE;
     }
 
@@ -406,18 +412,13 @@ static int php_fixups(request_rec *r)
         apr_uint32_t *slot = &inflight[bucket_of(sock)];
         apr_uint32_t n = apr_atomic_inc32(slot) + 1;
         if (n > (apr_uint32_t)c->pool_limit) {
-            int retry = c->retry_after == W4A_UNSET ? DEFAULT_RETRY
-                                                    : c->retry_after;
             apr_atomic_dec32(slot);
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00212)
                           "hosting %s: PHP pool %s is busy (%u requests in "
                           "flight in this process, W4APHPPoolLimit %d); "
                           "answered %d", rec->hosting, sock, n - 1,
                           c->pool_limit, conf_status(c, CHK_BUSY));
-            if (retry > 0) {
-                apr_table_setn(r->err_headers_out, "Retry-After",
-                               apr_itoa(r->pool, retry));
-            }
+            add_retry_after(r, c);
             return conf_status(c, CHK_BUSY);
         }
         apr_pool_cleanup_register(r->pool, slot, inflight_done,
@@ -442,17 +443,14 @@ static void php_insert_error_filter(request_rec *r)
 {
     php_conf *c;
     const char *sock = apr_table_get(r->notes, NOTE_DISPATCHED);
-    int retry;
 
     if (!sock || (r->status != HTTP_SERVICE_UNAVAILABLE
                   && r->status != HTTP_GATEWAY_TIME_OUT)) {
         return;
     }
     c = ap_get_module_config(r->server->module_config, &w4a_php_module);
-    retry = c->retry_after == W4A_UNSET ? DEFAULT_RETRY : c->retry_after;
-    if (r->status == HTTP_SERVICE_UNAVAILABLE && retry > 0) {
-        apr_table_setn(r->err_headers_out, "Retry-After",
-                       apr_itoa(r->pool, retry));
+    if (r->status == HTTP_SERVICE_UNAVAILABLE) {
+        add_retry_after(r, c);
     }
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00211)
                   "PHP pool at %s %s; answered %d", sock,

@@ -515,7 +515,9 @@ static int record_refused(request_rec *r, const vhost_conf *c,
     if (c->bases && c->bases->nelts) {
         int i;
         for (i = 0; i < c->bases->nelts; i++) {
-            if (w4a_path_under(rec->docroot, APR_ARRAY_IDX(c->bases, i, const char *))) {
+            const char *base = APR_ARRAY_IDX(c->bases, i, const char *);
+            /* strictly below: a docroot that is the base holds every tenant */
+            if (strcmp(rec->docroot, base) && w4a_path_under(rec->docroot, base)) {
                 return 0;
             }
         }
@@ -789,9 +791,10 @@ static const char *read_page(apr_pool_t *p, const char *path, const char **err)
         apr_file_close(f);
         return NULL;
     }
-    /* A leading '"' makes ap_custom_response() take it as the body text. */
+    /* ap_custom_response() takes text as the body as long as it does not
+     * look like a URL ("/…" or "scheme:…"); a leading newline, harmless in
+     * HTML, keeps such a page a body. */
     buf = apr_palloc(p, (apr_size_t)fi.size + 2);
-    buf[0] = '"';
     n = (apr_size_t)fi.size;
     rv = apr_file_read_full(f, buf + 1, n, &n);
     apr_file_close(f);
@@ -800,7 +803,11 @@ static const char *read_page(apr_pool_t *p, const char *path, const char **err)
         return NULL;
     }
     buf[n + 1] = '\0';
-    return buf;
+    if (buf[1] == '/' || ap_is_url(buf + 1)) {
+        buf[0] = '\n';
+        return buf;
+    }
+    return buf + 1;
 }
 
 static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,

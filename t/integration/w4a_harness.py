@@ -62,6 +62,15 @@ def wait_gone(pid, timeout=10.0):
         time.sleep(0.05)
 
 
+def read_pid(path):
+    """The pid in a pid file, or None."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -222,11 +231,7 @@ DocumentRoot {root}/htdocs
         time.sleep(0.5)
 
     def pid(self):
-        try:
-            with open(self.pidfile) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.pidfile)
 
     def log(self):
         try:
@@ -355,11 +360,7 @@ include = {self.pool_dir}/*.conf
         return self
 
     def pid(self):
-        try:
-            with open(self.pidfile) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.pidfile)
 
     def stop(self):
         pid = self.pid()
