@@ -1,14 +1,12 @@
 """w4a-logsplit, the per-hosting access-log splitter (docs/w4a-logsplit.md).
 
-Self-contained: these tests run support/w4a-logsplit directly, feeding it
+These tests run support/w4a-logsplit directly, feeding it
 lines on standard input the way httpd's piped-log pipe does, for two fake
 hostings in a temporary tree owned by test users (created when absent).
 The last test runs it under a real httpd with mod_w4a_vhost, and is skipped
 when the module is not built.
 """
-import grp
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -21,12 +19,8 @@ import http.client
 
 import pytest
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-LOGSPLIT = os.path.join(REPO, "support", "w4a-logsplit")
-VHOSTMAP = os.path.join(REPO, "support", "w4a-vhostmap")
-VHOST_SO = os.path.join(REPO, "modules", "vhost", ".libs", "mod_w4a_vhost.so")
-HTTPD = "/usr/sbin/apache2"
-MODDIR = "/usr/lib/apache2/modules"
+from w4a_harness import (LOGSPLIT, VHOSTMAP, VHOST_SO, HTTPD,  # noqa: F401
+                         MODDIR, ensure_users)
 
 UID_A, UID_B = 100010, 100011
 
@@ -39,19 +33,9 @@ pytestmark = [
 
 
 def ensure_user(uid):
-    """A user and group w4a<uid> with uid = gid = uid, unless that uid and
-    gid exist already."""
-    name = "w4a%d" % uid
-    try:
-        grp.getgrgid(uid)
-    except KeyError:
-        subprocess.run(["groupadd", "-g", str(uid), name], check=True)
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        subprocess.run(["useradd", "-u", str(uid), "-g", str(uid), "-M",
-                        "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
-                        name], check=True, stderr=subprocess.DEVNULL)
+    """The harness's test users (w4a100010..w4a100014, uid = gid)."""
+    assert 100010 <= uid <= 100014, uid
+    ensure_users()
 
 
 class Tree:
