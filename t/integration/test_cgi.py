@@ -1,11 +1,9 @@
 """CGI in a hosting's cgi-bin runs through suEXEC as the hosting's user:
 mod_w4a_vhost gives suEXEC the hosting's identity from the map."""
 import os
-import re
 
 import pytest
 
-from w4a_harness import w4a  # noqa: F401  (fixture)
 
 A, B = "w4a100010", "w4a100011"
 SUEXEC_CONF = "/etc/apache2/suexec/www-data"

@@ -3,7 +3,7 @@ import os
 import re
 import subprocess
 
-from w4a_harness import w4a  # noqa: F401  (fixture)
+from w4a_harness import hostings_dir_block
 
 A, B = "w4a100010", "w4a100011"
 
@@ -44,12 +44,7 @@ W4AVhostDocRootBase {tree.base}
 W4APHPEngine on
 W4APHPSocket {fpm.socket_pattern}
 DirectoryIndex index.php index.html
-<Directory {tree.base}>
-    AllowOverride All
-    Options FollowSymLinks
-    Require all granted
-</Directory>
-{body_extra}
+{hostings_dir_block(tree.base)}{body_extra}
 """, with_php=True).start()
     return tree, fpm, httpd
 
@@ -332,7 +327,6 @@ def test_php_https_variable_over_tls(w4a):
     """Over TLS (mod_ssl), PHP sees HTTPS=on; over plain HTTP it does not."""
     import socket
     import ssl
-    import subprocess
     from w4a_harness import free_port
     key = os.path.join(w4a.root, "tls.key")
     crt = os.path.join(w4a.root, "tls.crt")
@@ -400,7 +394,7 @@ def test_php_hosting_uid_below_minimum_never_runs_php(w4a):
     tree = w4a.tree
     dr = tree.site(A, "a.example", {"info.php": INFO_PHP})
     # uid 33 (www-data) owns a copy of the tree's script
-    low = tree.write(A, "a.example", "low/info.php", INFO_PHP, owner="www-data")
+    tree.write(A, "a.example", "low/info.php", INFO_PHP, owner="www-data")
     rc, out, index = tree.compile_map([
         tree.line("a.example", A, "a.example"),
         "low.example www-data 33 33 %s/low 8.2 active -" % dr], extra=("--min-uid", "0"))

@@ -10,9 +10,8 @@ import json
 import os
 import re
 import subprocess
-import time
 
-from w4a_harness import w4a, HTTPD, VHOSTMAP  # noqa: F401  (fixture)
+from w4a_harness import HTTPD, VHOSTMAP, STATUS_BLOCK, hostings_dir_block
 
 A, B, C = "w4a100010", "w4a100011", "w4a100012"
 
@@ -59,16 +58,7 @@ W4AVhostDocRootBase {tree.base}
     httpd = w4a.httpd(f"""
 DirectoryIndex index.html
 {vhost_conf}
-<Directory {tree.base}>
-    AllowOverride All
-    Options FollowSymLinks
-    Require all granted
-</Directory>
-<Location /w4a-vhost-status>
-    SetHandler w4a-vhost-status
-    Require local
-</Location>
-{SHOW}
+{hostings_dir_block(tree.base)}{STATUS_BLOCK}{SHOW}
 {conf}
 """, log_level=log_level).start()
     return tree, index, httpd

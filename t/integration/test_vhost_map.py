@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from w4a_harness import w4a, VHOSTMAP  # noqa: F401  (fixture)
+from w4a_harness import VHOSTMAP, STATUS_BLOCK, hostings_dir_block
 
 A, B, C = "w4a100010", "w4a100011", "w4a100012"
 
@@ -43,16 +43,7 @@ W4AVhostMap {index}
 W4AVhostMapCheckInterval {interval}
 W4AVhostDocRootBase {tree.base}
 W4AVhostUnknown {unknown}
-<Directory {tree.base}>
-    AllowOverride All
-    Options FollowSymLinks
-    Require all granted
-</Directory>
-<Location /w4a-vhost-status>
-    SetHandler w4a-vhost-status
-    Require local
-</Location>
-{SHOW_ENV}
+{hostings_dir_block(tree.base)}{STATUS_BLOCK}{SHOW_ENV}
 {extra_conf}
 """).start()
     return tree, index, httpd

@@ -51,6 +51,24 @@ def ensure_users():
                             name], check=True, stderr=subprocess.DEVNULL)
 
 
+def hostings_dir_block(base):
+    """httpd config granting the hostings' tree, .htaccess allowed (the
+    owner check, not Options, is what keeps hostings apart)."""
+    return f"""<Directory {base}>
+    AllowOverride All
+    Options FollowSymLinks
+    Require all granted
+</Directory>
+"""
+
+
+STATUS_BLOCK = """<Location /w4a-vhost-status>
+    SetHandler w4a-vhost-status
+    Require local
+</Location>
+"""
+
+
 def wait_gone(pid, timeout=10.0):
     """Wait until process pid has exited."""
     end = time.time() + timeout
