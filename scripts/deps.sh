@@ -10,6 +10,10 @@ PKGS=(
     python3 python3-pytest python3-requests
     curl wrk apache2-utils procps passwd openssl
     php-fpm php-cli apache2-suexec-custom
+    libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl
+    memcached libmemcached-dev libmemcached-tools
+    sqlite3 libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql
+    mariadb-server mariadb-client
 )
 
 missing=()
@@ -37,7 +41,7 @@ fi
 # only: `service php8.2-fpm stop` ends every php-fpm8.2 process by name
 # (start-stop-daemon --exec), ours included, and apache2's init script falls
 # back to pidof.
-units=(apache2)
+units=(apache2 memcached mariadb)
 for f in /lib/systemd/system/php*-fpm.service /etc/init.d/php*-fpm; do
     [ -e "$f" ] && units+=("$(basename "${f%.service}")")
 done
@@ -45,7 +49,8 @@ mapfile -t units < <(printf '%s\n' "${units[@]}" | sort -u)
 if [ -d /run/systemd/system ]; then
     systemctl disable --now "${units[@]/%/.service}" >/dev/null 2>&1 || true
 else
-    for pidf in /var/run/apache2/apache2.pid /run/php/php*-fpm.pid; do
+    for pidf in /var/run/apache2/apache2.pid /run/php/php*-fpm.pid \
+                /run/memcached/memcached.pid /run/mysqld/mysqld.pid; do
         [ -s "$pidf" ] || continue
         pid=$(cat "$pidf")
         kill "$pid" 2>/dev/null || true

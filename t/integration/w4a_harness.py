@@ -24,6 +24,8 @@ HTTPD = "/usr/sbin/apache2"
 MODDIR = "/usr/lib/apache2/modules"
 VHOST_SO = os.path.join(REPO, "modules/vhost/.libs/mod_w4a_vhost.so")
 PHP_SO = os.path.join(REPO, "modules/php/.libs/mod_w4a_php.so")
+GEOIP_SO = os.path.join(REPO, "modules/geoip/.libs/mod_w4a_geoip.so")
+MEDIA_SO = os.path.join(REPO, "modules/media/.libs/mod_w4a_media.so")
 VHOSTMAP = os.path.join(REPO, "support/w4a-vhostmap")
 FPM_POOLS = os.path.join(REPO, "support/w4a-fpm-pools")
 LOGSPLIT = os.path.join(REPO, "support/w4a-logsplit")
@@ -177,7 +179,10 @@ class Tree:
 
 class Httpd:
     def __init__(self, root, body, modules=(), log_level="info",
-                 with_php=False):
+                 with_php=False, ours=()):
+        """modules: httpd's own (names as in mod_NAME.so); ours: extra
+        w4a modules as (module name, .so path), e.g.
+        ("w4a_geoip_module", GEOIP_SO), loaded after vhost and php."""
         self.root = root
         self.port = free_port()
         self.conf = os.path.join(root, "httpd.conf")
@@ -193,6 +198,8 @@ class Httpd:
         loads += "\nLoadModule w4a_vhost_module %s" % VHOST_SO
         if with_php:
             loads += "\nLoadModule w4a_php_module %s" % PHP_SO
+        for name, path in ours:
+            loads += "\nLoadModule %s %s" % (name, path)
         os.makedirs(os.path.join(root, "htdocs"), exist_ok=True)
         with open(os.path.join(root, "htdocs/index.html"), "w") as f:
             f.write("default server\n")
