@@ -13,6 +13,18 @@
  * or a proxy request that per-directory configuration (a customer's
  * .htaccess) set is refused, so that no hosting can reach another
  * hosting's pool.
+ *
+ * Files given a PHP handler or type in the mod_php era's spellings
+ * (AddHandler/AddType/SetHandler application/x-httpd-php, x-httpd-php74,
+ * x-httpd-ea-php83, …) are PHP too; a versioned type picks that version's
+ * pool when the hosting has one (its socket exists).
+ *
+ * FPM applies FastCGI parameters named PHP_VALUE and PHP_ADMIN_VALUE to the
+ * worker for good and without any access check, and mod_proxy_fcgi sends
+ * every r->subprocess_env entry as a parameter: in the very last fixup,
+ * every such entry a customer could have set (SetEnv, SetEnvIf,
+ * RewriteRule [E=], …) is removed, and the only PHP_VALUE left is the one
+ * mod_w4a_htcompat built and checked.
  */
 
 #include <httpd.h>
@@ -23,11 +35,13 @@
 #include <http_request.h>
 
 #include <apr_atomic.h>
+#include <apr_lib.h>
 #include <apr_optional.h>
 #include <apr_strings.h>
 
 #include "php_private.h"
 #include "mod_w4a_vhost.h"
+#include "../htcompat/mod_w4a_htcompat.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_php_module;
@@ -38,16 +52,17 @@ module AP_MODULE_DECLARE_DATA w4a_php_module;
 #define DEFAULT_RETRY      10
 #define NOTE_DISPATCHED    "w4a-php-socket"
 #define NOTE_PRE_PROXY     "w4a-php-server-proxy"
+#define NOTE_VERSION       "w4a-php-version"
 
 /* The checks before dispatch, each with its own status. */
 typedef enum { CHK_OUTSIDE, CHK_OWNER, CHK_UID, CHK_NOPHP, CHK_PROXY,
-               CHK_BUSY, CHK_MAX } check_e;
+               CHK_BUSY, CHK_ENGINE, CHK_MAX } check_e;
 static const char *const check_names[CHK_MAX] = {
-    "outside", "owner", "uid", "nophp", "proxy", "busy"
+    "outside", "owner", "uid", "nophp", "proxy", "busy", "engine"
 };
 static const int check_defaults[CHK_MAX] = {
     HTTP_FORBIDDEN, HTTP_FORBIDDEN, HTTP_FORBIDDEN, HTTP_FORBIDDEN,
-    HTTP_FORBIDDEN, HTTP_SERVICE_UNAVAILABLE
+    HTTP_FORBIDDEN, HTTP_SERVICE_UNAVAILABLE, HTTP_FORBIDDEN
 };
 
 /*
@@ -72,6 +87,8 @@ typedef struct {
 } php_conf;
 
 static APR_OPTIONAL_FN_TYPE(w4a_hosting) *get_hosting;
+static APR_OPTIONAL_FN_TYPE(w4a_htcompat_engine) *htcompat_engine;
+static APR_OPTIONAL_FN_TYPE(w4a_htcompat_php_value) *htcompat_php_value;
 
 static void *create_srv_conf(apr_pool_t *p, server_rec *s)
 {
@@ -195,7 +212,7 @@ static const char *set_check_status(cmd_parms *cmd, void *d, const char *what,
         }
     }
     return "W4APHPCheckStatus: expected one of outside, owner, uid, nophp, "
-           "proxy, busy";
+           "proxy, busy, engine";
 }
 
 static const char *set_retry_after(cmd_parms *cmd, void *d, const char *arg)
@@ -228,7 +245,7 @@ static const command_rec php_cmds[] = {
     AP_INIT_TAKE1("W4APHPMinUid", set_min_uid, NULL, RSRC_CONF,
                   "PHP never runs for a hosting uid below this"),
     AP_INIT_TAKE2("W4APHPCheckStatus", set_check_status, NULL, RSRC_CONF,
-                  "Status of a failed check: outside|owner|uid|nophp|proxy|busy CODE"),
+                  "Status of a failed check: outside|owner|uid|nophp|proxy|busy|engine CODE"),
     AP_INIT_TAKE1("W4APHPPoolLimit", set_pool_limit, NULL, RSRC_CONF,
                   "Requests in flight per pool and httpd process (0: no limit)"),
     AP_INIT_TAKE1("W4APHPRetryAfter", set_retry_after, NULL, RSRC_CONF,
@@ -239,7 +256,7 @@ static const command_rec php_cmds[] = {
 /* ------------------------------------------------------------------ */
 
 static const char *expand_socket(apr_pool_t *p, const char *pattern,
-                                 const w4a_hosting_t *rec)
+                                 const w4a_hosting_t *rec, const char *version)
 {
     apr_array_header_t *parts = apr_array_make(p, 8, sizeof(const char *));
     const char *q, *start = pattern;
@@ -252,7 +269,7 @@ static const char *expand_socket(apr_pool_t *p, const char *pattern,
                                                              q - start);
         q++;
         APR_ARRAY_PUSH(parts, const char *) =
-            *q == 'h' ? rec->hosting : *q == 'v' ? rec->php_version : "%";
+            *q == 'h' ? rec->hosting : *q == 'v' ? version : "%";
         start = q + 1;
     }
     APR_ARRAY_PUSH(parts, const char *) = start;
@@ -273,6 +290,79 @@ static int has_php_extension(const php_conf *c, const char *filename)
     }
     for (i = 0; i < c->extensions->nelts; i++) {
         if (!strcasecmp(dot, APR_ARRAY_IDX(c->extensions, i, const char *))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The mod_php era's handler and type names: [application/]x-httpd-php,
+ * x-httpd-php<digits> and x-httpd-ea-php<digits> (control panels), any
+ * case, "; parameters" ignored.  Not x-httpd-php-source (that one shows
+ * the source, as the customer asked).
+ * @return 1 for a PHP name, with *version set to "7.4" for "74", "5" for
+ *         "5", or NULL for the unversioned form; 0 otherwise.
+ */
+static int php_type_version(apr_pool_t *p, const char *name,
+                            const char **version)
+{
+    const char *q;
+    apr_size_t n;
+
+    *version = NULL;
+    if (!name) {
+        return 0;
+    }
+    if (!strncasecmp(name, "application/", 12)) {
+        name += 12;
+    }
+    if (strncasecmp(name, "x-httpd-", 8)) {
+        return 0;
+    }
+    name += 8;
+    if (!strncasecmp(name, "ea-", 3)) {
+        name += 3;
+    }
+    if (strncasecmp(name, "php", 3)) {
+        return 0;
+    }
+    name += 3;
+    for (q = name; apr_isdigit(*q); q++) {
+    }
+    n = q - name;
+    while (*q == ' ' || *q == '\t') {
+        q++;
+    }
+    if ((*q && *q != ';') || n > 2) {
+        return 0;
+    }
+    if (n == 2) {
+        *version = apr_psprintf(p, "%c.%c", name[0], name[1]);
+    }
+    else if (n == 1) {
+        *version = apr_pstrndup(p, name, 1);
+    }
+    return 1;
+}
+
+/* FPM looks PHP_VALUE and PHP_ADMIN_VALUE up by exact name; any entry that
+ * could become one of those names (any case, any non-alphanumeric
+ * character for '_', as CGI-style environments are spelt) goes. */
+static int is_php_ini_param(const char *key)
+{
+    static const char *const names[] = { "PHP_VALUE", "PHP_ADMIN_VALUE" };
+    int i;
+
+    for (i = 0; i < 2; i++) {
+        const char *a = key, *b = names[i];
+        for (; *a && *b; a++, b++) {
+            if (*b == '_' ? apr_isalnum(*a)
+                          : apr_toupper((unsigned char)*a) != *b) {
+                break;
+            }
+        }
+        if (!*a && !*b) {
             return 1;
         }
     }
@@ -340,8 +430,9 @@ static int php_fixups(request_rec *r)
                                        &w4a_php_module);
     const w4a_hosting_t *rec;
     apr_uint32_t min_uid;
-    const char *sock;
+    const char *sock, *version, *want = NULL;
     apr_finfo_t fi;
+    int by_type;
 
     if (c->engine != 1 || !get_hosting || !(rec = get_hosting(r))) {
         return DECLINED;
@@ -361,7 +452,12 @@ static int php_fixups(request_rec *r)
                       r->filename ? r->filename : r->uri,
                       r->handler ? r->handler : "-"));
     }
-    if (!r->filename || !has_php_extension(c, r->filename)) {
+    if (!r->filename) {
+        return DECLINED;
+    }
+    by_type = php_type_version(r->pool, r->handler ? r->handler
+                                                   : r->content_type, &want);
+    if (!by_type && !has_php_extension(c, r->filename)) {
         return DECLINED;
     }
     if (r->finfo.filetype != APR_REG) {
@@ -398,12 +494,37 @@ static int php_fixups(request_rec *r)
                       rec->hosting, rec->uid, min_uid));
     }
 
-    sock = expand_socket(r->pool, c->socket ? c->socket : DEFAULT_SOCKET, rec);
+    if (htcompat_engine && !htcompat_engine(r)) {
+        return refuse(r, c, CHK_ENGINE, apr_psprintf(r->pool, W4ALOGNO(00213)
+                      "hosting %s: PHP engine off in this directory "
+                      "(php_flag engine off); %s neither run nor served",
+                      rec->hosting, r->filename));
+    }
+
+    /* A versioned type (x-httpd-php74) picks that version's pool when the
+     * hosting has one; otherwise, the domain's version. */
+    version = rec->php_version;
+    if (want && strcmp(want, rec->php_version)) {
+        const char *alt = expand_socket(r->pool, c->socket ? c->socket
+                                        : DEFAULT_SOCKET, rec, want);
+        if (apr_stat(&fi, alt, APR_FINFO_TYPE, r->pool) == APR_SUCCESS
+            && fi.filetype == APR_SOCK) {
+            version = want;
+        }
+        else {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00214)
+                          "hosting %s: %s asks for PHP %s, which the hosting "
+                          "has no pool of; PHP %s used", rec->hosting,
+                          r->filename, want, rec->php_version);
+        }
+    }
+    sock = expand_socket(r->pool, c->socket ? c->socket : DEFAULT_SOCKET,
+                         rec, version);
     if (apr_stat(&fi, sock, APR_FINFO_TYPE, r->pool) != APR_SUCCESS
         || fi.filetype != APR_SOCK) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00210)
                       "hosting %s: PHP %s pool socket %s is missing; "
-                      "answered 503", rec->hosting, rec->php_version, sock);
+                      "answered 503", rec->hosting, version, sock);
         add_retry_after(r, c);
         return HTTP_SERVICE_UNAVAILABLE;
     }
@@ -434,6 +555,55 @@ static int php_fixups(request_rec *r)
     }
     r->handler = dispatch_handler(r->pool, sock);
     apr_table_setn(r->notes, NOTE_DISPATCHED, sock);
+    apr_table_setn(r->notes, NOTE_VERSION, version);
+    return DECLINED;
+}
+
+/* The last fixup of all: no PHP_VALUE / PHP_ADMIN_VALUE that any
+ * per-directory directive or module set reaches FPM; a dispatched request
+ * gets the one mod_w4a_htcompat built, if any. */
+static int php_fixups_ini(request_rec *r)
+{
+    php_conf *c = ap_get_module_config(r->server->module_config,
+                                       &w4a_php_module);
+    const apr_array_header_t *arr;
+    const apr_table_entry_t *e;
+    const char *version, *ini;
+    int i, n = 0;
+
+    if (c->engine != 1 || !get_hosting || !get_hosting(r)) {
+        return DECLINED;
+    }
+    arr = apr_table_elts(r->subprocess_env);
+    e = (const apr_table_entry_t *)arr->elts;
+    for (i = 0; i < arr->nelts; i++) {
+        if (e[i].key && is_php_ini_param(e[i].key)) {
+            n++;
+        }
+    }
+    if (n) {
+        /* Collect the keys first: unsetting while walking skips entries. */
+        const char **keys = apr_palloc(r->pool, n * sizeof(*keys));
+        int k = 0;
+        for (i = 0; i < arr->nelts; i++) {
+            if (e[i].key && is_php_ini_param(e[i].key)) {
+                keys[k++] = e[i].key;
+            }
+        }
+        for (k = 0; k < n; k++) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00215)
+                          "%s: environment variable %s set by configuration "
+                          "removed: FPM would apply it to the worker for "
+                          "good, unchecked (use php_value)",
+                          r->filename ? r->filename : r->uri, keys[k]);
+            apr_table_unset(r->subprocess_env, keys[k]);
+        }
+    }
+    version = apr_table_get(r->notes, NOTE_VERSION);
+    if (version && htcompat_php_value && is_our_dispatch(r)
+        && (ini = htcompat_php_value(r, version)) != NULL) {
+        apr_table_setn(r->subprocess_env, "PHP_VALUE", ini);
+    }
     return DECLINED;
 }
 
@@ -467,6 +637,8 @@ static int php_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     /* Here rather than in optional_fn_retrieve, which httpd runs only
      * after post_config. */
     get_hosting = APR_RETRIEVE_OPTIONAL_FN(w4a_hosting);
+    htcompat_engine = APR_RETRIEVE_OPTIONAL_FN(w4a_htcompat_engine);
+    htcompat_php_value = APR_RETRIEVE_OPTIONAL_FN(w4a_htcompat_php_value);
     for (sv = s; sv; sv = sv->next) {
         php_conf *c = ap_get_module_config(sv->module_config, &w4a_php_module);
         if (c->engine == 1 && !get_hosting) {
@@ -490,6 +662,9 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_map_to_storage(php_map_to_storage_mark, NULL, NULL,
                            APR_HOOK_REALLY_FIRST);
     ap_hook_fixups(php_fixups, after, NULL, APR_HOOK_LAST);
+    /* After every other fixup (mod_env, mod_rewrite, mod_setenvif's
+     * per-directory work, ours above): the last word on PHP_VALUE. */
+    ap_hook_fixups(php_fixups_ini, NULL, NULL, APR_HOOK_REALLY_LAST + 10);
     ap_hook_insert_error_filter(php_insert_error_filter, NULL, NULL,
                                 APR_HOOK_MIDDLE);
 }

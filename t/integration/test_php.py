@@ -420,3 +420,64 @@ W4APHPCheckStatus uid 403
     assert st == 403 and b"user=" not in body
     st, h, body = httpd.get("a.example", "/info.php")
     assert st == 200 and vars_of(body)["user"] == A
+
+
+INI_PHP = r"""<?php
+header('Content-Type: text/plain');
+foreach (['memory_limit', 'open_basedir', 'max_execution_time',
+          'display_errors', 'upload_max_filesize'] as $n) {
+    echo $n, '=', var_export(ini_get($n), true), "\n";
+}
+"""
+
+
+def test_php_value_set_from_htaccess_env_never_reaches_fpm(w4a):
+    """SetEnv / SetEnvIf / RewriteRule [E=] / mod_headers-driven env named
+    PHP_VALUE or PHP_ADMIN_VALUE (any case) in a customer's .htaccess never
+    reach FPM: FPM would write them into the worker for good, unchecked.
+    Checked with a pool of one worker, so that a leak into the next request
+    would show."""
+    vectors = {
+        "setenv": 'SetEnv PHP_VALUE "memory_limit=77M"\n'
+                  'SetEnv PHP_ADMIN_VALUE "open_basedir=/"\n',
+        "lower": 'SetEnv php_value "memory_limit=77M"\n'
+                 'SetEnv Php_Admin_Value "open_basedir=/"\n',
+        "setenvif": 'SetEnvIf Request_URI . PHP_VALUE=memory_limit=77M\n'
+                    'SetEnvIf Request_URI . PHP_ADMIN_VALUE=open_basedir=/\n',
+        "rewrite": "RewriteEngine On\n"
+                   "RewriteRule ^ - [E=PHP_VALUE:memory_limit=77M,"
+                   "E=PHP_ADMIN_VALUE:open_basedir=/]\n",
+        "header": "SetEnvIf X-Ini (.*) PHP_VALUE=$1\n",
+    }
+    files = {"plain/ini.php": INI_PHP}
+    for name, ht in vectors.items():
+        files[name + "/.htaccess"] = ht
+        files[name + "/ini.php"] = INI_PHP
+    tree = w4a.tree
+    tree.site(A, "a.example", files)
+    rc, out, index = tree.compile_map([tree.line("a.example", A, "a.example")])
+    assert rc == 0, out
+    fpm = w4a.fpm()
+    rc, out = fpm.generate(index, extra=("--max-children", "1"))
+    assert rc in (0, 1), out
+    fpm.start()
+    httpd = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4APHPEngine on
+W4APHPSocket {fpm.socket_pattern}
+{hostings_dir_block(tree.base)}
+""", with_php=True).start()
+    home = tree.home(A)
+    for name in vectors:
+        st, h, body = httpd.get("a.example", "/%s/ini.php" % name,
+                                headers={"X-Ini": "memory_limit=77M"})
+        assert st == 200, (name, body)
+        v = vars_of(body)
+        assert v["memory_limit"] == "'128M'", (name, v)
+        assert v["open_basedir"] == "'%s/:/usr/share/php/'" % home, (name, v)
+        # the next request of the one worker, from a clean directory
+        st, h, body = httpd.get("a.example", "/plain/ini.php")
+        v = vars_of(body)
+        assert st == 200 and v["memory_limit"] == "'128M'", (name, v)
+        assert v["open_basedir"] == "'%s/:/usr/share/php/'" % home, (name, v)
