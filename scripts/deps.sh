@@ -11,6 +11,7 @@ PKGS=(
     curl wrk apache2-utils procps passwd openssl
     php-fpm php-cli apache2-suexec-custom
     libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl
+    zlib1g-dev
     memcached libmemcached-dev libmemcached-tools
     sqlite3 libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql
     mariadb-server mariadb-client

@@ -22,6 +22,7 @@
 
 #include "w4a_host.h"
 #include "w4a_map.h"
+#include "w4a_mc.h"
 #include "w4a_util.h"
 
 #define PROG "w4a-vhostmap"
@@ -42,7 +43,8 @@ struct cmd_t {
     int         map_opts;       /* takes the map check options */
 };
 
-static cmd_fn cmd_compile, cmd_check, cmd_lookup, cmd_info, cmd_help;
+static cmd_fn cmd_compile, cmd_check, cmd_lookup, cmd_info, cmd_invalidate,
+    cmd_help;
 
 static const cmd_t commands[] = {
     { "compile", cmd_compile, "[options] MAP.txt INDEX",
@@ -53,6 +55,9 @@ static const cmd_t commands[] = {
       "print the record HOST resolves to", 0 },
     { "info",    cmd_info,    "INDEX",
       "validate INDEX and print its header", 0 },
+    { "invalidate", cmd_invalidate,
+      "--memcached SERVERS [--prefix P] (NAME... | --all)",
+      "drop NAMEs (or, --all, every name) from the nodes' shared cache", 0 },
     { "help",    cmd_help,    "[COMMAND]",
       "this text", 0 },
     { NULL, NULL, NULL, NULL, 0 }
@@ -124,6 +129,16 @@ static void usage(FILE *f, const cmd_t *only, int full)
 "\n"
 "lookup prints key=value lines: host domain matched hosting uid gid\n"
 "docroot php state flags log_dir media (\"-\" for none).\n");
+    }
+    if (!only || only->run == cmd_invalidate) {
+        fprintf(f,
+"\n"
+"invalidate (for the SQL source, after the panel changed the database):\n"
+"  --memcached SERVERS  host:port[,host:port...] as W4AVhostMemcached\n"
+"  --prefix P           as W4AVhostMemcachedPrefix [w4a:]\n"
+"  --all                move every node to a new generation of keys\n"
+"NAME: a domain or *.wildcard as in the database.  Nodes see the change\n"
+"within W4AVhostCacheTTL seconds.\n");
     }
     if (!only) {
         fprintf(f,
@@ -391,6 +406,121 @@ static int cmd_info(const cmd_t *cmd, int argc, const char *const *argv,
            w4a_map_records(m), w4a_map_names(m), (long long)st.st_size);
     w4a_map_close(m);
     return EXIT_OK;
+}
+
+enum { OPT_MEMCACHED = 2001, OPT_PREFIX, OPT_ALL };
+
+static const apr_getopt_option_t invalidate_options[] = {
+    { "memcached", OPT_MEMCACHED, 1, "SERVERS" },
+    { "prefix",    OPT_PREFIX,    1, "P" },
+    { "all",       OPT_ALL,       0, "" },
+    { "help",      'h',           0, "" },
+    { NULL, 0, 0, NULL }
+};
+
+/* The generation as the nodes read it: absent is 0. */
+static int read_generation(w4a_mc_t *mc, apr_uint64_t *gen, apr_pool_t *p)
+{
+    char *val;
+    const char *err = NULL;
+    apr_int64_t v;
+    apr_status_t rv = w4a_mc_get(mc, "gen", &val, &err, p);
+
+    *gen = 0;
+    if (rv == APR_NOTFOUND) {
+        return 1;
+    }
+    if (rv != APR_SUCCESS) {
+        fprintf(stderr, PROG ": memcached: %s\n", err ? err : "no answer");
+        return 0;
+    }
+    apr_collapse_spaces(val, val);      /* memcached pads incremented values */
+    if (w4a_parse_number(val, 0, APR_INT64_MAX, &v)) {
+        *gen = (apr_uint64_t)v;
+    }
+    return 1;
+}
+
+static int cmd_invalidate(const cmd_t *cmd, int argc, const char *const *argv,
+                          apr_pool_t *p)
+{
+    apr_getopt_t *os;
+    apr_status_t rv;
+    const char *arg, *servers = NULL, *prefix = "w4a:", *err = NULL;
+    int ch, all = 0, i, rc = EXIT_OK;
+    w4a_mc_opts_t o;
+    w4a_mc_t *mc;
+    apr_uint64_t gen;
+
+    apr_getopt_init(&os, p, argc, argv);
+    os->interleave = 1;
+    while ((rv = apr_getopt_long(os, invalidate_options, &ch, &arg))
+           == APR_SUCCESS) {
+        switch (ch) {
+        case OPT_MEMCACHED: servers = arg; break;
+        case OPT_PREFIX:    prefix = arg; break;
+        case OPT_ALL:       all = 1; break;
+        case 'h':           usage(stdout, cmd, 1); return EXIT_OK;
+        }
+    }
+    if (rv != APR_EOF) {
+        fprintf(stderr, "(see " PROG " help %s)\n", cmd->name);
+        return EXIT_USAGE;
+    }
+    if (!servers || (all == (os->ind < argc))) {
+        fprintf(stderr, PROG " invalidate: needs --memcached and either "
+                "names or --all\n");
+        usage(stderr, cmd, 0);
+        return EXIT_USAGE;
+    }
+    memset(&o, 0, sizeof(o));
+    o.prefix = prefix;
+    o.timeout_ms = 1000;
+    if (w4a_mc_create(&mc, servers, &o, &err, p) != APR_SUCCESS) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (all) {
+        if (w4a_mc_incr(mc, "gen", &gen, &err, p) != APR_SUCCESS) {
+            fprintf(stderr, PROG ": memcached %s: %s\n", servers,
+                    err ? err : "no answer");
+            return EXIT_USAGE;
+        }
+        printf("generation %" APR_UINT64_T_FMT ": every name is fetched "
+               "again\n", gen);
+        return EXIT_OK;
+    }
+    if (!read_generation(mc, &gen, p)) {
+        return EXIT_USAGE;
+    }
+    for (i = os->ind; i < argc; i++) {
+        char host[W4A_HOST_MAX + 3];
+        apr_size_t len;
+        const char *name = argv[i];
+        int wild = name[0] == '*' && name[1] == '.';
+
+        if (w4a_host_normalise(name + (wild ? 2 : 0), host + (wild ? 2 : 0),
+                               &len) != APR_SUCCESS) {
+            fprintf(stderr, PROG ": '%s' is not a domain name or "
+                    "*.wildcard\n", name);
+            rc = EXIT_USAGE;
+            continue;
+        }
+        if (wild) {
+            host[0] = '*';
+            host[1] = '.';
+        }
+        rv = w4a_mc_delete(mc, apr_psprintf(p, "%" APR_UINT64_T_FMT ":%s",
+                                            gen, host), &err, p);
+        if (rv == APR_EGENERAL) {
+            fprintf(stderr, PROG ": memcached %s: %s\n", servers,
+                    err ? err : "no answer");
+            return EXIT_USAGE;
+        }
+        printf("%s: %s\n", host, rv == APR_SUCCESS ? "invalidated"
+                                                   : "was not cached");
+    }
+    return rc;
 }
 
 static const cmd_t *find_command(const char *name)

@@ -1115,11 +1115,93 @@ static void parse_flags(compile_ctx *c, src_record_t *r, char *flags,
     }
 }
 
+/* The record fields of a line (field[1] to field[6], field[7] when
+ * has_flags): hosting uid gid docroot php state [flags]. */
+static void parse_fields(compile_ctx *c, src_record_t *r, char **field,
+                         int has_flags, char *log_buf, char *media_buf)
+{
+    const w4a_map_checks_t *k = &c->checks;
+    const char *why;
+
+    r->hosting = field[1];
+    if (!user_ok(field[1])) {
+        report(c, W4A_LOG_ERR, "hosting '%s' is not a Unix user name (1 to 32 "
+               "of [a-z0-9_.-], starting with a letter or '_')", field[1]);
+    }
+    if (!parse_id(field[2], &r->uid)) {
+        report(c, W4A_LOG_ERR, "uid '%s' is not a number", field[2]);
+    }
+    else if (r->uid < k->min_uid) {
+        report(c, W4A_LOG_ERR, "uid %u is below the minimum %u", r->uid,
+               k->min_uid);
+    }
+    if (!parse_id(field[3], &r->gid)) {
+        report(c, W4A_LOG_ERR, "gid '%s' is not a number", field[3]);
+    }
+    else if (r->gid < k->min_uid) {
+        report(c, W4A_LOG_ERR, "gid %u is below the minimum %u", r->gid,
+               k->min_uid);
+    }
+
+    if ((why = clean_path(field[4])) != NULL) {
+        report(c, W4A_LOG_ERR, "document root '%s' is not an absolute, "
+               "normalised path (%s)", field[4], why);
+    }
+    else {
+        r->docroot = field[4];
+        if (k->bases && k->bases->nelts) {
+            int j, ok = 0;
+            for (j = 0; j < k->bases->nelts && !ok; j++) {
+                ok = docroot_under(r->docroot, APR_ARRAY_IDX(k->bases, j,
+                                                            const char *));
+            }
+            if (!ok) {
+                report(c, W4A_LOG_ERR, "document root %s is outside the "
+                       "allowed bases", r->docroot);
+            }
+        }
+        if (k->check_dirs) {
+            struct stat st;
+            if (stat(r->docroot, &st) != 0) {
+                report(c, k->strict ? W4A_LOG_ERR : W4A_LOG_WARNING,
+                       "document root %s is not a directory (%s)", r->docroot,
+                       strerror(errno));
+            }
+            else if (!S_ISDIR(st.st_mode)) {
+                report(c, k->strict ? W4A_LOG_ERR : W4A_LOG_WARNING,
+                       "document root %s is not a directory", r->docroot);
+            }
+        }
+    }
+
+    if (strcmp(field[5], "-")) {
+        if (!version_ok(field[5])) {
+            report(c, W4A_LOG_ERR, "PHP version '%s' is not a version like "
+                   "8.2 (or - for none)", field[5]);
+        }
+        r->php = field[5];
+    }
+
+    if (!strcmp(field[6], "active")) {
+        r->state = W4A_STATE_ACTIVE;
+    }
+    else if (!strcmp(field[6], "suspended")) {
+        r->state = W4A_STATE_SUSPENDED;
+    }
+    else {
+        report(c, W4A_LOG_ERR, "unknown state '%s' (expected active or "
+               "suspended)", field[6]);
+    }
+
+    if (has_flags) {
+        parse_flags(c, r, field[7], log_buf, media_buf);
+    }
+}
+
 static void parse_line(compile_ctx *c, char *line)
 {
     char *field[MAX_FIELDS + 1], *item, *rest;
     char log_buf[PATH_LIMIT + 16], media_buf[W4A_HOST_MAX + 16];
-    const w4a_map_checks_t *k = &c->checks;
     src_record_t r;
     map_record_t *out;
     apr_uint32_t recno, i, nn = 0;
@@ -1140,79 +1222,7 @@ static void parse_line(compile_ctx *c, char *line)
     }
     memset(&r, 0, sizeof(r));
 
-    r.hosting = field[1];
-    if (!user_ok(field[1])) {
-        report(c, W4A_LOG_ERR, "hosting '%s' is not a Unix user name (1 to 32 "
-               "of [a-z0-9_.-], starting with a letter or '_')", field[1]);
-    }
-    if (!parse_id(field[2], &r.uid)) {
-        report(c, W4A_LOG_ERR, "uid '%s' is not a number", field[2]);
-    }
-    else if (r.uid < k->min_uid) {
-        report(c, W4A_LOG_ERR, "uid %u is below the minimum %u", r.uid,
-               k->min_uid);
-    }
-    if (!parse_id(field[3], &r.gid)) {
-        report(c, W4A_LOG_ERR, "gid '%s' is not a number", field[3]);
-    }
-    else if (r.gid < k->min_uid) {
-        report(c, W4A_LOG_ERR, "gid %u is below the minimum %u", r.gid,
-               k->min_uid);
-    }
-
-    if ((why = clean_path(field[4])) != NULL) {
-        report(c, W4A_LOG_ERR, "document root '%s' is not an absolute, "
-               "normalised path (%s)", field[4], why);
-    }
-    else {
-        r.docroot = field[4];
-        if (k->bases && k->bases->nelts) {
-            int j, ok = 0;
-            for (j = 0; j < k->bases->nelts && !ok; j++) {
-                ok = docroot_under(r.docroot, APR_ARRAY_IDX(k->bases, j,
-                                                            const char *));
-            }
-            if (!ok) {
-                report(c, W4A_LOG_ERR, "document root %s is outside the "
-                       "allowed bases", r.docroot);
-            }
-        }
-        if (k->check_dirs) {
-            struct stat st;
-            if (stat(r.docroot, &st) != 0) {
-                report(c, k->strict ? W4A_LOG_ERR : W4A_LOG_WARNING,
-                       "document root %s is not a directory (%s)", r.docroot,
-                       strerror(errno));
-            }
-            else if (!S_ISDIR(st.st_mode)) {
-                report(c, k->strict ? W4A_LOG_ERR : W4A_LOG_WARNING,
-                       "document root %s is not a directory", r.docroot);
-            }
-        }
-    }
-
-    if (strcmp(field[5], "-")) {
-        if (!version_ok(field[5])) {
-            report(c, W4A_LOG_ERR, "PHP version '%s' is not a version like "
-                   "8.2 (or - for none)", field[5]);
-        }
-        r.php = field[5];
-    }
-
-    if (!strcmp(field[6], "active")) {
-        r.state = W4A_STATE_ACTIVE;
-    }
-    else if (!strcmp(field[6], "suspended")) {
-        r.state = W4A_STATE_SUSPENDED;
-    }
-    else {
-        report(c, W4A_LOG_ERR, "unknown state '%s' (expected active or "
-               "suspended)", field[6]);
-    }
-
-    if (n == MAX_FIELDS) {
-        parse_flags(c, &r, field[7], log_buf, media_buf);
-    }
+    parse_fields(c, &r, field, n == MAX_FIELDS, log_buf, media_buf);
 
     /* The names, checked against the lines before and each other. */
     rest = field[0];
@@ -1580,4 +1590,149 @@ apr_status_t w4a_map_compile(const char *text_path, const char *index_path,
     compile_cleanup(&c);
     apr_pool_destroy(sub);
     return rv;
+}
+
+/* ------------------------------------------------------------------ */
+/* Single records: an SQL row, a cache value.                          */
+
+typedef struct {
+    char msg[512];
+    apr_size_t skip;               /* length of report()'s "path:line: " */
+} first_error_t;
+
+static void keep_first_error(void *baton, int level, const char *msg)
+{
+    first_error_t *fe = baton;
+    if (level <= W4A_LOG_ERR && !fe->msg[0]) {
+        apr_cpystrn(fe->msg, msg + (strlen(msg) > fe->skip ? fe->skip : 0),
+                    sizeof(fe->msg));
+    }
+}
+
+/* A copy that fits the compiler's in-place parsers, or NULL if too long. */
+static char *field_copy(apr_pool_t *p, const char *v, apr_size_t max)
+{
+    if (!v || !*v) {
+        return apr_pstrdup(p, "-");
+    }
+    return strlen(v) > max ? NULL : apr_pstrdup(p, v);
+}
+
+apr_status_t w4a_record_parse(w4a_hosting_t *rec, const char *key,
+                              const char *domain,
+                              const char *const fields[W4A_RECORD_FIELDS],
+                              const w4a_map_checks_t *checks,
+                              const char **err, apr_pool_t *p)
+{
+    compile_ctx c;
+    w4a_map_stats_t stats;
+    w4a_logger_t log;
+    first_error_t fe;
+    src_record_t r;
+    char *field[MAX_FIELDS];
+    char log_buf[PATH_LIMIT + 16], media_buf[W4A_HOST_MAX + 16];
+    char *name;
+    apr_size_t len;
+    const char *why;
+    int i;
+
+    memset(&c, 0, sizeof(c));
+    memset(&stats, 0, sizeof(stats));
+    memset(&r, 0, sizeof(r));
+    fe.msg[0] = '\0';
+    fe.skip = strlen("record:0: ");
+    log.fn = keep_first_error;
+    log.baton = &fe;
+    c.p = p;
+    c.path = "record";
+    c.log = &log;
+    c.stats = &stats;
+    if (checks) {
+        c.checks = *checks;
+        c.checks.check_dirs = 0;        /* never a stat() per request */
+    }
+
+    /* key: the name that matched (a host or "*.suffix") */
+    if (!key || strlen(key) > W4A_HOST_MAX + 2
+        || (why = map_name(name = apr_pstrdup(p, key), 1, &len)) != NULL) {
+        *err = "the looked-up name is not a domain name or *.wildcard";
+        return APR_EINVAL;
+    }
+    rec->matched = name;
+    if (domain && *domain) {
+        if (strlen(domain) > W4A_HOST_MAX
+            || map_name(name = apr_pstrdup(p, domain), 0, &len) != NULL) {
+            *err = apr_psprintf(p, "domain '%.80s' is not a domain name",
+                                domain);
+            return APR_EINVAL;
+        }
+        rec->domain = name;
+    }
+    else {
+        rec->domain = rec->matched + (rec->matched[0] == '*' ? 2 : 0);
+    }
+
+    field[0] = NULL;
+    for (i = 0; i < W4A_RECORD_FIELDS; i++) {
+        field[i + 1] = field_copy(p, fields[i], i == 3 ? PATH_LIMIT
+                                                       : PATH_LIMIT + 256);
+        if (!field[i + 1] || (i < 6 && strpbrk(field[i + 1], " \t\r\n\v\f"))) {
+            *err = apr_psprintf(p, "field %d is too long or holds a blank",
+                                i + 2);
+            return APR_EINVAL;
+        }
+    }
+    parse_fields(&c, &r, field, 1, log_buf, media_buf);
+    if (c.line_bad) {
+        *err = apr_pstrdup(p, fe.msg[0] ? fe.msg : "invalid record");
+        return APR_EINVAL;
+    }
+    rec->hosting = apr_pstrdup(p, r.hosting);
+    rec->uid = r.uid;
+    rec->gid = r.gid;
+    rec->docroot = apr_pstrdup(p, r.docroot);
+    rec->php_version = r.php ? apr_pstrdup(p, r.php) : NULL;
+    rec->state = (w4a_state_e)r.state;
+    rec->flags = r.flags;
+    rec->log_dir = r.log_dir ? apr_pstrdup(p, r.log_dir) : NULL;
+    rec->media_host = r.media ? apr_pstrdup(p, r.media) : NULL;
+    return APR_SUCCESS;
+}
+
+char *w4a_record_format(const w4a_hosting_t *rec, apr_pool_t *p)
+{
+    const char *flags = "-";
+
+    if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir && rec->media_host) {
+        flags = apr_pstrcat(p, "log=", rec->log_dir, ",media=",
+                            rec->media_host, NULL);
+    }
+    else if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir) {
+        flags = apr_pstrcat(p, "log=", rec->log_dir, NULL);
+    }
+    else if (rec->media_host) {
+        flags = apr_pstrcat(p, "media=", rec->media_host, NULL);
+    }
+    return apr_psprintf(p, "%s %s %s %u %u %s %s %s %s", rec->matched,
+                        rec->domain, rec->hosting, rec->uid, rec->gid,
+                        rec->docroot,
+                        rec->php_version ? rec->php_version : "-",
+                        w4a_state_name(rec->state), flags);
+}
+
+apr_status_t w4a_record_parse_line(w4a_hosting_t *rec, const char *line,
+                                   const w4a_map_checks_t *checks,
+                                   const char **err, apr_pool_t *p)
+{
+    char *copy = apr_pstrdup(p, line);
+    char *field[MAX_FIELDS + 2];
+    int n = split_fields(copy, field, MAX_FIELDS + 2);
+
+    if (n != MAX_FIELDS + 1) {
+        *err = "expected 9 fields (key domain hosting uid gid docroot php "
+               "state flags)";
+        return APR_EINVAL;
+    }
+    return w4a_record_parse(rec, field[0], field[1],
+                            (const char *const *)field + 2, checks, err, p);
 }

@@ -133,4 +133,47 @@ apr_uint64_t w4a_map_generation(const w4a_map_t *map);
 apr_uint32_t w4a_map_records(const w4a_map_t *map);
 apr_uint32_t w4a_map_names(const w4a_map_t *map);
 
+/* ------------------------------------------------------------------ */
+/* Single records, from other sources than the index (an SQL row, a    */
+/* memcached value), with the same checks as a line of the text map.  */
+
+/** Fields of a record, in map order: hosting uid gid docroot php state flags. */
+#define W4A_RECORD_FIELDS 7
+
+/**
+ * Check one record given as the fields of a map line and build it.
+ * @param rec     filled in; every string allocated from @a p
+ * @param key     the name that matched: a host or "*.suffix" (normalised
+ *                here; becomes rec->matched)
+ * @param domain  canonical domain; NULL or "" = @a key without "*."
+ * @param fields  hosting, uid, gid, docroot, php, state, flags as in the
+ *                text map; a NULL or "" php or flags means "-"
+ * @param checks  min_uid and bases as for w4a_map_compile (check_dirs is
+ *                ignored: no file system access); may be NULL
+ * @param err     on failure, the first problem, as the compiler says it
+ * @param p       pool
+ * @return APR_SUCCESS, or APR_EINVAL when a field is invalid.
+ */
+apr_status_t w4a_record_parse(w4a_hosting_t *rec, const char *key,
+                              const char *domain,
+                              const char *const fields[W4A_RECORD_FIELDS],
+                              const w4a_map_checks_t *checks,
+                              const char **err, apr_pool_t *p);
+
+/**
+ * One line holding a record ("key domain hosting uid gid docroot php state
+ * flags", blank-separated, the log directory and media host spelt out in
+ * flags), as the memcached cache stores it.
+ */
+char *w4a_record_format(const w4a_hosting_t *rec, apr_pool_t *p);
+
+/**
+ * Parse a line of w4a_record_format() back, with all the checks of
+ * w4a_record_parse(): a cache value is not trusted more than the map.
+ * @return APR_SUCCESS, or APR_EINVAL with @a err set.
+ */
+apr_status_t w4a_record_parse_line(w4a_hosting_t *rec, const char *line,
+                                   const w4a_map_checks_t *checks,
+                                   const char **err, apr_pool_t *p);
+
 #endif /* W4A_MAP_H */

@@ -33,6 +33,7 @@
 #include <apr_thread_rwlock.h>
 
 #include "vhost_private.h"
+#include "vhost_source.h"
 #include "mod_w4a_vhost.h"
 #include "w4a_host.h"
 #include "w4a_map.h"
@@ -49,20 +50,18 @@ module AP_MODULE_DECLARE_DATA w4a_vhost_module;
 /* ------------------------------------------------------------------ */
 /* Server-wide counters, in anonymous shared memory made before fork.  */
 
-typedef enum {
-    CNT_LOOKUPS, CNT_HITS, CNT_UNKNOWN, CNT_SUSPENDED, CNT_BAD_HOST,
-    CNT_REFUSED, CNT_OWNER_DENIED, CNT_RELOADS, CNT_RELOAD_FAILURES,
-    CNT_MAX
-} counter_e;
-
 static const char *const counter_names[CNT_MAX] = {
     "lookups", "hits", "unknown", "suspended", "bad_host",
-    "refused", "owner_denied", "reloads", "reload_failures"
+    "refused", "owner_denied", "reloads", "reload_failures", "media",
+    "cache_hits", "cache_negative_hits", "cache_waits",
+    "memcached_hits", "memcached_misses", "memcached_errors",
+    "bad_cache_values", "db_queries", "db_errors", "bad_records",
+    "stale_serves", "unavailable"
 };
 
 static volatile apr_uint64_t *counters;   /* CNT_MAX slots, or NULL */
 
-static void count(counter_e c)
+void vhost_count(vhost_counter_e c)
 {
     if (counters) {
         apr_atomic_inc64(&counters[c]);
@@ -121,7 +120,10 @@ typedef struct {
     apr_int64_t          min_uid;          /* W4A_UNSET: unset */
     apr_array_header_t  *bases;            /* const char *; NULL: unset */
     int                  owner_check;      /* W4A_UNSET, 0, 1 */
+    const char          *media_prefix;     /* NULL: unset; "" after none */
+    vhost_source_conf   *src_conf;         /* the SQL source's directives */
     map_state           *state;            /* set in post_config */
+    vhost_source        *source;           /* set in post_config */
 } vhost_conf;
 
 /* Per request: the record, or why there is none. */
@@ -138,6 +140,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->suspended_status = 0;
     c->min_uid = W4A_UNSET;
     c->owner_check = W4A_UNSET;
+    c->src_conf = vhost_source_conf_create(p);
     return c;
 }
 
@@ -164,7 +167,11 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     }
     c->owner_check = add->owner_check != W4A_UNSET ? add->owner_check
                                                    : base->owner_check;
+    c->media_prefix = add->media_prefix ? add->media_prefix
+                                        : base->media_prefix;
+    c->src_conf = vhost_source_conf_merge(p, base->src_conf, add->src_conf);
     c->state = NULL;   /* set per server in post_config */
+    c->source = NULL;
     return c;
 }
 
@@ -301,6 +308,36 @@ static const char *set_owner_check(cmd_parms *cmd, void *d, int on)
     return NULL;
 }
 
+static const char *set_media_prefix(cmd_parms *cmd, void *d,
+                                    const char *arg)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    apr_size_t n = strlen(arg);
+    char buf[W4A_HOST_MAX + 1];
+    apr_size_t len;
+
+    if (!strcasecmp(arg, "none")) {
+        c->media_prefix = "";
+        return NULL;
+    }
+    /* "media." : a label and a dot, normalised like a host */
+    if (n < 2 || arg[n - 1] != '.' || n > 64
+        || w4a_host_normalise(apr_pstrndup(cmd->pool, arg, n - 1), buf, &len)
+           != APR_SUCCESS || strchr(buf, '.')) {
+        return "W4AVhostMediaPrefix: expected one label and a dot, like "
+               "'media.', or 'none'";
+    }
+    c->media_prefix = apr_pstrcat(cmd->pool, buf, ".", NULL);
+    return NULL;
+}
+
+static vhost_source_conf *source_conf_of(server_rec *s)
+{
+    vhost_conf *c = ap_get_module_config(s->module_config, &w4a_vhost_module);
+    return c->src_conf;
+}
+
 static const command_rec vhost_cmds[] = {
     AP_INIT_FLAG("W4AVhostEngine", set_engine, NULL, RSRC_CONF,
                  "On: resolve the Host header to a hosting from the map"),
@@ -320,6 +357,10 @@ static const command_rec vhost_cmds[] = {
                     "Allowed bases of document roots"),
     AP_INIT_FLAG("W4AVhostOwnerCheck", set_owner_check, NULL, RSRC_CONF,
                  "On: files served must belong to the hosting's uid"),
+    AP_INIT_TAKE1("W4AVhostMediaPrefix", set_media_prefix, NULL, RSRC_CONF,
+                  "'media.': media.<name> serves <name>'s files, static "
+                  "only (needs mod_w4a_media); 'none'"),
+    VHOST_SOURCE_COMMANDS
     {NULL}
 };
 
@@ -379,7 +420,7 @@ static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
                          "map index %s: cannot stat it; %s", st->path,
                          st->map ? "keeping the index already loaded"
                                  : "every host is unknown until it appears");
-            count(CNT_RELOAD_FAILURES);
+            vhost_count(CNT_RELOAD_FAILURES);
         }
         return;
     }
@@ -401,7 +442,7 @@ static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
                      err ? err : "unreadable",
                      st->map ? "keeping the index already loaded"
                              : "every host is unknown until a good one appears");
-        count(CNT_RELOAD_FAILURES);
+        vhost_count(CNT_RELOAD_FAILURES);
         return;
     }
 
@@ -415,7 +456,7 @@ static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
     if (old) {
         w4a_map_close(old);
     }
-    count(CNT_RELOADS);
+    vhost_count(CNT_RELOADS);
     ap_log_error(APLOG_MARK, old ? APLOG_NOTICE : APLOG_INFO, 0, s,
                  W4ALOGNO(00111) "map index %s loaded: generation %"
                  APR_UINT64_T_FMT ", %u records, %u names", st->path,
@@ -530,6 +571,72 @@ static int record_refused(request_rec *r, const vhost_conf *c,
     return 0;
 }
 
+static int media_module_loaded;   /* mod_w4a_media is in this server */
+
+/* The map first (the embedded default), then the SQL source. */
+static vhost_source_result_e resolve(request_rec *r, vhost_conf *c,
+                                     const char *host, apr_size_t len,
+                                     const w4a_hosting_t **rec)
+{
+    if (c->state) {
+        map_maybe_check(c->state, r->server, r->pool);
+        if ((*rec = map_find(c->state, host, len, r->pool)) != NULL) {
+            return SRC_FOUND;
+        }
+    }
+    if (c->source) {
+        return vhost_source_find(r, c->source, host, rec);
+    }
+    return SRC_NOTFOUND;
+}
+
+static const char *media_prefix(const vhost_conf *c)
+{
+    return media_module_loaded && c->media_prefix && *c->media_prefix
+           ? c->media_prefix : NULL;
+}
+
+/*
+ * The Host's record.  With a media prefix, "media.<name>" that is no name
+ * of its own (or only matches a wildcard) is the media host of <name>'s
+ * record, unless that record names another media host; *media says so.
+ */
+static vhost_source_result_e resolve_host(request_rec *r, vhost_conf *c,
+                                          const char *host, apr_size_t len,
+                                          const w4a_hosting_t **rec,
+                                          int *media)
+{
+    const char *prefix = media_prefix(c);
+    apr_size_t plen = prefix ? strlen(prefix) : 0;
+    const w4a_hosting_t *mrec = NULL;
+    vhost_source_result_e res, mres;
+    w4a_hosting_t *out;
+
+    *media = 0;
+    res = resolve(r, c, host, len, rec);
+    if (plen && len > plen && !strncmp(host, prefix, plen)
+        && (res == SRC_NOTFOUND
+            || (res == SRC_FOUND && (*rec)->matched[0] == '*'))) {
+        mres = resolve(r, c, host + plen, len - plen, &mrec);
+        if (mres == SRC_FOUND && (!mrec->media_host
+                                  || !strcmp(mrec->media_host, host))) {
+            *rec = mrec;
+            *media = 1;
+            res = SRC_FOUND;
+        }
+        else if (mres == SRC_UNAVAILABLE && res == SRC_NOTFOUND) {
+            res = SRC_UNAVAILABLE;
+        }
+    }
+    if (res == SRC_FOUND && prefix && !(*rec)->media_host) {
+        /* every record has the media host of the pattern */
+        out = apr_pmemdup(r->pool, *rec, sizeof(**rec));
+        out->media_host = apr_pstrcat(r->pool, prefix, out->domain, NULL);
+        *rec = out;
+    }
+    return res;
+}
+
 static void set_docroot(request_rec *r, const char *docroot)
 {
     ap_set_document_root(r, docroot);
@@ -541,13 +648,15 @@ static int vhost_post_read_request(request_rec *r)
     vhost_conf *c = ap_get_module_config(r->server->module_config,
                                          &w4a_vhost_module);
     vhost_req *req;
-    const w4a_hosting_t *rec;
+    const w4a_hosting_t *rec = NULL;
     const char *raw;
     char host[W4A_HOST_MAX + 1];
     apr_size_t len;
     apr_status_t rv;
+    vhost_source_result_e res;
+    int media;
 
-    if (!conf_engine(c) || !c->state || r->main || r->prev) {
+    if (!conf_engine(c) || !(c->state || c->source) || r->main || r->prev) {
         return DECLINED;
     }
     req = apr_pcalloc(r->pool, sizeof(*req));
@@ -555,7 +664,7 @@ static int vhost_post_read_request(request_rec *r)
 
     raw = r->hostname;
     if (!raw || !*raw) {
-        count(CNT_UNKNOWN);
+        vhost_count(CNT_UNKNOWN);
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, W4ALOGNO(00102)
                       "no Host in request; unknown host");
         return conf_unknown_404(c) ? HTTP_NOT_FOUND : DECLINED;
@@ -565,7 +674,7 @@ static int vhost_post_read_request(request_rec *r)
     }
     rv = w4a_host_normalise(raw, host, &len);
     if (rv != APR_SUCCESS) {
-        count(CNT_BAD_HOST);
+        vhost_count(CNT_BAD_HOST);
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, W4ALOGNO(00101)
                       "malformed Host '%s' (%s); answered 400",
                       ap_escape_logitem(r->pool, raw),
@@ -573,24 +682,30 @@ static int vhost_post_read_request(request_rec *r)
         return HTTP_BAD_REQUEST;
     }
 
-    map_maybe_check(c->state, r->server, r->pool);
-    count(CNT_LOOKUPS);
-    rec = map_find(c->state, host, len, r->pool);
-    if (!rec) {
-        count(CNT_UNKNOWN);
+    vhost_count(CNT_LOOKUPS);
+    res = resolve_host(r, c, host, len, &rec, &media);
+    if (res == SRC_UNAVAILABLE) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00133)
+                      "host '%s' unknown while the database is unavailable; "
+                      "answered 503", host);
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    if (res == SRC_NOTFOUND) {
+        vhost_count(CNT_UNKNOWN);
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, W4ALOGNO(00102)
                       "unknown host '%s'%s", host,
                       conf_unknown_404(c) ? "; answered 404" : "");
         return conf_unknown_404(c) ? HTTP_NOT_FOUND : DECLINED;
     }
-    count(CNT_HITS);
+    vhost_count(CNT_HITS);
     if (record_refused(r, c, rec)) {
-        count(CNT_REFUSED);
+        vhost_count(CNT_REFUSED);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (rec->state == W4A_STATE_SUSPENDED) {
         int status = conf_suspended_status(c);
-        count(CNT_SUSPENDED);
+        vhost_count(CNT_SUSPENDED);
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, W4ALOGNO(00103)
                       "hosting %s (domain %s) is suspended; answered %d",
                       rec->hosting, rec->domain, status);
@@ -601,6 +716,12 @@ static int vhost_post_read_request(request_rec *r)
     }
 
     req->rec = rec;
+    if (media) {
+        /* mod_w4a_media serves it, static files only */
+        vhost_count(CNT_MEDIA);
+        apr_table_setn(r->notes, "w4a-media", rec->media_host);
+        apr_table_setn(r->subprocess_env, "W4A_MEDIA", "1");
+    }
     set_docroot(r, rec->docroot);
     apr_table_setn(r->subprocess_env, "W4A_HOSTING", rec->hosting);
     apr_table_setn(r->subprocess_env, "W4A_DOMAIN", rec->domain);
@@ -656,7 +777,7 @@ static int vhost_fixups(request_rec *r)
         r->finfo.valid |= APR_FINFO_USER;
     }
     if ((apr_uint32_t)r->finfo.user != rec->uid) {
-        count(CNT_OWNER_DENIED);
+        vhost_count(CNT_OWNER_DENIED);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00106)
                       "hosting %s: %s belongs to uid %ld, not the hosting's "
                       "uid %u; answered 403", rec->hosting, r->filename,
@@ -735,7 +856,14 @@ static int vhost_status_handler(request_rec *r)
     ap_rprintf(r, "},\"engine\":%s,\"pid\":%ld,\"map\":",
                conf_engine(c) ? "true" : "false", (long)getpid());
     if (!st) {
-        ap_rputs("null}\n", r);
+        ap_rputs("null,\"source\":", r);
+        if (c->source) {
+            vhost_source_status(r, c->source);
+        }
+        else {
+            ap_rputs("null", r);
+        }
+        ap_rputs("}\n", r);
         return OK;
     }
     apr_thread_rwlock_rdlock(st->lock);
@@ -757,7 +885,14 @@ static int vhost_status_handler(request_rec *r)
     ap_rputs(",\"last_error\":", r);
     json_str(r, st->last_error[0] ? st->last_error : NULL);
     apr_thread_rwlock_unlock(st->lock);
-    ap_rputs("}}\n", r);
+    ap_rputs("},\"source\":", r);
+    if (c->source) {
+        vhost_source_status(r, c->source);
+    }
+    else {
+        ap_rputs("null", r);
+    }
+    ap_rputs("}\n", r);
     return OK;
 }
 
@@ -814,10 +949,12 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                              apr_pool_t *ptemp, server_rec *s)
 {
     apr_hash_t *states = apr_hash_make(ptemp);
+    apr_hash_t *sources = apr_hash_make(ptemp);
     apr_shm_t *shm;
     apr_status_t rv;
     server_rec *sv;
 
+    media_module_loaded = ap_find_linked_module("mod_w4a_media.c") != NULL;
     retained = ap_retained_data_get(RETAINED_KEY);
     if (!retained) {
         retained = ap_retained_data_create(RETAINED_KEY,
@@ -854,12 +991,33 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         if (!conf_engine(c)) {
             continue;
         }
-        if (!c->map_path) {
+        if (!c->map_path && !vhost_source_configured(c->src_conf)) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, sv, W4ALOGNO(00122)
-                         "W4AVhostEngine on for %s:%u but no W4AVhostMap set",
+                         "W4AVhostEngine on for %s:%u but neither W4AVhostMap "
+                         "nor W4AVhostDBDQuery set",
                          sv->server_hostname ? sv->server_hostname : "-",
                          sv->port);
             return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (c->media_prefix && *c->media_prefix && !media_module_loaded) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, sv, W4ALOGNO(00124)
+                         "W4AVhostMediaPrefix %s ignored: mod_w4a_media is "
+                         "not loaded, and only it keeps media hosts static",
+                         c->media_prefix);
+        }
+        if (vhost_source_configured(c->src_conf)) {
+            w4a_map_checks_t checks;
+            memset(&checks, 0, sizeof(checks));
+            checks.min_uid = conf_min_uid(c);
+            checks.bases = c->bases;
+            c->source = vhost_source_setup(pconf, ptemp, sv, c->src_conf,
+                                           &checks, sources);
+            if (!c->source) {
+                return HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+        if (!c->map_path) {
+            continue;
         }
         st = apr_hash_get(states, c->map_path, APR_HASH_KEY_STRING);
         if (!st) {
@@ -901,6 +1059,11 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     return OK;
 }
 
+static void vhost_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    vhost_source_child_init(pchild, s);
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     /* After mod_alias and mod_userdir, as mod_vhost_alias: server-level
@@ -909,6 +1072,8 @@ static void register_hooks(apr_pool_t *p)
                                                  NULL };
 
     ap_hook_post_config(vhost_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(vhost_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    vhost_source_set_getter(source_conf_of);
     ap_hook_post_read_request(vhost_post_read_request, NULL, NULL,
                               APR_HOOK_MIDDLE);
     ap_hook_translate_name(vhost_translate_name, pre_translate, NULL,

@@ -376,7 +376,8 @@ def test_vhost_bad_directive_arguments_refused_at_config_time(w4a):
 def test_vhost_engine_without_map_or_unreadable_page_stops_start(w4a):
     for body, msg in (
             ("W4AVhostEngine on",
-             r"W4A00122: W4AVhostEngine on for .* but no W4AVhostMap set"),
+             r"W4A00122: W4AVhostEngine on for .* but neither W4AVhostMap "
+             r"nor W4AVhostDBDQuery set"),
             ("W4AVhostSuspendedPage /nonexistent/page.html",
              r"W4A00121: W4AVhostSuspendedPage /nonexistent/page\.html: "
              r"cannot read it")):
@@ -402,10 +403,16 @@ def test_vhost_status_counters_count_each_outcome_exactly(w4a):
     os.symlink(os.path.join(tree.docroot(B, "b.example"), "index.html"),
                os.path.join(tree.docroot(A, "a.example"), "steal.html"))
     s0 = status_json(httpd)
+    # the SQL source's counters (media and the cache layers) stay at zero
+    zero = {k: 0 for k in ("media", "cache_hits", "cache_negative_hits",
+                           "cache_waits", "memcached_hits",
+                           "memcached_misses", "memcached_errors",
+                           "bad_cache_values", "db_queries", "db_errors",
+                           "bad_records", "stale_serves", "unavailable")}
     assert s0["counters"] == {"lookups": 1, "hits": 1, "unknown": 0,
                               "suspended": 0, "bad_host": 0, "refused": 0,
                               "owner_denied": 0, "reloads": 0,
-                              "reload_failures": 0}
+                              "reload_failures": 0, **zero}
     want = [("a.example", "/", 200)] * 3 + [
         ("nope.example", "/", 200), ("nope2.example", "/", 200),
         ("gone.example", "/", 403), ("a.example", "/steal.html", 403),
@@ -418,7 +425,7 @@ def test_vhost_status_counters_count_each_outcome_exactly(w4a):
     assert s["counters"] == {"lookups": 1 + 8 + 1, "hits": 1 + 6 + 1,
                              "unknown": 2, "suspended": 1, "bad_host": 1,
                              "refused": 1, "owner_denied": 1, "reloads": 0,
-                             "reload_failures": 0}
+                             "reload_failures": 0, **zero}
     m = s["map"]
     assert (m["path"], m["loaded"], m["records"], m["names"]) == \
         (index, True, 5, 6)

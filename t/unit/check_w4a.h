@@ -13,4 +13,7 @@ Suite *host_suite(void);
 /** Map compile, index validation, lookup (check_map.c). */
 Suite *map_suite(void);
 
+/** Single records of the SQL source and memcached (check_record.c). */
+Suite *record_suite(void);
+
 #endif /* CHECK_W4A_H */

@@ -1,0 +1,218 @@
+"""Real backends of the fleet set-up, started by the tests and the
+benchmarks: memcached and MariaDB on loopback, each a private instance in
+a directory of the test, plus SQLite files and a text-protocol memcached
+client to look inside.
+
+Nothing here touches a system instance: ports are free ports, the MariaDB
+data directory is the test's own, and processes are stopped by pid.
+"""
+import os
+import pwd
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+
+MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
+MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+MARIADB = shutil.which("mariadb") or "/usr/bin/mariadb"
+MARIADB_INSTALL = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
+
+# The table the hosting panel writes (docs/mod_w4a_vhost.md, conf/).
+SCHEMA = """CREATE TABLE w4a_domains (
+    name     VARCHAR(255) NOT NULL PRIMARY KEY,
+    domain   VARCHAR(255) NOT NULL,
+    hosting  VARCHAR(32)  NOT NULL,
+    uid      INTEGER      NOT NULL,
+    gid      INTEGER      NOT NULL,
+    docroot  VARCHAR(4095) NOT NULL,
+    php      VARCHAR(16),
+    state    VARCHAR(16)  NOT NULL DEFAULT 'active',
+    flags    VARCHAR(4200)
+)"""
+QUERY = ("SELECT domain, hosting, uid, gid, docroot, php, state, flags "
+         "FROM w4a_domains WHERE name = %s")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port, timeout=15.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def _stop(proc, sig=signal.SIGTERM):
+    if proc and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class Memcached:
+    """A memcached of our own on a free port; stop() and start() again on
+    the same port, kill() for a crash."""
+
+    def __init__(self, port=None):
+        self.port = port or _free_port()
+        self.proc = None
+
+    @property
+    def server(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [MEMCACHED, "-u", "memcache", "-l", "127.0.0.1", "-p",
+             str(self.port), "-U", "0", "-m", "64", "-c", "1024"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert _wait_port(self.port), "memcached did not listen"
+        return self
+
+    def kill(self):
+        _stop(self.proc, signal.SIGKILL)
+
+    def stop(self):
+        _stop(self.proc)
+
+    # -- a tiny text-protocol client, to look at and tamper with values --
+    def _cmd(self, line, data=None):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(line.encode() + b"\r\n"
+                      + (data + b"\r\n" if data is not None else b""))
+            buf = b""
+            while not (buf.endswith(b"END\r\n") or buf.endswith(b"STORED\r\n")
+                       or buf.endswith(b"DELETED\r\n")
+                       or buf.endswith(b"NOT_FOUND\r\n")
+                       or buf.endswith(b"ERROR\r\n")):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            return buf
+
+    def get(self, key):
+        r = self._cmd("get " + key)
+        if not r.startswith(b"VALUE "):
+            return None
+        head, _, rest = r.partition(b"\r\n")
+        n = int(head.split()[3])
+        return rest[:n].decode()
+
+    def set(self, key, value, ttl=0):
+        data = value.encode()
+        return self._cmd("set %s 0 %d %d" % (key, ttl, len(data)), data)
+
+    def stats(self):
+        out = {}
+        for ln in self._cmd("stats").decode().splitlines():
+            parts = ln.split()
+            if len(parts) == 3 and parts[0] == "STAT":
+                out[parts[1]] = parts[2]
+        return out
+
+
+class Mariadb:
+    """A MariaDB server of our own: data directory under root, TCP on a
+    free loopback port, database w4a with the w4a_domains table, user
+    w4a (password w4a) allowed to SELECT."""
+
+    def __init__(self, root):
+        self.dir = os.path.join(root, "mariadb")
+        self.data = os.path.join(self.dir, "data")
+        self.sock = os.path.join(self.dir, "mysqld.sock")
+        self.port = _free_port()
+        self.proc = None
+        self.log = os.path.join(self.dir, "error.log")
+        os.makedirs(self.data, exist_ok=True)
+        pw = pwd.getpwnam("mysql")
+        for d in (self.dir, self.data):
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+        r = subprocess.run([MARIADB_INSTALL, "--no-defaults",
+                            "--datadir=" + self.data, "--user=mysql",
+                            "--auth-root-authentication-method=socket",
+                            "--skip-test-db"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    @property
+    def dbd_params(self):
+        return ("host=127.0.0.1,port=%d,user=w4a,pass=w4a,dbname=w4a,"
+                "connecttimeout=1,readtimeout=2,writetimeout=2" % self.port)
+
+    def start(self, first=False):
+        self.proc = subprocess.Popen(
+            [MARIADBD, "--no-defaults", "--datadir=" + self.data,
+             "--socket=" + self.sock, "--port=%d" % self.port,
+             "--bind-address=127.0.0.1", "--user=mysql",
+             "--log-error=" + self.log, "--skip-log-bin",
+             "--innodb-buffer-pool-size=32M", "--skip-name-resolve"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert _wait_port(self.port, 60), "mariadbd did not listen:\n" + \
+            open(self.log).read()[-2000:]
+        if first:
+            self.sql("CREATE DATABASE w4a; CREATE USER 'w4a'@'127.0.0.1' "
+                     "IDENTIFIED BY 'w4a'; GRANT SELECT ON w4a.* TO "
+                     "'w4a'@'127.0.0.1'; USE w4a; " + SCHEMA + ";")
+        return self
+
+    def sql(self, text):
+        r = subprocess.run([MARIADB, "--no-defaults", "-S", self.sock, "-u",
+                            "root", "-N", "-B", "-e", text],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def put(self, name, domain, hosting, uid, docroot, php="8.2",
+            state="active", flags=None):
+        def q(v):
+            return "NULL" if v is None else "'%s'" % str(v).replace("'", "''")
+        self.sql("REPLACE INTO w4a.w4a_domains VALUES (%s)" % ", ".join(
+            [q(name), q(domain), q(hosting), str(uid), str(uid), q(docroot),
+             q(php), q(state), q(flags)]))
+
+    def executes(self):
+        """Statements executed by the server so far (prepared ones)."""
+        out = self.sql("SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'")
+        return int(out.split()[1])
+
+    def kill(self):
+        _stop(self.proc, signal.SIGKILL)
+
+    def stop(self):
+        _stop(self.proc)
+
+
+class Sqlite:
+    """An SQLite map database, readable by httpd's user."""
+
+    def __init__(self, root):
+        self.path = os.path.join(root, "map.sqlite")
+        with sqlite3.connect(self.path) as db:
+            db.execute(SCHEMA)
+        os.chmod(self.path, 0o644)
+
+    @property
+    def dbd_params(self):
+        return self.path
+
+    def put(self, name, domain, hosting, uid, docroot, php="8.2",
+            state="active", flags=None):
+        with sqlite3.connect(self.path) as db:
+            db.execute("REPLACE INTO w4a_domains VALUES (?,?,?,?,?,?,?,?,?)",
+                       (name, domain, hosting, uid, uid, docroot, php, state,
+                        flags))
