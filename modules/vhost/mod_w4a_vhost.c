@@ -129,6 +129,7 @@ typedef struct {
 /* Per request: the record, or why there is none. */
 typedef struct {
     const w4a_hosting_t *rec;
+    int                  media;   /* a media host request */
 } vhost_req;
 
 static void *create_srv_conf(apr_pool_t *p, server_rec *s)
@@ -643,6 +644,33 @@ static void set_docroot(request_rec *r, const char *docroot)
     ap_set_context_info(r, NULL, docroot);
 }
 
+/* The W4A_* variables of a request: the record's, or none at all. */
+static void set_env(request_rec *r, const vhost_req *req)
+{
+    static const char *const names[] = { "W4A_HOSTING", "W4A_DOMAIN",
+        "W4A_PHP_VERSION", "W4A_LOG", "W4A_MEDIA" };
+    const w4a_hosting_t *rec = req ? req->rec : NULL;
+    apr_size_t i;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        apr_table_unset(r->subprocess_env, names[i]);
+    }
+    if (!rec) {
+        return;
+    }
+    apr_table_setn(r->subprocess_env, "W4A_HOSTING", rec->hosting);
+    apr_table_setn(r->subprocess_env, "W4A_DOMAIN", rec->domain);
+    if (rec->php_version) {
+        apr_table_setn(r->subprocess_env, "W4A_PHP_VERSION", rec->php_version);
+    }
+    if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir) {
+        apr_table_setn(r->subprocess_env, "W4A_LOG", "1");
+    }
+    if (req->media) {
+        apr_table_setn(r->subprocess_env, "W4A_MEDIA", "1");
+    }
+}
+
 static int vhost_post_read_request(request_rec *r)
 {
     vhost_conf *c = ap_get_module_config(r->server->module_config,
@@ -716,24 +744,38 @@ static int vhost_post_read_request(request_rec *r)
     }
 
     req->rec = rec;
+    req->media = media;
     if (media) {
         /* mod_w4a_media serves it, static files only */
         vhost_count(CNT_MEDIA);
         apr_table_setn(r->notes, "w4a-media", rec->media_host);
-        apr_table_setn(r->subprocess_env, "W4A_MEDIA", "1");
     }
     set_docroot(r, rec->docroot);
-    apr_table_setn(r->subprocess_env, "W4A_HOSTING", rec->hosting);
-    apr_table_setn(r->subprocess_env, "W4A_DOMAIN", rec->domain);
-    if (rec->php_version) {
-        apr_table_setn(r->subprocess_env, "W4A_PHP_VERSION", rec->php_version);
-    }
+    set_env(r, req);
     if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir) {
-        apr_table_setn(r->subprocess_env, "W4A_LOG", "1");
         apr_table_setn(r->notes, "w4a-log",
                        apr_psprintf(r->pool, "%u:%u:%s", rec->uid, rec->gid,
                                     rec->log_dir));
     }
+    return DECLINED;
+}
+
+/*
+ * Last of the fixups, after .htaccess (SetEnv, SetEnvIf, RewriteRule
+ * [E=]) had its say: the W4A_* variables are the record's again, so that
+ * what PHP, CGI and the logs see comes from us, never from a customer.
+ */
+static int vhost_env_fixups(request_rec *r)
+{
+    vhost_conf *c = ap_get_module_config(r->server->module_config,
+                                         &w4a_vhost_module);
+    vhost_req *req;
+
+    if (!conf_engine(c)) {
+        return DECLINED;
+    }
+    req = find_req(r);
+    set_env(r, req && req->rec ? req : NULL);
     return DECLINED;
 }
 
@@ -1079,6 +1121,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_translate_name(vhost_translate_name, pre_translate, NULL,
                            APR_HOOK_MIDDLE);
     ap_hook_fixups(vhost_fixups, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_fixups(vhost_env_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);
     /* First: for a hosting's request its identity beats SuexecUserGroup. */
     ap_hook_get_suexec_identity(vhost_suexec_identity, NULL, NULL,
                                 APR_HOOK_FIRST);

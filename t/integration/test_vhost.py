@@ -186,6 +186,29 @@ def test_vhost_env_vars_unset_for_unknown_and_php_dash(w4a):
     assert not any(k.startswith("x-") for k in h), h
 
 
+def test_vhost_env_vars_from_htaccess_are_overwritten_by_the_record(w4a):
+    tree, index, httpd = server(w4a, conf="""
+Header always set X-Media "%{W4A_MEDIA}e" env=W4A_MEDIA
+""")
+    # b.example's tree serves *.wild.example (hosting B, PHP 7.4, no log)
+    tree.write(B, "b.example", ".htaccess", f"""
+SetEnv W4A_HOSTING {A}
+SetEnv W4A_PHP_VERSION 5.6
+SetEnv W4A_LOG 1
+SetEnvIf Request_URI . W4A_MEDIA=1
+RewriteEngine On
+RewriteRule ^ - [E=W4A_DOMAIN:a.example]
+""")
+    st, h, b = httpd.get("z.wild.example", "/")
+    assert (st, b) == (200, b"site b\n")
+    assert (h["x-hosting"], h["x-domain"], h["x-php"]) == \
+        (B, "wild.example", "7.4")
+    assert "x-log" not in h and "x-media" not in h, h
+    # and a hosting with the log flag still has it
+    st, h, b = httpd.get("a.example", "/")
+    assert (h["x-hosting"], h["x-log"]) == (A, "1")
+
+
 def test_vhost_log_flag_sets_w4a_log_and_the_w4a_log_note(w4a):
     notes = os.path.join(w4a.root, "notes.log")
     tree, index, httpd = server(w4a, conf=f"""
