@@ -34,6 +34,11 @@
 #define POOL_PREFIX "w4a-"
 #define POOL_SUFFIX ".conf"
 
+/* What FPM may run: .php, and the extensions the mod_php era mapped to PHP
+ * (AddHandler application/x-httpd-php .html, …: mod_w4a_php routes those
+ * to the pool, FPM must not refuse them). */
+#define DEFAULT_EXTENSIONS ".php .php5 .php7 .php8 .phtml .html .htm"
+
 typedef struct {
     const char *index;
     const char *pool_dir;      /* pattern, %v */
@@ -139,6 +144,8 @@ static const char *pool_text(apr_pool_t *p, const options *o, const pool_t *pl)
         "security.limit_extensions = %s\n"
         "slowlog = %s\n"
         "request_slowlog_timeout = %ds\n"
+        /* Settings set here are locked for mod_w4a_htcompat too: keep the
+         * list in modules/htcompat/htcompat_table.c (pool_locked) in step. */
         "php_admin_value[error_log] = %s/log/php/error.log\n"
         "php_admin_flag[log_errors] = on\n"
         "php_admin_value[open_basedir] = %s/:/usr/share/php/\n"
@@ -383,7 +390,8 @@ static void usage(FILE *f)
 "  --slowlog PATTERN    slow log file (%%h, %%v), written by the root FPM master,\n"
 "                       so never inside a hosting's tree [/var/log/php/w4a/%%h-%%v.slow.log]\n"
 "  --listen-owner USER  owner and group of the sockets [www-data]\n"
-"  --extensions LIST    security.limit_extensions [.php]\n"
+"  --extensions LIST    security.limit_extensions\n"
+"                       [" DEFAULT_EXTENSIONS "]\n"
 "  --max-children N     pm.max_children [5]\n"
 "  --listen-backlog N   requests that may wait for a busy pool; beyond them\n"
 "                       the connection is refused (httpd answers 503) [64]\n"
@@ -420,7 +428,7 @@ int main(int argc, const char *const *argv)
     options o = {
         NULL, "/etc/php/%v/fpm/pool.d", "/run/php/w4a/%v/%h.sock",
         "/run/php/php%v-fpm.pid", "/var/log/php/w4a/%h-%v.slow.log",
-        "www-data", ".php", 5, 10, 500, 5, 64, 0, 0
+        "www-data", DEFAULT_EXTENSIONS, 5, 10, 500, 5, 64, 0, 0
     };
     apr_pool_t *p;
     apr_getopt_t *os;

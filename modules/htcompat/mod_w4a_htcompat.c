@@ -1,0 +1,555 @@
+/*
+ * mod_w4a_htcompat: the mod_php era's .htaccess lines keep working.
+ *
+ * php_value, php_flag, php_admin_value and php_admin_flag are accepted
+ * wherever mod_php accepted them (never "Invalid command"), collected per
+ * directory with the file and line they came from, and checked, at request
+ * time, against the INI table of the PHP version the request goes to
+ * (W4AHtcompatIniTable, generated from that PHP's own ini_get_all()).
+ *
+ * Delivery: FPM's PHP_VALUE parameter writes into the worker's master INI
+ * values, which stay for every later request of that worker.  So every
+ * request handed to a pool sends, for every setting that any request on
+ * this node has ever delivered, either its directory's value or the
+ * pool's start value (from the table).  The "ever delivered" set is a
+ * bitmap in a small state file mapped by every httpd process
+ * (W4AHtcompatStateFile); it only grows, and survives restarts of httpd,
+ * since FPM workers do.  A page whose directories set nothing, on a node
+ * where nothing was ever delivered, sends no PHP_VALUE at all.
+ *
+ * mod_w4a_php asks, through the optional functions of mod_w4a_htcompat.h,
+ * whether PHP may run here (php_flag engine off) and, in its very last
+ * fixup, for the PHP_VALUE text.
+ */
+
+#include <httpd.h>
+#include <http_config.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+
+#include <apr_atomic.h>
+#include <apr_hash.h>
+#include <apr_lib.h>
+#include <apr_mmap.h>
+#include <apr_optional.h>
+#include <apr_strings.h>
+
+#include "htcompat_private.h"
+#include "htcompat_table.h"
+#include "mod_w4a_htcompat.h"
+
+module AP_MODULE_DECLARE_DATA w4a_htcompat_module;
+
+#define W4A_UNSET        (-1)
+#define STATE_MAGIC      0x57344843u     /* "W4HC" */
+#define STATE_FORMAT     1u
+#define DEFAULT_STATE    "w4a-htcompat.state"
+#define STATUS_HANDLER   "w4a-htcompat-status"
+
+/* Counters beyond the reasons. */
+#define CNT_ENGINE_OFF   HTC_NREASONS
+#define CNT_REQUESTS     (HTC_NREASONS + 1)
+#define CNT_MAX          32
+
+/* The node-wide state: mapped shared by every httpd process. */
+typedef struct {
+    apr_uint32_t magic;
+    apr_uint32_t format;
+    apr_uint32_t bits[HTC_BITS / 32];   /* settings ever delivered */
+    apr_uint32_t counters[CNT_MAX];
+} htc_state_t;
+
+static htc_state_t *state;
+
+/* One php_* line. */
+typedef struct {
+    const char *name;
+    const char *value;       /* flags already "0"/"1" */
+    const char *directive;   /* "php_value", … */
+    const char *file;
+    int         line;
+    int         admin;       /* php_admin_* from server configuration */
+} htc_line_t;
+
+typedef struct {
+    const htc_line_t *line;
+    htc_reason_e      why;
+} htc_refused_t;
+
+typedef struct {
+    apr_hash_t         *settings;   /* name -> htc_line_t *; NULL: none */
+    apr_array_header_t *refused;    /* htc_refused_t; NULL: none */
+    int                 engine;     /* W4A_UNSET, 0, 1 */
+    int                 engine_admin;
+} htc_dir_conf;
+
+typedef struct {
+    apr_hash_t *tables;             /* version -> htc_table_t *; NULL: unset */
+    const char *state_file;         /* NULL: unset */
+} htc_srv_conf;
+
+/* ------------------------------------------------------------------ */
+
+static void *create_dir_conf(apr_pool_t *p, char *dir)
+{
+    htc_dir_conf *c = apr_pcalloc(p, sizeof(*c));
+    c->engine = W4A_UNSET;
+    c->engine_admin = 0;
+    return c;
+}
+
+static void push_refused(apr_pool_t *p, htc_dir_conf *c, const htc_line_t *l,
+                         htc_reason_e why)
+{
+    htc_refused_t *r;
+    if (!c->refused) {
+        c->refused = apr_array_make(p, 2, sizeof(htc_refused_t));
+    }
+    r = apr_array_push(c->refused);
+    r->line = l;
+    r->why = why;
+}
+
+static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    htc_dir_conf *base = basev, *add = addv;
+    htc_dir_conf *c = apr_pcalloc(p, sizeof(*c));
+
+    /* engine: the deeper directory wins, unless the server locked it with
+     * php_admin_flag engine. */
+    if (add->engine != W4A_UNSET && (add->engine_admin || !base->engine_admin)) {
+        c->engine = add->engine;
+        c->engine_admin = add->engine_admin;
+    }
+    else {
+        c->engine = base->engine;
+        c->engine_admin = base->engine_admin;
+    }
+
+    /* refused lines: the parent's, then this directory's, then those the
+     * server's php_admin_* lines lock out */
+    c->refused = NULL;
+    if (base->refused) {
+        c->refused = apr_array_copy(p, base->refused);
+    }
+    if (add->refused) {
+        c->refused = c->refused ? (apr_array_cat(c->refused, add->refused),
+                                   c->refused)
+                                : apr_array_copy(p, add->refused);
+    }
+    if (add->engine != W4A_UNSET && !add->engine_admin && base->engine_admin) {
+        htc_line_t *l = apr_pcalloc(p, sizeof(*l));
+        l->name = "engine";
+        l->value = add->engine ? "1" : "0";
+        l->directive = "php_flag";
+        l->file = "(per-directory configuration)";
+        push_refused(p, c, l, HTC_LOCKED);
+    }
+
+    /* settings: the deeper directory's value wins, except over a value the
+     * server set with php_admin_*. */
+    if (!add->settings || !base->settings) {
+        c->settings = add->settings ? add->settings : base->settings;
+    }
+    else {
+        apr_hash_index_t *hi;
+        c->settings = apr_hash_copy(p, base->settings);
+        for (hi = apr_hash_first(p, add->settings); hi; hi = apr_hash_next(hi)) {
+            const htc_line_t *a = apr_hash_this_val(hi);
+            const htc_line_t *b = apr_hash_get(base->settings, a->name,
+                                               APR_HASH_KEY_STRING);
+            if (b && b->admin && !a->admin) {
+                push_refused(p, c, a, HTC_LOCKED);
+                continue;
+            }
+            apr_hash_set(c->settings, a->name, APR_HASH_KEY_STRING, a);
+        }
+    }
+    return c;
+}
+
+static void *create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    htc_srv_conf *c = apr_pcalloc(p, sizeof(*c));
+    c->tables = NULL;
+    c->state_file = NULL;
+    return c;
+}
+
+static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    htc_srv_conf *base = basev, *add = addv;
+    htc_srv_conf *c = apr_pcalloc(p, sizeof(*c));
+
+    if (base->tables && add->tables) {
+        c->tables = apr_hash_overlay(p, add->tables, base->tables);
+    }
+    else {
+        c->tables = add->tables ? add->tables : base->tables;
+    }
+    c->state_file = add->state_file ? add->state_file : base->state_file;
+    return c;
+}
+
+/* ------------------------------------------------------------------ */
+/* Directives                                                           */
+
+static int from_htaccess(cmd_parms *cmd)
+{
+    return !(cmd->override & (ACCESS_CONF | RSRC_CONF));
+}
+
+/* php_value / php_flag / php_admin_value / php_admin_flag NAME VALUE.
+ * Never an error: a line that cannot be used is kept, with its reason, to
+ * be logged for the requests it applies to. */
+static const char *php_line(cmd_parms *cmd, void *dv, const char *args)
+{
+    htc_dir_conf *c = dv;
+    int is_flag = (int)(apr_uintptr_t)cmd->info & 1;
+    int is_admin = ((int)(apr_uintptr_t)cmd->info & 2) != 0;
+    const char *name = ap_getword_conf(cmd->pool, &args);
+    const char *value = ap_getword_conf(cmd->pool, &args);
+    htc_line_t *l = apr_pcalloc(cmd->pool, sizeof(*l));
+    htc_reason_e why = HTC_OK;
+
+    l->name = name;
+    l->value = value;
+    l->directive = cmd->cmd->name;
+    l->file = cmd->directive && cmd->directive->filename
+              ? cmd->directive->filename : "?";
+    l->line = cmd->directive ? cmd->directive->line_num : 0;
+    l->admin = is_admin && !from_htaccess(cmd);
+
+    while (*args == ' ' || *args == '\t') {
+        args++;
+    }
+    if (!*name || *args) {
+        why = HTC_SYNTAX;
+    }
+    else if (is_admin && from_htaccess(cmd)) {
+        why = HTC_ADMIN;
+    }
+    else if (is_flag && !(l->value = htc_flag_value(value))) {
+        l->value = value;
+        why = HTC_BADFLAG;
+    }
+    if (why != HTC_OK) {
+        push_refused(cmd->pool, c, l, why);
+        return NULL;
+    }
+    if (!strcmp(name, "engine")) {
+        const char *f = htc_flag_value(l->value);
+        if (!f) {
+            push_refused(cmd->pool, c, l, HTC_BADFLAG);
+            return NULL;
+        }
+        c->engine = *f == '1';
+        c->engine_admin = l->admin;
+        return NULL;
+    }
+    if (!c->settings) {
+        c->settings = apr_hash_make(cmd->pool);
+    }
+    apr_hash_set(c->settings, l->name, APR_HASH_KEY_STRING, l);
+    return NULL;
+}
+
+static htc_srv_conf *srv_conf(cmd_parms *cmd)
+{
+    return ap_get_module_config(cmd->server->module_config,
+                                &w4a_htcompat_module);
+}
+
+static const char *set_ini_table(cmd_parms *cmd, void *d, const char *version,
+                                 const char *path)
+{
+    htc_srv_conf *c = srv_conf(cmd);
+    htc_table_t *t;
+    const char *err = NULL, *q;
+
+    for (q = version; *q; q++) {
+        if (!apr_isdigit(*q) && *q != '.') {
+            break;
+        }
+    }
+    if (!*version || *q) {
+        return "W4AHtcompatIniTable: expected a PHP version like 8.2, then "
+               "the table file";
+    }
+    path = ap_server_root_relative(cmd->pool, path);
+    if (htc_table_load(&t, path, &err, cmd->pool) != APR_SUCCESS) {
+        return apr_pstrcat(cmd->pool, "W4AHtcompatIniTable: ", err, NULL);
+    }
+    if (strcmp(t->version, version)) {
+        return apr_psprintf(cmd->pool, "W4AHtcompatIniTable: %s is the table "
+                            "of PHP %s, not %s", path, t->version, version);
+    }
+    if (!c->tables) {
+        c->tables = apr_hash_make(cmd->pool);
+    }
+    apr_hash_set(c->tables, apr_pstrdup(cmd->pool, version),
+                 APR_HASH_KEY_STRING, t);
+    return NULL;
+}
+
+static const char *set_state_file(cmd_parms *cmd, void *d, const char *path)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    if (err) {
+        return err;
+    }
+    srv_conf(cmd)->state_file = ap_server_root_relative(cmd->pool, path);
+    return NULL;
+}
+
+static const command_rec htc_cmds[] = {
+    AP_INIT_RAW_ARGS("php_value", php_line, (void *)0, OR_OPTIONS,
+                     "php_value NAME VALUE: a PHP setting for this directory"),
+    AP_INIT_RAW_ARGS("php_flag", php_line, (void *)1, OR_OPTIONS,
+                     "php_flag NAME on|off: a PHP flag for this directory"),
+    AP_INIT_RAW_ARGS("php_admin_value", php_line, (void *)2, OR_OPTIONS,
+                     "php_admin_value NAME VALUE (server configuration only)"),
+    AP_INIT_RAW_ARGS("php_admin_flag", php_line, (void *)3, OR_OPTIONS,
+                     "php_admin_flag NAME on|off (server configuration only)"),
+    AP_INIT_TAKE2("W4AHtcompatIniTable", set_ini_table, NULL, RSRC_CONF,
+                  "PHP version and its INI table (w4a-htcheck --dump-table)"),
+    AP_INIT_TAKE1("W4AHtcompatStateFile", set_state_file, NULL, RSRC_CONF,
+                  "File holding the settings ever delivered and the counters"),
+    {NULL}
+};
+
+/* ------------------------------------------------------------------ */
+/* Requests                                                             */
+
+static void count(int k)
+{
+    if (state && k >= 0 && k < CNT_MAX) {
+        apr_atomic_inc32(&state->counters[k]);
+    }
+}
+
+static void mark_delivered(unsigned bit)
+{
+    volatile apr_uint32_t *w = &state->bits[bit / 32];
+    apr_uint32_t m = 1u << (bit % 32), old;
+
+    while (!((old = apr_atomic_read32(w)) & m)) {
+        if (apr_atomic_cas32(w, old | m, old) == old) {
+            break;
+        }
+    }
+}
+
+static void log_refused(request_rec *r, const htc_line_t *l, htc_reason_e why)
+{
+    if (why == HTC_REMOVED) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00402)
+                      "%s:%d: %s %s dropped: %s", l->file, l->line,
+                      l->directive, l->name, htc_reason_text(why));
+    }
+    else {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00401)
+                      "%s:%d: %s %s skipped (%s): %s", l->file, l->line,
+                      l->directive, l->name, htc_reason_name(why),
+                      htc_reason_text(why));
+    }
+    count(why);
+}
+
+static int w4a_htcompat_engine(request_rec *r)
+{
+    htc_dir_conf *dc = ap_get_module_config(r->per_dir_config,
+                                            &w4a_htcompat_module);
+    if (dc->engine == 0) {
+        if (!r->main) {
+            count(CNT_ENGINE_OFF);
+        }
+        return 0;
+    }
+    return 1;
+}
+
+static const char *ini_line(apr_pool_t *p, const char *name, const char *value)
+{
+    return apr_pstrcat(p, name, "=\"", value, "\"\n", NULL);
+}
+
+static const char *w4a_htcompat_php_value(request_rec *r,
+                                           const char *version)
+{
+    htc_dir_conf *dc = ap_get_module_config(r->per_dir_config,
+                                            &w4a_htcompat_module);
+    htc_srv_conf *sc = ap_get_module_config(r->server->module_config,
+                                            &w4a_htcompat_module);
+    const htc_table_t *t = sc->tables
+        ? apr_hash_get(sc->tables, version, APR_HASH_KEY_STRING) : NULL;
+    apr_hash_t *local = NULL;
+    apr_array_header_t *out;
+    int i, w, quiet = r->main != NULL;   /* a sub-request: its main says it */
+
+    if (!state) {
+        return NULL;
+    }
+    if (!quiet && dc->refused) {
+        for (i = 0; i < dc->refused->nelts; i++) {
+            const htc_refused_t *f = &APR_ARRAY_IDX(dc->refused, i,
+                                                    htc_refused_t);
+            log_refused(r, f->line, f->why);
+        }
+    }
+    if (dc->settings) {
+        apr_hash_index_t *hi;
+        for (hi = apr_hash_first(r->pool, dc->settings); hi;
+             hi = apr_hash_next(hi)) {
+            const htc_line_t *l = apr_hash_this_val(hi);
+            htc_reason_e why = htc_check(t, l->name, l->value, l->admin);
+            if (why != HTC_OK) {
+                if (!quiet) {
+                    log_refused(r, l, why);
+                }
+                continue;
+            }
+            if (!local) {
+                local = apr_hash_make(r->pool);
+            }
+            apr_hash_set(local, l->name, APR_HASH_KEY_STRING, l->value);
+            mark_delivered(htc_bit(l->name));
+            if (!quiet) {
+                count(HTC_OK);
+            }
+        }
+    }
+    if (!t) {
+        return NULL;
+    }
+    if (!quiet) {
+        count(CNT_REQUESTS);
+    }
+
+    /* Every setting ever delivered on this node: this directory's value,
+     * or the pool's start value. */
+    out = NULL;
+    for (w = 0; w < HTC_BITS / 32; w++) {
+        apr_uint32_t word = apr_atomic_read32(&state->bits[w]);
+        while (word) {
+            int b = __builtin_ctz(word);
+            const htc_setting_t *s;
+            word &= word - 1;
+            for (s = t->by_bit[w * 32 + b]; s; s = s->next_bit) {
+                const char *v = local ? apr_hash_get(local, s->name,
+                                                     APR_HASH_KEY_STRING)
+                                      : NULL;
+                if (!v && !s->defval) {
+                    continue;
+                }
+                if (!out) {
+                    out = apr_array_make(r->pool, 8, sizeof(const char *));
+                }
+                APR_ARRAY_PUSH(out, const char *) =
+                    ini_line(r->pool, s->name, v ? v : s->defval);
+            }
+        }
+    }
+    return out ? apr_array_pstrcat(r->pool, out, 0) : NULL;
+}
+
+/* JSON counters: settings applied, refused by reason. */
+static int htc_status_handler(request_rec *r)
+{
+    int i, tracked = 0;
+
+    if (!r->handler || strcmp(r->handler, STATUS_HANDLER)) {
+        return DECLINED;
+    }
+    if (r->method_number != M_GET) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    ap_set_content_type(r, "application/json");
+    if (r->header_only) {
+        return OK;
+    }
+    if (!state) {
+        ap_rputs("{\"error\":\"no state file\"}\n", r);
+        return OK;
+    }
+    for (i = 0; i < HTC_BITS / 32; i++) {
+        tracked += __builtin_popcount(apr_atomic_read32(&state->bits[i]));
+    }
+    ap_rprintf(r, "{\"requests\":%u,\"applied\":%u,\"engine_off\":%u,"
+               "\"tracked_slots\":%d,\"refused\":{",
+               apr_atomic_read32(&state->counters[CNT_REQUESTS]),
+               apr_atomic_read32(&state->counters[HTC_OK]),
+               apr_atomic_read32(&state->counters[CNT_ENGINE_OFF]), tracked);
+    for (i = 1; i < HTC_NREASONS; i++) {
+        ap_rprintf(r, "%s\"%s\":%u", i > 1 ? "," : "", htc_reason_name(i),
+                   apr_atomic_read32(&state->counters[i]));
+    }
+    ap_rputs("}}\n", r);
+    return OK;
+}
+
+/* ------------------------------------------------------------------ */
+
+static int htc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp, server_rec *s)
+{
+    htc_srv_conf *sc = ap_get_module_config(s->module_config,
+                                            &w4a_htcompat_module);
+    const char *path = sc->state_file ? sc->state_file
+                       : ap_runtime_dir_relative(pconf, DEFAULT_STATE);
+    apr_file_t *f;
+    apr_finfo_t fi;
+    apr_mmap_t *mm;
+    apr_status_t rv;
+    htc_state_t *st;
+
+    state = NULL;
+    rv = apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_WRITE
+                       | APR_FOPEN_CREATE, APR_FPROT_UREAD | APR_FPROT_UWRITE,
+                       pconf);
+    if (rv == APR_SUCCESS) {
+        rv = apr_file_info_get(&fi, APR_FINFO_SIZE, f);
+    }
+    if (rv == APR_SUCCESS && fi.size != (apr_off_t)sizeof(htc_state_t)) {
+        rv = apr_file_trunc(f, sizeof(htc_state_t));
+    }
+    if (rv == APR_SUCCESS) {
+        rv = apr_mmap_create(&mm, f, 0, sizeof(htc_state_t),
+                             APR_MMAP_READ | APR_MMAP_WRITE, pconf);
+    }
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, W4ALOGNO(00410)
+                     "W4AHtcompatStateFile %s cannot be opened and mapped: "
+                     "without it, settings could leak between requests", path);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    st = mm->mm;
+    if (st->magic != STATE_MAGIC || st->format != STATE_FORMAT) {
+        memset(st, 0, sizeof(*st));
+        st->format = STATE_FORMAT;
+        st->magic = STATE_MAGIC;
+    }
+    state = st;
+    return OK;
+}
+
+static void register_hooks(apr_pool_t *p)
+{
+    APR_REGISTER_OPTIONAL_FN(w4a_htcompat_engine);
+    APR_REGISTER_OPTIONAL_FN(w4a_htcompat_php_value);
+    ap_hook_post_config(htc_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(htc_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+module AP_MODULE_DECLARE_DATA w4a_htcompat_module = {
+    STANDARD20_MODULE_STUFF,
+    create_dir_conf,        /* per-directory config creator */
+    merge_dir_conf,         /* dir config merger */
+    create_srv_conf,        /* server config creator */
+    merge_srv_conf,         /* server config merger */
+    htc_cmds,               /* command table */
+    register_hooks,         /* set up other request processing hooks */
+    AP_MODULE_FLAG_NONE     /* flags */
+};
