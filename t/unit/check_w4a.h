@@ -13,6 +13,9 @@ Suite *host_suite(void);
 /** Map compile, index validation, lookup (check_map.c). */
 Suite *map_suite(void);
 
+/** Streaming HTML rewriter of mod_w4a_media (check_html.c). */
+Suite *html_suite(void);
+
 /** Single records of the SQL source and memcached (check_record.c). */
 Suite *record_suite(void);
 

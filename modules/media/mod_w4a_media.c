@@ -1,0 +1,935 @@
+/*
+ * mod_w4a_media: the media host of a domain, and asset URLs rewritten to
+ * it in the domain's HTML.
+ *
+ * The media host.  mod_w4a_vhost resolves media.<domain> (or the record's
+ * own media host) to the domain's record, sets its document root and the
+ * note "w4a-media" (see docs/mod_w4a_media.md).  Here such a request may
+ * only be an allow-listed static file served by core: a fixup ordered
+ * first refuses anything else before mod_w4a_php (or anyone) dispatches
+ * it; a late fixup (after mod_rewrite, before mod_w4a_php) and a handler
+ * ordered first refuse a handler or
+ * a proxy request that per-directory configuration (a customer's
+ * .htaccess: SetHandler, AddHandler, RewriteRule [P] or [H=]) set, and
+ * force core's static handler.  Resource filters (SSI and the like) are
+ * removed.  A late output filter, just before the response headers go
+ * out, drops Set-Cookie and sets CORS, Vary and Cache-Control.
+ *
+ * The rewriting filter.  On the domain's own host, with W4AMediaRewrite
+ * on, text/html responses (static or from PHP) go through the httpd-free
+ * streaming rewriter of modules/common/w4a_html.c.
+ */
+
+#include <httpd.h>
+#include <http_config.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <util_filter.h>
+
+#include <apr_atomic.h>
+#include <apr_lib.h>
+#include <apr_optional.h>
+#include <apr_shm.h>
+#include <apr_strings.h>
+
+#include <unistd.h>
+
+#include "media_private.h"
+#include "mod_w4a_vhost.h"
+#include "w4a_html.h"
+#include "w4a_util.h"
+
+module AP_MODULE_DECLARE_DATA w4a_media_module;
+
+#define W4A_UNSET         (-1)
+#define NOTE_MEDIA        "w4a-media"
+#define STATUS_HANDLER    "w4a-media-status"
+#define REWRITE_FILTER    "W4A_MEDIA_REWRITE"
+#define HEADERS_FILTER    "W4A_MEDIA_HEADERS"
+#define DEFAULT_CACHE     "public, max-age=2592000"
+#define STATIC_HANDLER    "default-handler"
+#define PASS_AT           65536     /* bytes of output passed on at once */
+#define FEED_SLICE        65536     /* bytes fed to the rewriter at once */
+#define MAX_TOKEN_LIMIT   (16 * 1024 * 1024)
+
+static const char *const default_extensions[] = {
+    "css", "js", "mjs", "map", "jpg", "jpeg", "png", "gif", "webp", "avif",
+    "svg", "ico", "bmp", "tif", "tiff", "woff", "woff2", "ttf", "otf", "eot",
+    "mp4", "webm", "ogv", "ogg", "mp3", "m4a", "wav", "flac", "vtt", "pdf",
+    "txt", NULL
+};
+static const char *const font_extensions[] = {
+    "woff", "woff2", "ttf", "otf", "eot", NULL
+};
+
+/* Status counters, in shared memory (zero without it). */
+typedef enum {
+    CNT_PAGES, CNT_PAGES_REWRITTEN, CNT_URLS, CNT_BYTES_IN, CNT_BYTES_OUT,
+    CNT_PAGES_PASSED, CNT_OVERLONG, CNT_MEDIA_SERVED, CNT_MEDIA_REFUSED,
+    CNT_MAX
+} counter_e;
+static const char *const counter_names[CNT_MAX] = {
+    "pages_filtered", "pages_rewritten", "urls_rewritten", "bytes_in",
+    "bytes_out", "pages_passed", "tokens_overlong", "media_served",
+    "media_refused"
+};
+static apr_uint64_t *counters;
+
+static void count(counter_e c, apr_uint64_t n)
+{
+    if (counters && n) {
+        apr_atomic_add64(&counters[c], n);
+    }
+}
+
+typedef enum { SCHEME_UNSET = 0, SCHEME_RELATIVE, SCHEME_HTTP,
+               SCHEME_HTTPS } scheme_e;
+
+typedef struct {
+    int                 rewrite;       /* W4A_UNSET, 0, 1 */
+    const char        **extensions;    /* NULL-terminated; NULL: unset */
+    apr_array_header_t *ext_list;      /* while reading the directive */
+    const char         *cache_control; /* NULL: unset; "": none */
+    apr_array_header_t *cors_origins;  /* const char *; NULL: unset */
+    apr_array_header_t *same_site;     /* const char * (%d); NULL: unset */
+    int                 fonts_any;     /* W4A_UNSET, 0, 1 */
+    scheme_e            scheme;        /* SCHEME_UNSET: unset */
+    apr_int64_t         max_token;     /* W4A_UNSET: unset */
+} media_conf;
+
+static APR_OPTIONAL_FN_TYPE(w4a_hosting) *get_hosting;
+
+static void *create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    media_conf *c = apr_pcalloc(p, sizeof(*c));
+    c->rewrite = W4A_UNSET;
+    c->fonts_any = W4A_UNSET;
+    c->scheme = SCHEME_UNSET;
+    c->max_token = W4A_UNSET;
+    return c;
+}
+
+static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    media_conf *base = basev, *add = addv;
+    media_conf *c = apr_pcalloc(p, sizeof(*c));
+
+    c->rewrite = add->rewrite != W4A_UNSET ? add->rewrite : base->rewrite;
+    /* A list given in the virtual host replaces the main server's. */
+    c->extensions = add->extensions ? add->extensions : base->extensions;
+    c->ext_list = NULL;
+    c->cache_control = add->cache_control ? add->cache_control
+                                          : base->cache_control;
+    c->cors_origins = add->cors_origins ? add->cors_origins
+                                        : base->cors_origins;
+    c->same_site = add->same_site ? add->same_site : base->same_site;
+    c->fonts_any = add->fonts_any != W4A_UNSET ? add->fonts_any
+                                               : base->fonts_any;
+    c->scheme = add->scheme != SCHEME_UNSET ? add->scheme : base->scheme;
+    c->max_token = add->max_token != W4A_UNSET ? add->max_token
+                                               : base->max_token;
+    return c;
+}
+
+static media_conf *srv_conf(cmd_parms *cmd)
+{
+    return ap_get_module_config(cmd->server->module_config, &w4a_media_module);
+}
+
+static media_conf *req_conf(request_rec *r)
+{
+    return ap_get_module_config(r->server->module_config, &w4a_media_module);
+}
+
+static const char *const *conf_extensions(const media_conf *c)
+{
+    return c->extensions ? c->extensions : default_extensions;
+}
+
+/* ------------------------------------------------------------------ */
+/* directives                                                           */
+
+static const char *set_rewrite(cmd_parms *cmd, void *d, int on)
+{
+    srv_conf(cmd)->rewrite = on;
+    return NULL;
+}
+
+static const char *add_extension(cmd_parms *cmd, void *d, const char *arg)
+{
+    media_conf *c = srv_conf(cmd);
+    const char *q;
+    char *e;
+
+    if (*arg == '.') {
+        arg++;
+    }
+    if (!*arg || strlen(arg) > 16) {
+        return "W4AMediaExtensions: expected extensions like css or .png";
+    }
+    for (q = arg; *q; q++) {
+        if (!apr_isalnum(*q)) {
+            return apr_pstrcat(cmd->pool, "W4AMediaExtensions: '", arg,
+                               "' is not an extension (letters and digits)",
+                               NULL);
+        }
+    }
+    e = apr_pstrdup(cmd->pool, arg);
+    ap_str_tolower(e);
+    if (!strcmp(e, "php") || !strncmp(e, "php", 3) || !strcmp(e, "phtml")
+        || !strcmp(e, "cgi") || !strcmp(e, "pl") || !strcmp(e, "shtml")) {
+        return apr_pstrcat(cmd->pool, "W4AMediaExtensions: '", e, "' is a "
+                           "script, never served by the media host", NULL);
+    }
+    if (!c->ext_list) {
+        c->ext_list = apr_array_make(cmd->pool, 16, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(c->ext_list, const char *) = e;
+    /* keep the NULL-terminated copy current */
+    c->extensions = apr_pcalloc(cmd->pool, sizeof(const char *)
+                                           * (c->ext_list->nelts + 1));
+    memcpy(c->extensions, c->ext_list->elts,
+           sizeof(const char *) * c->ext_list->nelts);
+    return NULL;
+}
+
+static const char *set_cache_control(cmd_parms *cmd, void *d, const char *arg)
+{
+    const char *q;
+    if (!strcasecmp(arg, "none")) {
+        srv_conf(cmd)->cache_control = "";
+        return NULL;
+    }
+    for (q = arg; *q; q++) {
+        if (*q < 0x20 || *q == 0x7f) {
+            return "W4AMediaCacheControl: control characters in the value";
+        }
+    }
+    if (!*arg) {
+        return "W4AMediaCacheControl: expected a Cache-Control value or none";
+    }
+    srv_conf(cmd)->cache_control = arg;
+    return NULL;
+}
+
+static const char *add_cors_origin(cmd_parms *cmd, void *d, const char *arg)
+{
+    media_conf *c = srv_conf(cmd);
+    const char *host, *q;
+
+    if (!strncasecmp(arg, "http://", 7)) {
+        host = arg + 7;
+    }
+    else if (!strncasecmp(arg, "https://", 8)) {
+        host = arg + 8;
+    }
+    else {
+        return apr_pstrcat(cmd->pool, "W4AMediaCORSOrigin: '", arg, "' is "
+                           "not an origin like https://www.%d or "
+                           "https://app.example:8443", NULL);
+    }
+    if (!*host) {
+        return "W4AMediaCORSOrigin: an origin needs a host";
+    }
+    for (q = host; *q; q++) {
+        if (*q == '%') {
+            if (q[1] != 'd') {
+                return "W4AMediaCORSOrigin: only %d (the domain) may follow "
+                       "'%'";
+            }
+            q++;
+        }
+        else if (!apr_isalnum(*q) && *q != '.' && *q != '-' && *q != ':') {
+            return apr_pstrcat(cmd->pool, "W4AMediaCORSOrigin: '", arg,
+                               "' has more than scheme://host[:port]", NULL);
+        }
+    }
+    if (!c->cors_origins) {
+        c->cors_origins = apr_array_make(cmd->pool, 4, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(c->cors_origins, const char *) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *add_same_site(cmd_parms *cmd, void *d, const char *arg)
+{
+    media_conf *c = srv_conf(cmd);
+    const char *q;
+
+    for (q = arg; *q; q++) {
+        if (*q == '%') {
+            if (q[1] != 'd') {
+                return "W4AMediaSameSite: only %d (the domain) may follow '%'";
+            }
+            q++;
+        }
+        else if (!apr_isalnum(*q) && *q != '.' && *q != '-') {
+            return apr_pstrcat(cmd->pool, "W4AMediaSameSite: '", arg,
+                               "' is not a host name like www.%d", NULL);
+        }
+    }
+    if (!*arg || *arg == '.') {
+        return "W4AMediaSameSite: expected a host name like www.%d";
+    }
+    if (!c->same_site) {
+        c->same_site = apr_array_make(cmd->pool, 4, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(c->same_site, const char *) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_fonts_any(cmd_parms *cmd, void *d, int on)
+{
+    srv_conf(cmd)->fonts_any = on;
+    return NULL;
+}
+
+static const char *set_scheme(cmd_parms *cmd, void *d, const char *arg)
+{
+    media_conf *c = srv_conf(cmd);
+    if (!strcasecmp(arg, "relative")) {
+        c->scheme = SCHEME_RELATIVE;
+    }
+    else if (!strcasecmp(arg, "http")) {
+        c->scheme = SCHEME_HTTP;
+    }
+    else if (!strcasecmp(arg, "https")) {
+        c->scheme = SCHEME_HTTPS;
+    }
+    else {
+        return "W4AMediaURLScheme: expected relative, http or https";
+    }
+    return NULL;
+}
+
+static const char *set_max_token(cmd_parms *cmd, void *d, const char *arg)
+{
+    apr_int64_t v;
+    if (!w4a_parse_number(arg, 256, MAX_TOKEN_LIMIT, &v)) {
+        return "W4AMediaMaxToken: expected bytes from 256 to 16777216";
+    }
+    srv_conf(cmd)->max_token = v;
+    return NULL;
+}
+
+static const command_rec media_cmds[] = {
+    AP_INIT_FLAG("W4AMediaRewrite", set_rewrite, NULL, RSRC_CONF,
+                 "On: static asset URLs in HTML pages point at the media host"),
+    AP_INIT_ITERATE("W4AMediaExtensions", add_extension, NULL, RSRC_CONF,
+                    "Extensions the media host serves and the filter rewrites"),
+    AP_INIT_TAKE1("W4AMediaCacheControl", set_cache_control, NULL, RSRC_CONF,
+                  "Cache-Control of the media host's answers, or none"),
+    AP_INIT_ITERATE("W4AMediaCORSOrigin", add_cors_origin, NULL, RSRC_CONF,
+                    "More origins allowed by CORS (%d: the domain)"),
+    AP_INIT_ITERATE("W4AMediaSameSite", add_same_site, NULL, RSRC_CONF,
+                    "More host names of the site whose URLs are rewritten (%d: the domain)"),
+    AP_INIT_FLAG("W4AMediaCORSFontsAny", set_fonts_any, NULL, RSRC_CONF,
+                 "On: fonts carry Access-Control-Allow-Origin: *"),
+    AP_INIT_TAKE1("W4AMediaURLScheme", set_scheme, NULL, RSRC_CONF,
+                  "Rewritten URLs: relative (//host), http or https"),
+    AP_INIT_TAKE1("W4AMediaMaxToken", set_max_token, NULL, RSRC_CONF,
+                  "Longest tag rewritten, in bytes (longer: unchanged)"),
+    {NULL}
+};
+
+/* ------------------------------------------------------------------ */
+/* helpers                                                              */
+
+/* The initial request, where mod_w4a_vhost left its note. */
+static request_rec *initial_request(request_rec *r)
+{
+    for (;;) {
+        if (r->main) {
+            r = r->main;
+        }
+        else if (r->prev) {
+            r = r->prev;
+        }
+        else {
+            return r;
+        }
+    }
+}
+
+/* The media host name when r is a media request, else NULL.  Notes are
+ * set by modules only, never by per-directory configuration. */
+static const char *media_host_of(request_rec *r)
+{
+    return apr_table_get(initial_request(r)->notes, NOTE_MEDIA);
+}
+
+static const char *extension_of(const char *filename)
+{
+    const char *slash = strrchr(filename, '/');
+    const char *dot = strrchr(slash ? slash + 1 : filename, '.');
+    return dot && dot != (slash ? slash + 1 : filename) ? dot + 1 : NULL;
+}
+
+static int in_list(const char *const *list, const char *e)
+{
+    for (; e && *list; list++) {
+        if (!strcasecmp(*list, e)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int is_proxied(const request_rec *r)
+{
+    return r->proxyreq
+           || (r->handler && (!strncasecmp(r->handler, "proxy:", 6)
+                              || !strcasecmp(r->handler, "proxy-server")))
+           || (r->filename && !strncmp(r->filename, "proxy:", 6));
+}
+
+/* No handler but core's static one; or mod_rewrite's internal redirect of
+ * a per-directory rule, whose new request is checked again. */
+static int handler_refused(const request_rec *r)
+{
+    if (is_proxied(r)) {
+        return 1;
+    }
+    if (!r->handler || !strcmp(r->handler, STATIC_HANDLER)) {
+        return 0;
+    }
+    return strcmp(r->handler, "redirect-handler")
+           || !r->filename || strncmp(r->filename, "redirect:", 9);
+}
+
+static int refuse(request_rec *r, int status, int level, const char *msg)
+{
+    count(CNT_MEDIA_REFUSED, 1);
+    ap_log_rerror(APLOG_MARK, level, 0, r, "%s", msg);
+    return status;
+}
+
+/* A handler or proxying that per-directory configuration set. */
+static int refuse_handler(request_rec *r, const char *host, const char *when)
+{
+    return refuse(r, HTTP_FORBIDDEN, APLOG_ERR, apr_psprintf(r->pool,
+                  W4ALOGNO(00502) "media host %s: %s asks for %s%s on %s; "
+                  "the media host serves static files only; refused", host,
+                  when, is_proxied(r) ? "proxying, handler " : "handler ",
+                  r->handler ? r->handler : "-",
+                  r->filename ? r->filename : r->uri));
+}
+
+/* ------------------------------------------------------------------ */
+/* the media host                                                       */
+
+/* First of all fixups (before mod_rewrite's per-directory rules and
+ * mod_w4a_php): an allow-listed static file, or nothing. */
+static int media_fixup_first(request_rec *r)
+{
+    const char *host = media_host_of(r);
+    media_conf *c;
+    const char *ext;
+
+    if (!host) {
+        return DECLINED;
+    }
+    c = req_conf(r);
+    if (r->method_number != M_GET) {
+        ap_allow_methods(r, 1, "GET", "HEAD", NULL);
+        return refuse(r, HTTP_METHOD_NOT_ALLOWED, APLOG_INFO,
+                      apr_psprintf(r->pool, W4ALOGNO(00503) "media host %s: "
+                                   "method %s; only GET and HEAD; answered "
+                                   "405", host, r->method));
+    }
+    if (handler_refused(r)) {
+        return refuse_handler(r, host, "configuration");
+    }
+    if (!r->filename || r->finfo.filetype == APR_NOFILE) {
+        return refuse(r, HTTP_NOT_FOUND, APLOG_INFO, apr_psprintf(r->pool,
+                      W4ALOGNO(00504) "media host %s: %s not found; answered "
+                      "404", host, r->filename ? r->filename : r->uri));
+    }
+    ext = extension_of(r->filename);
+    if (r->finfo.filetype != APR_REG || (r->path_info && *r->path_info)
+        || !in_list(conf_extensions(c), ext)) {
+        return refuse(r, HTTP_FORBIDDEN, APLOG_INFO, apr_psprintf(r->pool,
+                      W4ALOGNO(00501) "media host %s: %s%s is not an "
+                      "allow-listed static file; answered 403", host,
+                      r->filename, r->path_info ? r->path_info : ""));
+    }
+    return DECLINED;
+}
+
+/* Late in fixups (after mod_rewrite's [H=]/[P], before mod_w4a_php):
+ * nobody set a handler or proxying; core's static handler it is. */
+static int media_fixup_last(request_rec *r)
+{
+    const char *host = media_host_of(r);
+
+    if (!host) {
+        return DECLINED;
+    }
+    if (handler_refused(r)) {
+        return refuse_handler(r, host, "per-directory configuration");
+    }
+    if (!r->handler) {
+        r->handler = STATIC_HANDLER;
+    }
+    return DECLINED;
+}
+
+/* First of all handlers: the same, whatever ran between. */
+static int media_handler_guard(request_rec *r)
+{
+    const char *host = media_host_of(r);
+
+    if (!host) {
+        return DECLINED;
+    }
+    if (!r->handler || handler_refused(r)) {
+        return refuse_handler(r, host, "a module");
+    }
+    if (!strcmp(r->handler, STATIC_HANDLER)) {
+        count(CNT_MEDIA_SERVED, 1);
+    }
+    return DECLINED;
+}
+
+/* pattern with %d replaced by the domain */
+static const char *expand_domain(apr_pool_t *p, const char *pat,
+                                 const char *domain)
+{
+    const char *d = strstr(pat, "%d");
+    if (!d) {
+        return pat;
+    }
+    return apr_pstrcat(p, apr_pstrmemdup(p, pat, d - pat), domain,
+                       expand_domain(p, d + 2, domain), NULL);
+}
+
+static int origin_allowed(request_rec *r, const media_conf *c,
+                          const w4a_hosting_t *rec, const char *origin)
+{
+    const char *host;
+    int i;
+
+    if (!strncasecmp(origin, "https://", 8)) {
+        host = origin + 8;
+    }
+    else if (!strncasecmp(origin, "http://", 7)) {
+        host = origin + 7;
+    }
+    else {
+        return 0;
+    }
+    if (rec && (!strcasecmp(host, rec->domain)
+                || (rec->matched && rec->matched[0] != '*'
+                    && !strcasecmp(host, rec->matched)))) {
+        return 1;
+    }
+    for (i = 0; c->cors_origins && i < c->cors_origins->nelts; i++) {
+        const char *o = APR_ARRAY_IDX(c->cors_origins, i, const char *);
+        if (strstr(o, "%d")) {
+            if (!rec) {
+                continue;
+            }
+            o = expand_domain(r->pool, o, rec->domain);
+        }
+        if (!strcasecmp(o, origin)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Just before the headers leave: no cookies, CORS, caching. */
+static apr_status_t media_headers_filter(ap_filter_t *f,
+                                         apr_bucket_brigade *bb)
+{
+    request_rec *r = f->r;
+    media_conf *c = req_conf(r);
+    const w4a_hosting_t *rec = get_hosting ? get_hosting(r) : NULL;
+    const char *origin = apr_table_get(r->headers_in, "Origin");
+    const char *ext = r->filename ? extension_of(r->filename) : NULL;
+    const char *cc = c->cache_control ? c->cache_control : DEFAULT_CACHE;
+
+    apr_table_unset(r->headers_out, "Set-Cookie");
+    apr_table_unset(r->err_headers_out, "Set-Cookie");
+    apr_table_unset(r->headers_out, "Set-Cookie2");
+    apr_table_unset(r->err_headers_out, "Set-Cookie2");
+    apr_table_unset(r->err_headers_out, "Access-Control-Allow-Origin");
+    apr_table_unset(r->headers_out, "Access-Control-Allow-Origin");
+    apr_table_unset(r->err_headers_out, "Access-Control-Allow-Credentials");
+    apr_table_unset(r->headers_out, "Access-Control-Allow-Credentials");
+
+    if (c->fonts_any != 0 && in_list(font_extensions, ext)) {
+        apr_table_setn(r->headers_out, "Access-Control-Allow-Origin", "*");
+    }
+    else {
+        apr_table_mergen(r->headers_out, "Vary", "Origin");
+        if (origin && origin_allowed(r, c, rec, origin)) {
+            apr_table_set(r->headers_out, "Access-Control-Allow-Origin",
+                          origin);
+        }
+    }
+    apr_table_setn(r->headers_out, "X-Content-Type-Options", "nosniff");
+    apr_table_unset(r->err_headers_out, "Cache-Control");
+    if (r->status == HTTP_OK || r->status == HTTP_NOT_MODIFIED
+        || r->status == HTTP_PARTIAL_CONTENT) {
+        if (*cc) {
+            apr_table_setn(r->headers_out, "Cache-Control", cc);
+        }
+        else {
+            apr_table_unset(r->headers_out, "Cache-Control");
+        }
+    }
+    ap_remove_output_filter(f);
+    return ap_pass_brigade(f->next, bb);
+}
+
+/* ------------------------------------------------------------------ */
+/* the rewriting filter                                                 */
+
+typedef struct {
+    w4a_html_t         *h;
+    w4a_html_opts_t     opts;
+    const char        **hosts;
+    apr_bucket_brigade *out;
+    apr_size_t          pending;     /* bytes in out */
+    ap_filter_t        *f;
+} rw_ctx;
+
+static apr_status_t rw_out(void *baton, const char *data, apr_size_t len)
+{
+    rw_ctx *ctx = baton;
+    ctx->pending += len;
+    return apr_brigade_write(ctx->out, NULL, NULL, data, len);
+}
+
+/* Why a response is not for the rewriter, or NULL. */
+static const char *rw_skip_reason(request_rec *r)
+{
+    const char *ct = r->content_type, *ce, *ccs, *cs;
+
+    if (r->main) {
+        return "sub-request";
+    }
+    if (r->header_only) {
+        return "HEAD";
+    }
+    if (r->status != HTTP_OK) {
+        return "status";
+    }
+    if (!ct || strncasecmp(ct, "text/html", 9)
+        || (ct[9] && ct[9] != ';' && ct[9] != ' ')) {
+        return "not text/html";
+    }
+    if ((ce = apr_table_get(r->headers_out, "Content-Encoding"))
+        || (ce = apr_table_get(r->err_headers_out, "Content-Encoding"))) {
+        if (strcasecmp(ce, "identity")) {
+            return "Content-Encoding";
+        }
+    }
+    if (((ccs = apr_table_get(r->headers_out, "Cache-Control"))
+         && ap_strcasestr(ccs, "no-transform"))
+        || ((ccs = apr_table_get(r->err_headers_out, "Cache-Control"))
+            && ap_strcasestr(ccs, "no-transform"))) {
+        return "no-transform";
+    }
+    if (apr_table_get(r->headers_in, "Range")) {
+        return "Range";
+    }
+    if ((cs = ap_strcasestr(ct, "charset="))) {
+        apr_size_t n;
+        cs += 8;
+        n = strcspn(cs, " ;");
+        if (!w4a_html_charset_ok(cs, n)) {
+            return "charset";
+        }
+    }
+    return NULL;
+}
+
+static rw_ctx *rw_start(ap_filter_t *f, const w4a_hosting_t *rec)
+{
+    request_rec *r = f->r;
+    media_conf *c = req_conf(r);
+    rw_ctx *ctx = apr_pcalloc(r->pool, sizeof(*ctx));
+    request_rec *top = initial_request(r);
+    int n = 0, i;
+
+    ctx->f = f;
+    ctx->hosts = apr_pcalloc(r->pool, sizeof(const char *)
+                             * (4 + (c->same_site ? c->same_site->nelts : 0)));
+    ctx->hosts[n++] = rec->domain;
+    if (rec->matched && rec->matched[0] != '*'
+        && strcmp(rec->matched, rec->domain)) {
+        ctx->hosts[n++] = rec->matched;
+    }
+    if (r->hostname && strcmp(r->hostname, rec->domain)
+        && (n == 1 || strcmp(r->hostname, ctx->hosts[1]))) {
+        char *hn = apr_pstrdup(r->pool, r->hostname);
+        ap_str_tolower(hn);
+        ctx->hosts[n++] = hn;
+    }
+    for (i = 0; c->same_site && i < c->same_site->nelts; i++) {
+        char *hn = (char *)expand_domain(r->pool, APR_ARRAY_IDX(c->same_site, i,
+                                                                const char *),
+                                         rec->domain);
+        hn = apr_pstrdup(r->pool, hn);
+        ap_str_tolower(hn);
+        ctx->hosts[n++] = hn;
+    }
+    ctx->hosts[n] = NULL;
+    ctx->opts.hosts = ctx->hosts;
+    ctx->opts.media_base = apr_pstrcat(r->pool,
+                                       c->scheme == SCHEME_HTTPS ? "https:"
+                                       : c->scheme == SCHEME_HTTP ? "http:"
+                                       : "", "//", rec->media_host, NULL);
+    /* relative URLs resolve against what the browser asked for */
+    ctx->opts.doc_path = top->parsed_uri.path ? top->parsed_uri.path : top->uri;
+    ctx->opts.extensions = conf_extensions(c);
+    ctx->opts.max_token = c->max_token == W4A_UNSET ? 0
+                                                     : (apr_size_t)c->max_token;
+    if (w4a_html_create(&ctx->h, r->pool, &ctx->opts, rw_out, ctx)
+        != APR_SUCCESS) {
+        return NULL;
+    }
+    ctx->out = apr_brigade_create(r->pool, f->c->bucket_alloc);
+    return ctx;
+}
+
+static apr_status_t rw_pass(rw_ctx *ctx)
+{
+    apr_status_t rv;
+    if (APR_BRIGADE_EMPTY(ctx->out)) {
+        return APR_SUCCESS;
+    }
+    rv = ap_pass_brigade(ctx->f->next, ctx->out);
+    apr_brigade_cleanup(ctx->out);
+    ctx->pending = 0;
+    return rv;
+}
+
+static void rw_done(request_rec *r, rw_ctx *ctx)
+{
+    w4a_html_stats_t st;
+    w4a_html_get_stats(ctx->h, &st);
+    count(CNT_PAGES, 1);
+    count(CNT_PAGES_REWRITTEN, st.urls ? 1 : 0);
+    count(CNT_URLS, st.urls);
+    count(CNT_BYTES_IN, st.bytes_in);
+    count(CNT_BYTES_OUT, st.bytes_out);
+    count(CNT_OVERLONG, st.overlong);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00510)
+                  "rewrote %" APR_UINT64_T_FMT " URLs of %s to %s (%"
+                  APR_UINT64_T_FMT " bytes in, %" APR_UINT64_T_FMT " out)",
+                  st.urls, r->uri, ctx->opts.media_base, st.bytes_in,
+                  st.bytes_out);
+}
+
+static apr_status_t media_rewrite_filter(ap_filter_t *f,
+                                         apr_bucket_brigade *bb)
+{
+    request_rec *r = f->r;
+    rw_ctx *ctx = f->ctx;
+    apr_status_t rv;
+
+    if (!ctx) {
+        const w4a_hosting_t *rec = get_hosting ? get_hosting(r) : NULL;
+        const char *why = rec && rec->media_host ? rw_skip_reason(r)
+                                                 : "no media host";
+        if (why) {
+            ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
+                          "not rewritten: %s", why);
+            count(CNT_PAGES_PASSED, 1);
+            ap_remove_output_filter(f);
+            return ap_pass_brigade(f->next, bb);
+        }
+        if (!(ctx = f->ctx = rw_start(f, rec))) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00511)
+                          "no memory for the rewriter; %s passed unchanged",
+                          r->uri);
+            ap_remove_output_filter(f);
+            return ap_pass_brigade(f->next, bb);
+        }
+        /* the length changes; ETag and Last-Modified stay (the same file
+         * gives the same page for the same configuration) */
+        apr_table_unset(r->headers_out, "Content-Length");
+    }
+
+    while (!APR_BRIGADE_EMPTY(bb)) {
+        apr_bucket *b = APR_BRIGADE_FIRST(bb);
+        const char *data;
+        apr_size_t len, off;
+
+        if (APR_BUCKET_IS_METADATA(b)) {
+            if (APR_BUCKET_IS_EOS(b)) {
+                if ((rv = w4a_html_finish(ctx->h)) != APR_SUCCESS) {
+                    return rv;
+                }
+                rw_done(r, ctx);
+            }
+            APR_BUCKET_REMOVE(b);
+            APR_BRIGADE_INSERT_TAIL(ctx->out, b);
+            if (APR_BUCKET_IS_EOS(b) || APR_BUCKET_IS_FLUSH(b)) {
+                if ((rv = rw_pass(ctx)) != APR_SUCCESS) {
+                    return rv;
+                }
+            }
+            continue;
+        }
+        rv = apr_bucket_read(b, &data, &len, APR_BLOCK_READ);
+        if (rv != APR_SUCCESS) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, W4ALOGNO(00512)
+                          "reading the response of %s", r->uri);
+            return rv;
+        }
+        for (off = 0; off < len; ) {
+            apr_size_t n = len - off > FEED_SLICE ? FEED_SLICE : len - off;
+            if ((rv = w4a_html_feed(ctx->h, data + off, n)) != APR_SUCCESS) {
+                return rv;
+            }
+            off += n;
+            if (ctx->pending >= PASS_AT && (rv = rw_pass(ctx)) != APR_SUCCESS) {
+                return rv;
+            }
+        }
+        apr_bucket_delete(b);
+    }
+    return rw_pass(ctx);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void media_insert_filter(request_rec *r)
+{
+    media_conf *c;
+    const w4a_hosting_t *rec;
+    ap_filter_t *f, *next;
+
+    if (media_host_of(r)) {
+        /* no SSI or other resource filter a customer added on the media
+         * host: the bytes of the file, as they are */
+        for (f = r->output_filters; f; f = next) {
+            next = f->next;
+            if (f->r == r && f->frec->ftype < AP_FTYPE_CONTENT_SET) {
+                ap_remove_output_filter(f);
+            }
+        }
+        ap_add_output_filter(HEADERS_FILTER, NULL, r, r->connection);
+        return;
+    }
+    c = req_conf(r);
+    if (c->rewrite == 1 && !r->main && get_hosting && (rec = get_hosting(r))
+        && rec->media_host) {
+        ap_add_output_filter(REWRITE_FILTER, NULL, r, r->connection);
+    }
+}
+
+static void media_insert_error_filter(request_rec *r)
+{
+    if (media_host_of(r)) {
+        ap_add_output_filter(HEADERS_FILTER, NULL, r, r->connection);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* status                                                               */
+
+static int media_status_handler(request_rec *r)
+{
+    int i;
+
+    if (strcmp(r->handler, STATUS_HANDLER)) {
+        return DECLINED;
+    }
+    r->allowed |= (AP_METHOD_BIT << M_GET);
+    if (r->method_number != M_GET) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    ap_set_content_type(r, "application/json");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    if (r->header_only) {
+        return OK;
+    }
+    ap_rputs("{\"module\":\"mod_w4a_media\",\"counters\":{", r);
+    for (i = 0; i < CNT_MAX; i++) {
+        ap_rprintf(r, "%s\"%s\":%" APR_UINT64_T_FMT, i ? "," : "",
+                   counter_names[i],
+                   counters ? apr_atomic_read64(&counters[i]) : 0);
+    }
+    ap_rprintf(r, "},\"rewrite\":%s,\"pid\":%ld}\n",
+               req_conf(r)->rewrite == 1 ? "true" : "false", (long)getpid());
+    return OK;
+}
+
+static apr_status_t counters_cleanup(void *data)
+{
+    counters = NULL;
+    return APR_SUCCESS;
+}
+
+static int media_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                             apr_pool_t *ptemp, server_rec *s)
+{
+    apr_shm_t *shm;
+    apr_status_t rv;
+
+    get_hosting = APR_RETRIEVE_OPTIONAL_FN(w4a_hosting);
+    if (!get_hosting) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, W4ALOGNO(00520)
+                     "mod_w4a_media needs mod_w4a_vhost (load it)");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    rv = apr_shm_create(&shm, sizeof(apr_uint64_t) * CNT_MAX, NULL, pconf);
+    if (rv == APR_SUCCESS) {
+        counters = apr_shm_baseaddr_get(shm);
+        memset((void *)counters, 0, sizeof(apr_uint64_t) * CNT_MAX);
+        apr_pool_cleanup_register(pconf, NULL, counters_cleanup,
+                                  apr_pool_cleanup_null);
+    }
+    else {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, W4ALOGNO(00521)
+                     "no shared memory for status counters; they stay 0");
+    }
+    return OK;
+}
+
+static void register_hooks(apr_pool_t *p)
+{
+    static const char *const late_pred[] = { "mod_rewrite.c", "mod_w4a_vhost.c",
+                                             NULL };
+    static const char *const late_succ[] = { "mod_w4a_php.c", NULL };
+
+    ap_hook_post_config(media_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    /* First: before mod_rewrite's per-directory rules, mod_w4a_vhost's
+     * owner check and mod_w4a_php's dispatch. */
+    ap_hook_fixups(media_fixup_first, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    /* Late: after mod_rewrite's per-directory [H=] and [P], before
+     * mod_w4a_php's dispatch (also APR_HOOK_LAST); the handler guard
+     * below catches whatever comes after. */
+    ap_hook_fixups(media_fixup_last, late_pred, late_succ, APR_HOOK_LAST);
+    ap_hook_handler(media_handler_guard, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    ap_hook_handler(media_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_insert_filter(media_insert_filter, NULL, NULL,
+                          APR_HOOK_REALLY_LAST);
+    ap_hook_insert_error_filter(media_insert_error_filter, NULL, NULL,
+                                APR_HOOK_MIDDLE);
+    /* Where mod_deflate (CONTENT_SET + 1) comes after: it sees our HTML. */
+    ap_register_output_filter(REWRITE_FILTER, media_rewrite_filter, NULL,
+                              AP_FTYPE_CONTENT_SET);
+    /* After every content filter (mod_headers, mod_deflate), before the
+     * HTTP header filter (AP_FTYPE_PROTOCOL). */
+    ap_register_output_filter(HEADERS_FILTER, media_headers_filter, NULL,
+                              (ap_filter_type)(AP_FTYPE_PROTOCOL - 1));
+}
+
+module AP_MODULE_DECLARE_DATA w4a_media_module = {
+    STANDARD20_MODULE_STUFF,
+    NULL,                   /* per-directory config creator */
+    NULL,                   /* dir config merger */
+    create_srv_conf,        /* server config creator */
+    merge_srv_conf,         /* server config merger */
+    media_cmds,             /* command table */
+    register_hooks,         /* set up other request processing hooks */
+    AP_MODULE_FLAG_NONE     /* flags */
+};

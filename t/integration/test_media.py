@@ -1,0 +1,562 @@
+"""mod_w4a_media: the media host (static only, no cookies, CORS, caching)
+and the rewriting of static asset URLs to it in HTML pages."""
+import gzip
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from w4a_harness import HTTPD, MEDIA_SO, hostings_dir_block
+
+A, B = "w4a100010", "w4a100011"
+MEDIA = [("w4a_media_module", MEDIA_SO)]
+SUEXEC_CONF = "/etc/apache2/suexec/www-data"
+
+PNG = "PNG fake image bytes\n"
+# A PHP script that leaves a mark when it runs: proof that PHP ran or not.
+MARK_PHP = "<?php file_put_contents(__DIR__ . '/ran.txt', basename(__FILE__) " \
+           ". \"\\n\", FILE_APPEND); echo 'php ran';\n"
+MARK_CGI = "#!/bin/sh\ntouch \"$(dirname \"$SCRIPT_FILENAME\")/cgi-ran.txt\"\n" \
+           "echo 'Content-Type: text/plain'\necho\necho cgi ran\n"
+
+
+def media_server(w4a, body_extra="", files_a=None, with_php=False,
+                 modules=(), map_flags="-", head=""):
+    tree = w4a.tree
+    tree.site(A, "a.example", dict({"img/x.png": PNG, "css/site.css": "body{}\n",
+                                    "fonts/f.woff2": "wOF2 font\n",
+                                    "index.html": "<p>home</p>\n",
+                                    "m.php": MARK_PHP},
+                                   **(files_a or {})))
+    tree.site(B, "b.example", {"img/b.png": PNG})
+    rc, out, index = tree.compile_map([
+        tree.line("a.example,www.a.example", A, "a.example", flags=map_flags),
+        tree.line("b.example", B, "b.example")])
+    assert rc == 0, out
+    php = ""
+    fpm = None
+    if with_php:
+        fpm = w4a.fpm()
+        rc, out = fpm.generate(index)
+        assert rc in (0, 1), out
+        fpm.start()
+        php = "W4APHPEngine on\nW4APHPSocket %s\n" % fpm.socket_pattern
+    httpd = w4a.httpd(f"""{head}
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {tree.base}
+W4AVhostMediaPrefix media.
+{php}
+{hostings_dir_block(tree.base)}
+<Location /w4a-media-status>
+    SetHandler w4a-media-status
+    Require local
+</Location>
+{body_extra}
+""", with_php=with_php, ours=MEDIA, modules=modules).start()
+    return tree, fpm, httpd
+
+
+def docroot_a(tree):
+    return tree.docroot(A, "a.example")
+
+
+def ran(tree, name="ran.txt", sub=""):
+    return os.path.exists(os.path.join(docroot_a(tree), sub, name))
+
+
+# ---------------------------------------------------------------------------
+# the media host
+
+
+def test_media_host_serves_static_file_with_cache_and_validators(w4a):
+    tree, fpm, httpd = media_server(w4a)
+    st, h, body = httpd.get("media.a.example", "/img/x.png")
+    assert (st, body) == (200, PNG.encode("latin-1"))
+    assert h["cache-control"] == "public, max-age=2592000"
+    assert h["content-type"] == "image/png"
+    assert h.get("etag") and h.get("last-modified")
+    assert "Origin" in h["vary"]
+    assert h["x-content-type-options"] == "nosniff"
+    # the same through a cache-busting query
+    st2, h2, body2 = httpd.get("media.a.example", "/img/x.png?t=8f3a91")
+    assert (st2, body2, h2["etag"]) == (200, body, h["etag"])
+    # validators work: 304 with the same caching headers
+    st3, h3, body3 = httpd.get("media.a.example", "/img/x.png",
+                               headers={"If-None-Match": h["etag"]})
+    assert (st3, body3) == (304, b"")
+    assert h3["cache-control"] == "public, max-age=2592000"
+    # the main site itself has no such headers
+    st4, h4, body4 = httpd.get("a.example", "/img/x.png")
+    assert st4 == 200 and "cache-control" not in h4
+
+
+def test_media_cache_control_is_configurable(w4a):
+    tree, fpm, httpd = media_server(
+        w4a, 'W4AMediaCacheControl "public, max-age=31536000, immutable"\n')
+    st, h, body = httpd.get("media.a.example", "/css/site.css")
+    assert st == 200
+    assert h["cache-control"] == "public, max-age=31536000, immutable"
+
+
+def test_media_cors_for_the_hostings_own_origins_only(w4a):
+    tree, fpm, httpd = media_server(w4a, "W4AMediaCORSOrigin https://www.%d "
+                                         "http://localhost:3000\n")
+    for origin in ("https://a.example", "http://a.example",
+                   "https://www.a.example", "http://localhost:3000"):
+        st, h, body = httpd.get("media.a.example", "/css/site.css",
+                                headers={"Origin": origin})
+        assert st == 200
+        assert h.get("access-control-allow-origin") == origin, origin
+        assert "Origin" in h["vary"]
+    for origin in ("https://b.example", "https://evil.example",
+                   "https://a.example.evil.example", "null",
+                   "https://media.a.example:1"):
+        st, h, body = httpd.get("media.a.example", "/css/site.css",
+                                headers={"Origin": origin})
+        assert st == 200
+        assert "access-control-allow-origin" not in h, origin
+        assert "Origin" in h["vary"]
+    # b's media host does not allow a's origin
+    st, h, body = httpd.get("media.b.example", "/img/b.png",
+                            headers={"Origin": "https://a.example"})
+    assert st == 200 and "access-control-allow-origin" not in h
+
+
+def test_media_fonts_allow_any_origin(w4a):
+    tree, fpm, httpd = media_server(w4a)
+    st, h, body = httpd.get("media.a.example", "/fonts/f.woff2",
+                            headers={"Origin": "https://evil.example"})
+    assert st == 200 and h["access-control-allow-origin"] == "*"
+    st, h, body = httpd.get("media.a.example", "/css/site.css",
+                            headers={"Origin": "https://evil.example"})
+    assert st == 200 and "access-control-allow-origin" not in h
+
+
+def test_media_fonts_any_origin_can_be_turned_off(w4a):
+    tree, fpm, httpd = media_server(w4a, "W4AMediaCORSFontsAny off\n")
+    st, h, body = httpd.get("media.a.example", "/fonts/f.woff2",
+                            headers={"Origin": "https://evil.example"})
+    assert st == 200 and "access-control-allow-origin" not in h
+    st, h, body = httpd.get("media.a.example", "/fonts/f.woff2",
+                            headers={"Origin": "https://a.example"})
+    assert h["access-control-allow-origin"] == "https://a.example"
+
+
+def test_media_set_cookie_never_leaves_even_when_htaccess_sets_it(w4a):
+    files = {".htaccess": 'Header always set Set-Cookie "always=1"\n'
+                          'Header set Set-Cookie "onsuccess=1"\n'
+                          'Header always set Access-Control-Allow-Origin "*"\n'}
+    tree, fpm, httpd = media_server(w4a, files_a=files)
+    for path, want in (("/img/x.png", 200), ("/missing.png", 404),
+                       ("/m.php", 403)):
+        st, h, body = httpd.get("media.a.example", path,
+                                headers={"Origin": "https://evil.example"})
+        assert st == want, path
+        assert "set-cookie" not in h, (path, h)
+        assert "access-control-allow-origin" not in h, (path, h)
+    # the same .htaccess on the main site does set it: the test can fail
+    st, h, body = httpd.get("a.example", "/img/x.png")
+    assert st == 200 and "=1" in h.get("set-cookie", "")
+
+
+def test_media_refuses_php_and_the_pool_gets_no_request(w4a):
+    tree, fpm, httpd = media_server(w4a, with_php=True)
+    st, h, body = httpd.get("media.a.example", "/m.php")
+    assert st == 403 and b"php ran" not in body
+    assert httpd.wait_log(r"W4A00501: media host media\.a\.example: .*/m\.php "
+                          r"is not an allow-listed static file; answered 403")
+    st, h, body = httpd.get("media.a.example", "/m.php/x.png")
+    assert st in (403, 404) and b"php ran" not in body
+    assert not ran(tree)
+    # the same script on the main site runs: PHP works, the mark appears
+    st, h, body = httpd.get("a.example", "/m.php")
+    assert (st, body) == (200, b"php ran")
+    assert ran(tree)
+    # and the media host keeps serving
+    st, h, body = httpd.get("media.a.example", "/img/x.png")
+    assert st == 200
+
+
+@pytest.mark.parametrize("htaccess", [
+    'SetHandler "proxy:unix:{sock}|fcgi://localhost"',
+    '<Files "evil.jpg">\nSetHandler "proxy:unix:{sock}|fcgi://localhost"\n</Files>',
+    'AddHandler "proxy:unix:{sock}|fcgi://localhost" .jpg',
+    'RewriteEngine On\nRewriteRule ^evil\\.jpg$ - [H=proxy:unix:{sock}|fcgi://localhost]',
+    'RewriteEngine On\nRewriteRule ^evil\\.jpg$ http://127.0.0.1:{port}/m.php [P]',
+], ids=["sethandler", "files-sethandler", "addhandler", "rewrite-H", "rewrite-P"])
+def test_media_htaccess_handlers_never_run_php(w4a, htaccess):
+    tree, fpm, httpd = media_server(
+        w4a, with_php=True,
+        head="LoadModule proxy_http_module /usr/lib/apache2/modules/mod_proxy_http.so\n")
+    text = htaccess.format(sock=fpm.socket(A), port=httpd.port)
+    tree.write(A, "a.example", "evil/.htaccess", text + "\n")
+    tree.write(A, "a.example", "evil/evil.jpg", MARK_PHP)
+    tree.write(A, "a.example", "evil/ok.png", PNG)
+    httpd.expect_error(r"W4A00502: media host media\.a\.example: .*asks for "
+                       r"(proxying, )?handler .*; the media host serves static "
+                       r"files only; refused")
+    st, h, body = httpd.get("media.a.example", "/evil/evil.jpg")
+    assert st == 403, body
+    assert b"php ran" not in body
+    assert httpd.wait_log(r"W4A00502: ")
+    assert not ran(tree, sub="evil") and not ran(tree)
+    st, h, body = httpd.get("media.a.example", "/img/x.png")
+    assert (st, body) == (200, PNG.encode("latin-1"))
+
+
+def test_media_rewrite_to_php_is_refused_after_the_internal_redirect(w4a):
+    # (a path-info target: mod_w4a_php refuses "redirect:/m.php", an
+    # existing file rewritten to a .php path, on the main site too)
+    files = {"r/.htaccess": "RewriteEngine On\n"
+                            "RewriteRule ^pic\\.jpg$ /m.php/pic [L]\n"
+                            "RewriteRule ^webp\\.jpg$ /img/x.png [L]\n"
+                            "RewriteCond %{REQUEST_FILENAME} !-f\n"
+                            "RewriteRule . /m.php [L]\n",
+             "r/pic.jpg": PNG, "r/webp.jpg": PNG}
+    tree, fpm, httpd = media_server(w4a, with_php=True, files_a=files)
+    st, h, body = httpd.get("media.a.example", "/r/pic.jpg")
+    assert st == 403 and b"php ran" not in body
+    assert httpd.wait_log(r"W4A00501: media host media\.a\.example: "
+                          r".*/m\.php/pic is not an allow-listed static file")
+    # a rewrite from one static file to another is fine
+    st, h, body = httpd.get("media.a.example", "/r/webp.jpg")
+    assert (st, body) == (200, PNG.encode())
+    st, h, body = httpd.get("media.a.example", "/r/missing.jpg")
+    assert st == 404 and b"php ran" not in body
+    assert not ran(tree)
+    st, h, body = httpd.get("a.example", "/r/pic.jpg")
+    assert (st, body) == (200, b"php ran")          # main site: it does run
+
+
+@pytest.fixture
+def suexec_docroot(w4a):
+    """apache2-suexec-custom reads its document root from SUEXEC_CONF: point
+    it at this test's tree, and put the operator's back afterwards."""
+    old = open(SUEXEC_CONF).read() if os.path.exists(SUEXEC_CONF) else None
+    with open(SUEXEC_CONF, "w") as f:
+        f.write("%s\npublic_html/cgi-bin\n" % w4a.tree.base)
+    yield
+    if old is not None:
+        with open(SUEXEC_CONF, "w") as f:
+            f.write(old)
+
+
+def test_media_cgi_never_runs_with_mod_cgid(w4a, suexec_docroot):
+    files = {"cgi/.htaccess": "Options +ExecCGI\nAddHandler cgi-script .jpg .cgi\n",
+             "cgi/run.jpg": MARK_CGI, "cgi/run.cgi": MARK_CGI,
+             "cgi2/.htaccess": "Options +ExecCGI\nSetHandler cgi-script\n",
+             "cgi2/run.jpg": MARK_CGI}
+    tree, fpm, httpd = media_server(
+        w4a, head=f"LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so\n"
+                  f"ScriptSock {w4a.root}/cgid.sock\n", files_a=files)
+    for f in ("cgi/run.jpg", "cgi/run.cgi", "cgi2/run.jpg"):
+        os.chmod(os.path.join(docroot_a(tree), f), 0o755)
+    httpd.expect_error(r"W4A00502: media host media\.a\.example: configuration "
+                       r"asks for handler cgi-script")
+    for path in ("/cgi/run.jpg", "/cgi2/run.jpg"):
+        st, h, body = httpd.get("media.a.example", path)
+        assert st == 403 and b"cgi ran" not in body, path
+    st, h, body = httpd.get("media.a.example", "/cgi/run.cgi")
+    assert st == 403 and b"cgi ran" not in body
+    assert not ran(tree, "cgi-ran.txt", "cgi") and not ran(tree, "cgi-ran.txt", "cgi2")
+    # on the main site the CGI runs (through suEXEC): the mark appears
+    st, h, body = httpd.get("a.example", "/cgi/run.jpg")
+    assert (st, body) == (200, b"cgi ran\n")
+    assert ran(tree, "cgi-ran.txt", "cgi")
+
+
+def test_media_ssi_and_other_resource_filters_are_removed(w4a):
+    files = {"ssi/.htaccess": "Options +Includes\nAddOutputFilter INCLUDES .css\n",
+             "ssi/s.css": "a{}<!--#echo var=\"DOCUMENT_ROOT\" -->\n"}
+    tree, fpm, httpd = media_server(w4a, files_a=files, modules=["include"])
+    st, h, body = httpd.get("media.a.example", "/ssi/s.css")
+    assert (st, body) == (200, files["ssi/s.css"].encode())
+    st, h, body = httpd.get("a.example", "/ssi/s.css")
+    assert st == 200 and docroot_a(tree).encode() in body   # SSI works there
+
+
+def test_media_directories_dotfiles_other_types_missing_and_methods(w4a):
+    files = {".htaccess": "# customer\n", "notes.html": "<p>x</p>\n",
+             "data.sql": "secret\n", "dir/y.png": PNG}
+    tree, fpm, httpd = media_server(w4a, files_a=files)
+    for path, want in (("/", 403), ("/dir/", 403), ("/dir", 403),
+                       ("/.htaccess", 403), ("/notes.html", 403),
+                       ("/data.sql", 403), ("/img/x.png/extra", 403),
+                       ("/missing.png", 404)):
+        st, h, body = httpd.get("media.a.example", path)
+        assert st == want, (path, st)
+    assert httpd.wait_log(r"W4A00501: media host media\.a\.example: .*/data\.sql "
+                          r"is not an allow-listed static file; answered 403")
+    assert httpd.wait_log(r"W4A00504: media host media\.a\.example: .*missing\.png "
+                          r"not found; answered 404")
+    st, h, body = httpd.get("media.a.example", "/img/x.png", method="POST",
+                            body=b"x=1")
+    assert st == 405 and "GET" in h.get("allow", "")
+    assert httpd.wait_log(r"W4A00503: media host media\.a\.example: method POST")
+    st, h, body = httpd.get("media.a.example", "/img/x.png", method="HEAD")
+    assert st == 200 and body == b"" and h["cache-control"]
+    st, h, body = httpd.get("media.a.example", "/dir/y.png")
+    assert st == 200
+    # the main site is untouched by all this
+    st, h, body = httpd.get("a.example", "/notes.html")
+    assert (st, body) == (200, b"<p>x</p>\n")
+
+
+def test_media_extensions_are_configurable(w4a):
+    files = {"doc.sql": "data\n"}
+    tree, fpm, httpd = media_server(w4a, "W4AMediaExtensions sql .PNG\n",
+                                    files_a=files)
+    assert httpd.get("media.a.example", "/doc.sql")[0] == 200
+    assert httpd.get("media.a.example", "/img/x.png")[0] == 200
+    assert httpd.get("media.a.example", "/css/site.css")[0] == 403
+
+
+@pytest.mark.parametrize("line,message", [
+    ("W4AMediaExtensions php", "is a script, never served by the media host"),
+    ("W4AMediaExtensions .ph/p", "is not an extension"),
+    ("W4AMediaCORSOrigin example.com", "is not an origin like"),
+    ("W4AMediaCORSOrigin https://a.example/path", "has more than scheme://host"),
+    ("W4AMediaCORSOrigin https://%h.example", "only %d"),
+    ("W4AMediaURLScheme ftp", "expected relative, http or https"),
+    ("W4AMediaMaxToken 10", "expected bytes from 256 to 16777216"),
+    ("W4AMediaRewrite maybe", "W4AMediaRewrite"),
+    ("W4AMediaSameSite www.%h", "only %d"),
+    ("W4AMediaSameSite http://www.%d", "is not a host name"),
+])
+def test_media_bad_directives_refused_at_config_time(w4a, line, message):
+    tree = w4a.tree
+    h = w4a.httpd(line + "\n", ours=MEDIA)
+    r = subprocess.run([HTTPD, "-t", "-f", h.conf], capture_output=True,
+                       text=True)
+    assert r.returncode != 0
+    assert message in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------------------
+# the rewriting filter
+
+PAGE = """<!DOCTYPE html>
+<html><head><title>t</title>
+<link rel="stylesheet" href="/css/site.css?v=3">
+<link rel=icon href=favicon.png>
+<link rel="canonical" href="/page.png">
+<style>body{background:url("/img/bg.png")}</style>
+<script src="/js/app.js"></script>
+<script>var s = "<img src='/img/in-script.png'>";</script>
+</head><body>
+<img src="img/a.png" srcset="img/a.png 1x, /img/a2.png 2x, https://a.example/img/a3.png 3x">
+<picture><source srcset="/img/p.webp"><img src="http://a.example/img/p.jpg"></picture>
+<img data-src="/lazy.jpg" data-srcset="/l1.jpg 1x"><video poster="/v/p.jpg"></video>
+<div style="background:url(/img/st.png)"></div>
+<a href="/img/link.png">l</a><form action="/x.js"></form>
+<img src="https://b.example/x.png"><img src="//media.a.example/done.png">
+<img src="/a/../b/./c.png?x=1&amp;y=2#f"><img src="/nope.php">
+</body></html>
+"""
+M = "//media.a.example"
+PAGE_WANT = (PAGE.replace('"/css/site.css', '"' + M + '/css/site.css')
+             .replace("href=favicon.png", "href=%s/blog/favicon.png" % M)
+             .replace('url("/img/bg.png")', 'url("%s/img/bg.png")' % M)
+             .replace('"/js/app.js"', '"%s/js/app.js"' % M)
+             .replace('src="img/a.png" srcset="img/a.png 1x, /img/a2.png 2x, '
+                      'https://a.example/img/a3.png 3x"',
+                      'src="{m}/blog/img/a.png" srcset="{m}/blog/img/a.png 1x, '
+                      '{m}/img/a2.png 2x, {m}/img/a3.png 3x"'.format(m=M))
+             .replace('"/img/p.webp"', '"%s/img/p.webp"' % M)
+             .replace('"http://a.example/img/p.jpg"', '"%s/img/p.jpg"' % M)
+             .replace('"/lazy.jpg"', '"%s/lazy.jpg"' % M)
+             .replace('"/l1.jpg 1x"', '"%s/l1.jpg 1x"' % M)
+             .replace('"/v/p.jpg"', '"%s/v/p.jpg"' % M)
+             .replace("url(/img/st.png)", "url(%s/img/st.png)" % M)
+             .replace('"/a/../b/./c.png?', '"%s/b/c.png?' % M))
+PAGE_URLS = 15
+
+CHUNKED_PHP = r"""<?php
+while (ob_get_level()) { ob_end_flush(); }
+$page = file_get_contents(__DIR__ . '/post.html');
+$cut = isset($_GET['cut']) ? (int)$_GET['cut'] : -1;
+$step = isset($_GET['step']) ? (int)$_GET['step'] : 0;
+if ($step > 0) {
+    for ($i = 0; $i < strlen($page); $i += $step) {
+        echo substr($page, $i, $step); flush(); usleep(300);
+    }
+} elseif ($cut >= 0) {
+    echo substr($page, 0, $cut); flush(); usleep(1000);
+    echo substr($page, $cut); flush();
+} else {
+    echo $page;
+}
+"""
+
+
+def rewrite_server(w4a, body_extra="W4AMediaRewrite on\n", files_a=None,
+                   with_php=True, **kw):
+    files = {"blog/post.html": PAGE, "blog/page.php": CHUNKED_PHP}
+    files.update(files_a or {})
+    return media_server(w4a, body_extra, files_a=files, with_php=with_php, **kw)
+
+
+def test_rewrite_static_page_every_attribute_form(w4a):
+    tree, fpm, httpd = rewrite_server(w4a, with_php=False)
+    st, h, body = httpd.get("a.example", "/blog/post.html")
+    assert st == 200
+    assert body.decode() == PAGE_WANT
+    assert "content-length" not in h or int(h["content-length"]) == len(body)
+    # the same page on another of the domain's names: same-site too
+    st, h, body = httpd.get("www.a.example", "/blog/post.html")
+    assert body.decode() == PAGE_WANT
+    # and the media host serves what the page now points at
+    st, h, body = httpd.get("media.a.example", "/css/site.css?v=3")
+    assert st == 200
+
+
+def test_rewrite_same_site_names(w4a):
+    page = ('<img src="http://www.a.example/1.png"><img src="//cdn.a.example/2.png">'
+            '<img src="https://b.example/3.png">')
+    files = {"names.html": page}
+    tree, fpm, httpd = rewrite_server(w4a, files_a=files, with_php=False)
+    # the record knows the domain and the requested name, not every alias
+    st, h, body = httpd.get("a.example", "/names.html")
+    assert body.decode() == page
+    st, h, body = httpd.get("www.a.example", "/names.html")
+    assert body.decode() == page.replace("http://www.a.example", M)
+    httpd.stop()
+    tree, fpm, httpd2 = rewrite_server(w4a, "W4AMediaRewrite on\n"
+                                            "W4AMediaSameSite www.%d cdn.%d\n",
+                                       files_a=files, with_php=False)
+    st, h, body = httpd2.get("a.example", "/names.html")
+    assert body.decode() == page.replace("http://www.a.example", M).replace(
+        "//cdn.a.example", M)
+
+
+def test_rewrite_scheme_https_and_off_by_default(w4a):
+    tree, fpm, httpd = rewrite_server(w4a, "W4AMediaRewrite on\n"
+                                           "W4AMediaURLScheme https\n",
+                                      with_php=False)
+    st, h, body = httpd.get("a.example", "/blog/post.html")
+    assert body.decode() == PAGE_WANT.replace('"//media', '"https://media') \
+        .replace("=//media", "=https://media").replace("(//media", "(https://media") \
+        .replace(", //media", ", https://media") \
+        .replace('"https://media.a.example/done.png"', '"//media.a.example/done.png"')
+    httpd.stop()
+    tree, fpm, httpd2 = rewrite_server(w4a, "", with_php=False)
+    st, h, body = httpd2.get("a.example", "/blog/post.html")
+    assert body.decode() == PAGE
+
+
+def test_rewrite_php_page_every_split_position_of_flushed_chunks(w4a):
+    tree, fpm, httpd = rewrite_server(w4a)
+    st, h, body = httpd.get("a.example", "/blog/page.php")
+    assert (st, body.decode()) == (200, PAGE_WANT)
+    for cut in range(len(PAGE) + 1):
+        st, h, body = httpd.get("a.example", "/blog/page.php?cut=%d" % cut)
+        assert st == 200
+        assert body.decode() == PAGE_WANT, "cut at %d" % cut
+    for step in (1, 2, 3, 5, 8, 13):
+        st, h, body = httpd.get("a.example", "/blog/page.php?step=%d" % step)
+        assert body.decode() == PAGE_WANT, "chunks of %d" % step
+    status = json.loads(httpd.get("a.example", "/w4a-media-status")[2])
+    assert status["counters"]["pages_rewritten"] >= len(PAGE) + 8
+
+
+def test_rewrite_gzip_from_php_is_left_alone_and_intact(w4a):
+    files = {"blog/gz.php": "<?php ob_start('ob_gzhandler'); "
+                            "readfile(__DIR__ . '/post.html');\n"}
+    tree, fpm, httpd = rewrite_server(w4a, files_a=files)
+    st, h, body = httpd.get("a.example", "/blog/gz.php",
+                            headers={"Accept-Encoding": "gzip"})
+    assert st == 200 and h.get("content-encoding") == "gzip"
+    assert gzip.decompress(body).decode() == PAGE        # not corrupted
+    st, h, body = httpd.get("a.example", "/blog/gz.php")
+    assert st == 200 and body.decode() == PAGE_WANT      # identity: rewritten
+
+
+def test_rewrite_skips_head_range_no_transform_errors_other_types(w4a):
+    files = {"blog/nt.php": "<?php header('Cache-Control: no-transform'); "
+                            "readfile(__DIR__ . '/post.html');\n",
+             "blog/e404.php": "<?php http_response_code(404); "
+                              "readfile(__DIR__ . '/post.html');\n",
+             "blog/json.php": "<?php header('Content-Type: application/json'); "
+                              "echo json_encode(['<img src=\"/x.png\">']);\n",
+             "blog/u16.php": "<?php header('Content-Type: text/html; charset=UTF-16'); "
+                             "readfile(__DIR__ . '/post.html');\n",
+             "blog/l1.php": "<?php header('Content-Type: text/html; charset=iso-8859-1'); "
+                            "readfile(__DIR__ . '/post.html');\n",
+             "blog/page.txt": PAGE}
+    tree, fpm, httpd = rewrite_server(w4a, files_a=files)
+    st, h, body = httpd.get("a.example", "/blog/post.html", method="HEAD")
+    assert st == 200 and body == b""
+    st, h, body = httpd.get("a.example", "/blog/post.html",
+                            headers={"Range": "bytes=0-99"})
+    assert (st, body) == (206, PAGE.encode()[:100])
+    for path in ("/blog/nt.php", "/blog/u16.php", "/blog/page.txt"):
+        st, h, body = httpd.get("a.example", path)
+        assert (st, body.decode()) == (200, PAGE), path
+    st, h, body = httpd.get("a.example", "/blog/e404.php")
+    assert (st, body.decode()) == (404, PAGE)
+    st, h, body = httpd.get("a.example", "/blog/json.php")
+    assert st == 200 and b"//media" not in body
+    st, h, body = httpd.get("a.example", "/blog/l1.php")
+    assert (st, body.decode()) == (200, PAGE_WANT)
+    # the media host's own HTML-ish files are never rewritten (nor served)
+    st, h, body = httpd.get("media.a.example", "/blog/post.html")
+    assert st == 403
+
+
+def test_rewrite_multi_megabyte_attribute_passes_unchanged(w4a):
+    big = "x" * (3 * 1024 * 1024)
+    page = ('<p><img src="/a.png" alt="%s"><img src="/b.png">\n' % big) + PAGE
+    files = {"blog/big.html": page,
+             "blog/big.php": "<?php while (ob_get_level()) ob_end_flush(); "
+                             "$p = file_get_contents(__DIR__ . '/big.html'); "
+                             "foreach (str_split($p, 7777) as $c) { echo $c; flush(); }\n"}
+    tree, fpm, httpd = rewrite_server(w4a, files_a=files)
+    want = page.replace('<img src="/b.png">', '<img src="%s/b.png">' % M) \
+        .replace(PAGE, PAGE_WANT)
+    for path in ("/blog/big.html", "/blog/big.php"):
+        st, h, body = httpd.get("a.example", path)
+        assert st == 200
+        assert body.decode() == want, path
+    status = json.loads(httpd.get("a.example", "/w4a-media-status")[2])
+    assert status["counters"]["tokens_overlong"] == 2
+    st, h, body = httpd.get("a.example", "/blog/post.html")
+    assert body.decode() == PAGE_WANT                    # still serving
+
+
+def test_rewrite_malformed_html_is_passed_and_server_keeps_serving(w4a):
+    # one tag from "<img" to the first ">", as browsers parse it: both its
+    # src attributes are rewritten; the unterminated tag is left alone
+    bad = ('<<<>>> <img src="/x.png" <3 </ <!-- <img src=/c.png> '
+           '<img src="/a.png" alt="unterminated')
+    bad_want = bad.replace('"/x.png"', '"%s/x.png"' % M).replace(
+        "=/c.png", "=%s/c.png" % M)
+    files = {"blog/bad.html": bad, "blog/nul.html": "\0<img src=/x.png>\0\xff"}
+    tree, fpm, httpd = rewrite_server(w4a, files_a=files, with_php=False)
+    st, h, body = httpd.get("a.example", "/blog/bad.html")
+    assert (st, body.decode()) == (200, bad_want)
+    st, h, body = httpd.get("a.example", "/blog/nul.html")
+    assert st == 200 and body == "\0<img src=%s/x.png>\0\xff".encode() % M.encode()
+    st, h, body = httpd.get("a.example", "/blog/post.html")
+    assert body.decode() == PAGE_WANT
+
+
+def test_rewrite_status_counters_json(w4a):
+    tree, fpm, httpd = rewrite_server(w4a, with_php=False)
+    for _ in range(3):
+        assert httpd.get("a.example", "/blog/post.html")[0] == 200
+    assert httpd.get("a.example", "/img/x.png")[0] == 200
+    assert httpd.get("media.a.example", "/img/x.png")[0] == 200
+    assert httpd.get("media.a.example", "/nope.sql")[0] == 404
+    st, h, body = httpd.get("a.example", "/w4a-media-status")
+    assert st == 200 and h["content-type"] == "application/json"
+    s = json.loads(body)
+    c = s["counters"]
+    assert s["module"] == "mod_w4a_media" and s["rewrite"] is True
+    assert c["pages_filtered"] == 3 and c["pages_rewritten"] == 3
+    assert c["urls_rewritten"] == 3 * PAGE_URLS
+    assert c["bytes_in"] == 3 * len(PAGE)
+    assert c["bytes_out"] == 3 * len(PAGE_WANT)
+    assert c["media_served"] == 1 and c["media_refused"] == 1
