@@ -402,7 +402,7 @@ static char *check_text(file_t *f, char *text)
                 if (!strcasecmp(d, "php_flag")) {
                     val = htc_flag_value(val);
                 }
-                why = htc_check(f->table, name, val, 0);
+                why = htc_check(f->table, name, val, 0, NULL);
             }
             if (why != HTC_OK) {
                 report(f, lineno, SEV_BREAK, apr_pstrcat(p, d, " ", name, NULL),

@@ -136,21 +136,23 @@ const char *htc_flag_value(const char *arg)
 }
 
 htc_reason_e htc_check(const htc_table_t *t, const char *name,
-                       const char *value, int admin)
+                       const char *value, int admin,
+                       const htc_setting_t **sp)
 {
     const htc_setting_t *s;
 
-    if (irreversible(name)) {
-        return HTC_IRREVERSIBLE;
-    }
     if (!t) {
-        return HTC_NOTABLE;
+        return irreversible(name) ? HTC_IRREVERSIBLE : HTC_NOTABLE;
     }
     s = htc_table_get(t, name);
     if (!s) {
-        return htc_removed(name) ? HTC_REMOVED : HTC_UNKNOWN;
+        return irreversible(name) ? HTC_IRREVERSIBLE
+               : htc_removed(name) ? HTC_REMOVED : HTC_UNKNOWN;
     }
-    if (htc_pool_locked(name)) {
+    if (s->irreversible) {
+        return HTC_IRREVERSIBLE;
+    }
+    if (s->locked) {
         return HTC_LOCKED;
     }
     if (!admin && !(s->access & HTC_ACC_PERDIR)) {
@@ -161,6 +163,9 @@ htc_reason_e htc_check(const htc_table_t *t, const char *name,
     }
     if (!s->defval) {
         return HTC_NODEFAULT;
+    }
+    if (sp) {
+        *sp = s;
     }
     return HTC_OK;
 }
@@ -276,6 +281,8 @@ apr_status_t htc_table_load(htc_table_t **tp, const char *path,
         s->defval = def[0] == '=' && htc_value_safe(def + 1)
                     ? apr_pstrdup(p, def + 1) : NULL;
         s->bit = htc_bit(name);
+        s->locked = htc_pool_locked(name);
+        s->irreversible = irreversible(name);
         s->next_bit = t->by_bit[s->bit];
         t->by_bit[s->bit] = s;
         apr_hash_set(t->by_name, s->name, APR_HASH_KEY_STRING, s);

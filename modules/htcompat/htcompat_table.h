@@ -40,6 +40,8 @@ struct htc_setting_t {
     int            access;     /**< HTC_* bits */
     const char    *defval;     /**< the worker's start value; NULL: unknown */
     unsigned       bit;        /**< slot in the delivered set */
+    int            locked;     /**< set by the pools' php_admin_value */
+    int            irreversible; /**< FPM cannot undo it */
     htc_setting_t *next_bit;   /**< next setting of this table in the same slot */
 };
 
@@ -116,9 +118,11 @@ const char *htc_flag_value(const char *arg);
  * @param name   setting name
  * @param value  its value (already a "0"/"1" for flags)
  * @param admin  1 for php_admin_* from server configuration
+ * @param sp     set to the setting of the table when HTC_OK (may be NULL)
  * @return HTC_OK or the reason it is skipped.
  */
 htc_reason_e htc_check(const htc_table_t *t, const char *name,
-                       const char *value, int admin);
+                       const char *value, int admin,
+                       const htc_setting_t **sp);
 
 #endif /* HTCOMPAT_TABLE_H */

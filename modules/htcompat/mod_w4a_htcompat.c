@@ -335,7 +335,7 @@ static void mark_delivered(unsigned bit)
     volatile apr_uint32_t *w = &state->bits[bit / 32];
     apr_uint32_t m = 1u << (bit % 32), old;
 
-    while (!((old = apr_atomic_read32(w)) & m)) {
+    while (!((old = __atomic_load_n(w, __ATOMIC_RELAXED)) & m)) {
         if (apr_atomic_cas32(w, old | m, old) == old) {
             break;
         }
@@ -371,10 +371,13 @@ static int w4a_htcompat_engine(request_rec *r)
     return 1;
 }
 
-static const char *ini_line(apr_pool_t *p, const char *name, const char *value)
-{
-    return apr_pstrcat(p, name, "=\"", value, "\"\n", NULL);
-}
+/* A setting to send, and its value. */
+typedef struct {
+    const htc_setting_t *s;
+    const char          *value;
+} htc_send_t;
+
+#define MAX_LOCAL 64    /* directory values kept for the reset walk */
 
 static const char *w4a_htcompat_php_value(request_rec *r,
                                            const char *version)
@@ -385,9 +388,12 @@ static const char *w4a_htcompat_php_value(request_rec *r,
                                             &w4a_htcompat_module);
     const htc_table_t *t = sc->tables
         ? apr_hash_get(sc->tables, version, APR_HASH_KEY_STRING) : NULL;
-    apr_hash_t *local = NULL;
-    apr_array_header_t *out;
-    int i, w, quiet = r->main != NULL;   /* a sub-request: its main says it */
+    htc_send_t local[MAX_LOCAL], *send;
+    apr_uint32_t mine[HTC_BITS / 32];   /* slots of this directory's values */
+    int i, w, nlocal = 0, nsend = 0, cap;
+    int quiet = r->main != NULL;        /* a sub-request: its main says it */
+    apr_size_t len = 0;
+    char *text, *o;
 
     if (!state) {
         return NULL;
@@ -401,24 +407,28 @@ static const char *w4a_htcompat_php_value(request_rec *r,
     }
     if (dc->settings) {
         apr_hash_index_t *hi;
+        memset(mine, 0, sizeof(mine));
         for (hi = apr_hash_first(r->pool, dc->settings); hi;
              hi = apr_hash_next(hi)) {
             const htc_line_t *l = apr_hash_this_val(hi);
-            htc_reason_e why = htc_check(t, l->name, l->value, l->admin);
+            const htc_setting_t *s = NULL;
+            htc_reason_e why = htc_check(t, l->name, l->value, l->admin, &s);
+            if (why == HTC_OK && nlocal == MAX_LOCAL) {
+                why = HTC_SYNTAX;       /* not reachable by real files */
+            }
             if (why != HTC_OK) {
                 if (!quiet) {
                     log_refused(r, l, why);
                 }
                 continue;
             }
-            if (!local) {
-                local = apr_hash_make(r->pool);
-            }
-            apr_hash_set(local, l->name, APR_HASH_KEY_STRING, l->value);
-            mark_delivered(htc_bit(l->name));
-            if (!quiet) {
-                count(HTC_OK);
-            }
+            local[nlocal].s = s;
+            local[nlocal++].value = l->value;
+            mine[s->bit / 32] |= 1u << (s->bit % 32);
+            mark_delivered(s->bit);
+        }
+        if (!quiet && nlocal) {
+            apr_atomic_add32(&state->counters[HTC_OK], nlocal);
         }
     }
     if (!t) {
@@ -430,29 +440,57 @@ static const char *w4a_htcompat_php_value(request_rec *r,
 
     /* Every setting ever delivered on this node: this directory's value,
      * or the pool's start value. */
-    out = NULL;
+    cap = 32;
+    send = apr_palloc(r->pool, cap * sizeof(*send));
     for (w = 0; w < HTC_BITS / 32; w++) {
-        apr_uint32_t word = apr_atomic_read32(&state->bits[w]);
+        apr_uint32_t word = __atomic_load_n(&state->bits[w], __ATOMIC_RELAXED);
         while (word) {
             int b = __builtin_ctz(word);
             const htc_setting_t *s;
             word &= word - 1;
             for (s = t->by_bit[w * 32 + b]; s; s = s->next_bit) {
-                const char *v = local ? apr_hash_get(local, s->name,
-                                                     APR_HASH_KEY_STRING)
-                                      : NULL;
-                if (!v && !s->defval) {
+                const char *v = NULL;
+                if (nlocal && (mine[w] & (1u << b))) {
+                    for (i = 0; i < nlocal; i++) {
+                        if (local[i].s == s) {
+                            v = local[i].value;
+                            break;
+                        }
+                    }
+                }
+                if (!v && !(v = s->defval)) {
                     continue;
                 }
-                if (!out) {
-                    out = apr_array_make(r->pool, 8, sizeof(const char *));
+                if (nsend == cap) {
+                    htc_send_t *bigger = apr_palloc(r->pool,
+                                                    2 * cap * sizeof(*send));
+                    memcpy(bigger, send, cap * sizeof(*send));
+                    send = bigger;
+                    cap *= 2;
                 }
-                APR_ARRAY_PUSH(out, const char *) =
-                    ini_line(r->pool, s->name, v ? v : s->defval);
+                send[nsend].s = s;
+                send[nsend++].value = v;
+                len += strlen(s->name) + strlen(v) + 4;   /* ="…"\n */
             }
         }
     }
-    return out ? apr_array_pstrcat(r->pool, out, 0) : NULL;
+    if (!nsend) {
+        return NULL;
+    }
+    text = o = apr_palloc(r->pool, len + 1);
+    for (i = 0; i < nsend; i++) {
+        apr_size_t n = strlen(send[i].s->name), m = strlen(send[i].value);
+        memcpy(o, send[i].s->name, n);
+        o += n;
+        *o++ = '=';
+        *o++ = '"';
+        memcpy(o, send[i].value, m);
+        o += m;
+        *o++ = '"';
+        *o++ = '\n';
+    }
+    *o = '\0';
+    return text;
 }
 
 /* JSON counters: settings applied, refused by reason. */

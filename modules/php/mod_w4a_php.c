@@ -354,6 +354,9 @@ static int is_php_ini_param(const char *key)
     static const char *const names[] = { "PHP_VALUE", "PHP_ADMIN_VALUE" };
     int i;
 
+    if (*key != 'P' && *key != 'p') {
+        return 0;
+    }
     for (i = 0; i < 2; i++) {
         const char *a = key, *b = names[i];
         for (; *a && *b; a++, b++) {
