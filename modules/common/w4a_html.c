@@ -97,9 +97,36 @@ static const unsigned char lower_tab[256] = {
 };
 #define LC(c) (lower_tab[(unsigned char)(c)])
 
+/* Byte classes, so that the hot loops test one table entry per byte. */
+#define C_SP      0x01   /* HTML blank */
+#define C_NAMEEND 0x02   /* ends a tag or attribute name: blank / > */
+#define C_EQGT    0x04   /* '=' or '>' (tag-end finder) */
+#define C_UNQEND  0x08   /* ends an unquoted value: blank > */
+#define C_PATH    0x10   /* needs a look in a URL path */
+static const unsigned char cls[256] = {
+    /* generated from the C_* definitions above, row = 16 bytes */
+    0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1b, 0x1b, 0x10, 0x1b, 0x1b, 0x10, 0x10,
+    0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
+    0x1b, 0x00, 0x00, 0x10, 0x00, 0x10, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x12,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x0e, 0x10,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+};
+#define CLS(c, m) (cls[(unsigned char)(c)] & (m))
+
 static int is_space(int c)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+    return CLS(c, C_SP);
 }
 
 static int is_alpha(int c)
@@ -264,8 +291,9 @@ static int add_path(w4a_html_t *h, const char *p, apr_size_t n,
 
 const char *w4a_html_rewrite_url(w4a_html_t *h, const char *u, apr_size_t n)
 {
-    const char *path, *tail, *last, *dot, *q;
+    const char *path, *tail, *last, *dot, *q, *end;
     apr_size_t plen, i, root;
+    int dotseg = 0;
 
     while (n && is_space(u[0])) {
         u++, n--;
@@ -316,13 +344,13 @@ const char *w4a_html_rewrite_url(w4a_html_t *h, const char *u, apr_size_t n)
     }
     if (path) {
         /* an authority: one of the site's own hosts, no port, no user */
-        const char *hs = path, *end = u + n;
-        for (q = hs; q < end && *q != '/' && *q != '?' && *q != '#'; q++) {
+        const char *hs = path, *aend = u + n;
+        for (q = hs; q < aend && *q != '/' && *q != '?' && *q != '#'; q++) {
             if (*q == '@' || *q == ':' || *q == '\\') {
                 return NULL;
             }
         }
-        if (q == hs || !host_same_site(h, hs, q - hs) || q == end
+        if (q == hs || !host_same_site(h, hs, q - hs) || q == aend
             || *q != '/') {
             return NULL;
         }
@@ -330,22 +358,42 @@ const char *w4a_html_rewrite_url(w4a_html_t *h, const char *u, apr_size_t n)
         u = q;
     }
 
-    /* u[0..n) is now a root-relative path + tail */
-    for (plen = 0; plen < n && u[plen] != '?' && u[plen] != '#'; plen++) {
-    }
-    tail = u + plen;
+    /* u[0..n) is now a root-relative path + tail: one pass finds the end
+     * of the path, its last segment's extension, dot segments, and what
+     * we do not touch (see add_path) */
+    end = u + n;
     last = u;
-    for (q = u; q < tail; q++) {
-        if (*q == '/') {
-            last = q;
-        }
-    }
     dot = NULL;
-    for (q = last + 1; q < tail; q++) {
-        if (*q == '.') {
+    for (q = u; q < end; q++) {
+        unsigned char c;
+        while (q < end && !CLS(*q, C_PATH)) {
+            q++;
+        }
+        if (q >= end || *q == '?' || *q == '#') {
+            break;
+        }
+        c = (unsigned char)*q;
+        if (c == '/') {
+            last = q;
+            dot = NULL;
+            if (q + 1 < end && q[1] == '.') {
+                dotseg = 1;
+            }
+        }
+        else if (c == '.') {
             dot = q;
         }
+        else if (c <= 0x20 || c == 0x7f || c == '\\' || c == '&') {
+            return NULL;
+        }
+        else if (c == '%' && q + 2 < end
+                 && ((q[1] == '2' && (LC(q[2]) == 'e' || LC(q[2]) == 'f'))
+                     || (q[1] == '5' && LC(q[2]) == 'c'))) {
+            return NULL;
+        }
     }
+    plen = q - u;
+    tail = q;
     if (!dot || dot == last + 1 || !ext_allowed(h, dot + 1, tail - dot - 1)) {
         return NULL;
     }
@@ -354,7 +402,11 @@ const char *w4a_html_rewrite_url(w4a_html_t *h, const char *u, apr_size_t n)
         return NULL;
     }
     root = h->url.len;
-    if (!add_path(h, u, plen, root) || h->url.len == root
+    if (dotseg ? !add_path(h, u, plen, root)
+               : sbuf_add(&h->url, u, plen) != APR_SUCCESS) {
+        return NULL;
+    }
+    if (h->url.len == root
         || sbuf_add(&h->url, tail, n - plen) != APR_SUCCESS) {
         return NULL;
     }
@@ -532,7 +584,7 @@ static apr_ssize_t tag_end(int *st, const char *s, apr_size_t n)
             }
             break;
         case T_UNQ:
-            for (; p < e && !is_space(*p) && *p != '>'; p++) {
+            for (; p < e && !CLS(*p, C_UNQEND); p++) {
             }
             if (p < e) {
                 if (*p == '>') {
@@ -543,7 +595,7 @@ static apr_ssize_t tag_end(int *st, const char *s, apr_size_t n)
             }
             break;
         default:
-            for (; p < e && *p != '=' && *p != '>'; p++) {
+            for (; p < e && !CLS(*p, C_EQGT); p++) {
             }
             if (p < e) {
                 if (*p == '>') {
@@ -561,7 +613,7 @@ static apr_ssize_t tag_end(int *st, const char *s, apr_size_t n)
 static kind_e tag_kind(const char *t, apr_size_t n, const char **raw)
 {
     apr_size_t l;
-    for (l = 0; l < n && !is_space(t[l]) && t[l] != '/' && t[l] != '>'; l++) {
+    for (l = 0; l < n && !CLS(t[l], C_NAMEEND); l++) {
     }
     if (l == n) {
         return K_OTHER;                         /* name not complete */
@@ -699,7 +751,7 @@ static apr_status_t do_tag(w4a_html_t *h, const char *t, apr_size_t n,
         h->has_base = 1;
         return APR_SUCCESS;
     }
-    for (p = 0; p < n && !is_space(t[p]) && t[p] != '/' && t[p] != '>'; p++) {
+    for (p = 0; p < n && !CLS(t[p], C_NAMEEND); p++) {
     }
     while (p < n) {
         apr_size_t ns, ne;
@@ -711,8 +763,7 @@ static apr_status_t do_tag(w4a_html_t *h, const char *t, apr_size_t n,
             break;
         }
         ns = p++;
-        while (p < n && !is_space(t[p]) && t[p] != '/' && t[p] != '>'
-               && t[p] != '=') {
+        while (p < n && !CLS(t[p], C_NAMEEND) && t[p] != '=') {
             p++;
         }
         ne = p;
@@ -738,7 +789,7 @@ static apr_status_t do_tag(w4a_html_t *h, const char *t, apr_size_t n,
         }
         else {
             apr_size_t vs = p;
-            while (p < n && !is_space(t[p]) && t[p] != '>') {
+            while (p < n && !CLS(t[p], C_UNQEND)) {
                 p++;
             }
             if (type != A_NONE && na < MAX_ATTRS) {
