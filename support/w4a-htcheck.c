@@ -257,22 +257,33 @@ static int is_mod_php(const char *m)
     return 0;
 }
 
+/* The same names as mod_w4a_php's php_type_version(). */
 static int is_php_type(const char *w)
 {
+    int prefixed = 1;
+
     if (!strncasecmp(w, "application/", 12)) {
         w += 12;
     }
-    if (strncasecmp(w, "x-httpd-", 8)) {
-        return 0;
+    if (!strncasecmp(w, "x-httpd-", 8)) {
+        w += 8;
+        if (!strncasecmp(w, "ea-", 3)) {
+            w += 3;
+        }
     }
-    w += 8;
-    if (!strncasecmp(w, "ea-", 3)) {
-        w += 3;
+    else if (!strncasecmp(w, "x-mapp-", 7)) {
+        w += 7;
+    }
+    else {
+        prefixed = 0;
     }
     if (strncasecmp(w, "php", 3)) {
         return 0;
     }
     for (w += 3; apr_isdigit(*w); w++) {
+    }
+    if (!prefixed) {
+        return !strcasecmp(w, "-script");
     }
     return !*w;
 }
@@ -492,8 +503,9 @@ static char *check_text(file_t *f, char *text)
         }
         else if (!strncasecmp(d, "suPHP_", 6)) {
             report(f, lineno, SEV_BREAK, d,
-                   "mod_suphp is not loaded: \"Invalid command\", a 500 for the "
-                   "whole directory (PHP already runs as the hosting's user)",
+                   "mod_suphp is not loaded: ignored by mod_w4a_htcompat (a "
+                   "500 without it); PHP already runs as the hosting's user, "
+                   "a suPHP_ConfigPath php.ini is not read",
                    "line commented out");
             fixed = apr_pstrcat(p, FIX_MARK, "suphp: ", line, NULL);
         }

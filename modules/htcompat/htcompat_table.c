@@ -12,7 +12,7 @@
 
 static const char *const reason_names[HTC_NREASONS] = {
     "applied", "unknown", "removed", "system", "admin", "locked", "unsafe",
-    "badflag", "nodefault", "notable", "irreversible", "syntax"
+    "badflag", "nodefault", "notable", "irreversible", "syntax", "suphp"
 };
 
 static const char *const reason_texts[HTC_NREASONS] = {
@@ -31,7 +31,9 @@ static const char *const reason_texts[HTC_NREASONS] = {
     "no INI table for the pool's PHP version (W4AHtcompatIniTable)",
     "FPM cannot undo this setting once made, so it would leak into other "
     "requests",
-    "expected a setting name and one value (quote a value holding blanks)"
+    "expected a setting name and one value (quote a value holding blanks)",
+    "mod_suphp's directive: PHP already runs as the hosting's own user; "
+    "ignored instead of a 500"
 };
 
 const char *htc_reason_name(htc_reason_e why)

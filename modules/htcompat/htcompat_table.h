@@ -67,6 +67,7 @@ typedef enum {
     HTC_NOTABLE,      /**< no table for the pool's PHP version */
     HTC_IRREVERSIBLE, /**< FPM cannot undo it (disable_functions, …) */
     HTC_SYNTAX,       /**< not "name value" (an unquoted value with blanks) */
+    HTC_SUPHP,        /**< a suPHP_* directive: accepted and ignored */
     HTC_NREASONS
 } htc_reason_e;
 

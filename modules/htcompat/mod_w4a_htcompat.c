@@ -256,6 +256,24 @@ static const char *php_line(cmd_parms *cmd, void *dv, const char *args)
     return NULL;
 }
 
+/* suPHP_Engine, suPHP_ConfigPath, …: without mod_suphp, "Invalid command"
+ * and a 500 for the whole directory.  PHP already runs as the hosting's
+ * user here: accepted, and logged as ignored with the PHP requests they
+ * apply to. */
+static const char *suphp_line(cmd_parms *cmd, void *dv, const char *args)
+{
+    htc_line_t *l = apr_pcalloc(cmd->pool, sizeof(*l));
+
+    l->name = "";
+    l->value = args;
+    l->directive = cmd->cmd->name;
+    l->file = cmd->directive && cmd->directive->filename
+              ? cmd->directive->filename : "?";
+    l->line = cmd->directive ? cmd->directive->line_num : 0;
+    push_refused(cmd->pool, dv, l, HTC_SUPHP);
+    return NULL;
+}
+
 static htc_srv_conf *srv_conf(cmd_parms *cmd)
 {
     return ap_get_module_config(cmd->server->module_config,
@@ -313,6 +331,18 @@ static const command_rec htc_cmds[] = {
                      "php_admin_value NAME VALUE (server configuration only)"),
     AP_INIT_RAW_ARGS("php_admin_flag", php_line, (void *)3, OR_OPTIONS,
                      "php_admin_flag NAME on|off (server configuration only)"),
+    AP_INIT_RAW_ARGS("suPHP_Engine", suphp_line, NULL, OR_ALL,
+                     "mod_suphp's: ignored (PHP runs as the hosting)"),
+    AP_INIT_RAW_ARGS("suPHP_ConfigPath", suphp_line, NULL, OR_ALL,
+                     "mod_suphp's: ignored (PHP runs as the hosting)"),
+    AP_INIT_RAW_ARGS("suPHP_UserGroup", suphp_line, NULL, OR_ALL,
+                     "mod_suphp's: ignored (PHP runs as the hosting)"),
+    AP_INIT_RAW_ARGS("suPHP_AddHandler", suphp_line, NULL, OR_ALL,
+                     "mod_suphp's: ignored (PHP runs as the hosting)"),
+    AP_INIT_RAW_ARGS("suPHP_RemoveHandler", suphp_line, NULL, OR_ALL,
+                     "mod_suphp's: ignored (PHP runs as the hosting)"),
+    AP_INIT_RAW_ARGS("suPHP_PHPPath", suphp_line, NULL, OR_ALL,
+                     "mod_suphp's: ignored (PHP runs as the hosting)"),
     AP_INIT_TAKE2("W4AHtcompatIniTable", set_ini_table, NULL, RSRC_CONF,
                   "PHP version and its INI table (w4a-htcheck --dump-table)"),
     AP_INIT_TAKE1("W4AHtcompatStateFile", set_state_file, NULL, RSRC_CONF,
@@ -348,6 +378,11 @@ static void log_refused(request_rec *r, const htc_line_t *l, htc_reason_e why)
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00402)
                       "%s:%d: %s %s dropped: %s", l->file, l->line,
                       l->directive, l->name, htc_reason_text(why));
+    }
+    else if (why == HTC_SUPHP) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00403)
+                      "%s:%d: %s ignored: %s", l->file, l->line,
+                      l->directive, htc_reason_text(why));
     }
     else {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00401)

@@ -16,7 +16,7 @@
  *
  * Files given a PHP handler or type in the mod_php era's spellings
  * (AddHandler/AddType/SetHandler application/x-httpd-php, x-httpd-php74,
- * x-httpd-ea-php83, …) are PHP too; a versioned type picks that version's
+ * x-httpd-ea-php83, x-mapp-php5, php5-script, …) are PHP too; a versioned type picks that version's
  * pool when the hosting has one (its socket exists).
  *
  * FPM applies FastCGI parameters named PHP_VALUE and PHP_ADMIN_VALUE to the
@@ -298,9 +298,11 @@ static int has_php_extension(const php_conf *c, const char *filename)
 
 /*
  * The mod_php era's handler and type names: [application/]x-httpd-php,
- * x-httpd-php<digits> and x-httpd-ea-php<digits> (control panels), any
- * case, "; parameters" ignored.  Not x-httpd-php-source (that one shows
- * the source, as the customer asked).
+ * x-httpd-php<digits> and x-httpd-ea-php<digits> (control panels),
+ * x-mapp-php<digits> (1&1-style hosts), and the handler names php-script,
+ * php5-script, … (some distributions' mod_php); any case, "; parameters"
+ * ignored.  Not x-httpd-php-source (that one shows the source, as the
+ * customer asked).
  * @return 1 for a PHP name, with *version set to "7.4" for "74", "5" for
  *         "5", or NULL for the unversioned form; 0 otherwise.
  */
@@ -309,6 +311,7 @@ static int php_type_version(apr_pool_t *p, const char *name,
 {
     const char *q;
     apr_size_t n;
+    int prefixed = 1;
 
     *version = NULL;
     if (!name) {
@@ -317,12 +320,17 @@ static int php_type_version(apr_pool_t *p, const char *name,
     if (!strncasecmp(name, "application/", 12)) {
         name += 12;
     }
-    if (strncasecmp(name, "x-httpd-", 8)) {
-        return 0;
+    if (!strncasecmp(name, "x-httpd-", 8)) {
+        name += 8;
+        if (!strncasecmp(name, "ea-", 3)) {
+            name += 3;
+        }
     }
-    name += 8;
-    if (!strncasecmp(name, "ea-", 3)) {
-        name += 3;
+    else if (!strncasecmp(name, "x-mapp-", 7)) {
+        name += 7;
+    }
+    else {
+        prefixed = 0;
     }
     if (strncasecmp(name, "php", 3)) {
         return 0;
@@ -331,6 +339,12 @@ static int php_type_version(apr_pool_t *p, const char *name,
     for (q = name; apr_isdigit(*q); q++) {
     }
     n = q - name;
+    if (!prefixed) {
+        if (strncasecmp(q, "-script", 7)) {
+            return 0;
+        }
+        q += 7;
+    }
     while (*q == ' ' || *q == '\t') {
         q++;
     }

@@ -310,7 +310,8 @@ def test_htcompat_refused_settings_are_logged_skipped_and_counted(w4a):
           "php_flag display_errors maybe\n"              # 7 bad flag
           "php_value error_reporting E_ALL & ~E_NOTICE\n"  # 8 syntax
           "php_value disable_functions \"\"\n"           # 9 irreversible
-          "php_admin_flag engine on\n")                  # 10 admin
+          "php_admin_flag engine on\n"                  # 10 admin
+          "suPHP_ConfigPath /home/x/etc\n")             # 11 suphp: ignored
     files_a = {"bad/.htaccess": ht, "bad/ini.php": INI_PHP}
     tree, fpm, httpd = server(w4a, files_a=files_a,
                               log_level="info w4a_htcompat:debug")
@@ -332,6 +333,8 @@ def test_htcompat_refused_settings_are_logged_skipped_and_counted(w4a):
         assert re.search(r"\[w4a_htcompat:warn\].*W4A00401: %s:%d: %s skipped "
                          r"\(%s\)" % (re.escape(path), line, re.escape(what),
                                       reason), log), (line, log[-3000:])
+    assert re.search(r"\[w4a_htcompat:warn\].*W4A00403: %s:11: suPHP_ConfigPath "
+                     r"ignored: mod_suphp's directive" % re.escape(path), log)
     assert re.search(r"\[w4a_htcompat:debug\].*W4A00402: %s:4: php_flag "
                      r"register_globals dropped" % re.escape(path), log)
     assert "[w4a_htcompat:warn]" not in "".join(
@@ -341,7 +344,7 @@ def test_htcompat_refused_settings_are_logged_skipped_and_counted(w4a):
     assert s["refused"] == {"unknown": 1, "removed": 1, "system": 1,
                             "admin": 2, "locked": 1, "unsafe": 0,
                             "badflag": 1, "nodefault": 0, "notable": 0,
-                            "irreversible": 1, "syntax": 1}, s
+                            "irreversible": 1, "syntax": 1, "suphp": 1}, s
     # the server keeps serving, the other directories untouched
     v = get_vals(httpd, "a.example", "/ini.php")
     assert v["memory_limit"] == "128M"
@@ -473,6 +476,10 @@ def test_htcompat_php_in_other_extensions_and_versioned_types(w4a):
              "h4/.htaccess": "<FilesMatch \"\\.html$\">\n"
                              "SetHandler x-httpd-php5\n</FilesMatch>\n",
              "h4/page.html": INI_PHP,
+             "h5/.htaccess": "AddType x-mapp-php5 .php4 .html\n",
+             "h5/page.html": INI_PHP,
+             "h6/.htaccess": "AddHandler php5-script .htm\n",
+             "h6/page.htm": INI_PHP,
              "src/.htaccess": "AddType application/x-httpd-php-source .phps\n",
              "src/a.phps": "<?php echo 1;\n",
              "static.html": "<?php not run ?>\n"}
@@ -480,7 +487,8 @@ def test_htcompat_php_in_other_extensions_and_versioned_types(w4a):
                               log_level="info w4a_php:debug")
     for path, pool in (("/h1/page.html", "82"), ("/h1/page.htm", "82"),
                        ("/h2/page.html", "74"), ("/h3/page.phtml", "82"),
-                       ("/h4/page.html", "82"), ("/ini.php", "82")):
+                       ("/h4/page.html", "82"), ("/h5/page.html", "82"),
+                       ("/h6/page.htm", "82"), ("/ini.php", "82")):
         v = get_vals(httpd, "a.example", path)
         assert v["user"] == A and v["pool"] == pool, (path, v)
     assert re.search(r"W4A00214: hosting w4a100010: \S+/h3/page\.phtml asks "
