@@ -264,6 +264,7 @@ def test_htcompat_php_value_applied_and_never_leaks_on_one_worker(w4a):
               "php_value session.name W4ASESS\n"
               "php_value default_charset \"ISO-8859-1\"\n")
     files_a = {"set/.htaccess": set_ht, "set/ini.php": INI_PHP,
+               "set/index.php": INI_PHP,
                "set/deeper/ini.php": INI_PHP,
                "set/deeper/.htaccess": "php_value memory_limit 210M\n",
                "other/.htaccess": "php_value memory_limit 300M\n",
@@ -284,6 +285,9 @@ def test_htcompat_php_value_applied_and_never_leaks_on_one_worker(w4a):
         v = get_vals(httpd, "a.example", "/plain/ini.php")
         assert {k: v[k] for k in want_set} == {k: base[k] for k in want_set}, v
         pids.add(v["pid"])
+        v = get_vals(httpd, "a.example", "/set/")    # DirectoryIndex index.php
+        assert {k: v[k] for k in want_set} == want_set, v
+        pids.add(v["pid"])
         v = get_vals(httpd, "a.example", "/set/deeper/ini.php")
         assert v["memory_limit"] == "210M" and v["session.name"] == "W4ASESS"
         pids.add(v["pid"])
@@ -296,7 +300,8 @@ def test_htcompat_php_value_applied_and_never_leaks_on_one_worker(w4a):
         assert {k: vb[k] for k in want_set} == {k: base[k] for k in want_set}
     assert len(pids) == 1, pids      # all of A's requests: the same worker
     s = status(httpd)
-    assert s["applied"] >= 3 * (7 + 7 + 1) and s["tracked_slots"] >= 7, s
+    # per round: /set/ini.php, /set/ and /set/deeper (7 each), /other (1)
+    assert s["applied"] == 3 * (7 + 7 + 7 + 1) and s["tracked_slots"] >= 7, s
     assert all(n == 0 for n in s["refused"].values()), s
 
 
