@@ -88,6 +88,7 @@ typedef struct {
 typedef struct {
     apr_hash_t *tables;             /* version -> htc_table_t *; NULL: unset */
     const char *state_file;         /* NULL: unset */
+    apr_hash_t *deny;               /* names customers may not set; NULL: unset */
 } htc_srv_conf;
 
 /* ------------------------------------------------------------------ */
@@ -175,6 +176,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     htc_srv_conf *c = apr_pcalloc(p, sizeof(*c));
     c->tables = NULL;
     c->state_file = NULL;
+    c->deny = NULL;
     return c;
 }
 
@@ -190,6 +192,12 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
         c->tables = add->tables ? add->tables : base->tables;
     }
     c->state_file = add->state_file ? add->state_file : base->state_file;
+    if (base->deny && add->deny) {
+        c->deny = apr_hash_overlay(p, add->deny, base->deny);
+    }
+    else {
+        c->deny = add->deny ? add->deny : base->deny;
+    }
     return c;
 }
 
@@ -312,6 +320,25 @@ static const char *set_ini_table(cmd_parms *cmd, void *d, const char *version,
     return NULL;
 }
 
+static const char *add_deny(cmd_parms *cmd, void *d, const char *name)
+{
+    htc_srv_conf *c = srv_conf(cmd);
+    const char *q;
+
+    for (q = name; *q; q++) {
+        if (!apr_isalnum(*q) && *q != '_' && *q != '.' && *q != '-') {
+            return apr_pstrcat(cmd->pool, "W4AHtcompatDeny: '", name,
+                               "' is not a PHP setting name", NULL);
+        }
+    }
+    if (!c->deny) {
+        c->deny = apr_hash_make(cmd->pool);
+    }
+    apr_hash_set(c->deny, apr_pstrdup(cmd->pool, name), APR_HASH_KEY_STRING,
+                 "");
+    return NULL;
+}
+
 static const char *set_state_file(cmd_parms *cmd, void *d, const char *path)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -345,6 +372,8 @@ static const command_rec htc_cmds[] = {
                      "mod_suphp's: ignored (PHP runs as the hosting)"),
     AP_INIT_TAKE2("W4AHtcompatIniTable", set_ini_table, NULL, RSRC_CONF,
                   "PHP version and its INI table (w4a-htcheck --dump-table)"),
+    AP_INIT_ITERATE("W4AHtcompatDeny", add_deny, NULL, RSRC_CONF,
+                    "PHP settings php_value/php_flag may not set (locked)"),
     AP_INIT_TAKE1("W4AHtcompatStateFile", set_state_file, NULL, RSRC_CONF,
                   "File holding the settings ever delivered and the counters"),
     {NULL}
@@ -448,6 +477,10 @@ static const char *w4a_htcompat_php_value(request_rec *r,
             const htc_line_t *l = apr_hash_this_val(hi);
             const htc_setting_t *s = NULL;
             htc_reason_e why = htc_check(t, l->name, l->value, l->admin, &s);
+            if (why == HTC_OK && !l->admin && sc->deny
+                && apr_hash_get(sc->deny, l->name, APR_HASH_KEY_STRING)) {
+                why = HTC_LOCKED;
+            }
             if (why == HTC_OK && nlocal == MAX_LOCAL) {
                 why = HTC_SYNTAX;       /* not reachable by real files */
             }

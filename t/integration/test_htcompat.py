@@ -431,9 +431,14 @@ def test_htcompat_engine_off_status_is_configurable_and_admin_lock_holds(w4a):
              "locked/x.php": "<?php echo 'RAN';\n",
              "locked/ini.php": INI_PHP,
              "adm/ini.php": INI_PHP,
-             "adm/.htaccess": "php_value memory_limit 2G\n"}
+             "adm/.htaccess": "php_value memory_limit 2G\n",
+             "deny/.htaccess": "php_value max_input_vars 9999\n"
+                               "php_value max_input_time 99\n",
+             "deny/ini.php": INI_PHP.replace("'error_reporting'",
+                                             "'max_input_vars'")}
     tree, fpm, httpd = server(w4a, files_a=files, conf=f"""
 W4APHPCheckStatus engine 404
+W4AHtcompatDeny max_input_vars memory_limit
 <Directory {dr}/locked>
     php_admin_flag engine off
     php_admin_value memory_limit 64M
@@ -454,6 +459,11 @@ W4APHPCheckStatus engine 404
                      r"skipped \(locked\)", httpd.log())
     v = get_vals(httpd, "a.example", "/ini.php")
     assert v["memory_limit"] == "128M" and v["allow_url_fopen"] == "1"
+    # W4AHtcompatDeny: the operator's list, refused as locked
+    v = get_vals(httpd, "a.example", "/deny/ini.php")
+    assert v["max_input_vars"] == "1000" and v["max_input_time"] == "99"
+    assert re.search(r"W4A00401: \S+/deny/\.htaccess:1: php_value "
+                     r"max_input_vars skipped \(locked\)", httpd.log())
 
 
 def add_pool_74(fpm):
@@ -565,3 +575,33 @@ def test_htcompat_bad_ini_table_is_refused_at_config_time(w4a):
     r = subprocess.run([HTTPD, "-f", httpd2.conf, "-t"], capture_output=True,
                        text=True)
     assert r.returncode != 0 and "is the table of PHP 8.2, not 7.4" in r.stderr
+
+
+def test_htcompat_resets_survive_an_httpd_restart(w4a):
+    """FPM workers outlive httpd: after a restart, a setting delivered
+    before it is still reset for other directories (the state file keeps
+    the set of settings ever delivered)."""
+    files = {"set/.htaccess": "php_value memory_limit 222M\n",
+             "set/ini.php": INI_PHP, "plain/ini.php": INI_PHP}
+    tree, fpm, httpd = server(w4a, files_a=files)
+    v = get_vals(httpd, "a.example", "/set/ini.php")
+    assert v["memory_limit"] == "222M"
+    pid = v["pid"]
+    httpd.stop()
+    httpd.start()
+    v = get_vals(httpd, "a.example", "/plain/ini.php")
+    assert v["pid"] == pid                  # the same FPM worker
+    assert v["memory_limit"] == "128M"
+    assert status(httpd)["tracked_slots"] == 1
+
+
+def test_htcompat_state_file_that_cannot_be_made_stops_httpd(w4a):
+    httpd = w4a.httpd("W4AHtcompatStateFile /nonexistent/dir/state\n",
+                      ours=[("w4a_htcompat_module", HTCOMPAT_SO)])
+    from w4a_harness import HTTPD
+    r = subprocess.run([HTTPD, "-f", httpd.conf, "-k", "start"],
+                       capture_output=True, text=True)
+    httpd.expect_error(r"W4A00410: W4AHtcompatStateFile /nonexistent/dir/state "
+                       r"cannot be opened and mapped")
+    assert r.returncode != 0 or not httpd.wait_log("resuming normal", 2)
+    assert httpd.wait_log(r"W4A00410", 5), r.stderr + httpd.log()
