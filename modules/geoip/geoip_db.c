@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <apr_atomic.h>
 #include <apr_file_io.h>
 #include <apr_strings.h>
 
@@ -146,10 +147,23 @@ apr_status_t w4a_geoip_db_open(w4a_geoip_db_t **out, const char *path,
     return APR_SUCCESS;
 }
 
+/* One cached value: immutable once published in a slot. */
+typedef struct {
+    apr_uint64_t        offset;    /* the record's offset in the data */
+    const char *const  *path;
+    int                 absent;
+    char                value[1];
+} cache_entry;
+
 void w4a_geoip_db_close(w4a_geoip_db_t *db, int unlink_copy)
 {
+    int i;
+
     if (!db) {
         return;
+    }
+    for (i = 0; i < W4A_GEOIP_CACHE_SLOTS; i++) {
+        free(db->cache[i]);
     }
     MMDB_close(&db->mmdb);
     if (unlink_copy && db->copy_path) {
@@ -425,6 +439,44 @@ const char *w4a_geoip_value(w4a_geoip_result_t *res, const char *const *path,
     default:
         return NULL;                        /* map, array, bytes */
     }
+}
+
+const char *w4a_geoip_value_cached(w4a_geoip_db_t *db,
+                                   w4a_geoip_result_t *res,
+                                   const char *const *path, apr_pool_t *p)
+{
+    apr_uint64_t off = res->res.entry.offset;
+    apr_uint64_t h = (off ^ ((apr_uintptr_t)path >> 4)) * 0x9E3779B97F4A7C15ull;
+    volatile void **slot = (volatile void **)
+        &db->cache[(h >> 32) % W4A_GEOIP_CACHE_SLOTS];
+    const cache_entry *e = (const cache_entry *)*slot;
+    cache_entry *mine;
+    const char *v;
+    apr_size_t len;
+
+    if (!res->res.found_entry) {
+        return NULL;
+    }
+    if (e && e->offset == off && e->path == path) {
+        return e->absent ? NULL : apr_pstrdup(p, e->value);
+    }
+    v = w4a_geoip_value(res, path, p);
+    if (e) {
+        return v;                   /* the slot is taken: uncached */
+    }
+    len = v ? strlen(v) : 0;
+    mine = malloc(sizeof(*mine) + len);
+    if (!mine) {
+        return v;
+    }
+    mine->offset = off;
+    mine->path = path;
+    mine->absent = v == NULL;
+    memcpy(mine->value, v ? v : "", len + 1);
+    if (apr_atomic_casptr(slot, mine, NULL) != NULL) {
+        free(mine);                 /* another thread was first */
+    }
+    return v;
 }
 
 const char *w4a_geoip_network(const w4a_geoip_result_t *res, apr_pool_t *p)

@@ -39,6 +39,9 @@ apr_status_t w4a_geoip_fid_stat(w4a_geoip_fid_t *id, const char *path,
 /** @return 1 when @a a and @a b are the same version (or both absent). */
 int w4a_geoip_fid_same(const w4a_geoip_fid_t *a, const w4a_geoip_fid_t *b);
 
+/** Slots of a database's value cache (see w4a_geoip_value_cached). */
+#define W4A_GEOIP_CACHE_SLOTS 1024
+
 /** An open, validated database.  Allocated with malloc, not from a pool,
  *  so that any thread may open and close one. */
 typedef struct w4a_geoip_db_t {
@@ -46,6 +49,7 @@ typedef struct w4a_geoip_db_t {
     char           *copy_path;     /**< the private copy that is mapped */
     w4a_geoip_fid_t source;        /**< identity of the source it came from */
     apr_uint32_t    refs;          /**< owner's reference count */
+    void * volatile cache[W4A_GEOIP_CACHE_SLOTS]; /**< value cache */
 } w4a_geoip_db_t;
 
 /**
@@ -119,6 +123,19 @@ const char **w4a_geoip_path_parse(const char *spec, apr_pool_t *p);
  */
 const char *w4a_geoip_value(w4a_geoip_result_t *res, const char *const *path,
                             apr_pool_t *p);
+
+/**
+ * w4a_geoip_value() through the database's value cache: a country
+ * database has a few hundred distinct records for millions of networks,
+ * so the value of (record, path) is decoded once and kept (first come,
+ * first kept, in a fixed number of slots; safe from any thread; freed with
+ * the database).  @a path is the key by its address: pass the same list
+ * for the same path.
+ * @return as w4a_geoip_value(), copied into @a p.
+ */
+const char *w4a_geoip_value_cached(w4a_geoip_db_t *db,
+                                   w4a_geoip_result_t *res,
+                                   const char *const *path, apr_pool_t *p);
 
 /** The network of a found result, "192.0.2.0/24" or "2001:db8::/48". */
 const char *w4a_geoip_network(const w4a_geoip_result_t *res, apr_pool_t *p);

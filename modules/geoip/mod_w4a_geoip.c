@@ -118,6 +118,8 @@ typedef struct {
     int          db;               /* index, resolved at post_config */
     const char **path;             /* NULL: the network */
     const char  *path_text;
+    int          same_as;          /* an earlier variable with the same
+                                      database and path, or -1 */
 } geoip_env;
 
 typedef struct {
@@ -130,20 +132,18 @@ typedef struct {
 
     /* computed at post_config from the merged settings */
     apr_array_header_t *effective;     /* geoip_env, one per variable */
-    apr_array_header_t *names;         /* const char *, every name we own */
+    apr_array_header_t *names;         /* const char *, every name we own:
+                                          effective's, then the supervisor
+                                          variable */
     apr_uint32_t        dbmask;
 } geoip_conf;
 
-/* What post_read_request decided, for putting it back later. */
+/* What post_read_request decided, for putting it back later: one value
+ * per name of c->names (NULL: absent). */
 typedef struct {
     const geoip_conf   *c;
-    apr_array_header_t *vals;          /* geoip_val */
+    const char        **values;
 } geoip_req;
-
-typedef struct {
-    const char *name;
-    const char *value;
-} geoip_val;
 
 /* ------------------------------------------------------------------ */
 /* Configuration.                                                      */
@@ -983,6 +983,19 @@ static const char *compute_effective(geoip_conf *c, apr_pool_t *p)
         c->dbmask |= 1u << e.db;
     }
     APR_ARRAY_PUSH(c->names, const char *) = sup_env(g);
+    /* GEOIP_COUNTRY_CODE and MM_COUNTRY_CODE are one value: read once. */
+    for (i = 0; i < c->effective->nelts; i++) {
+        geoip_env *e = &APR_ARRAY_IDX(c->effective, i, geoip_env);
+        e->same_as = -1;
+        for (j = 0; j < i && e->path; j++) {
+            geoip_env *o = &APR_ARRAY_IDX(c->effective, j, geoip_env);
+            if (o->db == e->db && o->path && !strcmp(o->path_text,
+                                                     e->path_text)) {
+                e->same_as = j;
+                break;
+            }
+        }
+    }
     return NULL;
 }
 
@@ -1168,16 +1181,35 @@ static request_rec *initial_of(request_rec *r)
     }
 }
 
+/* Our names in r's environment hold the lookup's values (pointer
+ * comparison: a value still in place is the very string we put there). */
 static void put_values(request_rec *r, const geoip_req *rq)
 {
+    const apr_array_header_t *names = rq->c->names;
     int i;
-    for (i = 0; i < rq->c->names->nelts; i++) {
-        apr_table_unset(r->subprocess_env,
-                        APR_ARRAY_IDX(rq->c->names, i, const char *));
+
+    if (apr_is_empty_table(r->subprocess_env)) {
+        for (i = 0; i < names->nelts; i++) {
+            if (rq->values[i]) {
+                apr_table_addn(r->subprocess_env,
+                               APR_ARRAY_IDX(names, i, const char *),
+                               rq->values[i]);
+            }
+        }
+        return;
     }
-    for (i = 0; i < rq->vals->nelts; i++) {
-        geoip_val *v = &APR_ARRAY_IDX(rq->vals, i, geoip_val);
-        apr_table_setn(r->subprocess_env, v->name, v->value);
+    for (i = 0; i < names->nelts; i++) {
+        const char *n = APR_ARRAY_IDX(names, i, const char *);
+        const char *have = apr_table_get(r->subprocess_env, n);
+        if (have == rq->values[i]) {
+            continue;
+        }
+        if (rq->values[i]) {
+            apr_table_setn(r->subprocess_env, n, rq->values[i]);
+        }
+        else {
+            apr_table_unset(r->subprocess_env, n);
+        }
     }
 }
 
@@ -1187,7 +1219,7 @@ static int geoip_post_read_request(request_rec *r)
     geoip_global *g = c->g;
     apr_sockaddr_t *client;
     geoip_req *rq;
-    int i, d;
+    int i, d, nvars;
 
     if (c->engine == 0 || !c->names) {
         return DECLINED;
@@ -1204,16 +1236,12 @@ static int geoip_post_read_request(request_rec *r)
             apr_table_unset(r->headers_in, n);
         }
     }
+    nvars = c->effective->nelts;
     rq = apr_palloc(r->pool, sizeof(*rq));
     rq->c = c;
-    rq->vals = apr_array_make(r->pool, c->effective->nelts + 1,
-                              sizeof(geoip_val));
+    rq->values = apr_pcalloc(r->pool, sizeof(const char *) * (nvars + 1));
     client = client_addr(r, c);
-    {
-        geoip_val *v = apr_array_push(rq->vals);
-        v->name = sup_env(g);
-        v->value = is_supervisor(g, client) ? "1" : "0";
-    }
+    rq->values[nvars] = is_supervisor(g, client) ? "1" : "0";
     for (d = 0; client && d < g->dbs->nelts; d++) {
         geoip_slot *slot;
         w4a_geoip_db_t *db;
@@ -1230,19 +1258,15 @@ static int geoip_post_read_request(request_rec *r)
         rv = w4a_geoip_lookup(db, (const struct sockaddr *)&client->sa, &res);
         count(slot, CNT_LOOKUPS);
         if (rv == APR_SUCCESS) {
-            for (i = 0; i < c->effective->nelts; i++) {
+            for (i = 0; i < nvars; i++) {
                 geoip_env *e = &APR_ARRAY_IDX(c->effective, i, geoip_env);
-                const char *val;
                 if (e->db != d) {
                     continue;
                 }
-                val = e->path ? w4a_geoip_value(&res, e->path, r->pool)
-                              : w4a_geoip_network(&res, r->pool);
-                if (val) {
-                    geoip_val *v = apr_array_push(rq->vals);
-                    v->name = e->var;
-                    v->value = val;
-                }
+                rq->values[i] = e->same_as >= 0 ? rq->values[e->same_as]
+                                : e->path ? w4a_geoip_value_cached(
+                                                db, &res, e->path, r->pool)
+                                : w4a_geoip_network(&res, r->pool);
             }
         }
         else if (rv == APR_NOTFOUND) {

@@ -6,6 +6,9 @@
 #
 # SPEC: {"ip_version": 4|6, "database_type": "...", "build_epoch": N,
 #        "networks": [["CIDR", {record}], ...]}
+#        "random_v4_24": {"count": N, "seed": S, "countries": [...]}}
+# (random_v4_24, for benchmarks: N random IPv4 /24 networks, each with a
+# Country-shaped record of one of the countries in turn.)
 # Records are GeoIP2-shaped maps (country/continent/city/location/
 # subdivisions/autonomous_system_*); the key types are fixed below.
 use strict;
@@ -59,7 +62,22 @@ my $tree = MaxMind::DB::Writer::Tree->new(
 );
 $tree->_set_build_epoch($spec->{build_epoch}) if $spec->{build_epoch};
 
-for my $n (@{ $spec->{networks} }) {
+if (my $r = $spec->{random_v4_24}) {
+    my @cc = @{ $r->{countries} };
+    my %rec = map {
+        $_ => { country   => { iso_code => $_, names => { en => "Country $_" } },
+                continent => { code => 'EU' } }
+    } @cc;
+    srand($r->{seed} // 42);
+    for my $i (1 .. $r->{count}) {
+        my $net = sprintf('%d.%d.%d.0/24', 1 + int(rand(222)), int(rand(256)),
+                          int(rand(256)));
+        $tree->insert_network($net, $rec{ $cc[ $i % @cc ] });
+    }
+}
+
+# The fixed networks last: they win over random ones they overlap.
+for my $n (@{ $spec->{networks} // [] }) {
     my ($cidr, $record) = @$n;
     # JSON::PP gives booleans as objects: the writer wants 0/1.
     _fix_bools($record);
