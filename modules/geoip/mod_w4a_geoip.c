@@ -956,10 +956,12 @@ static const char *compute_effective(geoip_conf *c, apr_pool_t *p)
     /* The last definition of a variable wins. */
     for (i = all->nelts - 1; i >= 0; i--) {
         geoip_env e = APR_ARRAY_IDX(all, i, geoip_env);
-        if (apr_hash_get(seen, e.var, APR_HASH_KEY_STRING)) {
+        char *key = apr_pstrdup(p, e.var);
+        ap_str_tolower(key);            /* the environment ignores case */
+        if (apr_hash_get(seen, key, APR_HASH_KEY_STRING)) {
             continue;
         }
-        apr_hash_set(seen, e.var, APR_HASH_KEY_STRING, "");
+        apr_hash_set(seen, key, APR_HASH_KEY_STRING, "");
         if (!g->dbs->nelts) {
             return apr_psprintf(p, "%s needs a W4AGeoIPDatabase", e.var);
         }
@@ -1221,12 +1223,14 @@ static int geoip_post_read_request(request_rec *r)
     geoip_req *rq;
     int i, d, nvars;
 
-    if (c->engine == 0 || !c->names) {
+    if (!c->names) {
         return DECLINED;
     }
     /* mod_setenvif looks a name up among the request headers before the
      * environment: a client sending "GEOIP_COUNTRY_CODE: FR" would match
-     * "SetEnvIf GEOIP_COUNTRY_CODE FR".  Our names are not headers. */
+     * "SetEnvIf GEOIP_COUNTRY_CODE FR".  Our names are not headers (even
+     * with W4AGeoIPEngine off, where customers' geo rules simply find
+     * nothing). */
     for (i = 0; i < c->names->nelts; i++) {
         const char *n = APR_ARRAY_IDX(c->names, i, const char *);
         if (apr_table_get(r->headers_in, n)) {
@@ -1235,6 +1239,9 @@ static int geoip_post_read_request(request_rec *r)
                           "of mod_w4a_geoip", n);
             apr_table_unset(r->headers_in, n);
         }
+    }
+    if (c->engine == 0) {
+        return DECLINED;
     }
     nvars = c->effective->nelts;
     rq = apr_palloc(r->pool, sizeof(*rq));

@@ -1,5 +1,6 @@
 """mod_w4a_geoip: client address -> GEOIP_COUNTRY_CODE and friends, at
 every level of the configuration, from real .mmdb databases."""
+import http.client
 import json
 import os
 import re
@@ -361,12 +362,12 @@ W4AGeoIPEnv CC4 country/iso_code v4
     assert (hdr(h, "GEOIP_COUNTRY_CODE"), hdr(h, "CC4")) == \
         (LOOPBACK_COUNTRY, LOOPBACK_COUNTRY)
 
-    def get_on(family, addr):
+    def get_on(family, addr, extra=""):
         with socket.socket(family) as c:
             c.settimeout(5)
             c.connect((addr, port6))
-            c.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n"
-                      b"Connection: close\r\n\r\n")
+            c.sendall(("GET / HTTP/1.1\r\nHost: localhost\r\n%s"
+                       "Connection: close\r\n\r\n" % extra).encode())
             data = b""
             while True:
                 chunk = c.recv(65536)
@@ -379,10 +380,59 @@ W4AGeoIPEnv CC4 country/iso_code v4
     h = get_on(socket.AF_INET6, "::1")
     assert (hdr(h, "GEOIP_COUNTRY_CODE"), hdr(h, "CC4")) == \
         (LOOPBACK6_COUNTRY, "(null)")
+    # ::1 is not a trusted proxy here: its X-Forwarded-For is ignored
+    h = get_on(socket.AF_INET6, "::1", "X-Forwarded-For: %s\r\n" % IP[UA])
+    assert hdr(h, "GEOIP_COUNTRY_CODE") == LOOPBACK6_COUNTRY
     h = get_on(socket.AF_INET, "127.0.0.1")     # ::ffff:127.0.0.1
     assert (hdr(h, "GEOIP_COUNTRY_CODE"), hdr(h, "CC4")) == \
         (LOOPBACK_COUNTRY, LOOPBACK_COUNTRY)
     assert hdr(h, "BTW_FORBIDDEN_GEOIP") == "0"
+
+
+def test_geoip_trusted_ipv6_proxy_over_an_ipv6_connection(w4a):
+    paths = dbs(w4a, country="country")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port6 = s.getsockname()[1]
+    w4a.httpd(f"""
+Listen [::1]:{port6}
+{geo_conf(paths)}
+W4AGeoIPTrustedProxy ::1
+{echo_headers("GEOIP_COUNTRY_CODE")}
+""", ours=OURS).start()
+    for fwd, want in ((IP6[BR], BR), (IP[FR], FR), ("::ffff:" + IP[UA], UA),
+                      ("%s, ::1" % IP[DE], DE)):
+        c = http.client.HTTPConnection("::1", port6, timeout=5)
+        c.request("GET", "/", headers={"X-Forwarded-For": fwd})
+        resp = c.getresponse()
+        resp.read()
+        assert resp.status == 200
+        assert resp.getheader("X-GEOIP_COUNTRY_CODE") == want, fwd
+        c.close()
+
+
+def test_geoip_engine_off_in_a_vhost_no_variables_and_no_spoofing(w4a):
+    paths = dbs(w4a, country="country")
+    httpd = w4a.httpd(f"""
+{geo_conf(paths)}
+W4AGeoIPTrustedProxy 127.0.0.1
+SetEnvIf GEOIP_COUNTRY_CODE (.+) SAW=$1
+{echo_headers("GEOIP_COUNTRY_CODE", "BTW_FORBIDDEN_GEOIP", "SAW")}
+<VirtualHost *:*>
+    ServerName on.example
+</VirtualHost>
+<VirtualHost *:*>
+    ServerName off.example
+    W4AGeoIPEngine off
+</VirtualHost>
+""", ours=OURS).start()
+    st, h, b = httpd.get("on.example", "/", xff(IP[FR]))
+    assert (hdr(h, "GEOIP_COUNTRY_CODE"), hdr(h, "SAW")) == (FR, FR)
+    st, h, b = httpd.get("off.example", "/", dict(xff(IP[FR]),
+                                                  GEOIP_COUNTRY_CODE="UA"))
+    assert st == 200
+    assert (hdr(h, "GEOIP_COUNTRY_CODE"), hdr(h, "SAW"),
+            hdr(h, "BTW_FORBIDDEN_GEOIP")) == ("(null)", "(null)", "(null)")
 
 
 # --- client address: trusted and untrusted proxies, mod_remoteip -------------
