@@ -802,8 +802,6 @@ static apr_status_t media_rewrite_filter(ap_filter_t *f,
 
 static void media_insert_filter(request_rec *r)
 {
-    media_conf *c;
-    const w4a_hosting_t *rec;
     ap_filter_t *f, *next;
 
     if (media_host_of(r)) {
@@ -816,11 +814,16 @@ static void media_insert_filter(request_rec *r)
             }
         }
         ap_add_output_filter(HEADERS_FILTER, NULL, r, r->connection);
-        return;
     }
-    c = req_conf(r);
-    if (c->rewrite == 1 && !r->main && get_hosting && (rec = get_hosting(r))
-        && rec->media_host) {
+}
+
+static void media_insert_rewrite_filter(request_rec *r)
+{
+    media_conf *c = req_conf(r);
+    const w4a_hosting_t *rec;
+
+    if (c->rewrite == 1 && !r->main && !media_host_of(r) && get_hosting
+        && (rec = get_hosting(r)) && rec->media_host) {
         ap_add_output_filter(REWRITE_FILTER, NULL, r, r->connection);
     }
 }
@@ -910,13 +913,22 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_fixups(media_fixup_last, late_pred, late_succ, APR_HOOK_LAST);
     ap_hook_handler(media_handler_guard, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_handler(media_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    /* After every other module added its filters: remove them. */
     ap_hook_insert_filter(media_insert_filter, NULL, NULL,
                           APR_HOOK_REALLY_LAST);
+    /* Before mod_filter's (AddOutputFilterByType DEFLATE in a customer's
+     * .htaccess is a resource-level filter too): we see plain HTML. */
+    ap_hook_insert_filter(media_insert_rewrite_filter, NULL, NULL,
+                          APR_HOOK_FIRST);
     ap_hook_insert_error_filter(media_insert_error_filter, NULL, NULL,
                                 APR_HOOK_MIDDLE);
-    /* Where mod_deflate (CONTENT_SET + 1) comes after: it sees our HTML. */
+    /* A resource filter, added first: after the resource filters that
+     * mod_mime added earlier (AddOutputFilter INCLUDES), before those added
+     * in insert_filter (mod_filter's AddOutputFilterByType, SetOutputFilter)
+     * and before every content-set filter (mod_deflate): compression always
+     * comes after us. */
     ap_register_output_filter(REWRITE_FILTER, media_rewrite_filter, NULL,
-                              AP_FTYPE_CONTENT_SET);
+                              AP_FTYPE_RESOURCE);
     /* After every content filter (mod_headers, mod_deflate), before the
      * HTTP header filter (AP_FTYPE_PROTOCOL). */
     ap_register_output_filter(HEADERS_FILTER, media_headers_filter, NULL,

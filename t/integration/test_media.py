@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from w4a_harness import HTTPD, MEDIA_SO, hostings_dir_block
+from w4a_harness import HTTPD, MEDIA_SO, REPO, hostings_dir_block
 
 A, B = "w4a100010", "w4a100011"
 MEDIA = [("w4a_media_module", MEDIA_SO)]
@@ -560,3 +560,51 @@ def test_rewrite_status_counters_json(w4a):
     assert c["bytes_in"] == 3 * len(PAGE)
     assert c["bytes_out"] == 3 * len(PAGE_WANT)
     assert c["media_served"] == 1 and c["media_refused"] == 1
+
+
+def test_rewrite_output_is_compressed_by_mod_deflate_after_it(w4a):
+    files = {"blog/.htaccess": "AddOutputFilterByType DEFLATE text/html\n"}
+    tree, fpm, httpd = rewrite_server(w4a, files_a=files, modules=["filter", "deflate"])
+    for path in ("/blog/post.html", "/blog/page.php?step=64"):
+        st, h, body = httpd.get("a.example", path,
+                                headers={"Accept-Encoding": "gzip"})
+        assert st == 200 and h.get("content-encoding") == "gzip", path
+        assert gzip.decompress(body).decode() == PAGE_WANT, path
+
+
+def test_rewrite_uses_the_records_own_media_host(w4a):
+    # media=HOST in the map names the media host (here one that the prefix
+    # also resolves: media.<an alias>); media.<domain> is then not one
+    tree, fpm, httpd = rewrite_server(w4a, with_php=False,
+                                      map_flags="media=media.www.a.example")
+    st, h, body = httpd.get("a.example", "/blog/post.html")
+    assert body.decode() == PAGE_WANT.replace("//media.a.example/",
+                                              "//media.www.a.example/") \
+        .replace('"//media.www.a.example/done.png"', '"//media.a.example/done.png"')
+    st, h, body = httpd.get("media.www.a.example", "/img/x.png")
+    assert (st, body) == (200, PNG.encode())
+    assert h["cache-control"] == "public, max-age=2592000"
+    st, h, body = httpd.get("media.a.example", "/img/x.png")
+    assert st == 404
+
+
+def test_media_example_conf_files_are_valid(w4a):
+    load = open(os.path.join(REPO, "conf/w4a_media.load")).read()
+    conf = open(os.path.join(REPO, "conf/w4a_media.conf")).read()
+    assert "LoadModule w4a_media_module" in load
+    h = w4a.httpd(conf, ours=MEDIA)
+    r = subprocess.run([HTTPD, "-t", "-f", h.conf], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_rewrite_sees_what_ssi_produced(w4a):
+    files = {"ssi/.htaccess": "Options +Includes\nAddType text/html .shtml\n"
+                              "AddOutputFilter INCLUDES .shtml\n",
+             "ssi/page.shtml": '<img src="/a.png"><!--#include virtual="part.html" -->\n',
+             "ssi/part.html": '<img src="b.png">\n'}
+    tree, fpm, httpd = rewrite_server(w4a, with_php=False, files_a=files,
+                                      modules=["include"])
+    st, h, body = httpd.get("a.example", "/ssi/page.shtml")
+    assert (st, body.decode()) == (200, '<img src="%s/a.png"><img src="%s/ssi/b.png">\n\n'
+                                   % (M, M))
