@@ -608,3 +608,28 @@ def test_rewrite_sees_what_ssi_produced(w4a):
     st, h, body = httpd.get("a.example", "/ssi/page.shtml")
     assert (st, body.decode()) == (200, '<img src="%s/a.png"><img src="%s/ssi/b.png">\n\n'
                                    % (M, M))
+
+
+def test_media_error_document_cannot_run_php_and_symlinks_stay_in_the_hosting(w4a):
+    files = {".htaccess": "ErrorDocument 404 /m.php\n"}
+    tree, fpm, httpd = media_server(w4a, with_php=True, files_a=files)
+    other = os.path.join(tree.docroot(B, "b.example"), "img/b.png")
+    os.symlink(other, os.path.join(docroot_a(tree), "img/theirs.png"))
+    httpd.expect_error(r"W4A00106: hosting w4a100010: .*theirs\.png")
+    st, h, body = httpd.get("media.a.example", "/missing.png")
+    assert st == 404 and b"php ran" not in body
+    assert not ran(tree)
+    st, h, body = httpd.get("media.a.example", "/img/theirs.png")
+    assert st == 403 and body != PNG.encode()
+    st, h, body = httpd.get("a.example", "/missing.png")      # main site:
+    assert (st, body) == (404, b"php ran")                    # it does run
+    st, h, body = httpd.get("media.a.example", "/img/x.png")
+    assert st == 200
+
+
+def test_rewrite_directory_index_resolves_relative_urls_against_the_url(w4a):
+    files = {"blog/index.html": '<img src="i.png"><img src="../r.png">'}
+    tree, fpm, httpd = rewrite_server(w4a, with_php=False, files_a=files)
+    st, h, body = httpd.get("a.example", "/blog/")
+    assert (st, body.decode()) == (200, '<img src="%s/blog/i.png"><img src="%s/r.png">'
+                                   % (M, M))
