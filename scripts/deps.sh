@@ -15,6 +15,7 @@ PKGS=(
     memcached libmemcached-dev libmemcached-tools
     sqlite3 libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql
     mariadb-server mariadb-client
+    postgresql libaprutil1-dbd-pgsql
 )
 
 missing=()
@@ -42,7 +43,7 @@ fi
 # only: `service php8.2-fpm stop` ends every php-fpm8.2 process by name
 # (start-stop-daemon --exec), ours included, and apache2's init script falls
 # back to pidof.
-units=(apache2 memcached mariadb)
+units=(apache2 memcached mariadb postgresql)
 for f in /lib/systemd/system/php*-fpm.service /etc/init.d/php*-fpm; do
     [ -e "$f" ] && units+=("$(basename "${f%.service}")")
 done
@@ -51,7 +52,8 @@ if [ -d /run/systemd/system ]; then
     systemctl disable --now "${units[@]/%/.service}" >/dev/null 2>&1 || true
 else
     for pidf in /var/run/apache2/apache2.pid /run/php/php*-fpm.pid \
-                /run/memcached/memcached.pid /run/mysqld/mysqld.pid; do
+                /run/memcached/memcached.pid /run/mysqld/mysqld.pid \
+                /run/postgresql/*.pid; do
         [ -s "$pidf" ] || continue
         pid=$(cat "$pidf")
         kill "$pid" 2>/dev/null || true

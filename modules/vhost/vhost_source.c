@@ -660,16 +660,28 @@ static fetch_e db_lookup(request_rec *r, vhost_source *src, const char *key,
                          "connection (see mod_dbd's message at start-up)");
     }
     vhost_count(CNT_DB_QUERIES);
-    rv = apr_dbd_pvselect(dbd->driver, r->pool, dbd->handle, &res, stmt, 0,
+    /* random access: the whole (one-row) result comes with the select, so
+     * that a connection lost on the way is an error here, never an empty
+     * result (pgsql's sequential mode reports a lost connection as "no
+     * more rows", which would make a known name unknown) */
+    rv = apr_dbd_pvselect(dbd->driver, r->pool, dbd->handle, &res, stmt, 1,
                           key, NULL);
     if (rv != 0) {
         return db_failed(r, src, key, apr_pstrdup(r->pool,
                          apr_dbd_error(dbd->driver, dbd->handle, rv)));
     }
+    /* random access: the row count is known, and rows are numbered from 1
+     * (every driver agrees on that; on -1, "the next row", they do not) */
     ncols = apr_dbd_num_cols(dbd->driver, res);
-    while ((rv = apr_dbd_get_row(dbd->driver, r->pool, res, &row, -1)) == 0) {
-        if (rows++ || ncols < 7) {
-            continue;            /* read to the end all the same */
+    rows = apr_dbd_num_tuples(dbd->driver, res);
+    if (rows < 0) {
+        return db_failed(r, src, key, "the driver gave no row count");
+    }
+    if (rows > 0 && ncols >= 7) {
+        rv = apr_dbd_get_row(dbd->driver, r->pool, res, &row, 1);
+        if (rv != 0) {
+            return db_failed(r, src, key, apr_pstrdup(r->pool,
+                             apr_dbd_error(dbd->driver, dbd->handle, rv)));
         }
         domain = apr_dbd_get_entry(dbd->driver, row, 0);
         for (i = 0; i < W4A_RECORD_FIELDS; i++) {
@@ -681,10 +693,6 @@ static fetch_e db_lookup(request_rec *r, vhost_source *src, const char *key,
                              r->pool) != APR_SUCCESS) {
             out = NULL;
         }
-    }
-    if (rv != -1) {
-        return db_failed(r, src, key, apr_pstrdup(r->pool,
-                         apr_dbd_error(dbd->driver, dbd->handle, rv)));
     }
     db_answered(src);
     if (rows && ncols < 7) {
@@ -779,9 +787,13 @@ static fetch_e fetch(request_rec *r, vhost_source *src, const char *key,
 /* ------------------------------------------------------------------ */
 /* Lookup.                                                             */
 
+/* One key.  *unsure is set when SRC_NOTFOUND only repeats what was known
+ * before the backends failed (a stale not-found): good enough to go on to
+ * the wildcards, never to answer 404. */
 static vhost_source_result_e lookup_key(request_rec *r, vhost_source *src,
                                         const char *key,
-                                        const w4a_hosting_t **rec)
+                                        const w4a_hosting_t **rec,
+                                        int *unsure)
 {
     apr_time_t now = apr_time_now(), waited_until = now + MAX_WAIT;
     w4a_hosting_t *got = NULL;
@@ -814,7 +826,6 @@ static vhost_source_result_e lookup_key(request_rec *r, vhost_source *src,
         /* another thread of this process fetches it: wait for it */
         if (now >= waited_until) {
             apr_thread_mutex_unlock(src->mutex);
-            vhost_count(CNT_UNAVAILABLE);
             return SRC_UNAVAILABLE;
         }
         vhost_count(CNT_CACHE_WAITS);
@@ -865,11 +876,16 @@ static vhost_source_result_e lookup_key(request_rec *r, vhost_source *src,
                       apr_time_sec(now - e->fetched));
         res = SRC_FOUND;
     }
+    else if (e->state == E_NEG && now - e->fetched <= src->stale) {
+        /* database down, and this name was not found when last asked */
+        e->expires = now + DB_RETRY;
+        *unsure = 1;
+        res = SRC_NOTFOUND;
+    }
     else {
-        /* nothing to serve; a stale not-found is not served either */
+        /* nothing known to serve */
         e->state = E_NONE;
         e->expires = 0;
-        vhost_count(CNT_UNAVAILABLE);
         res = SRC_UNAVAILABLE;
     }
     apr_thread_cond_broadcast(src->cond);
@@ -883,17 +899,29 @@ vhost_source_result_e vhost_source_find(request_rec *r, vhost_source *src,
 {
     const char *dot = host;
     vhost_source_result_e res;
-    int keys = 0;
+    int keys = 0, unsure = 0;
 
     if (!src->mutex) {
         return SRC_UNAVAILABLE;          /* no child_init: cannot happen */
     }
-    res = lookup_key(r, src, host, rec);
-    /* then "*.suffix" from the longest suffix */
-    while (res == SRC_NOTFOUND && ++keys < MAX_KEYS
+    res = lookup_key(r, src, host, rec, &unsure);
+    /* then "*.suffix" from the longest suffix; during an outage a name the
+     * backends cannot answer for still goes on to the wildcards known */
+    while ((res == SRC_NOTFOUND || res == SRC_UNAVAILABLE) && ++keys < MAX_KEYS
            && (dot = strchr(dot, '.')) != NULL) {
         dot++;
-        res = lookup_key(r, src, apr_pstrcat(r->pool, "*.", dot, NULL), rec);
+        if (res == SRC_UNAVAILABLE) {
+            unsure = 1;
+        }
+        res = lookup_key(r, src, apr_pstrcat(r->pool, "*.", dot, NULL), rec,
+                         &unsure);
+    }
+    /* no record, and the backends could not confirm it: 503, not 404 */
+    if (res == SRC_NOTFOUND && unsure) {
+        res = SRC_UNAVAILABLE;
+    }
+    if (res == SRC_UNAVAILABLE) {
+        vhost_count(CNT_UNAVAILABLE);
     }
     return res;
 }

@@ -6,6 +6,7 @@ client to look inside.
 Nothing here touches a system instance: ports are free ports, the MariaDB
 data directory is the test's own, and processes are stopped by pid.
 """
+import glob
 import os
 import pwd
 import shutil
@@ -19,6 +20,7 @@ MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 MARIADB = shutil.which("mariadb") or "/usr/bin/mariadb"
 MARIADB_INSTALL = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
+PG_BIN = (sorted(glob.glob("/usr/lib/postgresql/*/bin")) or ["/usr/bin"])[-1]
 
 # The table the hosting panel writes (docs/mod_w4a_vhost.md, conf/).
 SCHEMA = """CREATE TABLE w4a_domains (
@@ -192,6 +194,86 @@ class Mariadb:
 
     def kill(self):
         _stop(self.proc, signal.SIGKILL)
+
+    def stop(self):
+        _stop(self.proc)
+
+
+class Postgres:
+    """A PostgreSQL server of our own: cluster under root, TCP on a free
+    loopback port, database w4a with the w4a_domains table, role w4a
+    (password w4a) allowed to SELECT."""
+
+    def __init__(self, root):
+        self.dir = os.path.join(root, "pg")
+        self.data = os.path.join(self.dir, "data")
+        self.port = _free_port()
+        self.proc = None
+        self.log = os.path.join(self.dir, "server.log")
+        os.makedirs(self.dir, exist_ok=True)
+        pw = pwd.getpwnam("postgres")
+        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        r = self._as_postgres([os.path.join(PG_BIN, "initdb"), "-D",
+                               self.data, "-A", "trust", "-U", "postgres",
+                               "--no-sync"])
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    def _as_postgres(self, argv, **kw):
+        return subprocess.run(argv, capture_output=True, text=True,
+                              user="postgres", group="postgres",
+                              extra_groups=[], cwd=self.dir, **kw)
+
+    @property
+    def dbd_params(self):
+        return ("host=127.0.0.1 port=%d user=w4a password=w4a dbname=w4a "
+                "connect_timeout=1" % self.port)
+
+    def start(self, first=False):
+        self.proc = subprocess.Popen(
+            [os.path.join(PG_BIN, "postgres"), "-D", self.data,
+             "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+             "-c", "unix_socket_directories=" + self.dir,
+             "-c", "fsync=off", "-c", "shared_buffers=16MB"],
+            stdout=open(self.log, "a"), stderr=subprocess.STDOUT,
+            user="postgres", group="postgres", extra_groups=[], cwd=self.dir)
+        assert _wait_port(self.port, 60), "postgres did not listen:\n" + \
+            open(self.log).read()[-2000:]
+        if first:
+            end = time.time() + 30
+            while self.psql("postgres", "SELECT 1").returncode != 0:
+                assert time.time() < end, open(self.log).read()[-2000:]
+                time.sleep(0.2)
+            for db, text in (("postgres", "CREATE ROLE w4a LOGIN PASSWORD 'w4a'"),
+                             ("postgres", "CREATE DATABASE w4a"),
+                             ("w4a", SCHEMA),
+                             ("w4a", "GRANT SELECT ON w4a_domains TO w4a")):
+                r = self.psql(db, text)
+                assert r.returncode == 0, r.stderr
+        return self
+
+    def psql(self, db, text):
+        return self._as_postgres([os.path.join(PG_BIN, "psql"), "-h",
+                                  self.dir, "-p", str(self.port), "-U",
+                                  "postgres", "-d", db, "-v",
+                                  "ON_ERROR_STOP=1", "-qAt", "-c", text])
+
+    def put(self, name, domain, hosting, uid, docroot, php="8.2",
+            state="active", flags=None):
+        def q(v):
+            return "NULL" if v is None else "'%s'" % str(v).replace("'", "''")
+        vals = ", ".join([q(name), q(domain), q(hosting), str(uid), str(uid),
+                          q(docroot), q(php), q(state), q(flags)])
+        r = self.psql("w4a", "INSERT INTO w4a_domains VALUES (%s) ON CONFLICT "
+                      "(name) DO UPDATE SET domain = EXCLUDED.domain, hosting "
+                      "= EXCLUDED.hosting, uid = EXCLUDED.uid, gid = "
+                      "EXCLUDED.gid, docroot = EXCLUDED.docroot, php = "
+                      "EXCLUDED.php, state = EXCLUDED.state, flags = "
+                      "EXCLUDED.flags" % vals)
+        assert r.returncode == 0, r.stderr
+
+    def kill(self):
+        # the postmaster and its backends: SIGQUIT is PostgreSQL's crash stop
+        _stop(self.proc, signal.SIGQUIT)
 
     def stop(self):
         _stop(self.proc)

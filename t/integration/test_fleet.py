@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from fleet_servers import Mariadb, Memcached, Sqlite, QUERY
+from fleet_servers import Mariadb, Memcached, Postgres, Sqlite, QUERY
 from w4a_harness import VHOSTMAP, STATUS_BLOCK, hostings_dir_block
 
 A, B, C = "w4a100010", "w4a100011", "w4a100012"
@@ -89,10 +89,12 @@ def eventually(fn, timeout=6.0):
         time.sleep(0.1)
 
 
-def hammer(h, hosts, stop, results):
-    """Request hosts in a loop until stop is set; results gets statuses."""
+def hammer(h, hosts, stop, results, limit=90.0):
+    """Request hosts in a loop until stop is set (or limit seconds, so that
+    a failed test never leaves it running); results gets statuses."""
     i = 0
-    while not stop.is_set():
+    end = time.time() + limit
+    while not stop.is_set() and time.time() < end:
         try:
             st, _, _ = h.get(hosts[i % len(hosts)])
         except OSError:
@@ -105,7 +107,8 @@ def start_hammers(nodes, hosts, n=3):
     stop, results, threads = threading.Event(), [], []
     for h in nodes:
         for _ in range(n):
-            t = threading.Thread(target=hammer, args=(h, hosts, stop, results))
+            t = threading.Thread(target=hammer, args=(h, hosts, stop, results),
+                                 daemon=True)
             t.start()
             threads.append(t)
     return stop, results, threads
@@ -374,3 +377,43 @@ W4AVhostMemcached 127.0.0.1:99999
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "port is not a number from 1 to 65535" in r.stderr
+
+
+def test_fleet_postgresql_source_serves_and_rides_out_a_crash(w4a):
+    tree = w4a.tree
+    sites(tree)
+    db = Postgres(w4a.root).start(first=True)
+    try:
+        put(db, tree, "a.example", A, "a.example")
+        put(db, tree, "*.b.example", B, "b.example", php="7.4")
+        db.put("evil.example", "evil.example", C, UID[C], "/etc")
+        h = node(w4a, db, driver="pgsql").start()
+        h.expect_error(r"W4A00134: database record of 'evil\.example' refused")
+        h.expect_error(r"W4A00131: database lookup of '[^']+' failed")
+        h.expect_error(r"AH0\d+: .*(dbd|DBD|pgsql|connect|server)")
+        st, hd, body = h.get("a.example")
+        assert (st, body, hd["x-hosting"]) == (200, b"site a\n", A)
+        st, hd, body = h.get("x.b.example")
+        assert (st, body, hd["x-php"]) == (200, b"site b\n", "7.4")
+        assert h.get("evil.example")[0] == 404
+        assert h.get("nope.example")[0] == 404
+
+        stop, results, threads = start_hammers((h,), ["a.example",
+                                                      "x.b.example"])
+        time.sleep(1.5)
+        db.kill()
+        time.sleep(2.5)
+        # no memcached here: the processes' own last known records serve
+        assert h.get("unknown.example")[0] == 503
+        db.start()
+        put(db, tree, "late.example", C, "c.example")
+        assert eventually(lambda: h.get("late.example")[0] == 200, 15)
+        stop_hammers(stop, threads)
+        assert results and not [s for s in results if s not in (200, 503)]
+        # a process that never saw a record cannot serve it with the
+        # database down; the rest is served
+        assert results.count(200) > 20 * max(1, len(results) - results.count(200))
+        c = status(h)["counters"]
+        assert c["db_errors"] >= 1 and c["stale_serves"] >= 1
+    finally:
+        db.stop()
