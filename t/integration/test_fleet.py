@@ -417,3 +417,35 @@ def test_fleet_postgresql_source_serves_and_rides_out_a_crash(w4a):
         assert c["db_errors"] >= 1 and c["stale_serves"] >= 1
     finally:
         db.stop()
+
+
+def test_fleet_two_memcached_servers_share_the_keys_and_one_can_die(w4a):
+    tree = w4a.tree
+    sites(tree)
+    db = Sqlite(w4a.root)
+    mc1, mc2 = Memcached().start(), Memcached().start()
+    try:
+        names = ["n%d.example" % i for i in range(40)]
+        for name in names:
+            put(db, tree, name, A, "a.example")
+
+        class Both:                       # node() takes one server object
+            server = "%s %s" % (mc1.server, mc2.server)
+        n1 = node(w4a, db, Both, driver="sqlite3").start()
+        n1.expect_error(r"W4A00130: memcached .* failed")
+        for name in names:
+            assert n1.get(name)[2] == b"site a\n"
+        items = [int(m.stats()["curr_items"]) for m in (mc1, mc2)]
+        # consistent hashing spreads 40 names over both servers
+        assert all(n >= 5 for n in items) and sum(items) >= 40, items
+        stop, results, threads = start_hammers((n1,), names[:20])
+        time.sleep(1.5)
+        mc2.kill()
+        time.sleep(3)
+        stop_hammers(stop, threads)
+        assert results and set(results) == {200}, set(results)
+        c = status(n1)["counters"]
+        assert c["memcached_errors"] >= 1 and c["memcached_hits"] >= 1
+    finally:
+        mc1.stop()
+        mc2.stop()
