@@ -136,6 +136,8 @@ typedef struct {
                                           effective's, then the supervisor
                                           variable */
     apr_uint32_t        dbmask;
+    unsigned char       first[32];     /* bitmap: first characters of the
+                                          names, both cases */
 } geoip_conf;
 
 /* What post_read_request decided, for putting it back later: one value
@@ -985,6 +987,13 @@ static const char *compute_effective(geoip_conf *c, apr_pool_t *p)
         c->dbmask |= 1u << e.db;
     }
     APR_ARRAY_PUSH(c->names, const char *) = sup_env(g);
+    memset(c->first, 0, sizeof(c->first));
+    for (i = 0; i < c->names->nelts; i++) {
+        unsigned char ch = APR_ARRAY_IDX(c->names, i, const char *)[0];
+        unsigned char lo = apr_tolower(ch), up = apr_toupper(ch);
+        c->first[lo >> 3] |= 1 << (lo & 7);
+        c->first[up >> 3] |= 1 << (up & 7);
+    }
     /* GEOIP_COUNTRY_CODE and MM_COUNTRY_CODE are one value: read once. */
     for (i = 0; i < c->effective->nelts; i++) {
         geoip_env *e = &APR_ARRAY_IDX(c->effective, i, geoip_env);
@@ -1183,8 +1192,53 @@ static request_rec *initial_of(request_rec *r)
     }
 }
 
-/* Our names in r's environment hold the lookup's values (pointer
- * comparison: a value still in place is the very string we put there). */
+static int may_be_ours(const geoip_conf *c, const char *key)
+{
+    unsigned char ch = (unsigned char)key[0];
+    return c->first[ch >> 3] & (1 << (ch & 7));
+}
+
+/* Whether r's environment holds exactly our entries, as we put them: one
+ * pass over the table, our own entries recognised by their key and value
+ * pointers (the very strings we put there), any other entry whose name is
+ * one of ours a change. */
+static int values_in_place(request_rec *r, const geoip_req *rq)
+{
+    const geoip_conf *c = rq->c;
+    const apr_array_header_t *h = apr_table_elts(r->subprocess_env);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)h->elts;
+    const char *const *names = (const char *const *)c->names->elts;
+    int i, j, found = 0, present = 0;
+
+    for (j = 0; j < c->names->nelts; j++) {
+        present += rq->values[j] != NULL;
+    }
+    for (i = 0; i < h->nelts; i++) {
+        if (!e[i].key || !may_be_ours(c, e[i].key)) {
+            continue;
+        }
+        for (j = 0; j < c->names->nelts; j++) {
+            if (e[i].key == names[j]) {
+                if (e[i].val != rq->values[j]) {
+                    return 0;
+                }
+                found++;
+                break;
+            }
+        }
+        if (j < c->names->nelts) {
+            continue;
+        }
+        for (j = 0; j < c->names->nelts; j++) {
+            if (!strcasecmp(e[i].key, names[j])) {
+                return 0;           /* set by someone else */
+            }
+        }
+    }
+    return found == present;
+}
+
+/* Our names in r's environment hold the lookup's values. */
 static void put_values(request_rec *r, const geoip_req *rq)
 {
     const apr_array_header_t *names = rq->c->names;
@@ -1200,12 +1254,13 @@ static void put_values(request_rec *r, const geoip_req *rq)
         }
         return;
     }
+    if (values_in_place(r, rq)) {
+        return;
+    }
+    /* Something changed: set every name (apr_table_setn also drops
+     * duplicates someone may have added after ours). */
     for (i = 0; i < names->nelts; i++) {
         const char *n = APR_ARRAY_IDX(names, i, const char *);
-        const char *have = apr_table_get(r->subprocess_env, n);
-        if (have == rq->values[i]) {
-            continue;
-        }
         if (rq->values[i]) {
             apr_table_setn(r->subprocess_env, n, rq->values[i]);
         }
@@ -1231,13 +1286,22 @@ static int geoip_post_read_request(request_rec *r)
      * "SetEnvIf GEOIP_COUNTRY_CODE FR".  Our names are not headers (even
      * with W4AGeoIPEngine off, where customers' geo rules simply find
      * nothing). */
-    for (i = 0; i < c->names->nelts; i++) {
-        const char *n = APR_ARRAY_IDX(c->names, i, const char *);
-        if (apr_table_get(r->headers_in, n)) {
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00302)
-                          "request header %s removed: the name is a variable "
-                          "of mod_w4a_geoip", n);
-            apr_table_unset(r->headers_in, n);
+    {
+        const apr_array_header_t *h = apr_table_elts(r->headers_in);
+        const apr_table_entry_t *he = (const apr_table_entry_t *)h->elts;
+        for (i = 0; i < h->nelts; i++) {
+            if (he[i].key && may_be_ours(c, he[i].key)) {
+                break;              /* a candidate: look closer */
+            }
+        }
+        for (d = 0; i < h->nelts && d < c->names->nelts; d++) {
+            const char *n = APR_ARRAY_IDX(c->names, d, const char *);
+            if (apr_table_get(r->headers_in, n)) {
+                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00302)
+                              "request header %s removed: the name is a "
+                              "variable of mod_w4a_geoip", n);
+                apr_table_unset(r->headers_in, n);
+            }
         }
     }
     if (c->engine == 0) {
@@ -1294,10 +1358,13 @@ static int geoip_post_read_request(request_rec *r)
     return DECLINED;
 }
 
-/* After the phases in which per-directory configuration (a customer's
- * .htaccess: SetEnvIf, SetEnv, RewriteRule [E=]) can set variables, and
- * at the start of internal redirects (whose environment httpd renamed to
- * REDIRECT_*): our variables are the lookup's again. */
+/* Before the handler, after every phase in which per-directory
+ * configuration (a customer's .htaccess: SetEnvIf, SetEnv, RewriteRule
+ * [E=]) can set variables, and at the start of internal redirects (whose
+ * environment httpd renamed to REDIRECT_*): our variables are the
+ * lookup's again.  (Not also after per-directory SetEnvIf: what a
+ * customer sets there only reaches its own later rules, and a check per
+ * phase costs every request.) */
 static int geoip_restore(request_rec *r)
 {
     request_rec *r0 = initial_of(r);
@@ -1443,8 +1510,6 @@ static void register_hooks(apr_pool_t *p)
      * mod_rewrite) sees them too. */
     static const char *const after_remoteip[] = { "mod_remoteip.c", NULL };
     static const char *const before_setenvif[] = { "mod_setenvif.c", NULL };
-    /* header_parser: after mod_setenvif's per-directory SetEnvIf. */
-    static const char *const after_setenvif[] = { "mod_setenvif.c", NULL };
 
     ap_hook_check_config(geoip_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(geoip_post_config, NULL, NULL, APR_HOOK_MIDDLE);
@@ -1454,8 +1519,6 @@ static void register_hooks(apr_pool_t *p)
     /* Internal redirects: before mod_rewrite's server-level rules. */
     ap_hook_translate_name(geoip_translate_name, NULL, NULL,
                            APR_HOOK_REALLY_FIRST);
-    ap_hook_header_parser(geoip_restore, after_setenvif, NULL,
-                          APR_HOOK_MIDDLE);
     /* After mod_rewrite's per-directory [E=] (first) and mod_env's SetEnv
      * (middle), before the handler: CGI, PHP and SSI see ours. */
     ap_hook_fixups(geoip_restore, NULL, NULL, APR_HOOK_LAST);
