@@ -19,4 +19,7 @@ Suite *html_suite(void);
 /** Single records of the SQL source and memcached (check_record.c). */
 Suite *record_suite(void);
 
+/** MaxMind DB copies, validation, lookups of mod_w4a_geoip (check_geoip.c). */
+Suite *geoip_suite(void);
+
 #endif /* CHECK_W4A_H */
