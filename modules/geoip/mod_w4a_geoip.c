@@ -1051,10 +1051,11 @@ static int geoip_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return OK;
     }
     if ((rv = make_private_dir(g, pconf, ptemp)) != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, W4ALOGNO(00341)
+        /* httpd still serves, without the databases (as with missing
+         * files); the watchers retry. */
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, W4ALOGNO(00341)
                      "cannot make the private directory %s of the database "
-                     "copies", g->dir);
-        return HTTP_INTERNAL_SERVER_ERROR;
+                     "copies; serving without databases", g->dir);
     }
     rv = apr_shm_create(&shm, sizeof(apr_uint64_t) * CNT_MAX
                         * g->dbs->nelts, NULL, pconf);

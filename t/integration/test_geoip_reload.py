@@ -314,3 +314,28 @@ def test_geoip_private_copies_do_not_pile_up(w4a):
     assert 1 <= len(files) <= 2, files
     assert not [f for f in files if f.endswith(".tmp")]
     assert oct(os.stat(private).st_mode & 0o777) == "0o700"
+
+
+def test_geoip_unusable_private_directory_serves_without_database(w4a):
+    """The private directory cannot be made (a file is in the way): httpd
+    still starts and serves, the variables are absent, the status says
+    why."""
+    path = make_mmdb(os.path.join(w4a.root, "country.mmdb"))
+    h = w4a.httpd(f"""
+W4AGeoIPDatabase country {path}
+W4AGeoIPTrustedProxy 127.0.0.1
+Header always set X-CC "%{{GEOIP_COUNTRY_CODE}}e"
+Header always set X-Ex "%{{BTW_FORBIDDEN_GEOIP}}e"
+<Location /w4a-geoip-status>
+    SetHandler w4a-geoip-status
+</Location>
+""", ours=OURS)
+    with open(os.path.join(h.root, "w4a-geoip"), "w") as f:
+        f.write("in the way\n")
+    h.expect_error(r"W4A00314: database country: .* refused at start-up: "
+                   r"cannot create the private copy")
+    h.start()
+    assert h.wait_log(r"W4A00314")
+    assert cc(h) == ("(null)", "0")
+    s = status(h)
+    assert s["loaded"] is False and "private copy" in s["last_error"]
