@@ -441,7 +441,7 @@ typedef struct {
     const char          *value;
 } htc_send_t;
 
-#define MAX_LOCAL 64    /* directory values kept for the reset walk */
+#define MAX_LOCAL 256   /* settings one directory may deliver */
 
 static const char *w4a_htcompat_php_value(request_rec *r,
                                            const char *version)
@@ -482,7 +482,7 @@ static const char *w4a_htcompat_php_value(request_rec *r,
                 why = HTC_LOCKED;
             }
             if (why == HTC_OK && nlocal == MAX_LOCAL) {
-                why = HTC_SYNTAX;       /* not reachable by real files */
+                why = HTC_UNKNOWN;      /* more than PHP has settings */
             }
             if (why != HTC_OK) {
                 if (!quiet) {
@@ -569,10 +569,12 @@ static int htc_status_handler(request_rec *r)
     if (!r->handler || strcmp(r->handler, STATUS_HANDLER)) {
         return DECLINED;
     }
+    r->allowed |= (AP_METHOD_BIT << M_GET);
     if (r->method_number != M_GET) {
         return HTTP_METHOD_NOT_ALLOWED;
     }
     ap_set_content_type(r, "application/json");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (r->header_only) {
         return OK;
     }
