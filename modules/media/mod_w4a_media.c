@@ -324,7 +324,7 @@ static const command_rec media_cmds[] = {
     AP_INIT_ITERATE("W4AMediaCORSOrigin", add_cors_origin, NULL, RSRC_CONF,
                     "More origins allowed by CORS (%d: the domain)"),
     AP_INIT_ITERATE("W4AMediaSameSite", add_same_site, NULL, RSRC_CONF,
-                    "More host names of the site whose URLs are rewritten (%d: the domain)"),
+                    "More same-site host names to rewrite (%d: the domain)"),
     AP_INIT_FLAG("W4AMediaCORSFontsAny", set_fonts_any, NULL, RSRC_CONF,
                  "On: fonts carry Access-Control-Allow-Origin: *"),
     AP_INIT_TAKE1("W4AMediaURLScheme", set_scheme, NULL, RSRC_CONF,

@@ -633,3 +633,12 @@ def test_rewrite_directory_index_resolves_relative_urls_against_the_url(w4a):
     st, h, body = httpd.get("a.example", "/blog/")
     assert (st, body.decode()) == (200, '<img src="%s/blog/i.png"><img src="%s/r.png">'
                                    % (M, M))
+
+
+def test_media_range_requests_keep_the_media_headers(w4a):
+    tree, fpm, httpd = media_server(w4a)
+    st, h, body = httpd.get("media.a.example", "/img/x.png",
+                            headers={"Range": "bytes=0-2"})
+    assert (st, body) == (206, PNG.encode()[:3])
+    assert h["cache-control"] == "public, max-age=2592000"
+    assert "Origin" in h["vary"]

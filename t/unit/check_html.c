@@ -98,6 +98,7 @@ static const char page[] =
     "'../img/x.jpg' )} .b{background:myurl(/y.png)}</style>\n"
     "<script src=\"/js/app.js\"></script>\n"
     "<script>var s = \"<img src='/img/in-script.png'>\";</script>\n"
+    "<style>.broken{b:url(\"/q.png}</style>\n"
     "</head><body>\n"
     "<!-- <img src=\"/img/comment.png\"> -->\n"
     "<img src=\"img/a.png\" srcset=\"img/a.png 1x, /img/a@2x.png 2x,"
@@ -130,6 +131,7 @@ static const char page_want[] =
     ".b{background:myurl(/y.png)}</style>\n"
     "<script src=\"//media.a.example/js/app.js\"></script>\n"
     "<script>var s = \"<img src='/img/in-script.png'>\";</script>\n"
+    "<style>.broken{b:url(\"/q.png}</style>\n"
     "</head><body>\n"
     "<!-- <img src=\"/img/comment.png\"> -->\n"
     "<img src=\"//media.a.example/blog/img/a.png\" "
@@ -283,6 +285,12 @@ START_TEST(test_html_malformed_passes)
     untouched("<?php echo '<img src=/x.png>' ?>");
     untouched("<!doctype html><![CDATA[ x ]]>");
     untouched("\xff\xfe<\0i\0m\0g\0");
+    /* a broken url( in a <style> does not hide its </style> */
+    same("<style>a{b:url(\"/x.png}</style><img src=/y.png>",
+         "<style>a{b:url(\"/x.png}</style><img src=//media.a.example/y.png>");
+    same("<style>a{b:url(/x.png}</style><style>c{d:url(/z.png)}</style>",
+         "<style>a{b:url(/x.png}</style><style>c{d:url(//media.a.example/z.png)}"
+         "</style>");
     same("<img src=\"/x.png\" alt='it''s' title=\"a\"b\">",
          "<img src=\"//media.a.example/x.png\" alt='it''s' title=\"a\"b\">");
     /* an unquoted value takes the '/' of "/>" */
