@@ -67,13 +67,26 @@ static const char dump_php[] =
     "  INI_SCANNER_RAW); if (is_array($a)) { $ini = array_merge($ini, $a); } } }"
     "$cli = ['html_errors', 'register_argc_argv', 'implicit_flush',"
     "  'output_buffering', 'max_execution_time', 'max_input_time'];"
-    "echo 'version ', PHP_MAJOR_VERSION, '.', PHP_MINOR_VERSION, \"\\n\";"
+    "$o = ['version ' . PHP_MAJOR_VERSION . '.' . PHP_MINOR_VERSION];"
     "foreach (ini_get_all(null, true) as $k => $v) {"
+    "  $a = $v['access'];"
     "  if (in_array($k, $cli, true)) {"
-    "    if (!array_key_exists($k, $ini)) { echo $k, ' ', $v['access'], \" !\\n\"; continue; }"
+    "    if (!array_key_exists($k, $ini)) { $o[] = \"$k $a !\"; continue; }"
     "    $d = $ini[$k];"
     "  } else { $d = $v['global_value']; }"
-    "  echo $k, ' ', $v['access'], ' =', rawurlencode((string)$d), \"\\n\"; }";
+    /* A start value the setting refuses to be set back to (opcache.enable
+     * cannot be re-enabled at run time; a NULL default that "" does not
+     * stand for) could not reset a customer's value: unknown.  Only the
+     * settings ini_set() may change can be tried, each set to the value it
+     * already has (no ini_restore(): PHP 8.2's CLI crashes on some
+     * sequences of it); nothing is printed before (session settings
+     * refuse changes after output). */
+    "  if ($a & 1) { error_clear_last();"
+    "    $r = @ini_set($k, (string)$d); $e = error_get_last();"
+    "    if ($r === false || ($e !== null && !($e['type'] & (E_DEPRECATED | E_USER_DEPRECATED | E_NOTICE)))) {"
+    "      $o[] = \"$k $a !\"; continue; } }"
+    "  $o[] = \"$k $a =\" . rawurlencode((string)$d); }"
+    "echo implode(\"\\n\", $o), \"\\n\";";
 
 static int dump_table(apr_pool_t *p, const char *version, const char *php,
                       const char *ini, const char *scan, const char *out)

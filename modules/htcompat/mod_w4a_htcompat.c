@@ -89,6 +89,7 @@ typedef struct {
     apr_hash_t *tables;             /* version -> htc_table_t *; NULL: unset */
     const char *state_file;         /* NULL: unset */
     apr_hash_t *deny;               /* names customers may not set; NULL: unset */
+    apr_array_header_t *track;      /* names reset from the start ("all"); NULL: unset */
 } htc_srv_conf;
 
 /* ------------------------------------------------------------------ */
@@ -177,6 +178,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->tables = NULL;
     c->state_file = NULL;
     c->deny = NULL;
+    c->track = NULL;
     return c;
 }
 
@@ -198,6 +200,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     else {
         c->deny = add->deny ? add->deny : base->deny;
     }
+    c->track = add->track ? add->track : base->track;   /* main server only */
     return c;
 }
 
@@ -339,6 +342,27 @@ static const char *add_deny(cmd_parms *cmd, void *d, const char *name)
     return NULL;
 }
 
+static const char *add_track(cmd_parms *cmd, void *d, const char *name)
+{
+    htc_srv_conf *c = srv_conf(cmd);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY), *q;
+
+    if (err) {
+        return err;
+    }
+    for (q = name; *q; q++) {
+        if (!apr_isalnum(*q) && *q != '_' && *q != '.' && *q != '-') {
+            return apr_pstrcat(cmd->pool, "W4AHtcompatTrack: '", name,
+                               "' is not a PHP setting name or 'all'", NULL);
+        }
+    }
+    if (!c->track) {
+        c->track = apr_array_make(cmd->pool, 8, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(c->track, const char *) = apr_pstrdup(cmd->pool, name);
+    return NULL;
+}
+
 static const char *set_state_file(cmd_parms *cmd, void *d, const char *path)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -374,6 +398,9 @@ static const command_rec htc_cmds[] = {
                   "PHP version and its INI table (w4a-htcheck --dump-table)"),
     AP_INIT_ITERATE("W4AHtcompatDeny", add_deny, NULL, RSRC_CONF,
                     "PHP settings php_value/php_flag may not set (locked)"),
+    AP_INIT_ITERATE("W4AHtcompatTrack", add_track, NULL, RSRC_CONF,
+                    "Settings reset on every PHP request from the start "
+                    "(names, or all)"),
     AP_INIT_TAKE1("W4AHtcompatStateFile", set_state_file, NULL, RSRC_CONF,
                   "File holding the settings ever delivered and the counters"),
     {NULL}
@@ -640,6 +667,39 @@ static int htc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         st->magic = STATE_MAGIC;
     }
     state = st;
+
+    /* W4AHtcompatTrack: in the delivered set from the start. */
+    if (sc->track) {
+        int i;
+        for (i = 0; i < sc->track->nelts; i++) {
+            const char *name = APR_ARRAY_IDX(sc->track, i, const char *);
+            server_rec *sv;
+            if (strcmp(name, "all")) {
+                mark_delivered(htc_bit(name));
+                continue;
+            }
+            for (sv = s; sv; sv = sv->next) {
+                htc_srv_conf *c = ap_get_module_config(sv->module_config,
+                                                       &w4a_htcompat_module);
+                apr_hash_index_t *ti, *hi;
+                if (!c->tables) {
+                    continue;
+                }
+                for (ti = apr_hash_first(ptemp, c->tables); ti;
+                     ti = apr_hash_next(ti)) {
+                    const htc_table_t *t = apr_hash_this_val(ti);
+                    for (hi = apr_hash_first(ptemp, t->by_name); hi;
+                         hi = apr_hash_next(hi)) {
+                        const htc_setting_t *set = apr_hash_this_val(hi);
+                        if (set->defval && !set->locked && !set->irreversible
+                            && (set->access & HTC_ACC_PERDIR)) {
+                            mark_delivered(set->bit);
+                        }
+                    }
+                }
+            }
+        }
+    }
     return OK;
 }
 

@@ -605,3 +605,28 @@ def test_htcompat_state_file_that_cannot_be_made_stops_httpd(w4a):
                        r"cannot be opened and mapped")
     assert r.returncode != 0 or not httpd.wait_log("resuming normal", 2)
     assert httpd.wait_log(r"W4A00410", 5), r.stderr + httpd.log()
+
+
+def test_htcompat_track_all_resets_every_per_directory_setting(w4a):
+    """W4AHtcompatTrack all: every per-directory setting is reset on every
+    PHP request from the start (no first-delivery window); PHP keeps
+    working with all of them sent, and values still apply per directory."""
+    files = {"set/.htaccess": "php_value memory_limit 201M\n"
+                              "php_flag short_open_tag off\n",
+             "set/ini.php": INI_PHP, "plain/ini.php": INI_PHP}
+    tree, fpm, httpd = server(w4a, files_a=files,
+                              conf="W4AHtcompatTrack all\n")
+    before = status(httpd)["tracked_slots"]
+    assert before > 100, before
+    base = get_vals(httpd, "a.example", "/plain/ini.php")
+    assert base["memory_limit"] == "128M" and base["short_open_tag"] == ""
+    for _ in range(2):
+        v = get_vals(httpd, "a.example", "/set/ini.php")
+        assert v["memory_limit"] == "201M" and v["short_open_tag"] == "0"
+        assert get_vals(httpd, "a.example", "/plain/ini.php") == \
+            dict(base, pid=v["pid"])
+    assert status(httpd)["tracked_slots"] == before
+    # no warning from PHP about any value sent (the hosting's PHP error log)
+    phplog = os.path.join(tree.home(A), "log/php/error.log")
+    text = open(phplog).read() if os.path.exists(phplog) else ""
+    assert "PHP " not in text, text[-2000:]
