@@ -22,4 +22,7 @@ Suite *record_suite(void);
 /** MaxMind DB copies, validation, lookups of mod_w4a_geoip (check_geoip.c). */
 Suite *geoip_suite(void);
 
+/** INI tables and line checks of mod_w4a_htcompat (check_htcompat.c). */
+Suite *htcompat_suite(void);
+
 #endif /* CHECK_W4A_H */

@@ -1,0 +1,192 @@
+/* INI tables and line checks of mod_w4a_htcompat
+ * (modules/htcompat/htcompat_table.c), on small hand-written tables. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <apr_pools.h>
+#include <apr_strings.h>
+
+#include "check_w4a.h"
+#include "htcompat_table.h"
+
+static apr_pool_t *pool;
+
+static const char *write_table(const char *text)
+{
+    char path[] = "/tmp/w4a-check-htc-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return apr_pstrdup(pool, path);
+}
+
+static htc_table_t *load_ok(const char *text)
+{
+    htc_table_t *t = NULL;
+    const char *err = NULL, *path = write_table(text);
+    ck_assert_int_eq(htc_table_load(&t, path, &err, pool), APR_SUCCESS);
+    unlink(path);
+    return t;
+}
+
+static const char *load_err(const char *text)
+{
+    htc_table_t *t = NULL;
+    const char *err = NULL, *path = write_table(text);
+    ck_assert_int_ne(htc_table_load(&t, path, &err, pool), APR_SUCCESS);
+    unlink(path);
+    ck_assert_ptr_nonnull(err);
+    return err;
+}
+
+#define TABLE \
+    "# a table\n" \
+    "version 8.2\n" \
+    "memory_limit 7 =128M\n" \
+    "allow_url_fopen 4 =1\n" \
+    "upload_max_filesize 6 =2M\n" \
+    "arg_separator.output 7 =%26\n" \
+    "opcache.enable 7 !\n" \
+    "open_basedir 7 =\n" \
+    "disable_functions 4 =\n" \
+    "error_prepend_string 7 =%22q%22\n"
+
+static void setup(void)
+{
+    apr_pool_create(&pool, NULL);
+}
+
+static void teardown(void)
+{
+    apr_pool_destroy(pool);
+}
+
+START_TEST(table_loads_values_and_escapes)
+{
+    htc_table_t *t = load_ok(TABLE);
+    const htc_setting_t *s;
+
+    ck_assert_str_eq(t->version, "8.2");
+    ck_assert_int_eq(t->count, 8);
+    s = htc_table_get(t, "memory_limit");
+    ck_assert_int_eq(s->access, 7);
+    ck_assert_str_eq(s->defval, "128M");
+    ck_assert_str_eq(htc_table_get(t, "arg_separator.output")->defval, "&");
+    ck_assert_str_eq(htc_table_get(t, "open_basedir")->defval, "");
+    ck_assert_ptr_null(htc_table_get(t, "opcache.enable")->defval);
+    /* a start value that could not be sent safely cannot reset */
+    ck_assert_ptr_null(htc_table_get(t, "error_prepend_string")->defval);
+    ck_assert_ptr_null(htc_table_get(t, "nope"));
+    ck_assert(htc_table_get(t, "open_basedir")->locked);
+    ck_assert(htc_table_get(t, "disable_functions")->irreversible);
+    s = htc_table_get(t, "upload_max_filesize");
+    ck_assert_ptr_nonnull(t->by_bit[s->bit]);
+}
+END_TEST
+
+START_TEST(bad_tables_are_refused_with_the_line)
+{
+    ck_assert_ptr_nonnull(strstr(load_err("version 8.2\nmemory_limit 9 =1\n"),
+                                 ":2: expected"));
+    ck_assert_ptr_nonnull(strstr(load_err("version 8.2\nmemory_limit 7 1M\n"),
+                                 ":2: expected"));
+    ck_assert_ptr_nonnull(strstr(load_err("version 8.2\na=b 7 =1\n"),
+                                 ":2: expected"));
+    ck_assert_ptr_nonnull(strstr(load_err("version 8.2\nx 7 =%zz\n"),
+                                 ":2: expected"));
+    ck_assert_ptr_nonnull(strstr(load_err("version 8.2\nx 7 =1\nx 7 =2\n"),
+                                 ":3: x given twice"));
+    ck_assert_ptr_nonnull(strstr(load_err("x 7 =1\n"), "no 'version' line"));
+    ck_assert_ptr_nonnull(strstr(load_err("version 8.2\n"), "no 'version' line"));
+}
+END_TEST
+
+START_TEST(values_that_could_start_another_setting_are_unsafe)
+{
+    ck_assert(htc_value_safe("256M"));
+    ck_assert(htc_value_safe(".;open_basedir=/"));
+    ck_assert(htc_value_safe("it's [fine] {too}"));
+    ck_assert(!htc_value_safe("a\"b"));
+    ck_assert(!htc_value_safe("a\\b"));
+    ck_assert(!htc_value_safe("${HOME}"));
+    ck_assert(!htc_value_safe("a\nopen_basedir=/"));
+    ck_assert(!htc_value_safe("a\rb"));
+    ck_assert(!htc_value_safe("a\tb"));
+    ck_assert(!htc_value_safe("a\x7f"));
+}
+END_TEST
+
+START_TEST(flags_read_as_mod_php_did)
+{
+    ck_assert_str_eq(htc_flag_value("On"), "1");
+    ck_assert_str_eq(htc_flag_value("yes"), "1");
+    ck_assert_str_eq(htc_flag_value("1"), "1");
+    ck_assert_str_eq(htc_flag_value("TRUE"), "1");
+    ck_assert_str_eq(htc_flag_value("off"), "0");
+    ck_assert_str_eq(htc_flag_value("No"), "0");
+    ck_assert_str_eq(htc_flag_value("0"), "0");
+    ck_assert_ptr_null(htc_flag_value("maybe"));
+    ck_assert_ptr_null(htc_flag_value(""));
+}
+END_TEST
+
+START_TEST(each_line_gets_its_verdict)
+{
+    htc_table_t *t = load_ok(TABLE);
+    const htc_setting_t *s = NULL;
+
+    ck_assert_int_eq(htc_check(t, "memory_limit", "256M", 0, &s), HTC_OK);
+    ck_assert_str_eq(s->name, "memory_limit");
+    ck_assert_int_eq(htc_check(t, "upload_max_filesize", "9M", 0, NULL), HTC_OK);
+    ck_assert_int_eq(htc_check(t, "allow_url_fopen", "0", 0, NULL), HTC_SYSTEM);
+    ck_assert_int_eq(htc_check(t, "allow_url_fopen", "0", 1, NULL), HTC_OK);
+    ck_assert_int_eq(htc_check(t, "open_basedir", "/", 0, NULL), HTC_LOCKED);
+    ck_assert_int_eq(htc_check(t, "open_basedir", "/", 1, NULL), HTC_LOCKED);
+    ck_assert_int_eq(htc_check(t, "disable_functions", "", 1, NULL),
+                     HTC_IRREVERSIBLE);
+    ck_assert_int_eq(htc_check(t, "extension", "x.so", 1, NULL),
+                     HTC_IRREVERSIBLE);
+    ck_assert_int_eq(htc_check(t, "opcache.enable", "0", 0, NULL),
+                     HTC_NODEFAULT);
+    ck_assert_int_eq(htc_check(t, "memory_limit", "1\"", 0, NULL), HTC_UNSAFE);
+    ck_assert_int_eq(htc_check(t, "register_globals", "0", 0, NULL),
+                     HTC_REMOVED);
+    ck_assert_int_eq(htc_check(t, "mysql.default_host", "x", 0, NULL),
+                     HTC_REMOVED);
+    ck_assert_int_eq(htc_check(t, "mysqli.default_host", "x", 0, NULL),
+                     HTC_UNKNOWN);
+    ck_assert_int_eq(htc_check(t, "no.such", "1", 0, NULL), HTC_UNKNOWN);
+    ck_assert_int_eq(htc_check(NULL, "memory_limit", "1M", 0, NULL),
+                     HTC_NOTABLE);
+    ck_assert_str_eq(htc_reason_name(HTC_SYSTEM), "system");
+    ck_assert_str_eq(htc_reason_name(HTC_SUPHP), "suphp");
+    ck_assert_str_eq(htc_reason_name(HTC_NREASONS), "?");
+}
+END_TEST
+
+START_TEST(slots_are_stable_and_in_range)
+{
+    ck_assert_uint_eq(htc_bit("memory_limit"), htc_bit("memory_limit"));
+    ck_assert_uint_lt(htc_bit("memory_limit"), HTC_BITS);
+    ck_assert_uint_lt(htc_bit(""), HTC_BITS);
+}
+END_TEST
+
+Suite *htcompat_suite(void)
+{
+    Suite *s = suite_create("htcompat");
+    TCase *tc = tcase_create("table");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, table_loads_values_and_escapes);
+    tcase_add_test(tc, bad_tables_are_refused_with_the_line);
+    tcase_add_test(tc, values_that_could_start_another_setting_are_unsafe);
+    tcase_add_test(tc, flags_read_as_mod_php_did);
+    tcase_add_test(tc, each_line_gets_its_verdict);
+    tcase_add_test(tc, slots_are_stable_and_in_range);
+    suite_add_tcase(s, tc);
+    return s;
+}
