@@ -1135,11 +1135,17 @@ static apr_sockaddr_t *client_addr(request_rec *r, const geoip_conf *c)
         if (!w4a_geoip_addr_parse(tok, &ss)
             || apr_sockaddr_info_get(&sa, tok, APR_UNSPEC, 0, 0, r->pool)
                != APR_SUCCESS) {
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00301)
-                          "%s entry '%s' is not an address; the client is "
-                          "the last trusted hop %s",
-                          c->proxy_header ? c->proxy_header : DEFAULT_PROXY_HDR,
-                          tok, r->useragent_ip);
+            if (APLOGrdebug(r)) {
+                char *hop = NULL;
+                apr_sockaddr_ip_get(&hop, cur);
+                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00301)
+                              "%s entry '%s' is not an address; the client "
+                              "is the last trusted hop %s",
+                              c->proxy_header ? c->proxy_header
+                                              : DEFAULT_PROXY_HDR,
+                              ap_escape_logitem(r->pool, tok),
+                              hop ? hop : "-");
+            }
             return cur;
         }
         cur = sa;

@@ -487,7 +487,8 @@ def test_geoip_malformed_forwarded_entry_stops_at_last_trusted_hop(w4a):
         assert hdr(h, "GEOIP_COUNTRY_CODE") == "(null)", bad
         assert hdr(h, "GEOIP_NET") == "(null)", bad
     assert httpd.wait_log(r"W4A00301: X-Forwarded-For entry 'garbage' is not "
-                          r"an address")
+                          r"an address; the client is the last trusted hop "
+                          + re.escape(PROXY_IP))
     # malformed right behind the peer: the peer (loopback)
     assert cc_of(httpd, xff("%s, nonsense" % IP[FR])) == LOOPBACK_COUNTRY
     # and the server keeps serving
