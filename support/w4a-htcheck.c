@@ -83,7 +83,8 @@ static const char dump_php[] =
      * refuse changes after output). */
     "  if ($a & 1) { error_clear_last();"
     "    $r = @ini_set($k, (string)$d); $e = error_get_last();"
-    "    if ($r === false || ($e !== null && !($e['type'] & (E_DEPRECATED | E_USER_DEPRECATED | E_NOTICE)))) {"
+    "    if ($r === false || ($e !== null"
+    "        && !($e['type'] & (E_DEPRECATED | E_USER_DEPRECATED | E_NOTICE)))) {"
     "      $o[] = \"$k $a !\"; continue; } }"
     "  $o[] = \"$k $a =\" . rawurlencode((string)$d); }"
     "echo implode(\"\\n\", $o), \"\\n\";";
