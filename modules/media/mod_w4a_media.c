@@ -35,6 +35,7 @@
 #include <apr_strings.h>
 
 #include <unistd.h>
+#include <zlib.h>
 
 #include "media_private.h"
 #include "mod_w4a_vhost.h"
@@ -53,6 +54,7 @@ module AP_MODULE_DECLARE_DATA w4a_media_module;
 #define PASS_AT           65536     /* bytes of output passed on at once */
 #define FEED_SLICE        65536     /* bytes fed to the rewriter at once */
 #define MAX_TOKEN_LIMIT   (16 * 1024 * 1024)
+#define ZBUF_SIZE         16384     /* inflated bytes per inflate() call */
 
 static const char *const default_extensions[] = {
     "css", "js", "mjs", "map", "jpg", "jpeg", "png", "gif", "webp", "avif",
@@ -68,12 +70,12 @@ static const char *const font_extensions[] = {
 typedef enum {
     CNT_PAGES, CNT_PAGES_REWRITTEN, CNT_URLS, CNT_BYTES_IN, CNT_BYTES_OUT,
     CNT_PAGES_PASSED, CNT_OVERLONG, CNT_MEDIA_SERVED, CNT_MEDIA_REFUSED,
-    CNT_MAX
+    CNT_INFLATED, CNT_MAX
 } counter_e;
 static const char *const counter_names[CNT_MAX] = {
     "pages_filtered", "pages_rewritten", "urls_rewritten", "bytes_in",
     "bytes_out", "pages_passed", "tokens_overlong", "media_served",
-    "media_refused"
+    "media_refused", "pages_inflated"
 };
 static apr_uint64_t *counters;
 
@@ -89,6 +91,7 @@ typedef enum { SCHEME_UNSET = 0, SCHEME_RELATIVE, SCHEME_HTTP,
 
 typedef struct {
     int                 rewrite;       /* W4A_UNSET, 0, 1 */
+    int                 inflate;       /* W4A_UNSET, 0, 1 */
     const char        **extensions;    /* NULL-terminated; NULL: unset */
     apr_array_header_t *ext_list;      /* while reading the directive */
     const char         *cache_control; /* NULL: unset; "": none */
@@ -105,6 +108,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
 {
     media_conf *c = apr_pcalloc(p, sizeof(*c));
     c->rewrite = W4A_UNSET;
+    c->inflate = W4A_UNSET;
     c->fonts_any = W4A_UNSET;
     c->scheme = SCHEME_UNSET;
     c->max_token = W4A_UNSET;
@@ -117,6 +121,7 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     media_conf *c = apr_pcalloc(p, sizeof(*c));
 
     c->rewrite = add->rewrite != W4A_UNSET ? add->rewrite : base->rewrite;
+    c->inflate = add->inflate != W4A_UNSET ? add->inflate : base->inflate;
     /* A list given in the virtual host replaces the main server's. */
     c->extensions = add->extensions ? add->extensions : base->extensions;
     c->ext_list = NULL;
@@ -154,6 +159,12 @@ static const char *const *conf_extensions(const media_conf *c)
 static const char *set_rewrite(cmd_parms *cmd, void *d, int on)
 {
     srv_conf(cmd)->rewrite = on;
+    return NULL;
+}
+
+static const char *set_inflate(cmd_parms *cmd, void *d, int on)
+{
+    srv_conf(cmd)->inflate = on;
     return NULL;
 }
 
@@ -317,6 +328,8 @@ static const char *set_max_token(cmd_parms *cmd, void *d, const char *arg)
 static const command_rec media_cmds[] = {
     AP_INIT_FLAG("W4AMediaRewrite", set_rewrite, NULL, RSRC_CONF,
                  "On: static asset URLs in HTML pages point at the media host"),
+    AP_INIT_FLAG("W4AMediaInflate", set_inflate, NULL, RSRC_CONF,
+                 "On: gzip HTML from the backend is inflated and rewritten"),
     AP_INIT_ITERATE("W4AMediaExtensions", add_extension, NULL, RSRC_CONF,
                     "Extensions the media host serves and the filter rewrites"),
     AP_INIT_TAKE1("W4AMediaCacheControl", set_cache_control, NULL, RSRC_CONF,
@@ -595,6 +608,11 @@ typedef struct {
     apr_bucket_brigade *out;
     apr_size_t          pending;     /* bytes in out */
     ap_filter_t        *f;
+    int                 zstate;      /* 0: plain, 1: inflating, 2: gzip ended */
+    int                 passed;      /* something went downstream */
+    int                 failed;      /* the answer was cut: drop the rest */
+    z_stream            z;
+    unsigned char      *zbuf;
 } rw_ctx;
 
 static apr_status_t rw_out(void *baton, const char *data, apr_size_t len)
@@ -604,10 +622,22 @@ static apr_status_t rw_out(void *baton, const char *data, apr_size_t len)
     return apr_brigade_write(ctx->out, NULL, NULL, data, len);
 }
 
-/* Why a response is not for the rewriter, or NULL. */
-static const char *rw_skip_reason(request_rec *r)
+static int is_gzip(const char *ce)
+{
+    while (*ce == ' ' || *ce == '\t') {
+        ce++;
+    }
+    return !strncasecmp(ce, "gzip", 4) ? !ce[4 + strspn(ce + 4, " \t")]
+           : !strncasecmp(ce, "x-gzip", 6) ? !ce[6 + strspn(ce + 6, " \t")]
+           : 0;
+}
+
+/* Why a response is not for the rewriter, or NULL; *gzip: it is gzip
+ * that W4AMediaInflate lets us inflate. */
+static const char *rw_skip_reason(request_rec *r, int *gzip)
 {
     const char *ct = r->content_type, *ce, *ccs, *cs;
+    *gzip = 0;
 
     if (r->main) {
         return "sub-request";
@@ -624,7 +654,10 @@ static const char *rw_skip_reason(request_rec *r)
     }
     if ((ce = apr_table_get(r->headers_out, "Content-Encoding"))
         || (ce = apr_table_get(r->err_headers_out, "Content-Encoding"))) {
-        if (strcasecmp(ce, "identity")) {
+        if (is_gzip(ce) && req_conf(r)->inflate != 0) {
+            *gzip = 1;
+        }
+        else if (strcasecmp(ce, "identity")) {
             return "Content-Encoding";
         }
     }
@@ -703,6 +736,7 @@ static apr_status_t rw_pass(rw_ctx *ctx)
     if (APR_BRIGADE_EMPTY(ctx->out)) {
         return APR_SUCCESS;
     }
+    ctx->passed = 1;
     rv = ap_pass_brigade(ctx->f->next, ctx->out);
     apr_brigade_cleanup(ctx->out);
     ctx->pending = 0;
@@ -726,6 +760,108 @@ static void rw_done(request_rec *r, rw_ctx *ctx)
                   st.bytes_out);
 }
 
+/* Feed the rewriter; pass its output on every PASS_AT bytes. */
+static apr_status_t rw_feed(rw_ctx *ctx, const char *data, apr_size_t len)
+{
+    apr_status_t rv = w4a_html_feed(ctx->h, data, len);
+    if (rv == APR_SUCCESS && ctx->pending >= PASS_AT) {
+        rv = rw_pass(ctx);
+    }
+    return rv;
+}
+
+static apr_status_t rw_inflate_end(void *data)
+{
+    rw_ctx *ctx = data;
+    if (ctx->zstate == 1) {
+        inflateEnd(&ctx->z);
+        ctx->zstate = 2;
+    }
+    return APR_SUCCESS;
+}
+
+/* gzip from the backend: inflated here, sent as identity (a later
+ * mod_deflate compresses it again if configured). */
+static apr_status_t rw_inflate_start(rw_ctx *ctx)
+{
+    request_rec *r = ctx->f->r;
+
+    ctx->zbuf = apr_palloc(r->pool, ZBUF_SIZE);
+    if (inflateInit2(&ctx->z, 16 + MAX_WBITS) != Z_OK) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00515)
+                      "no memory to inflate the answer of %s", r->uri);
+        return APR_ENOMEM;
+    }
+    ctx->zstate = 1;
+    apr_pool_cleanup_register(r->pool, ctx, rw_inflate_end,
+                              apr_pool_cleanup_null);
+    apr_table_unset(r->headers_out, "Content-Encoding");
+    apr_table_unset(r->err_headers_out, "Content-Encoding");
+    /* what the backend tagged was the gzip representation */
+    apr_table_unset(r->headers_out, "ETag");
+    count(CNT_INFLATED, 1);
+    return APR_SUCCESS;
+}
+
+/* A broken gzip answer.  Nothing sent yet: a clean 500.  Else, as
+ * mod_proxy does for a broken backend: no last chunk, the connection is
+ * closed, the client sees an incomplete answer, never a complete wrong
+ * one; what follows is dropped. */
+static apr_status_t rw_inflate_failed(rw_ctx *ctx)
+{
+    request_rec *r = ctx->f->r;
+
+    rw_inflate_end(ctx);
+    if (!ctx->passed) {
+        return APR_EGENERAL;
+    }
+    ctx->failed = 1;
+    APR_BRIGADE_INSERT_TAIL(ctx->out, ap_bucket_error_create(
+        HTTP_BAD_GATEWAY, NULL, r->pool, r->connection->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(ctx->out, apr_bucket_eos_create(
+        r->connection->bucket_alloc));
+    return rw_pass(ctx);
+}
+
+static apr_status_t rw_inflate(rw_ctx *ctx, const char *data, apr_size_t len)
+{
+    request_rec *r = ctx->f->r;
+    apr_status_t rv;
+    int zr;
+
+    if (ctx->zstate == 2) {
+        return APR_SUCCESS;                 /* after the gzip end: ignored */
+    }
+    ctx->z.next_in = (unsigned char *)data;
+    ctx->z.avail_in = (uInt)len;
+    do {
+        apr_size_t n;
+        ctx->z.next_out = ctx->zbuf;
+        ctx->z.avail_out = ZBUF_SIZE;
+        zr = inflate(&ctx->z, Z_NO_FLUSH);
+        if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00513)
+                          "gzip answer of %s is corrupt (%s); %s", r->uri,
+                          ctx->z.msg ? ctx->z.msg : "inflate error",
+                          ctx->passed ? "answer cut short" : "answered 500");
+            return rw_inflate_failed(ctx);
+        }
+        n = ZBUF_SIZE - ctx->z.avail_out;
+        if (n && (rv = rw_feed(ctx, (const char *)ctx->zbuf, n))
+            != APR_SUCCESS) {
+            return rv;
+        }
+        if (zr == Z_STREAM_END) {
+            rw_inflate_end(ctx);
+            break;
+        }
+        if (zr == Z_BUF_ERROR && !n) {
+            break;                          /* needs more input */
+        }
+    } while (ctx->z.avail_in > 0 || ctx->z.avail_out == 0);
+    return APR_SUCCESS;
+}
+
 static apr_status_t media_rewrite_filter(ap_filter_t *f,
                                          apr_bucket_brigade *bb)
 {
@@ -735,7 +871,8 @@ static apr_status_t media_rewrite_filter(ap_filter_t *f,
 
     if (!ctx) {
         const w4a_hosting_t *rec = get_hosting ? get_hosting(r) : NULL;
-        const char *why = rec && rec->media_host ? rw_skip_reason(r)
+        int gzip = 0;
+        const char *why = rec && rec->media_host ? rw_skip_reason(r, &gzip)
                                                  : "no media host";
         if (why) {
             ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
@@ -754,6 +891,13 @@ static apr_status_t media_rewrite_filter(ap_filter_t *f,
         /* the length changes; ETag and Last-Modified stay (the same file
          * gives the same page for the same configuration) */
         apr_table_unset(r->headers_out, "Content-Length");
+        if (gzip && (rv = rw_inflate_start(ctx)) != APR_SUCCESS) {
+            return rv;
+        }
+    }
+    if (ctx->failed) {
+        apr_brigade_cleanup(bb);
+        return APR_SUCCESS;
     }
 
     while (!APR_BRIGADE_EMPTY(bb)) {
@@ -763,6 +907,15 @@ static apr_status_t media_rewrite_filter(ap_filter_t *f,
 
         if (APR_BUCKET_IS_METADATA(b)) {
             if (APR_BUCKET_IS_EOS(b)) {
+                if (ctx->zstate == 1) {
+                    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                                  W4ALOGNO(00514) "gzip answer of %s ends "
+                                  "before its gzip stream does; %s", r->uri,
+                                  ctx->passed ? "answer cut short"
+                                              : "answered 500");
+                    apr_brigade_cleanup(bb);
+                    return rw_inflate_failed(ctx);
+                }
                 if ((rv = w4a_html_finish(ctx->h)) != APR_SUCCESS) {
                     return rv;
                 }
@@ -783,15 +936,23 @@ static apr_status_t media_rewrite_filter(ap_filter_t *f,
                           "reading the response of %s", r->uri);
             return rv;
         }
+        if (ctx->zstate) {
+            if ((rv = rw_inflate(ctx, data, len)) != APR_SUCCESS) {
+                return rv;
+            }
+            apr_bucket_delete(b);
+            if (ctx->failed) {
+                apr_brigade_cleanup(bb);
+                return APR_SUCCESS;
+            }
+            continue;
+        }
         for (off = 0; off < len; ) {
             apr_size_t n = len - off > FEED_SLICE ? FEED_SLICE : len - off;
-            if ((rv = w4a_html_feed(ctx->h, data + off, n)) != APR_SUCCESS) {
+            if ((rv = rw_feed(ctx, data + off, n)) != APR_SUCCESS) {
                 return rv;
             }
             off += n;
-            if (ctx->pending >= PASS_AT && (rv = rw_pass(ctx)) != APR_SUCCESS) {
-                return rv;
-            }
         }
         apr_bucket_delete(b);
     }

@@ -323,6 +323,7 @@ def test_media_extensions_are_configurable(w4a):
     ("W4AMediaURLScheme ftp", "expected relative, http or https"),
     ("W4AMediaMaxToken 10", "expected bytes from 256 to 16777216"),
     ("W4AMediaRewrite maybe", "W4AMediaRewrite"),
+    ("W4AMediaInflate 1", "W4AMediaInflate"),
     ("W4AMediaSameSite www.%h", "only %d"),
     ("W4AMediaSameSite http://www.%d", "is not a host name"),
 ])
@@ -462,16 +463,98 @@ def test_rewrite_php_page_every_split_position_of_flushed_chunks(w4a):
     assert status["counters"]["pages_rewritten"] >= len(PAGE) + 8
 
 
-def test_rewrite_gzip_from_php_is_left_alone_and_intact(w4a):
-    files = {"blog/gz.php": "<?php ob_start('ob_gzhandler'); "
-                            "readfile(__DIR__ . '/post.html');\n"}
-    tree, fpm, httpd = rewrite_server(w4a, files_a=files)
+GZ_FILES = {
+    "blog/gz.php": "<?php ob_start('ob_gzhandler'); "
+                   "readfile(__DIR__ . '/post.html');\n",
+    "blog/bad.php": "<?php header('Content-Type: text/html'); "
+                    "header('Content-Encoding: gzip'); "
+                    "echo str_repeat('not gzip at all ', 100);\n",
+    "blog/cut.php": "<?php header('Content-Encoding: gzip'); "
+                    "$z = gzencode(file_get_contents(__DIR__ . '/post.html')); "
+                    "echo substr($z, 0, intdiv(strlen($z), 2));\n",
+    "blog/mid.php": "<?php while (ob_get_level()) ob_end_flush(); "
+                    "header('Content-Encoding: gzip'); "
+                    "$z = gzencode(file_get_contents(__DIR__ . '/post.html') "
+                    ". bin2hex(random_bytes(20000))); "
+                    "echo substr($z, 0, 4000); flush(); usleep(100000); "
+                    "echo str_repeat(chr(255), 4000); flush();\n",
+    "blog/chunks.php": "<?php while (ob_get_level()) ob_end_flush(); "
+                       "header('Content-Encoding: gzip'); "
+                       "$z = gzencode(file_get_contents(__DIR__ . '/post.html')); "
+                       "foreach (str_split($z, 5) as $c) { echo $c; flush(); }\n",
+}
+
+
+def test_rewrite_gzip_from_php_is_inflated_and_rewritten(w4a):
+    tree, fpm, httpd = rewrite_server(w4a, files_a=GZ_FILES)
+    for path in ("/blog/gz.php", "/blog/chunks.php"):
+        st, h, body = httpd.get("a.example", path,
+                                headers={"Accept-Encoding": "gzip"})
+        assert st == 200 and "content-encoding" not in h, path
+        assert body.decode() == PAGE_WANT, path
+    st, h, body = httpd.get("a.example", "/blog/gz.php")   # PHP: no gzip
+    assert st == 200 and body.decode() == PAGE_WANT
+    status = json.loads(httpd.get("a.example", "/w4a-media-status")[2])
+    assert status["counters"]["pages_inflated"] == 2
+
+
+def test_rewrite_inflated_page_is_compressed_again_by_mod_deflate(w4a):
+    files = dict(GZ_FILES, **{"blog/.htaccess":
+                              "AddOutputFilterByType DEFLATE text/html\n"})
+    tree, fpm, httpd = rewrite_server(w4a, files_a=files,
+                                      modules=["filter", "deflate"])
+    st, h, body = httpd.get("a.example", "/blog/gz.php",
+                            headers={"Accept-Encoding": "gzip"})
+    assert st == 200 and h.get("content-encoding") == "gzip"
+    assert gzip.decompress(body).decode() == PAGE_WANT
+
+
+def test_rewrite_gzip_left_alone_and_intact_with_inflate_off(w4a):
+    tree, fpm, httpd = rewrite_server(w4a, "W4AMediaRewrite on\n"
+                                           "W4AMediaInflate off\n",
+                                      files_a=GZ_FILES)
     st, h, body = httpd.get("a.example", "/blog/gz.php",
                             headers={"Accept-Encoding": "gzip"})
     assert st == 200 and h.get("content-encoding") == "gzip"
     assert gzip.decompress(body).decode() == PAGE        # not corrupted
     st, h, body = httpd.get("a.example", "/blog/gz.php")
     assert st == 200 and body.decode() == PAGE_WANT      # identity: rewritten
+
+
+def answer_cut(httpd, path):
+    """(status, raw body): a 500, or a chunked answer without its last
+    chunk (the connection closed): what a client can tell is incomplete."""
+    st, h, raw = httpd.raw(("GET %s HTTP/1.1\r\nHost: a.example\r\n"
+                            "Connection: close\r\n\r\n" % path).encode())
+    cut = st == 500 or (st == 200 and h.get("transfer-encoding") == "chunked"
+                        and not raw.endswith(b"0\r\n\r\n"))
+    return cut, st, raw
+
+
+def test_rewrite_corrupt_or_truncated_gzip_is_cut_with_a_log_line(w4a):
+    tree, fpm, httpd = rewrite_server(w4a, files_a=GZ_FILES)
+    httpd.expect_error(r"W4A00513: gzip answer of /blog/bad\.php is corrupt")
+    httpd.expect_error(r"AH01075: Error dispatching request")   # proxy_fcgi's
+    # corrupt from the first byte: nothing sent yet, so a clean 500
+    st, h, body = httpd.get("a.example", "/blog/bad.php")
+    assert st == 500 and b"not gzip at all" not in body
+    assert httpd.wait_log(r"W4A00513: gzip answer of /blog/bad\.php is "
+                          r"corrupt \(.*\); answered 500")
+    # broken after the answer started (garbage that inflates, then the
+    # stream stops): no last chunk, the connection closed
+    cut, st, raw = answer_cut(httpd, "/blog/mid.php")
+    assert cut and st == 200, raw[-60:]
+    assert PAGE_WANT[:200].encode() in raw
+    assert httpd.wait_log(r"W4A00514: gzip answer of /blog/mid\.php ends "
+                          r"before its gzip stream does; answer cut short")
+    cut, st, raw = answer_cut(httpd, "/blog/cut.php")
+    assert cut, raw[-60:]
+    assert httpd.wait_log(r"W4A00514: gzip answer of /blog/cut\.php ends before")
+    st, h, body = httpd.get("a.example", "/blog/post.html")   # still serving
+    assert (st, body.decode()) == (200, PAGE_WANT)
+    st, h, body = httpd.get("a.example", "/blog/gz.php",
+                            headers={"Accept-Encoding": "gzip"})
+    assert (st, body.decode()) == (200, PAGE_WANT)
 
 
 def test_rewrite_skips_head_range_no_transform_errors_other_types(w4a):
