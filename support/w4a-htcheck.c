@@ -389,7 +389,7 @@ static char *check_text(file_t *f, char *text)
         const char *fixed = NULL, *ind;
         apr_array_header_t *w;
         const char *d;
-        int n;
+        int n, crlf;
 
         next = nl ? nl + 1 : NULL;
         if (nl) {
@@ -397,13 +397,15 @@ static char *check_text(file_t *f, char *text)
         }
         lineno++;
         n = strlen(line);
-        if (n && line[n - 1] == '\r') {
+        crlf = n && line[n - 1] == '\r';
+        if (crlf) {
             line[n - 1] = '\0';
         }
         ind = indent_of(p, line);
         w = words(p, line);
         if (!w->nelts || *APR_ARRAY_IDX(w, 0, const char *) == '#') {
-            APR_ARRAY_PUSH(out, const char *) = line;
+            APR_ARRAY_PUSH(out, const char *) =
+                crlf ? apr_pstrcat(p, line, "\r", NULL) : line;
             continue;
         }
         d = APR_ARRAY_IDX(w, 0, const char *);
@@ -449,7 +451,10 @@ static char *check_text(file_t *f, char *text)
                    "line commented out");
             fixed = apr_pstrcat(p, FIX_MARK, "admin: ", line, NULL);
         }
-        else if (!strcasecmp(d, "<IfModule") && w->nelts == 2) {
+        else if (!strcasecmp(d, "<IfModule")
+                 && (w->nelts == 2 || (w->nelts == 3 && !strcmp(
+                         APR_ARRAY_IDX(w, 2, const char *), ">")))) {
+            /* <IfModule mod_php7.c> or <IfModule "mod_php7.c"> */
             char *m = apr_pstrdup(p, APR_ARRAY_IDX(w, 1, const char *));
             int neg = *m == '!';
             size_t ml;
@@ -561,10 +566,12 @@ static char *check_text(file_t *f, char *text)
         if (fixed) {
             changed = 1;
             f->fixes++;
-            APR_ARRAY_PUSH(out, const char *) = fixed;
+            APR_ARRAY_PUSH(out, const char *) =
+                crlf ? apr_pstrcat(p, fixed, "\r", NULL) : fixed;
         }
         else {
-            APR_ARRAY_PUSH(out, const char *) = line;
+            APR_ARRAY_PUSH(out, const char *) =
+                crlf ? apr_pstrcat(p, line, "\r", NULL) : line;
         }
     }
     if (has_order && has_require) {
