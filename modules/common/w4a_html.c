@@ -73,7 +73,7 @@ struct w4a_html_t {
     int             has_base;    /* a <base> tag: relative URLs left alone */
 
     char           *hold;
-    apr_size_t      hold_len;
+    apr_size_t      hold_len, hold_cap;  /* grown as needed, up to max */
 
     sbuf            url;         /* a rewritten URL */
     sbuf            tmp;         /* relative URL joined to the page's dir */
@@ -198,6 +198,29 @@ static apr_status_t free_bufs(void *data)
     free(h->tmp.d);
     free(h->val.d);
     free(h->hold);
+    return APR_SUCCESS;
+}
+
+/* Room for need bytes in the hold buffer (need <= max). */
+static apr_status_t hold_reserve(w4a_html_t *h, apr_size_t need)
+{
+    apr_size_t cap = h->hold_cap ? h->hold_cap : 1024;
+    char *d;
+    if (need <= h->hold_cap) {
+        return APR_SUCCESS;
+    }
+    while (cap < need) {
+        cap *= 2;
+    }
+    if (cap > h->max) {
+        cap = h->max;
+    }
+    d = realloc(h->hold, cap);
+    if (!d) {
+        return APR_ENOMEM;
+    }
+    h->hold = d;
+    h->hold_cap = cap;
     return APR_SUCCESS;
 }
 
@@ -993,6 +1016,9 @@ static apr_status_t cons_start(w4a_html_t *h, const char **pp,
     if ((rv = emit(h, *pass, p - *pass)) != APR_SUCCESS) {
         return rv;
     }
+    if ((rv = hold_reserve(h, end - p)) != APR_SUCCESS) {
+        return rv;
+    }
     memcpy(h->hold, p, end - p);
     h->hold_len = end - p;
     h->mode = M_HOLD;
@@ -1017,10 +1043,6 @@ apr_status_t w4a_html_create(w4a_html_t **hp, apr_pool_t *p,
     h->max = o->max_token ? o->max_token : W4A_HTML_MAX_TOKEN_DEFAULT;
     h->base_len = strlen(o->media_base);
     h->mode = M_TEXT;
-    h->hold = malloc(h->max + 1);
-    if (!h->hold) {
-        return APR_ENOMEM;
-    }
     apr_pool_cleanup_register(p, h, free_bufs, apr_pool_cleanup_null);
     *hp = h;
     return APR_SUCCESS;
@@ -1237,6 +1259,9 @@ apr_status_t w4a_html_feed(w4a_html_t *h, const char *data, apr_size_t len)
                         h->mode = M_SKIPCONS;
                     }
                     break;
+                }
+                if ((rv = hold_reserve(h, h->hold_len + n)) != APR_SUCCESS) {
+                    return rv;
                 }
                 memcpy(h->hold + h->hold_len, p, n);
                 h->hold_len += n;
