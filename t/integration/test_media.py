@@ -725,3 +725,29 @@ def test_media_range_requests_keep_the_media_headers(w4a):
     assert (st, body) == (206, PNG.encode()[:3])
     assert h["cache-control"] == "public, max-age=2592000"
     assert "Origin" in h["vary"]
+
+
+def test_rewrite_each_hosting_gets_its_own_media_host_only(w4a):
+    tree, fpm, httpd = rewrite_server(w4a, with_php=False)
+    page = ('<img src="/img/b.png"><img src="https://a.example/img/x.png">'
+            '<img src="//media.a.example/img/x.png">')
+    tree.write(B, "b.example", "p.html", page)
+    st, h, body = httpd.get("b.example", "/p.html")
+    assert (st, body.decode()) == (200, page.replace(
+        '"/img/b.png"', '"//media.b.example/img/b.png"'))
+    # and b's media host serves b's files only
+    assert httpd.get("media.b.example", "/img/b.png")[0] == 200
+    assert httpd.get("media.b.example", "/img/x.png")[0] == 404
+
+
+def test_media_directives_cannot_be_set_in_htaccess(w4a):
+    files = {"h/.htaccess": "W4AMediaExtensions php\n", "h/x.png": PNG,
+             "h2/.htaccess": "W4AMediaRewrite off\n", "h2/x.png": PNG}
+    tree, fpm, httpd = media_server(w4a, files_a=files)
+    httpd.expect_error(r"W4AMediaExtensions not allowed here")
+    httpd.expect_error(r"W4AMediaRewrite not allowed here")
+    for path in ("/h/x.png", "/h2/x.png"):
+        st, h, body = httpd.get("media.a.example", path)
+        assert st == 500, path
+    assert httpd.wait_log(r"W4AMediaExtensions not allowed here")
+    assert httpd.get("media.a.example", "/img/x.png")[0] == 200
