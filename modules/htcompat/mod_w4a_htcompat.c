@@ -35,10 +35,13 @@
 #include <apr_mmap.h>
 #include <apr_optional.h>
 #include <apr_strings.h>
+#include <apr_thread_mutex.h>
+#include <apr_time.h>
 
 #include "htcompat_private.h"
 #include "htcompat_table.h"
 #include "mod_w4a_htcompat.h"
+#include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_htcompat_module;
 
@@ -62,6 +65,20 @@ typedef struct {
 } htc_state_t;
 
 static htc_state_t *state;
+
+/*
+ * Log throttle, per process: a skipped line is logged once per
+ * W4AHtcompatLogInterval for each (file, line, reason), not on every
+ * request of a busy site that nobody will fix since it works.  Counters
+ * count every request.
+ */
+#define DEFAULT_LOG_INTERVAL 300
+#define MAX_THROTTLED        10000
+static apr_pool_t         *throttle_pool;
+static apr_hash_t         *throttle_seen;    /* key -> apr_time_t * */
+#if APR_HAS_THREADS
+static apr_thread_mutex_t *throttle_mutex;
+#endif
 
 /* One php_* line. */
 typedef struct {
@@ -90,6 +107,7 @@ typedef struct {
     const char *state_file;         /* NULL: unset */
     apr_hash_t *deny;               /* names customers may not set; NULL: unset */
     apr_array_header_t *track;      /* names reset from the start ("all"); NULL: unset */
+    int         log_interval;       /* seconds; W4A_UNSET: unset; 0: every request */
 } htc_srv_conf;
 
 /* ------------------------------------------------------------------ */
@@ -179,6 +197,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->state_file = NULL;
     c->deny = NULL;
     c->track = NULL;
+    c->log_interval = W4A_UNSET;
     return c;
 }
 
@@ -201,6 +220,8 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
         c->deny = add->deny ? add->deny : base->deny;
     }
     c->track = add->track ? add->track : base->track;   /* main server only */
+    c->log_interval = add->log_interval != W4A_UNSET ? add->log_interval
+                                                     : base->log_interval;
     return c;
 }
 
@@ -363,6 +384,17 @@ static const char *add_track(cmd_parms *cmd, void *d, const char *name)
     return NULL;
 }
 
+static const char *set_log_interval(cmd_parms *cmd, void *d, const char *arg)
+{
+    apr_int64_t v;
+    if (!w4a_parse_number(arg, 0, 86400, &v)) {
+        return "W4AHtcompatLogInterval: expected seconds from 0 to 86400 "
+               "(0: log on every request)";
+    }
+    srv_conf(cmd)->log_interval = (int)v;
+    return NULL;
+}
+
 static const char *set_state_file(cmd_parms *cmd, void *d, const char *path)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -401,6 +433,8 @@ static const command_rec htc_cmds[] = {
     AP_INIT_ITERATE("W4AHtcompatTrack", add_track, NULL, RSRC_CONF,
                     "Settings reset on every PHP request from the start "
                     "(names, or all)"),
+    AP_INIT_TAKE1("W4AHtcompatLogInterval", set_log_interval, NULL, RSRC_CONF,
+                  "Seconds between two log lines about the same skipped line"),
     AP_INIT_TAKE1("W4AHtcompatStateFile", set_state_file, NULL, RSRC_CONF,
                   "File holding the settings ever delivered and the counters"),
     {NULL}
@@ -428,8 +462,57 @@ static void mark_delivered(unsigned bit)
     }
 }
 
+/* Whether this (file, line, reason) may be logged now. */
+static int throttle_allows(request_rec *r, const htc_line_t *l,
+                           htc_reason_e why)
+{
+    htc_srv_conf *sc = ap_get_module_config(r->server->module_config,
+                                            &w4a_htcompat_module);
+    int interval = sc->log_interval == W4A_UNSET ? DEFAULT_LOG_INTERVAL
+                                                 : sc->log_interval;
+    apr_time_t now = apr_time_now(), *last;
+    const char *key;
+    int ok = 1;
+
+    if (interval == 0 || !throttle_seen) {
+        return 1;
+    }
+    key = apr_psprintf(r->pool, "%s\001%d\001%d\001%s", l->file, l->line,
+                       (int)why, l->name);
+#if APR_HAS_THREADS
+    if (throttle_mutex) {
+        apr_thread_mutex_lock(throttle_mutex);
+    }
+#endif
+    last = apr_hash_get(throttle_seen, key, APR_HASH_KEY_STRING);
+    if (last && now - *last < apr_time_from_sec(interval)) {
+        ok = 0;
+    }
+    else {
+        if (!last) {
+            if (apr_hash_count(throttle_seen) >= MAX_THROTTLED) {
+                apr_hash_clear(throttle_seen);   /* bounded memory */
+            }
+            last = apr_palloc(throttle_pool, sizeof(*last));
+            apr_hash_set(throttle_seen, apr_pstrdup(throttle_pool, key),
+                         APR_HASH_KEY_STRING, last);
+        }
+        *last = now;
+    }
+#if APR_HAS_THREADS
+    if (throttle_mutex) {
+        apr_thread_mutex_unlock(throttle_mutex);
+    }
+#endif
+    return ok;
+}
+
 static void log_refused(request_rec *r, const htc_line_t *l, htc_reason_e why)
 {
+    count(why);
+    if (!throttle_allows(r, l, why)) {
+        return;
+    }
     if (why == HTC_REMOVED) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00402)
                       "%s:%d: %s %s dropped: %s", l->file, l->line,
@@ -446,7 +529,6 @@ static void log_refused(request_rec *r, const htc_line_t *l, htc_reason_e why)
                       l->directive, l->name, htc_reason_name(why),
                       htc_reason_text(why));
     }
-    count(why);
 }
 
 static int w4a_htcompat_engine(request_rec *r)
@@ -703,11 +785,25 @@ static int htc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     return OK;
 }
 
+static void htc_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    throttle_pool = pchild;
+    throttle_seen = apr_hash_make(pchild);
+#if APR_HAS_THREADS
+    if (apr_thread_mutex_create(&throttle_mutex, APR_THREAD_MUTEX_DEFAULT,
+                                pchild) != APR_SUCCESS) {
+        throttle_mutex = NULL;
+        throttle_seen = NULL;           /* no throttle: log every time */
+    }
+#endif
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     APR_REGISTER_OPTIONAL_FN(w4a_htcompat_engine);
     APR_REGISTER_OPTIONAL_FN(w4a_htcompat_php_value);
     ap_hook_post_config(htc_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(htc_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(htc_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

@@ -630,3 +630,32 @@ def test_htcompat_track_all_resets_every_per_directory_setting(w4a):
     phplog = os.path.join(tree.home(A), "log/php/error.log")
     text = open(phplog).read() if os.path.exists(phplog) else ""
     assert "PHP " not in text, text[-2000:]
+
+
+def test_htcompat_skipped_line_logged_once_per_interval_counted_always(w4a):
+    """A busy site's skipped line is logged once per W4AHtcompatLogInterval
+    and httpd process, not on every request; the counters count them all."""
+    files = {"x/.htaccess": "php_value allow_url_fopen 0\n",
+             "x/ini.php": INI_PHP,
+             "y/.htaccess": "php_value allow_url_fopen 0\n",
+             "y/ini.php": INI_PHP}
+    tree, fpm, httpd = server(w4a, files_a=files)
+    for _ in range(12):
+        get_vals(httpd, "a.example", "/x/ini.php")
+    lines = re.findall(r"W4A00401: \S+/x/\.htaccess:1: php_value "
+                       r"allow_url_fopen skipped", httpd.log())
+    assert 1 <= len(lines) <= 4, len(lines)     # at most one per process (ServerLimit 4)
+    assert status(httpd)["refused"]["system"] == 12
+    # another file's line has its own entry
+    get_vals(httpd, "a.example", "/y/ini.php")
+    assert re.search(r"W4A00401: \S+/y/\.htaccess:1:", httpd.log())
+
+
+def test_htcompat_log_interval_zero_logs_every_request(w4a):
+    files = {"x/.htaccess": "php_value allow_url_fopen 0\n",
+             "x/ini.php": INI_PHP}
+    tree, fpm, httpd = server(w4a, files_a=files,
+                              conf="W4AHtcompatLogInterval 0\n")
+    for _ in range(5):
+        get_vals(httpd, "a.example", "/x/ini.php")
+    assert len(re.findall(r"W4A00401: \S+/x/\.htaccess:1:", httpd.log())) == 5
