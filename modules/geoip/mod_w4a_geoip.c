@@ -79,6 +79,7 @@ typedef struct {
     apr_time_t       checked_at;
     apr_uint32_t     reloads, refused;   /* this process */
     apr_uint64_t    *counters;     /* CNT_MAX, shared; NULL: none */
+    apr_uint32_t    *generation;   /* the process's, bumped on every swap */
     char             error[512];   /* why there is no (new) database */
 } geoip_slot;
 
@@ -109,7 +110,24 @@ typedef struct {
     apr_thread_mutex_t *wlock;
     apr_thread_cond_t  *wcond;
     int                 stop;
+    apr_uint32_t        generation; /* bumped when any database changes */
 } geoip_global;
+
+/* The last result of a connection: the next request on it from the same
+ * client (a browser fetching a page's assets) reuses it while no database
+ * changed.  Fixed size, so that a long connection from a proxy carrying
+ * many clients costs nothing more; values that do not fit are not kept. */
+#define CONN_CACHE_VARS  8
+#define CONN_CACHE_BYTES 256
+typedef struct {
+    const void   *c;               /* the geoip_conf it was made for; NULL:
+                                      empty */
+    apr_uint32_t  generation;
+    int           family;
+    unsigned char addr[16];
+    const char   *values[CONN_CACHE_VARS];
+    char          buf[CONN_CACHE_BYTES];
+} geoip_conncache;
 
 /* One variable to set. */
 typedef struct {
@@ -528,6 +546,9 @@ static void slot_swap(geoip_slot *slot, w4a_geoip_db_t *db)
     old = slot->cur;
     db->refs = 1;
     slot->cur = db;
+    if (slot->generation) {
+        apr_atomic_inc32(slot->generation);
+    }
     slot->loaded_at = apr_time_now();
     slot->error[0] = '\0';
     apr_thread_mutex_unlock(slot->lock);
@@ -1075,6 +1096,7 @@ static int geoip_post_config(apr_pool_t *pconf, apr_pool_t *plog,
             return HTTP_INTERNAL_SERVER_ERROR;
         }
         slot->counters = counters ? counters + i * CNT_MAX : NULL;
+        slot->generation = &g->generation;
         apr_pool_cleanup_register(pconf, slot, slot_cleanup,
                                   apr_pool_cleanup_null);
         slot_load_at_start(g, slot, ptemp);
@@ -1277,11 +1299,63 @@ static void put_values(request_rec *r, const geoip_req *rq)
     }
 }
 
+static geoip_conncache *conn_cache(conn_rec *conn)
+{
+    geoip_conncache *cc = ap_get_module_config(conn->conn_config,
+                                               &w4a_geoip_module);
+    if (!cc) {
+        cc = apr_pcalloc(conn->pool, sizeof(*cc));
+        ap_set_module_config(conn->conn_config, &w4a_geoip_module, cc);
+    }
+    return cc;
+}
+
+static int conn_cache_hit(const geoip_conncache *cc, const geoip_conf *c,
+                          apr_uint32_t gen, const apr_sockaddr_t *sa)
+{
+    return cc->c == c && cc->generation == gen && cc->family == sa->family
+           && sa->ipaddr_len <= (int)sizeof(cc->addr)
+           && !memcmp(cc->addr, sa->ipaddr_ptr, sa->ipaddr_len);
+}
+
+static void conn_cache_store(geoip_conncache *cc, const geoip_conf *c,
+                             apr_uint32_t gen, const apr_sockaddr_t *sa,
+                             const char **values, int n)
+{
+    apr_size_t used = 0;
+    int i;
+
+    cc->c = NULL;
+    if (n > CONN_CACHE_VARS || sa->ipaddr_len > (int)sizeof(cc->addr)) {
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        apr_size_t len;
+        if (!values[i]) {
+            cc->values[i] = NULL;
+            continue;
+        }
+        len = strlen(values[i]) + 1;
+        if (used + len > sizeof(cc->buf)) {
+            return;                         /* does not fit: not kept */
+        }
+        memcpy(cc->buf + used, values[i], len);
+        cc->values[i] = cc->buf + used;
+        used += len;
+    }
+    cc->generation = gen;
+    cc->family = sa->family;
+    memcpy(cc->addr, sa->ipaddr_ptr, sa->ipaddr_len);
+    cc->c = c;
+}
+
 static int geoip_post_read_request(request_rec *r)
 {
     geoip_conf *c = srv_conf(r->server);
     geoip_global *g = c->g;
     apr_sockaddr_t *client;
+    geoip_conncache *cc = NULL;
+    apr_uint32_t gen = 0;
     geoip_req *rq;
     int i, d, nvars;
 
@@ -1320,6 +1394,14 @@ static int geoip_post_read_request(request_rec *r)
     rq->values = apr_pcalloc(r->pool, sizeof(const char *) * (nvars + 1));
     client = client_addr(r, c);
     rq->values[nvars] = is_supervisor(g, client) ? "1" : "0";
+    if (client && nvars) {
+        cc = conn_cache(r->connection);
+        gen = apr_atomic_read32(&g->generation);
+        if (conn_cache_hit(cc, c, gen, client)) {
+            memcpy(rq->values, cc->values, sizeof(const char *) * nvars);
+            client = NULL;                  /* no lookup */
+        }
+    }
     for (d = 0; client && d < g->dbs->nelts; d++) {
         geoip_slot *slot;
         w4a_geoip_db_t *db;
@@ -1359,6 +1441,9 @@ static int geoip_post_read_request(request_rec *r)
                           MMDB_strerror(res.mmdb_error));
         }
         slot_release(slot, db);
+    }
+    if (client && cc) {
+        conn_cache_store(cc, c, gen, client, rq->values, nvars);
     }
     ap_set_module_config(r->request_config, &w4a_geoip_module, rq);
     put_values(r, rq);

@@ -592,6 +592,50 @@ def wait_for(pred, timeout=15.0):
     return False
 
 
+def test_geoip_keepalive_connection_reuses_result_per_client_only(w4a):
+    """Requests on one connection from the same client reuse the last
+    result; another client, another virtual host or another database
+    version on the same connection are looked up again."""
+    paths = dbs(w4a, country="country")
+    httpd = w4a.httpd(f"""
+{geo_conf(paths)}
+W4AGeoIPTrustedProxy 127.0.0.1
+W4AGeoIPNetworkEnv GEOIP_NET
+{echo_headers("GEOIP_COUNTRY_CODE", "GEOIP_NET", "GEOIP_CONTINENT")}
+KeepAlive On
+<VirtualHost *:*>
+    ServerName a.example
+</VirtualHost>
+<VirtualHost *:*>
+    ServerName b.example
+    W4AGeoIPEnv GEOIP_CONTINENT continent/code
+</VirtualHost>
+{STATUS}
+""", ours=OURS).start()
+    conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=5)
+
+    def get(host, ip):
+        conn.request("GET", "/", headers={"Host": host,
+                                          "X-Forwarded-For": ip})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+        return (r.getheader("X-GEOIP_COUNTRY_CODE"),
+                r.getheader("X-GEOIP_NET"), r.getheader("X-GEOIP_CONTINENT"))
+    seq = [("a.example", FR), ("a.example", FR), ("a.example", FR),
+           ("a.example", UA), ("a.example", FR), ("b.example", FR),
+           ("b.example", BR), ("a.example", BR), ("a.example", BR)]
+    for host, cc in seq:
+        want = (cc, NET[cc], CONTINENT[cc] if host == "b.example"
+                else "(null)")
+        assert get(host, IP[cc]) == want, (host, cc)
+    conn.close()
+    # 9 requests, 6 lookups (the 2nd and 3rd FR and the last BR reused),
+    # + the status request itself
+    d = status(httpd)["databases"][0]
+    assert d["lookups"] == 6 + 1
+
+
 # --- status and configuration errors -----------------------------------------
 
 def test_geoip_status_json(w4a):
