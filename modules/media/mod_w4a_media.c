@@ -483,6 +483,21 @@ static int media_fixup_last(request_rec *r)
     if (handler_refused(r)) {
         return refuse_handler(r, host, "per-directory configuration");
     }
+    if (r->handler && !strcmp(r->handler, "redirect-handler")) {
+        /* mod_rewrite's internal redirect: its target is checked by the
+         * new request, but a target that can only be refused is refused
+         * here already, before anyone (mod_w4a_php) looks at it */
+        const char *target = r->filename + 9;
+        apr_size_t n = strcspn(target, "?#");
+        if (!in_list(conf_extensions(req_conf(r)),
+                     extension_of(apr_pstrmemdup(r->pool, target, n)))) {
+            return refuse(r, HTTP_FORBIDDEN, APLOG_INFO, apr_psprintf(r->pool,
+                          W4ALOGNO(00501) "media host %s: a rewrite to %s, "
+                          "not an allow-listed static file; answered 403",
+                          host, target));
+        }
+        return DECLINED;
+    }
     if (!r->handler) {
         r->handler = STATIC_HANDLER;
     }

@@ -212,15 +212,20 @@ def test_media_rewrite_to_php_is_refused_after_the_internal_redirect(w4a):
     # existing file rewritten to a .php path, on the main site too)
     files = {"r/.htaccess": "RewriteEngine On\n"
                             "RewriteRule ^pic\\.jpg$ /m.php/pic [L]\n"
+                            "RewriteRule ^pic2\\.jpg$ /m.php [L]\n"
                             "RewriteRule ^webp\\.jpg$ /img/x.png [L]\n"
                             "RewriteCond %{REQUEST_FILENAME} !-f\n"
                             "RewriteRule . /m.php [L]\n",
-             "r/pic.jpg": PNG, "r/webp.jpg": PNG}
+             "r/pic.jpg": PNG, "r/pic2.jpg": PNG, "r/webp.jpg": PNG}
     tree, fpm, httpd = media_server(w4a, with_php=True, files_a=files)
     st, h, body = httpd.get("media.a.example", "/r/pic.jpg")
     assert st == 403 and b"php ran" not in body
-    assert httpd.wait_log(r"W4A00501: media host media\.a\.example: "
-                          r".*/m\.php/pic is not an allow-listed static file")
+    assert httpd.wait_log(r"W4A00501: media host media\.a\.example: a rewrite "
+                          r"to /m\.php/pic, not an allow-listed static file")
+    st, h, body = httpd.get("media.a.example", "/r/pic2.jpg")
+    assert st == 403 and b"php ran" not in body
+    assert httpd.wait_log(r"W4A00501: media host media\.a\.example: a rewrite "
+                          r"to /m\.php, not an allow-listed static file")
     # a rewrite from one static file to another is fine
     st, h, body = httpd.get("media.a.example", "/r/webp.jpg")
     assert (st, body) == (200, PNG.encode())
