@@ -3,6 +3,7 @@ every level of the configuration, from real .mmdb databases."""
 import http.client
 import json
 import os
+import pwd
 import re
 import socket
 import subprocess
@@ -708,3 +709,30 @@ def test_geoip_bad_directives_refused_at_config_time(w4a):
         assert re.search(err, out), (line, out)
     rc, out = config_check(w4a, "W4AGeoIPDatabase country %s\n" % db)
     assert rc == 0, out
+
+
+def test_geoip_directives_refused_in_htaccess_server_keeps_serving(w4a):
+    """Our directives are server configuration only: in a customer's
+    .htaccess they are a 500 with httpd's "not allowed here" line, and
+    the other pages (and hostings) keep being served."""
+    httpd = hosting_server(w4a, "W4AGeoIPEnv GEOIP_CITY city/names/en\n")
+    w4a.tree.write(A, "example.com", "ok/index.html", "fine\n")
+    w4a.tree.write(A, "example.com", "ok/.htaccess", "")
+    w4a.tree.chown_tree(w4a.tree.home(A), pwd.getpwnam(A).pw_uid)
+    httpd.expect_error(r"W4AGeoIPEnv not allowed here")
+    st, h, b = httpd.get("example.com", "/", xff(IP[FR]))
+    assert st == 500
+    assert httpd.wait_log(r"\.htaccess: W4AGeoIPEnv not allowed here")
+    w4a.tree.write(A, "example.com", ".htaccess", "")
+    st, h, b = httpd.get("example.com", "/ok/", xff(IP[FR]))
+    assert (st, b) == (200, b"fine\n")
+    for line in ("W4AGeoIPDatabase x /etc/passwd",
+                 "W4AGeoIPSupervisor 0.0.0.0/1",
+                 "W4AGeoIPTrustedProxy 0.0.0.0/1"):
+        w4a.tree.write(A, "example.com", "ok/.htaccess", line + "\n")
+        httpd.expect_error(line.split()[0] + " not allowed here")
+        st, h, b = httpd.get("example.com", "/ok/", xff(IP[FR]))
+        assert st == 500, line
+    w4a.tree.write(A, "example.com", "ok/.htaccess", "")
+    st, h, b = httpd.get("example.com", "/ok/", xff(IP[FR]))
+    assert (st, b) == (200, b"fine\n")
