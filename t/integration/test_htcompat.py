@@ -4,6 +4,7 @@ import json
 import os
 import re
 import subprocess
+import time
 
 from w4a_harness import HTCOMPAT_SO, REPO, hostings_dir_block
 
@@ -587,6 +588,11 @@ def test_htcompat_resets_survive_an_httpd_restart(w4a):
     v = get_vals(httpd, "a.example", "/set/ini.php")
     assert v["memory_limit"] == "222M"
     pid = v["pid"]
+    # Stopping right after a request can catch its connection in lingering
+    # close: the event MPM then logs AH03092 while it shuts down (httpd's
+    # own, harmless); give it a moment, and allow the line.
+    httpd.expect_error(r"AH03092: process_lingering_close")
+    time.sleep(0.5)
     httpd.stop()
     httpd.start()
     v = get_vals(httpd, "a.example", "/plain/ini.php")
