@@ -657,9 +657,6 @@ static const char *rw_skip_reason(request_rec *r, int *gzip)
     if (r->main) {
         return "sub-request";
     }
-    if (r->header_only) {
-        return "HEAD";
-    }
     if (r->status != HTTP_OK) {
         return "status";
     }
@@ -692,6 +689,11 @@ static const char *rw_skip_reason(request_rec *r, int *gzip)
         if (!w4a_html_charset_ok(cs, n)) {
             return "charset";
         }
+    }
+    if (r->header_only) {
+        /* GET would be rewritten: its length is not the file's */
+        apr_table_unset(r->headers_out, "Content-Length");
+        return "HEAD";
     }
     return NULL;
 }
@@ -889,6 +891,18 @@ static apr_status_t media_rewrite_filter(ap_filter_t *f,
         int gzip = 0;
         const char *why = rec && rec->media_host ? rw_skip_reason(r, &gzip)
                                                  : "no media host";
+        if (why && r->header_only && !strcmp(why, "HEAD")) {
+            /* no body goes out anyway: without its bytes, httpd cannot
+             * put the file's length (not GET's) back */
+            apr_bucket *b = APR_BRIGADE_FIRST(bb);
+            while (b != APR_BRIGADE_SENTINEL(bb)) {
+                apr_bucket *next = APR_BUCKET_NEXT(b);
+                if (!APR_BUCKET_IS_METADATA(b)) {
+                    apr_bucket_delete(b);
+                }
+                b = next;
+            }
+        }
         if (why) {
             ap_log_rerror(APLOG_MARK, APLOG_TRACE1, 0, r,
                           "not rewritten: %s", why);
