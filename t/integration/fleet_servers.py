@@ -238,11 +238,12 @@ class Postgres:
             user="postgres", group="postgres", extra_groups=[], cwd=self.dir)
         assert _wait_port(self.port, 60), "postgres did not listen:\n" + \
             open(self.log).read()[-2000:]
+        # listening is not accepting: after a crash it first recovers
+        end = time.time() + 60
+        while self.psql("postgres", "SELECT 1").returncode != 0:
+            assert time.time() < end, open(self.log).read()[-2000:]
+            time.sleep(0.2)
         if first:
-            end = time.time() + 30
-            while self.psql("postgres", "SELECT 1").returncode != 0:
-                assert time.time() < end, open(self.log).read()[-2000:]
-                time.sleep(0.2)
             for db, text in (("postgres", "CREATE ROLE w4a LOGIN PASSWORD 'w4a'"),
                              ("postgres", "CREATE DATABASE w4a"),
                              ("w4a", SCHEMA),
