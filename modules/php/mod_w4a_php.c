@@ -41,7 +41,7 @@
 
 #include "php_private.h"
 #include "mod_w4a_vhost.h"
-#include "../htcompat/mod_w4a_htcompat.h"
+#include "mod_w4a_htcompat.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_php_module;
@@ -469,7 +469,9 @@ static int php_fixups(request_rec *r)
                       r->filename ? r->filename : r->uri,
                       r->handler ? r->handler : "-"));
     }
-    if (!r->filename) {
+    if (!r->filename || !strncmp(r->filename, "redirect:", 9)) {
+        /* none, or mod_rewrite's per-directory internal redirect of an
+         * existing file: its new URI comes through these fixups again */
         return DECLINED;
     }
     by_type = php_type_version(r->pool, r->handler ? r->handler

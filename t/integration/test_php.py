@@ -105,6 +105,28 @@ def test_php_front_controller_rewrite_forms_all_work(w4a):
     assert st == 200 and vars_of(body)["user"] == A   # DirectoryIndex index.php
 
 
+def test_php_rewrite_of_an_existing_file_to_a_script_runs_it(w4a):
+    """RewriteRule ^old.html$ /new.php: the per-directory rewrite of a file
+    that exists is an internal redirect ("redirect:/new.php" until it is
+    followed), which must run the script, not be refused as outside the
+    document root."""
+    files = {"old.html": "old static page\n", "new.php": INFO_PHP,
+             "sub/.htaccess": "RewriteEngine On\n"
+             "RewriteRule ^page\\.html$ /new.php?from=sub [L]\n",
+             "sub/page.html": "sub static page\n",
+             ".htaccess": "RewriteEngine On\n"
+             "RewriteRule ^old\\.html$ /new.php [L]\n"}
+    tree, fpm, httpd = php_server(w4a, files_a=files)
+    st, h, body = httpd.get("a.example", "/old.html")
+    assert st == 200, body
+    v = vars_of(body)
+    assert v["user"] == A and v["SCRIPT_NAME"] == "/new.php"
+    st, h, body = httpd.get("a.example", "/sub/page.html")
+    assert st == 200, body
+    assert vars_of(body)["QUERY_STRING"] == "from=sub"
+    assert "W4A00203" not in httpd.log()
+
+
 def test_php_authorization_reaches_php_and_proxy_header_does_not(w4a):
     tree, fpm, httpd = php_server(w4a)
     st, h, body = httpd.get("a.example", "/info.php",
