@@ -22,7 +22,8 @@ typedef enum {
 } w4a_state_e;
 
 /** Record flags (bit set). */
-#define W4A_FLAG_LOG   0x0001u  /**< copy access log lines to the hosting's log_dir */
+#define W4A_FLAG_LOG     0x0001u  /**< copy access log lines to the hosting's log_dir */
+#define W4A_FLAG_REWRITE 0x0002u  /**< mod_w4a_media rewrites asset URLs of its HTML to media_host */
 
 /**
  * One hosting record as seen for one domain.  Every string is

@@ -335,6 +335,15 @@ static const char *or_dash(const char *s)
     return s ? s : "-";
 }
 
+/* The record flags as the map writes them ("log,rewrite"), or "-". */
+static const char *flag_names(apr_uint32_t flags, apr_pool_t *p)
+{
+    const char *out = apr_pstrcat(p, (flags & W4A_FLAG_LOG) ? ",log" : "",
+                                  (flags & W4A_FLAG_REWRITE) ? ",rewrite" : "",
+                                  NULL);
+    return *out ? out + 1 : "-";
+}
+
 static int cmd_lookup(const cmd_t *cmd, int argc, const char *const *argv,
                       apr_pool_t *p)
 {
@@ -371,7 +380,7 @@ static int cmd_lookup(const cmd_t *cmd, int argc, const char *const *argv,
            "docroot=%s\nphp=%s\nstate=%s\nflags=%s\nlog_dir=%s\nmedia=%s\n",
            host, r.domain, r.matched, r.hosting, r.uid, r.gid, r.docroot,
            or_dash(r.php_version), w4a_state_name(r.state),
-           (r.flags & W4A_FLAG_LOG) ? "log" : "-", or_dash(r.log_dir),
+           flag_names(r.flags, p), or_dash(r.log_dir),
            or_dash(r.media_host));
     w4a_map_close(m);
     return EXIT_OK;

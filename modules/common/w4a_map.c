@@ -94,7 +94,7 @@ typedef char slot_is_16_bytes[sizeof(map_slot_t) == 16 ? 1 : -1];
 typedef char record_is_40_bytes[sizeof(map_record_t) == 40 ? 1 : -1];
 
 #define CHECKSUM_AT  offsetof(map_header_t, checksum)
-#define KNOWN_FLAGS  W4A_FLAG_LOG
+#define KNOWN_FLAGS  (W4A_FLAG_LOG | W4A_FLAG_REWRITE)
 
 /* The opened index: values of the header in host byte order. */
 struct w4a_map_t {
@@ -1050,7 +1050,7 @@ static void parse_flags(compile_ctx *c, src_record_t *r, char *flags,
                         char *log_buf, char *media_buf)
 {
     char *item, *rest = flags;
-    int seen_log = 0;
+    int seen_log = 0, seen_rewrite = 0;
     const char *why;
 
     if (!strcmp(flags, "-")) {
@@ -1074,6 +1074,12 @@ static void parse_flags(compile_ctx *c, src_record_t *r, char *flags,
                 r->log_dir = item + 4;
             }
         }
+        else if (!strcmp(item, "rewrite")) {
+            if (seen_rewrite++) {
+                report(c, W4A_LOG_ERR, "flag rewrite given twice");
+            }
+            r->flags |= W4A_FLAG_REWRITE;
+        }
         else if (!strncmp(item, "media=", 6)) {
             apr_size_t len;
             if (r->media) {
@@ -1091,7 +1097,7 @@ static void parse_flags(compile_ctx *c, src_record_t *r, char *flags,
         }
         else {
             report(c, W4A_LOG_ERR, "unknown flag '%s' (expected log, log=DIR, "
-                   "media=HOST)", item);
+                   "media=HOST, rewrite)", item);
         }
     }
     /* The default log directory: <home>/log/apache2, <home> being the
@@ -1701,18 +1707,18 @@ apr_status_t w4a_record_parse(w4a_hosting_t *rec, const char *key,
 
 char *w4a_record_format(const w4a_hosting_t *rec, apr_pool_t *p)
 {
-    const char *flags = "-";
+    const char *flags = "";
 
-    if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir && rec->media_host) {
-        flags = apr_pstrcat(p, "log=", rec->log_dir, ",media=",
-                            rec->media_host, NULL);
+    if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir) {
+        flags = apr_pstrcat(p, ",log=", rec->log_dir, NULL);
     }
-    else if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir) {
-        flags = apr_pstrcat(p, "log=", rec->log_dir, NULL);
+    if (rec->media_host) {
+        flags = apr_pstrcat(p, flags, ",media=", rec->media_host, NULL);
     }
-    else if (rec->media_host) {
-        flags = apr_pstrcat(p, "media=", rec->media_host, NULL);
+    if (rec->flags & W4A_FLAG_REWRITE) {
+        flags = apr_pstrcat(p, flags, ",rewrite", NULL);
     }
+    flags = *flags ? flags + 1 : "-";
     return apr_psprintf(p, "%s %s %s %u %u %s %s %s %s", rec->matched,
                         rec->domain, rec->hosting, rec->uid, rec->gid,
                         rec->docroot,

@@ -1012,8 +1012,10 @@ static void media_insert_rewrite_filter(request_rec *r)
     media_conf *c = req_conf(r);
     const w4a_hosting_t *rec;
 
-    if (c->rewrite == 1 && !r->main && !media_host_of(r) && get_hosting
-        && (rec = get_hosting(r)) && rec->media_host) {
+    /* on: every hosting; unset: the hostings whose record says rewrite */
+    if (c->rewrite != 0 && !r->main && !media_host_of(r) && get_hosting
+        && (rec = get_hosting(r)) && rec->media_host
+        && (c->rewrite == 1 || (rec->flags & W4A_FLAG_REWRITE))) {
         ap_add_output_filter(REWRITE_FILTER, NULL, r, r->connection);
     }
 }
@@ -1050,8 +1052,9 @@ static int media_status_handler(request_rec *r)
                    counter_names[i],
                    counters ? apr_atomic_read64(&counters[i]) : 0);
     }
-    ap_rprintf(r, "},\"rewrite\":%s,\"pid\":%ld}\n",
-               req_conf(r)->rewrite == 1 ? "true" : "false", (long)getpid());
+    ap_rprintf(r, "},\"rewrite\":\"%s\",\"pid\":%ld}\n",
+               req_conf(r)->rewrite == 1 ? "on" : req_conf(r)->rewrite == 0
+               ? "off" : "record", (long)getpid());
     return OK;
 }
 

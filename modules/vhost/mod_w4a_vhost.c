@@ -630,10 +630,30 @@ static vhost_source_result_e resolve_host(request_rec *r, vhost_conf *c,
         }
     }
     if (res == SRC_FOUND && prefix && !(*rec)->media_host) {
-        /* every record has the media host of the pattern */
-        out = apr_pmemdup(r->pool, *rec, sizeof(**rec));
-        out->media_host = apr_pstrcat(r->pool, prefix, out->domain, NULL);
-        *rec = out;
+        /* the media host of the pattern: on a media request the name being
+         * served; on the site itself media.<domain>, unless that name is a
+         * site of its own (not a wildcard's) of another hosting or docroot,
+         * since the pages of one tenant must never load their assets (their
+         * scripts) from another's */
+        const char *mhost = *media ? apr_pstrndup(r->pool, host, len)
+                            : apr_pstrcat(r->pool, prefix, (*rec)->domain,
+                                          NULL);
+        const w4a_hosting_t *other = NULL;
+        if (!*media) {
+            mres = resolve(r, c, mhost, strlen(mhost), &other);
+            if (!(mres == SRC_NOTFOUND
+                  || (mres == SRC_FOUND
+                      && (other->matched[0] == '*'
+                          || (!strcmp(other->hosting, (*rec)->hosting)
+                              && !strcmp(other->docroot, (*rec)->docroot)))))) {
+                mhost = NULL;
+            }
+        }
+        if (mhost) {
+            out = apr_pmemdup(r->pool, *rec, sizeof(**rec));
+            out->media_host = mhost;
+            *rec = out;
+        }
     }
     return res;
 }

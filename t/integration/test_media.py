@@ -23,7 +23,7 @@ MARK_CGI = "#!/bin/sh\ntouch \"$(dirname \"$SCRIPT_FILENAME\")/cgi-ran.txt\"\n" 
 
 
 def media_server(w4a, body_extra="", files_a=None, with_php=False,
-                 modules=(), map_flags="-", head=""):
+                 modules=(), map_flags="-", head="", extra_lines=()):
     tree = w4a.tree
     tree.site(A, "a.example", dict({"img/x.png": PNG, "css/site.css": "body{}\n",
                                     "fonts/f.woff2": "wOF2 font\n",
@@ -33,7 +33,7 @@ def media_server(w4a, body_extra="", files_a=None, with_php=False,
     tree.site(B, "b.example", {"img/b.png": PNG})
     rc, out, index = tree.compile_map([
         tree.line("a.example,www.a.example", A, "a.example", flags=map_flags),
-        tree.line("b.example", B, "b.example")])
+        tree.line("b.example", B, "b.example"), *extra_lines])
     assert rc == 0, out
     php = ""
     fpm = None
@@ -453,6 +453,42 @@ def test_rewrite_scheme_https_and_off_by_default(w4a):
     assert body.decode() == PAGE
 
 
+def test_rewrite_per_hosting_by_the_records_rewrite_flag(w4a):
+    # no directive: the record's "rewrite" flag turns it on for a.example
+    tree, fpm, httpd = rewrite_server(w4a, "", with_php=False,
+                                      map_flags="rewrite")
+    st, h, body = httpd.get("a.example", "/blog/post.html")
+    assert (st, body.decode()) == (200, PAGE_WANT)
+    s = json.loads(httpd.get("a.example", "/w4a-media-status")[2])
+    assert s["rewrite"] == "record" and s["counters"]["pages_rewritten"] == 1
+    httpd.stop()
+    # W4AMediaRewrite off wins over the record
+    tree, fpm, httpd2 = rewrite_server(w4a, "W4AMediaRewrite off\n",
+                                       with_php=False, map_flags="rewrite")
+    st, h, body = httpd2.get("a.example", "/blog/post.html")
+    assert (st, body.decode()) == (200, PAGE)
+
+
+def test_rewrite_never_points_at_a_media_name_that_is_another_tenants_site(w4a):
+    # media.a.example is b.example's hosting's own site in the map: a's
+    # pages must not load their assets (scripts) from another tenant
+    tree, fpm, httpd = rewrite_server(
+        w4a, with_php=False,
+        extra_lines=[w4a.tree.line("media.a.example", B, "b.example")])
+    st, h, body = httpd.get("a.example", "/blog/post.html")
+    assert (st, body.decode()) == (200, PAGE)
+    st, h, body = httpd.get("media.a.example", "/img/b.png")
+    assert st == 200                          # b's own site, not a's media
+    assert httpd.get("media.a.example", "/img/x.png")[0] == 404
+    httpd.stop()
+    # the same name as a site of a's own hosting and docroot: rewritten
+    tree, fpm, httpd2 = rewrite_server(
+        w4a, with_php=False,
+        extra_lines=[w4a.tree.line("media.a.example", A, "a.example")])
+    st, h, body = httpd2.get("a.example", "/blog/post.html")
+    assert (st, body.decode()) == (200, PAGE_WANT)
+
+
 def test_rewrite_php_page_every_split_position_of_flushed_chunks(w4a):
     tree, fpm, httpd = rewrite_server(w4a)
     st, h, body = httpd.get("a.example", "/blog/page.php")
@@ -644,7 +680,7 @@ def test_rewrite_status_counters_json(w4a):
     assert st == 200 and h["content-type"] == "application/json"
     s = json.loads(body)
     c = s["counters"]
-    assert s["module"] == "mod_w4a_media" and s["rewrite"] is True
+    assert s["module"] == "mod_w4a_media" and s["rewrite"] == "on"
     assert c["pages_filtered"] == 3 and c["pages_rewritten"] == 3
     assert c["urls_rewritten"] == 3 * PAGE_URLS
     assert c["bytes_in"] == 3 * len(PAGE)

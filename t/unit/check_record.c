@@ -105,6 +105,8 @@ START_TEST(test_record_parse_refuses_what_the_map_refuses)
           "8.2", "active", "-" }, "domain" },
         { "a.example", NULL, { "w4a1", "1000", NULL, "/datas/a", "8.2",
           "active", "-" }, "gid" },
+        { "a.example", NULL, { "w4a1", "1000", "1000", "/datas/a", "8.2",
+          "active", "rewrite,rewrite" }, "flag twice" },
     };
     apr_size_t i;
 
@@ -131,8 +133,9 @@ START_TEST(test_record_cache_line_round_trip)
     ck_assert_int_eq(parse(&rec, "shop.example.net", "shop.example.net",
                            "w4a100011", "100011", "100011",
                            "/datas/vol2/w4a100011/var/www/shop", "7.4",
-                           "active", "log=/datas/logs/w4a100011,"
+                           "active", "rewrite,log=/datas/logs/w4a100011,"
                            "media=cdn.example.net", &err), APR_SUCCESS);
+    ck_assert_uint_eq(rec.flags, W4A_FLAG_LOG | W4A_FLAG_REWRITE);
     line = w4a_record_format(&rec, pool);
     ck_assert_int_eq(w4a_record_parse_line(&back, line, &checks, &err, pool),
                      APR_SUCCESS);
@@ -145,6 +148,7 @@ START_TEST(test_record_cache_line_round_trip)
     ck_assert_str_eq(back.php_version, "7.4");
     ck_assert_str_eq(back.log_dir, "/datas/logs/w4a100011");
     ck_assert_str_eq(back.media_host, "cdn.example.net");
+    ck_assert_uint_eq(back.flags, W4A_FLAG_LOG | W4A_FLAG_REWRITE);
     ck_assert_str_eq(w4a_record_format(&back, pool), line);
 
     /* a cache line is checked like the database: a forged one is refused */
