@@ -664,31 +664,74 @@ static void set_docroot(request_rec *r, const char *docroot)
     ap_set_context_info(r, NULL, docroot);
 }
 
-/* The W4A_* variables of a request: the record's, or none at all. */
-static void set_env(request_rec *r, const vhost_req *req)
+/* The W4A_* variables of a request, in the order of env_value(). */
+static const char *const env_names[] = { "W4A_HOSTING", "W4A_DOMAIN",
+    "W4A_PHP_VERSION", "W4A_LOG", "W4A_MEDIA" };
+#define ENV_NAMES (sizeof(env_names) / sizeof(env_names[0]))
+
+/* What variable i must be for this request; NULL: absent. */
+static const char *env_value(const vhost_req *req, apr_size_t i)
 {
-    static const char *const names[] = { "W4A_HOSTING", "W4A_DOMAIN",
-        "W4A_PHP_VERSION", "W4A_LOG", "W4A_MEDIA" };
     const w4a_hosting_t *rec = req ? req->rec : NULL;
+
+    if (!rec) {
+        return NULL;
+    }
+    switch (i) {
+    case 0:  return rec->hosting;
+    case 1:  return rec->domain;
+    case 2:  return rec->php_version;
+    case 3:  return (rec->flags & W4A_FLAG_LOG) && rec->log_dir ? "1" : NULL;
+    default: return req->media ? "1" : NULL;
+    }
+}
+
+/* The record's W4A_* variables, or none at all; clean: remove whatever
+ * stands under those names first. */
+static void set_env(request_rec *r, const vhost_req *req, int clean)
+{
     apr_size_t i;
 
-    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        apr_table_unset(r->subprocess_env, names[i]);
+    for (i = 0; i < ENV_NAMES; i++) {
+        const char *v = env_value(req, i);
+        if (clean) {
+            apr_table_unset(r->subprocess_env, env_names[i]);
+        }
+        if (v) {
+            apr_table_setn(r->subprocess_env, env_names[i], v);
+        }
     }
-    if (!rec) {
-        return;
+}
+
+/* 1 when the environment holds exactly the record's W4A_* variables (one
+ * pass over the table, the common case: nothing in .htaccess touched
+ * them). */
+static int env_intact(request_rec *r, const vhost_req *req)
+{
+    const apr_array_header_t *arr = apr_table_elts(r->subprocess_env);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+    apr_size_t i, want = 0, seen = 0;
+    int k;
+
+    for (i = 0; i < ENV_NAMES; i++) {
+        want += env_value(req, i) != NULL;
     }
-    apr_table_setn(r->subprocess_env, "W4A_HOSTING", rec->hosting);
-    apr_table_setn(r->subprocess_env, "W4A_DOMAIN", rec->domain);
-    if (rec->php_version) {
-        apr_table_setn(r->subprocess_env, "W4A_PHP_VERSION", rec->php_version);
+    for (k = 0; k < arr->nelts; k++) {
+        if (!e[k].key || strncasecmp(e[k].key, "W4A_", 4)) {
+            continue;
+        }
+        for (i = 0; i < ENV_NAMES; i++) {
+            if (!strcasecmp(e[k].key, env_names[i])) {
+                const char *v = env_value(req, i);
+                if (!v || !e[k].val || strcmp(e[k].val, v)) {
+                    return 0;
+                }
+                seen++;
+                break;
+            }
+        }
     }
-    if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir) {
-        apr_table_setn(r->subprocess_env, "W4A_LOG", "1");
-    }
-    if (req->media) {
-        apr_table_setn(r->subprocess_env, "W4A_MEDIA", "1");
-    }
+    return seen == want;
 }
 
 static int vhost_post_read_request(request_rec *r)
@@ -771,13 +814,26 @@ static int vhost_post_read_request(request_rec *r)
         apr_table_setn(r->notes, "w4a-media", rec->media_host);
     }
     set_docroot(r, rec->docroot);
-    set_env(r, req);
+    set_env(r, req, 0);
     if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir) {
         apr_table_setn(r->notes, "w4a-log",
                        apr_psprintf(r->pool, "%u:%u:%s", rec->uid, rec->gid,
                                     rec->log_dir));
     }
     return DECLINED;
+}
+
+/* 1 when a .htaccess file was read for this request (r->htaccess also
+ * remembers directories that have none). */
+static int customer_config(const request_rec *r)
+{
+    const struct htaccess_result *h;
+    for (h = r->htaccess; h; h = h->next) {
+        if (h->htaccess) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /*
@@ -795,7 +851,15 @@ static int vhost_env_fixups(request_rec *r)
         return DECLINED;
     }
     req = find_req(r);
-    set_env(r, req && req->rec ? req : NULL);
+    if (req && !req->rec) {
+        req = NULL;
+    }
+    if (!customer_config(r)) {
+        return DECLINED;    /* only the operator's configuration ran */
+    }
+    if (!env_intact(r, req)) {
+        set_env(r, req, 1);
+    }
     return DECLINED;
 }
 
