@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run a w4a web node on this machine (Debian 12, as root): install, build,
 # install the modules and tools, create sample hostings (Unix users, trees,
-# map), generate their PHP-FPM pools, and start PHP-FPM and httpd.
+# map), generate their PHP-FPM pools, a sample GeoIP database and the PHP
+# INI table, and start PHP-FPM and httpd with every w4a module.
 # Re-runnable. PORT (default 8080) and BASE (default /datas) may be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,19 +42,26 @@ for s in "${SAMPLES[@]}"; do
     home="$BASE/vol1/$user"
     docroot="$home/var/www/$domain"
     mkdir -p "$docroot" "$home/log/apache2"
-    printf '<!doctype html><title>%s</title><h1>%s</h1><p>hosting %s</p>\n' \
+    printf '<!doctype html><title>%s</title><link rel="stylesheet" href="/style.css">\n<h1>%s</h1><p><img src="img/logo.svg" alt=""> hosting %s</p>\n' \
         "$domain" "$domain" "$user" > "$docroot/index.html"
-    printf '<?php\nheader("Content-Type: text/plain");\necho "PHP ", PHP_VERSION, " as ", posix_getpwuid(posix_geteuid())["name"], " for ", $_SERVER["HTTP_HOST"], "\\n";\n' \
+    printf 'h1 { color: #246; }\n' > "$docroot/style.css"
+    mkdir -p "$docroot/img"
+    printf '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><rect width="16" height="16" fill="#246"/></svg>\n' \
+        > "$docroot/img/logo.svg"
+    printf '<?php\nheader("Content-Type: text/plain");\necho "PHP ", PHP_VERSION, " as ", posix_getpwuid(posix_geteuid())["name"], " for ", $_SERVER["HTTP_HOST"], "\\n";\necho "memory_limit ", ini_get("memory_limit"), ", country ", $_SERVER["GEOIP_COUNTRY_CODE"] ?? "-", ", supervisor ", $_SERVER["BTW_FORBIDDEN_GEOIP"] ?? "-", "\\n";\n' \
         > "$docroot/info.php"
     mkdir -p "$docroot/cgi-bin"
     printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "CGI as $(id -un)"\n' > "$docroot/cgi-bin/whoami.cgi"
     printf 'Options +ExecCGI\nSetHandler cgi-script\n' > "$docroot/cgi-bin/.htaccess"
     chmod 755 "$docroot/cgi-bin/whoami.cgi"
+    # a mod_php-era .htaccess line (mod_w4a_htcompat delivers it)
+    printf 'php_value memory_limit 256M\n' > "$docroot/.htaccess"
     chown -R "$uid:$uid" "$home"
     chmod 755 "$home" "$home/var" "$home/var/www" "$docroot"
     state=active; flags=-
     [ "$user" = w4a100013 ] && state=suspended
-    [ "$user" = w4a100010 ] && flags=log
+    # example.com: per-hosting access log, asset URLs rewritten to media.
+    [ "$user" = w4a100010 ] && flags=log,rewrite
     echo "$names $user $uid $uid $docroot $PHPV $state $flags" >> "$map.new"
 done
 mv "$map.new" "$map"
@@ -76,6 +84,28 @@ else
     "$SBIN/w4a-fpm-pools" --pool-dir "$ETC/fpm/pool.d" --pid-file '' "$ETC/hostings.index"
     "php-fpm$PHPV" -y "$ETC/fpm/php-fpm.conf"
 fi
+
+# --- PHP's own INI table, for mod_w4a_htcompat's checks -----------------------
+mkdir -p "$ETC/php"
+"$SBIN/w4a-htcheck" --dump-table "$PHPV" -o "$ETC/php/$PHPV.table" >/dev/null
+
+# --- a sample GeoIP database (a real node installs MaxMind's monthly file) ---
+# Loopback is FR; 192.0.2.0/24 US, 198.51.100.0/24 UA, 203.0.113.0/24 BR:
+# try them through X-Forwarded-For (127.0.0.1 is a trusted proxy here).
+mkdir -p /var/lib/w4a/geoip
+cat > "$ETC/geoip-sample.json" <<'JSON'
+{"ip_version":6,"database_type":"W4A-Sample-Country","networks":[
+ ["127.0.0.0/8",{"country":{"iso_code":"FR"},"continent":{"code":"EU"}}],
+ ["::1/128",{"country":{"iso_code":"FR"},"continent":{"code":"EU"}}],
+ ["192.0.2.0/24",{"country":{"iso_code":"US"},"continent":{"code":"NA"}}],
+ ["198.51.100.0/24",{"country":{"iso_code":"UA"},"continent":{"code":"EU"}}],
+ ["203.0.113.0/24",{"country":{"iso_code":"BR"},"continent":{"code":"SA"}}]]}
+JSON
+perl t/integration/mkmmdb.pl /var/lib/w4a/geoip/country.mmdb.new "$ETC/geoip-sample.json"
+chmod 644 /var/lib/w4a/geoip/country.mmdb.new
+mv /var/lib/w4a/geoip/country.mmdb.new /var/lib/w4a/geoip/country.mmdb
+# our monitoring: BTW_FORBIDDEN_GEOIP=1 for these clients
+printf '# supervisors (CIDR, one a line)\n192.0.2.250/32\n' > "$ETC/geoip-supervisors.txt"
 
 # --- suEXEC: CGI runs as the hosting (apache2-suexec-custom's docroot) ------
 printf '%s\npublic_html/cgi-bin\n' "$BASE" > /etc/apache2/suexec/www-data
@@ -111,6 +141,9 @@ LoadModule cgid_module $MODDIR/mod_cgid.so
 ScriptSock /run/w4a/cgid.sock
 LoadModule w4a_vhost_module $MODDIR/mod_w4a_vhost.so
 LoadModule w4a_php_module $MODDIR/mod_w4a_php.so
+LoadModule w4a_geoip_module $MODDIR/mod_w4a_geoip.so
+LoadModule w4a_htcompat_module $MODDIR/mod_w4a_htcompat.so
+LoadModule w4a_media_module $MODDIR/mod_w4a_media.so
 TypesConfig /etc/mime.types
 DocumentRoot $ETC/htdocs
 DirectoryIndex index.php index.html
@@ -128,6 +161,10 @@ CustomLog /var/log/w4a/access.log combined
     Options SymLinksIfOwnerMatch
     Require all granted
 </Directory>
+# customers' .htaccess (and w4a-htcheck's .htaccess.w4a-orig) are not served
+<FilesMatch "^\.ht">
+    Require all denied
+</FilesMatch>
 
 W4AVhostEngine on
 W4AVhostMap $ETC/hostings.index
@@ -138,6 +175,32 @@ W4APHPSocket /run/php/w4a/%v/%h.sock
 CustomLog "|$SBIN/w4a-logsplit --base $BASE" "%{w4a-log}n %h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\"" env=W4A_LOG
 <Location /w4a-vhost-status>
     SetHandler w4a-vhost-status
+    Require local
+</Location>
+
+# GeoIP: GEOIP_COUNTRY_CODE, MM_COUNTRY_CODE, BTW_FORBIDDEN_GEOIP for every hosting
+W4AGeoIPDatabase country /var/lib/w4a/geoip/country.mmdb
+W4AGeoIPEnv GEOIP_CONTINENT_CODE continent/code
+W4AGeoIPTrustedProxy 127.0.0.1 ::1
+W4AGeoIPSupervisorFile $ETC/geoip-supervisors.txt
+<Location /w4a-geoip-status>
+    SetHandler w4a-geoip-status
+    Require local
+</Location>
+
+# php_value & co. from customers' .htaccess, checked against PHP's own table
+W4AHtcompatIniTable $PHPV $ETC/php/$PHPV.table
+<Location /w4a-htcompat-status>
+    SetHandler w4a-htcompat-status
+    Require local
+</Location>
+
+# media.<domain>: static files only; rewriting for records with the rewrite flag
+W4AVhostMediaPrefix media.
+W4AMediaSameSite www.%d
+W4AMediaCORSOrigin https://www.%d http://www.%d
+<Location /w4a-media-status>
+    SetHandler w4a-media-status
     Require local
 </Location>
 CONF
@@ -171,6 +234,13 @@ w4a web node running on 127.0.0.1:$PORT (map: $map, index: $ETC/hostings.index)
   curl -H 'Host: shop.example.net' http://127.0.0.1:$PORT/cgi-bin/whoami.cgi   (suEXEC)
   curl -H 'Host: closed.example.com' http://127.0.0.1:$PORT/        (suspended: 403)
   curl -H 'Host: example.com' http://127.0.0.1:$PORT/w4a-vhost-status
+  curl -H 'Host: example.com' -H 'X-Forwarded-For: 192.0.2.7' http://127.0.0.1:$PORT/info.php
+                                     (country US; memory_limit 256M from .htaccess)
+  curl -H 'Host: example.com' http://127.0.0.1:$PORT/                (assets on media.example.com)
+  curl -i -H 'Host: media.example.com' http://127.0.0.1:$PORT/style.css  (CORS, caching, static only)
+  curl -H 'Host: media.example.com' http://127.0.0.1:$PORT/info.php  (never runs PHP: 404)
+  curl http://127.0.0.1:$PORT/w4a-geoip-status, /w4a-htcompat-status, /w4a-media-status
+  $SBIN/w4a-htcheck --map $ETC/hostings.index   (mod_php-era .htaccess lines)
 Edit $map, then: $SBIN/w4a-vhostmap compile --base $BASE $map $ETC/hostings.index
                  $SBIN/w4a-fpm-pools --pool-dir $ETC/fpm/pool.d --pid-file /run/php/w4a-php$PHPV-fpm.pid $ETC/hostings.index
 (no restart needed). Logs: /var/log/w4a/, per hosting: $BASE/vol1/w4a100010/log/apache2/access.log

@@ -233,6 +233,10 @@ DocumentRoot {root}/htdocs
 <Directory {root}>
     Require all granted
 </Directory>
+# as Debian's apache2.conf and scripts/node.sh: .htaccess is never served
+<FilesMatch "^\\.ht">
+    Require all denied
+</FilesMatch>
 {body}
 """)
 
