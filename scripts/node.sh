@@ -54,8 +54,13 @@ for s in "${SAMPLES[@]}"; do
     printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "CGI as $(id -un)"\n' > "$docroot/cgi-bin/whoami.cgi"
     printf 'Options +ExecCGI\nSetHandler cgi-script\n' > "$docroot/cgi-bin/.htaccess"
     chmod 755 "$docroot/cgi-bin/whoami.cgi"
-    # a mod_php-era .htaccess line (mod_w4a_htcompat delivers it)
-    printf 'php_value memory_limit 256M\n' > "$docroot/.htaccess"
+    # example.com: a mod_php-era .htaccess line (mod_w4a_htcompat delivers
+    # it to that directory only; the other hostings keep PHP's default)
+    if [ "$user" = w4a100010 ]; then
+        printf 'php_value memory_limit 256M\n' > "$docroot/.htaccess"
+    else
+        rm -f "$docroot/.htaccess"
+    fi
     chown -R "$uid:$uid" "$home"
     chmod 755 "$home" "$home/var" "$home/var/www" "$docroot"
     state=active; flags=-
@@ -238,7 +243,7 @@ w4a web node running on 127.0.0.1:$PORT (map: $map, index: $ETC/hostings.index)
                                      (country US; memory_limit 256M from .htaccess)
   curl -H 'Host: example.com' http://127.0.0.1:$PORT/                (assets on media.example.com)
   curl -i -H 'Host: media.example.com' http://127.0.0.1:$PORT/style.css  (CORS, caching, static only)
-  curl -H 'Host: media.example.com' http://127.0.0.1:$PORT/info.php  (never runs PHP: 404)
+  curl -H 'Host: media.example.com' http://127.0.0.1:$PORT/info.php  (never runs PHP: 403)
   curl http://127.0.0.1:$PORT/w4a-geoip-status, /w4a-htcompat-status, /w4a-media-status
   $SBIN/w4a-htcheck --map $ETC/hostings.index   (mod_php-era .htaccess lines)
 Edit $map, then: $SBIN/w4a-vhostmap compile --base $BASE $map $ETC/hostings.index
