@@ -16,6 +16,8 @@ import sqlite3
 import subprocess
 import time
 
+from w4a_harness import free_port, wait_port
+
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 MARIADB = shutil.which("mariadb") or "/usr/bin/mariadb"
@@ -38,21 +40,6 @@ QUERY = ("SELECT domain, hosting, uid, gid, docroot, php, state, flags "
          "FROM w4a_domains WHERE name = %s")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port, timeout=15.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def _stop(proc, sig=signal.SIGTERM):
@@ -70,7 +57,7 @@ class Memcached:
     the same port, kill() for a crash."""
 
     def __init__(self, port=None):
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.proc = None
 
     @property
@@ -82,7 +69,7 @@ class Memcached:
             [MEMCACHED, "-u", "memcache", "-l", "127.0.0.1", "-p",
              str(self.port), "-U", "0", "-m", "64", "-c", "1024"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert _wait_port(self.port), "memcached did not listen"
+        assert wait_port(self.port), "memcached did not listen"
         return self
 
     def kill(self):
@@ -137,7 +124,7 @@ class Mariadb:
         self.dir = os.path.join(root, "mariadb")
         self.data = os.path.join(self.dir, "data")
         self.sock = os.path.join(self.dir, "mysqld.sock")
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = None
         self.log = os.path.join(self.dir, "error.log")
         os.makedirs(self.data, exist_ok=True)
@@ -164,7 +151,7 @@ class Mariadb:
              "--log-error=" + self.log, "--skip-log-bin",
              "--innodb-buffer-pool-size=32M", "--skip-name-resolve"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert _wait_port(self.port, 60), "mariadbd did not listen:\n" + \
+        assert wait_port(self.port, 60), "mariadbd did not listen:\n" + \
             open(self.log).read()[-2000:]
         if first:
             self.sql("CREATE DATABASE w4a; CREATE USER 'w4a'@'127.0.0.1' "
@@ -207,7 +194,7 @@ class Postgres:
     def __init__(self, root):
         self.dir = os.path.join(root, "pg")
         self.data = os.path.join(self.dir, "data")
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = None
         self.log = os.path.join(self.dir, "server.log")
         os.makedirs(self.dir, exist_ok=True)
@@ -236,7 +223,7 @@ class Postgres:
              "-c", "fsync=off", "-c", "shared_buffers=16MB"],
             stdout=open(self.log, "a"), stderr=subprocess.STDOUT,
             user="postgres", group="postgres", extra_groups=[], cwd=self.dir)
-        assert _wait_port(self.port, 60), "postgres did not listen:\n" + \
+        assert wait_port(self.port, 60), "postgres did not listen:\n" + \
             open(self.log).read()[-2000:]
         # listening is not accepting: after a crash it first recovers
         end = time.time() + 60
