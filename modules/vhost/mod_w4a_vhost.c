@@ -615,18 +615,29 @@ static vhost_source_result_e resolve_host(request_rec *r, vhost_conf *c,
 
     *media = 0;
     res = resolve(r, c, host, len, rec);
-    if (plen && len > plen && !strncmp(host, prefix, plen)
+    /* <label>.<name>, no name of its own (or only a wildcard's): the media
+     * host of <name>'s record when the record names it (media=HOST), or,
+     * when the record names none, when <label>. is the prefix */
+    if (media_module_loaded
         && (res == SRC_NOTFOUND
             || (res == SRC_FOUND && (*rec)->matched[0] == '*'))) {
-        mres = resolve(r, c, host + plen, len - plen, &mrec);
-        if (mres == SRC_FOUND && (!mrec->media_host
-                                  || !strcmp(mrec->media_host, host))) {
-            *rec = mrec;
-            *media = 1;
-            res = SRC_FOUND;
-        }
-        else if (mres == SRC_UNAVAILABLE && res == SRC_NOTFOUND) {
-            res = SRC_UNAVAILABLE;
+        const char *dot = memchr(host, '.', len);
+        apr_size_t rest = dot ? len - (apr_size_t)(dot + 1 - host) : 0;
+        int by_prefix = plen && len > plen && !strncmp(host, prefix, plen);
+
+        if (rest) {
+            mres = resolve(r, c, dot + 1, rest, &mrec);
+            if (mres == SRC_FOUND
+                && (mrec->media_host ? !strcmp(mrec->media_host, host)
+                                     : by_prefix)) {
+                *rec = mrec;
+                *media = 1;
+                res = SRC_FOUND;
+            }
+            else if (mres == SRC_UNAVAILABLE && res == SRC_NOTFOUND
+                     && by_prefix) {
+                res = SRC_UNAVAILABLE;
+            }
         }
     }
     if (res == SRC_FOUND && prefix && !(*rec)->media_host) {

@@ -492,6 +492,26 @@ def test_rewrite_never_points_at_a_media_name_that_is_another_tenants_site(w4a):
     assert (st, body.decode()) == (200, PAGE_WANT)
 
 
+def test_media_host_named_by_the_record_is_served_and_rewritten_to(w4a):
+    # media=cdn.a.example in a.example's record: that name (no site of its
+    # own) is a.example's media host, and media.a.example is not
+    tree, fpm, httpd = rewrite_server(w4a, with_php=True,
+                                      map_flags="media=cdn.a.example")
+    st, h, body = httpd.get("cdn.a.example", "/img/x.png")
+    assert (st, body) == (200, PNG.encode()) and "set-cookie" not in h
+    assert h["vary"] == "Origin"
+    assert httpd.get("cdn.a.example", "/m.php")[0] == 403
+    assert not os.path.exists(os.path.join(tree.docroot(A, "a.example"),
+                                           "ran.txt"))
+    assert httpd.get("a.example", "/m.php")[0] == 200     # PHP works there
+    st, h, body = httpd.get("media.a.example", "/img/x.png")
+    assert body != PNG.encode()               # not a.example's media host
+    st, h, body = httpd.get("a.example", "/blog/post.html")
+    want = PAGE_WANT.replace(M, "//cdn.a.example").replace(
+        "//cdn.a.example/done.png", M + "/done.png")   # the page's own
+    assert (st, body.decode()) == (200, want)
+
+
 def test_rewrite_php_page_every_split_position_of_flushed_chunks(w4a):
     tree, fpm, httpd = rewrite_server(w4a)
     st, h, body = httpd.get("a.example", "/blog/page.php")
