@@ -54,11 +54,19 @@ def ensure_users():
                             name], check=True, stderr=subprocess.DEVNULL)
 
 
-def hostings_dir_block(base):
-    """httpd config granting the hostings' tree, .htaccess allowed (the
-    owner check, not Options, is what keeps hostings apart)."""
+OVERRIDES_CONF = os.path.join(REPO, "conf/w4a-overrides.conf")
+
+
+def hostings_dir_block(base, overrides=None):
+    """httpd config granting the hostings' tree, with the .htaccess
+    directives we ship (conf/w4a-overrides.conf, as conf/w4a_vhost.conf and
+    scripts/node.sh include it); overrides="All" hands customers every
+    directive, for tests showing that a module holds even on a node set up
+    that way. (The owner check, not Options, keeps hostings apart.)"""
+    allow = ("AllowOverride %s" % overrides if overrides
+             else "Include %s" % OVERRIDES_CONF)
     return f"""<Directory {base}>
-    AllowOverride All
+    {allow}
     Options FollowSymLinks
     Require all granted
 </Directory>
