@@ -25,4 +25,15 @@
  */
 APR_DECLARE_OPTIONAL_FN(const w4a_hosting_t *, w4a_hosting, (request_rec *r));
 
+/**
+ * The handler the operator's own configuration gives r: the server's and
+ * the <Location>/<If> sections' SetHandler, as they stand before any
+ * directory (and so before any .htaccess) is read.
+ * @param r the request
+ * @return the handler name, or NULL when the operator's sections set none
+ *         (whatever r->handler says then came from per-directory
+ *         configuration, mod_mime or mod_rewrite).
+ */
+APR_DECLARE_OPTIONAL_FN(const char *, w4a_operator_handler, (request_rec *r));
+
 #endif /* MOD_W4A_VHOST_H */

@@ -44,6 +44,7 @@
 
 #include "geoip_private.h"
 #include "geoip_db.h"
+#include "w4a_httpd.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_geoip_module;
@@ -1511,21 +1512,12 @@ static int geoip_status_handler(request_rec *r)
 {
     geoip_global *g;
     geoip_netlist *l;
-    int i, k;
+    int i, k, rv;
 
-    if (strcmp(r->handler, STATUS_HANDLER)) {
-        return DECLINED;
-    }
-    r->allowed |= (AP_METHOD_BIT << M_GET);
-    if (r->method_number != M_GET) {
-        return HTTP_METHOD_NOT_ALLOWED;
+    if (!w4a_status_begin(r, STATUS_HANDLER, &rv)) {
+        return rv;
     }
     g = srv_conf(r->server)->g;
-    ap_set_content_type(r, "application/json");
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    if (r->header_only) {
-        return OK;
-    }
     ap_rprintf(r, "{\"module\":\"mod_w4a_geoip\",\"pid\":%ld,"
                "\"check_interval\":%d,\"databases\":[", (long)getpid(),
                g->interval == W4A_UNSET ? DEFAULT_INTERVAL : g->interval);

@@ -41,6 +41,7 @@
 #include "htcompat_private.h"
 #include "htcompat_table.h"
 #include "mod_w4a_htcompat.h"
+#include "w4a_httpd.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_htcompat_module;
@@ -673,19 +674,10 @@ static const char *w4a_htcompat_php_value(request_rec *r,
 /* JSON counters: settings applied, refused by reason. */
 static int htc_status_handler(request_rec *r)
 {
-    int i, tracked = 0;
+    int i, rv, tracked = 0;
 
-    if (!r->handler || strcmp(r->handler, STATUS_HANDLER)) {
-        return DECLINED;
-    }
-    r->allowed |= (AP_METHOD_BIT << M_GET);
-    if (r->method_number != M_GET) {
-        return HTTP_METHOD_NOT_ALLOWED;
-    }
-    ap_set_content_type(r, "application/json");
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    if (r->header_only) {
-        return OK;
+    if (!w4a_status_begin(r, STATUS_HANDLER, &rv)) {
+        return rv;
     }
     if (!state) {
         ap_rputs("{\"error\":\"no state file\"}\n", r);

@@ -40,6 +40,7 @@
 #include "media_private.h"
 #include "mod_w4a_vhost.h"
 #include "w4a_html.h"
+#include "w4a_httpd.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_media_module;
@@ -1032,19 +1033,10 @@ static void media_insert_error_filter(request_rec *r)
 
 static int media_status_handler(request_rec *r)
 {
-    int i;
+    int i, rv;
 
-    if (strcmp(r->handler, STATUS_HANDLER)) {
-        return DECLINED;
-    }
-    r->allowed |= (AP_METHOD_BIT << M_GET);
-    if (r->method_number != M_GET) {
-        return HTTP_METHOD_NOT_ALLOWED;
-    }
-    ap_set_content_type(r, "application/json");
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    if (r->header_only) {
-        return OK;
+    if (!w4a_status_begin(r, STATUS_HANDLER, &rv)) {
+        return rv;
     }
     ap_rputs("{\"module\":\"mod_w4a_media\",\"counters\":{", r);
     for (i = 0; i < CNT_MAX; i++) {

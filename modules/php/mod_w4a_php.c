@@ -42,6 +42,7 @@
 #include "php_private.h"
 #include "mod_w4a_vhost.h"
 #include "mod_w4a_htcompat.h"
+#include "mod_w4a_php.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_php_module;
@@ -669,6 +670,12 @@ static int php_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     return OK;
 }
 
+/* For mod_w4a_vhost's handler guard: this module's own dispatch. */
+static int w4a_php_dispatched(request_rec *r)
+{
+    return is_our_dispatch(r);
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     /* Fixups run after mod_rewrite's per-directory rules (which may set a
@@ -686,6 +693,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_fixups(php_fixups_ini, NULL, NULL, APR_HOOK_REALLY_LAST + 10);
     ap_hook_insert_error_filter(php_insert_error_filter, NULL, NULL,
                                 APR_HOOK_MIDDLE);
+    APR_REGISTER_OPTIONAL_FN(w4a_php_dispatched);
 }
 
 module AP_MODULE_DECLARE_DATA w4a_php_module = {

@@ -36,6 +36,7 @@
 #include "vhost_source.h"
 #include "mod_w4a_vhost.h"
 #include "w4a_host.h"
+#include "w4a_httpd.h"
 #include "w4a_map.h"
 #include "w4a_util.h"
 
@@ -56,7 +57,7 @@ static const char *const counter_names[CNT_MAX] = {
     "cache_hits", "cache_negative_hits", "cache_waits",
     "memcached_hits", "memcached_misses", "memcached_errors",
     "bad_cache_values", "db_queries", "db_errors", "bad_records",
-    "stale_serves", "unavailable"
+    "stale_serves", "unavailable", "handlers_refused"
 };
 
 static volatile apr_uint64_t *counters;   /* CNT_MAX slots, or NULL */
@@ -121,6 +122,7 @@ typedef struct {
     apr_array_header_t  *bases;            /* const char *; NULL: unset */
     int                  owner_check;      /* W4A_UNSET, 0, 1 */
     const char          *media_prefix;     /* NULL: unset; "" after none */
+    apr_array_header_t  *handlers;         /* W4AVhostHandler; NULL: unset */
     vhost_source_conf   *src_conf;         /* the SQL source's directives */
     map_state           *state;            /* set in post_config */
     vhost_source        *source;           /* set in post_config */
@@ -129,7 +131,8 @@ typedef struct {
 /* Per request: the record, or why there is none. */
 typedef struct {
     const w4a_hosting_t *rec;
-    int                  media;   /* a media host request */
+    int                  media;     /* a media host request */
+    const char          *log_note; /* "uid:gid:dir" for w4a-logsplit, or NULL */
 } vhost_req;
 
 static void *create_srv_conf(apr_pool_t *p, server_rec *s)
@@ -170,6 +173,12 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
                                                    : base->owner_check;
     c->media_prefix = add->media_prefix ? add->media_prefix
                                         : base->media_prefix;
+    if (base->handlers && add->handlers) {
+        c->handlers = apr_array_append(p, base->handlers, add->handlers);
+    }
+    else {
+        c->handlers = add->handlers ? add->handlers : base->handlers;
+    }
     c->src_conf = vhost_source_conf_merge(p, base->src_conf, add->src_conf);
     c->state = NULL;   /* set per server in post_config */
     c->source = NULL;
@@ -333,6 +342,20 @@ static const char *set_media_prefix(cmd_parms *cmd, void *d,
     return NULL;
 }
 
+static const char *add_handler(cmd_parms *cmd, void *d, const char *arg)
+{
+    vhost_conf *c = ap_get_module_config(cmd->server->module_config,
+                                         &w4a_vhost_module);
+    if (!*arg || ap_strchr_c(arg, ' ')) {
+        return "W4AVhostHandler: expected handler names";
+    }
+    if (!c->handlers) {
+        c->handlers = apr_array_make(cmd->pool, 4, sizeof(const char *));
+    }
+    APR_ARRAY_PUSH(c->handlers, const char *) = arg;
+    return NULL;
+}
+
 static vhost_source_conf *source_conf_of(server_rec *s)
 {
     vhost_conf *c = ap_get_module_config(s->module_config, &w4a_vhost_module);
@@ -358,6 +381,9 @@ static const command_rec vhost_cmds[] = {
                     "Allowed bases of document roots"),
     AP_INIT_FLAG("W4AVhostOwnerCheck", set_owner_check, NULL, RSRC_CONF,
                  "On: files served must belong to the hosting's uid"),
+    AP_INIT_ITERATE("W4AVhostHandler", add_handler, NULL, RSRC_CONF,
+                    "Handlers a hosting's .htaccess may name besides those "
+                    "that serve its own files (static, SSI, CGI, PHP)"),
     AP_INIT_TAKE1("W4AVhostMediaPrefix", set_media_prefix, NULL, RSRC_CONF,
                   "'media.': media.<name> serves <name>'s files, static "
                   "only (needs mod_w4a_media); 'none'"),
@@ -538,6 +564,28 @@ static const w4a_hosting_t *w4a_hosting(request_rec *r)
 {
     vhost_req *req = find_req(r);
     return req ? req->rec : NULL;
+}
+
+const w4a_hosting_t *vhost_hosting_of(request_rec *r)
+{
+    return w4a_hosting(r);
+}
+
+static const char *w4a_operator_handler(request_rec *r)
+{
+    return vhost_operator_handler(r);
+}
+
+int vhost_engine_on(server_rec *s)
+{
+    return conf_engine(ap_get_module_config(s->module_config,
+                                            &w4a_vhost_module));
+}
+
+const apr_array_header_t *vhost_extra_handlers(server_rec *s)
+{
+    vhost_conf *c = ap_get_module_config(s->module_config, &w4a_vhost_module);
+    return c->handlers;
 }
 
 /* Second lock behind w4a-vhostmap's checks: never serve a record that
@@ -827,9 +875,42 @@ static int vhost_post_read_request(request_rec *r)
     set_docroot(r, rec->docroot);
     set_env(r, req, 0);
     if ((rec->flags & W4A_FLAG_LOG) && rec->log_dir) {
-        apr_table_setn(r->notes, "w4a-log",
-                       apr_psprintf(r->pool, "%u:%u:%s", rec->uid, rec->gid,
-                                    rec->log_dir));
+        req->log_note = apr_psprintf(r->pool, "%u:%u:%s", rec->uid, rec->gid,
+                                     rec->log_dir);
+        apr_table_setn(r->notes, "w4a-log", req->log_note);
+    }
+    return DECLINED;
+}
+
+/*
+ * First of the loggers: where w4a-logsplit copies a line (the note
+ * w4a-log, and W4A_LOG that CustomLog's env= tests) is the record's, or
+ * nothing; never what a customer's Header note, SetEnv or RewriteRule [E=]
+ * made of it.  Every request of an internal redirect chain is set, since
+ * mod_log_config reads notes of the last one.
+ */
+static int vhost_log_transaction(request_rec *r)
+{
+    vhost_conf *c = ap_get_module_config(r->server->module_config,
+                                         &w4a_vhost_module);
+    vhost_req *req;
+    const char *note;
+    request_rec *rr;
+
+    if (!conf_engine(c)) {
+        return DECLINED;
+    }
+    req = find_req(r);
+    note = req && req->rec ? req->log_note : NULL;
+    for (rr = r; rr; rr = rr->next) {
+        if (note) {
+            apr_table_setn(rr->notes, "w4a-log", note);
+            apr_table_setn(rr->subprocess_env, "W4A_LOG", "1");
+        }
+        else {
+            apr_table_unset(rr->notes, "w4a-log");
+            apr_table_unset(rr->subprocess_env, "W4A_LOG");
+        }
     }
     return DECLINED;
 }
@@ -970,19 +1051,10 @@ static int vhost_status_handler(request_rec *r)
     vhost_conf *c = ap_get_module_config(r->server->module_config,
                                          &w4a_vhost_module);
     map_state *st = c->state;
-    int i;
+    int i, rv;
 
-    if (strcmp(r->handler, STATUS_HANDLER)) {
-        return DECLINED;
-    }
-    r->allowed |= (AP_METHOD_BIT << M_GET);
-    if (r->method_number != M_GET) {
-        return HTTP_METHOD_NOT_ALLOWED;
-    }
-    ap_set_content_type(r, "application/json");
-    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
-    if (r->header_only) {
-        return OK;
+    if (!w4a_status_begin(r, STATUS_HANDLER, &rv)) {
+        return rv;
     }
     ap_rputs("{\"module\":\"mod_w4a_vhost\",\"counters\":{", r);
     for (i = 0; i < CNT_MAX; i++) {
@@ -1092,6 +1164,7 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     server_rec *sv;
 
     media_module_loaded = ap_find_linked_module("mod_w4a_media.c") != NULL;
+    vhost_guard_post_config();
     retained = ap_retained_data_get(RETAINED_KEY);
     if (!retained) {
         retained = ap_retained_data_create(RETAINED_KEY,
@@ -1128,6 +1201,7 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         if (!conf_engine(c)) {
             continue;
         }
+        vhost_guard_check_overrides(sv, c->bases);
         if (!c->map_path && !vhost_source_configured(c->src_conf)) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, sv, W4ALOGNO(00122)
                          "W4AVhostEngine on for %s:%u but neither W4AVhostMap "
@@ -1221,7 +1295,11 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_get_suexec_identity(vhost_suexec_identity, NULL, NULL,
                                 APR_HOOK_FIRST);
     ap_hook_handler(vhost_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_log_transaction(vhost_log_transaction, NULL, NULL,
+                            APR_HOOK_REALLY_FIRST);
+    vhost_guard_register_hooks();
     APR_REGISTER_OPTIONAL_FN(w4a_hosting);
+    APR_REGISTER_OPTIONAL_FN(w4a_operator_handler);
 }
 
 module AP_MODULE_DECLARE_DATA w4a_vhost_module = {

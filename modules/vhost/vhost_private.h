@@ -9,6 +9,7 @@
 #include <httpd.h>
 #include <http_log.h>
 #include "w4a_log.h"
+#include "w4a_hosting.h"
 
 APLOG_USE_MODULE(w4a_vhost);
 
@@ -22,10 +23,37 @@ typedef enum {
     CNT_MC_HITS, CNT_MC_MISSES, CNT_MC_ERRORS, CNT_BAD_CACHE_VALUES,
     CNT_DB_QUERIES, CNT_DB_ERRORS, CNT_BAD_RECORDS,
     CNT_STALE, CNT_UNAVAILABLE,
+    CNT_HANDLER_REFUSED,
     CNT_MAX
 } vhost_counter_e;
 
 /** Adds one to a counter (a no-op without shared memory). */
 void vhost_count(vhost_counter_e c);
+
+/** Whether W4AVhostEngine is on for s. */
+int vhost_engine_on(server_rec *s);
+
+/** The hosting record of r (w4a_hosting()), or NULL. */
+const w4a_hosting_t *vhost_hosting_of(request_rec *r);
+
+/** The handlers W4AVhostHandler adds to those a hosting may name, or NULL. */
+const apr_array_header_t *vhost_extra_handlers(server_rec *s);
+
+/* vhost_guard.c: what a hosting's per-directory configuration may not
+ * decide (handlers), and the start-up check of the hostings' overrides. */
+
+/** w4a_operator_handler(): the handler the operator's sections set. */
+const char *vhost_operator_handler(request_rec *r);
+
+/** Logs (W4A00153/00154) what the overrides of s's <Directory> sections
+ *  that reach one of bases (every section when none) hand customers. */
+void vhost_guard_check_overrides(server_rec *s,
+                                 const apr_array_header_t *bases);
+
+/** Fetches the other modules' optional functions. */
+void vhost_guard_post_config(void);
+
+/** Registers the guard's hooks. */
+void vhost_guard_register_hooks(void);
 
 #endif

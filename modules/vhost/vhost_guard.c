@@ -1,0 +1,282 @@
+/*
+ * What a hosting's per-directory configuration may not decide.
+ *
+ * A customer's .htaccess can name any handler (SetHandler, AddHandler,
+ * RewriteRule [H=]) that the node's modules offer: mod_status's
+ * server-status, mod_info's server-info, mod_lua's lua-script (code run as
+ * www-data), mod_proxy's proxy: handlers (another hosting's pool), our own
+ * status pages.  Here, for a hosting's request, a handler that the
+ * operator's own sections did not set must be one that serves the
+ * hosting's files as the hosting: static files, SSI without exec, type
+ * maps, PHP through mod_w4a_php, CGI through suEXEC; or one the operator
+ * lists with W4AVhostHandler.  Anything else is a 403 and a tagged line.
+ *
+ * "The operator's own sections": the core's handler as it stands at
+ * translate_name, after the server's, <Location>'s and <If>'s sections and
+ * before any <Directory> (and so any .htaccess) is merged.
+ *
+ * At start-up, every <Directory> that reaches the hostings' tree is
+ * checked for overrides that hand customers a directive that runs code,
+ * reaches a backend or maps their files (W4A00153).
+ */
+
+#include <httpd.h>
+#include <http_config.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <ap_expr.h>
+#include <unixd.h>
+
+#include <apr_optional.h>
+#include <apr_strings.h>
+
+#include "vhost_private.h"
+#include "mod_w4a_vhost.h"
+#include "mod_w4a_php.h"
+#include "w4a_util.h"
+
+#define OP_HANDLER_KEY "w4a-vhost-operator-handler"
+
+typedef struct {
+    const request_rec *r;       /* the request it was taken for */
+    const char        *handler; /* NULL: the operator set none */
+} op_handler;
+
+static APR_OPTIONAL_FN_TYPE(w4a_php_dispatched) *php_dispatched;
+
+/* Handlers that serve a hosting's own files as the hosting, whoever named
+ * them.  Content types ("text/html") are handler names too. */
+static const char *const safe_handlers[] = {
+    "default-handler", "server-parsed", "type-map", "imap-file",
+    "send-as-is", "redirect-handler", NULL
+};
+
+/* Taken before the directory walk: at translate_name, r->per_dir_config
+ * holds the server's, <Location>'s and <If>'s sections only.  Nothing is
+ * stored for the common request whose sections set no handler. */
+static int guard_translate_name(request_rec *r)
+{
+    core_dir_config *d;
+    op_handler *oh;
+    const char *h = NULL, *err = NULL;
+
+    if (!vhost_engine_on(r->server)) {
+        return DECLINED;
+    }
+    d = ap_get_core_module_config(r->per_dir_config);
+    if (d->expr_handler) {
+        h = ap_expr_str_exec(r, d->expr_handler, &err);
+        if (err || (h && !strcasecmp(h, "none"))) {
+            h = NULL;
+        }
+    }
+    else if (d->handler) {
+        h = d->handler;
+    }
+    if (h) {
+        oh = apr_palloc(r->pool, sizeof(*oh));
+        oh->r = r;
+        oh->handler = h;
+        apr_pool_userdata_setn(oh, OP_HANDLER_KEY, NULL, r->pool);
+    }
+    else {
+        void *old = NULL;
+        apr_pool_userdata_get(&old, OP_HANDLER_KEY, r->pool);
+        if (old && ((op_handler *)old)->r != r) {
+            /* an earlier request of this pool (internal redirect) */
+            ((op_handler *)old)->r = NULL;
+        }
+    }
+    return DECLINED;
+}
+
+const char *vhost_operator_handler(request_rec *r)
+{
+    void *v = NULL;
+    apr_pool_userdata_get(&v, OP_HANDLER_KEY, r->pool);
+    return v && ((op_handler *)v)->r == r ? ((op_handler *)v)->handler : NULL;
+}
+
+static int is_safe_handler(request_rec *r, const char *h)
+{
+    const apr_array_header_t *extra;
+    int i;
+
+    if (ap_strchr_c(h, '/')) {
+        return 1;                   /* a content type */
+    }
+    for (i = 0; safe_handlers[i]; i++) {
+        if (!strcasecmp(h, safe_handlers[i])) {
+            return 1;
+        }
+    }
+    extra = vhost_extra_handlers(r->server);
+    for (i = 0; extra && i < extra->nelts; i++) {
+        if (!strcasecmp(h, APR_ARRAY_IDX(extra, i, const char *))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* First of the handlers: a handler the operator did not set must be one
+ * that keeps the hosting to its own files and identity. */
+static int guard_handler(request_rec *r)
+{
+    const w4a_hosting_t *rec;
+    const char *op;
+
+    if (!r->handler || !*r->handler || !(rec = vhost_hosting_of(r))) {
+        return DECLINED;
+    }
+    op = vhost_operator_handler(r);
+    if (op && !strcmp(op, r->handler)) {
+        return DECLINED;            /* the operator's <Location> */
+    }
+    if (!strncasecmp(r->handler, "proxy:", 6)
+        || !strcasecmp(r->handler, "proxy-server")) {
+        if (php_dispatched && php_dispatched(r)) {
+            return DECLINED;        /* mod_w4a_php: the hosting's own pool */
+        }
+    }
+    else if (!strcasecmp(r->handler, "cgi-script")) {
+        if (ap_unixd_config.suexec_enabled) {
+            return DECLINED;        /* run as the hosting, by suEXEC */
+        }
+        vhost_count(CNT_HANDLER_REFUSED);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00152)
+                      "hosting %s: CGI %s refused: suEXEC is not enabled, so "
+                      "it would run as httpd's user (%s); answered 403",
+                      rec->hosting, r->filename ? r->filename : r->uri,
+                      ap_unixd_config.suexec_disabled_reason
+                      ? ap_unixd_config.suexec_disabled_reason : "-");
+        return HTTP_FORBIDDEN;
+    }
+    else if (is_safe_handler(r, r->handler)) {
+        return DECLINED;
+    }
+    else if (!strncmp(r->handler, "w4a-", 4)
+             && ap_strstr_c(r->handler, "-status")) {
+        return DECLINED;            /* ours: w4a_status_begin() decides */
+    }
+    vhost_count(CNT_HANDLER_REFUSED);
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00151)
+                  "hosting %s: handler '%s' for %s was not set by the "
+                  "operator's configuration and is not one that serves a "
+                  "hosting's own files (W4AVhostHandler lists more); "
+                  "answered 403", rec->hosting,
+                  ap_escape_logitem(r->pool, r->handler),
+                  ap_escape_logitem(r->pool, r->uri));
+    return HTTP_FORBIDDEN;
+}
+
+/* ------------------------------------------------------------------ */
+/* Start-up: overrides of the hostings' tree.                          */
+
+/* Directive names (prefixes) that run code, reach a backend, let PHP
+ * send any file httpd can read, or map tenants' files, were a customer
+ * allowed to write them. */
+static const char *const dangerous[] = {
+    "Lua", "Perl", "Python", "WSGI", "Fcgid", "FCGIWrapper", "Proxy",
+    "XSendFile", "EnableMMAP", "EnableSendfile", "PassEnv", "Action",
+    "Script", "ISAPI", "AuthLDAP", "AuthDBD", "AuthnzFcgi", "DBD",
+    "Session", "ExtFilter", "SSIExec", "JkMount", NULL
+};
+
+static int is_dangerous(const char *name)
+{
+    int i;
+    for (i = 0; dangerous[i]; i++) {
+        if (!strncasecmp(name, dangerous[i], strlen(dangerous[i]))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Whether <Directory dir> (d->d, with its trailing '/', or a regex)
+ * reaches a path below base. */
+static int reaches(const core_dir_config *d, const char *base)
+{
+    apr_size_t n;
+
+    if (d->r || !d->d) {
+        return d->r != NULL;        /* a regex may match anything */
+    }
+    n = strlen(d->d);
+    while (n > 1 && d->d[n - 1] == '/') {
+        n--;
+    }
+    return !strncmp(d->d, base, n) || !strncmp(base, d->d, strlen(base));
+}
+
+static void check_section(server_rec *s, const core_dir_config *d)
+{
+    module *m;
+    const command_rec *cmd;
+    int allowed_all = (d->override & OR_ALL) == OR_ALL;
+
+    if ((d->override & OR_UNSET) && !d->override_list) {
+        return;
+    }
+    if (allowed_all) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, W4ALOGNO(00154)
+                     "<Directory %s> reaches the hostings' tree with "
+                     "AllowOverride All: customers get every .htaccess "
+                     "directive of every loaded module; include "
+                     "w4a-overrides.conf instead (docs/security.md)",
+                     d->d ? d->d : "(regex)");
+    }
+    for (m = ap_top_module; m; m = m->next) {
+        for (cmd = m->cmds; cmd && cmd->name; cmd++) {
+            int by_class = (cmd->req_override & d->override & OR_ALL) != 0;
+            int by_name = d->override_list
+                && apr_table_get(d->override_list, cmd->name) != NULL;
+            if ((by_class || by_name) && is_dangerous(cmd->name)) {
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                             W4ALOGNO(00153) "<Directory %s> reaches the "
+                             "hostings' tree and lets a customer's .htaccess "
+                             "use %s (%s, %s): it runs code, reaches a "
+                             "backend or maps files for every tenant; "
+                             "take it out of AllowOverride%s",
+                             d->d ? d->d : "(regex)", cmd->name, m->name,
+                             by_name ? "named in AllowOverrideList"
+                                     : "by its override class",
+                             by_name ? "List" : "");
+            }
+        }
+    }
+}
+
+void vhost_guard_check_overrides(server_rec *s,
+                                 const apr_array_header_t *bases)
+{
+    core_server_config *sconf = ap_get_core_module_config(s->module_config);
+    ap_conf_vector_t **sec = (ap_conf_vector_t **)sconf->sec_dir->elts;
+    int i, k;
+
+    for (i = 0; i < sconf->sec_dir->nelts; i++) {
+        core_dir_config *d = ap_get_core_module_config(sec[i]);
+        int hit = !bases || !bases->nelts;
+        for (k = 0; !hit && k < bases->nelts; k++) {
+            hit = reaches(d, APR_ARRAY_IDX(bases, k, const char *));
+        }
+        if (hit) {
+            check_section(s, d);
+        }
+    }
+}
+
+void vhost_guard_post_config(void)
+{
+    php_dispatched = APR_RETRIEVE_OPTIONAL_FN(w4a_php_dispatched);
+}
+
+void vhost_guard_register_hooks(void)
+{
+    ap_hook_translate_name(guard_translate_name, NULL, NULL,
+                           APR_HOOK_REALLY_FIRST);
+    ap_hook_handler(guard_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
+}
