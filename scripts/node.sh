@@ -26,6 +26,7 @@ SAMPLES=(
   "w4a100013 100013 closed.example.com"
 )
 mkdir -p "$ETC" "$BASE/vol1"
+install -m 0644 conf/w4a-overrides.conf "$ETC/w4a-overrides.conf"
 chmod 755 "$BASE" "$BASE/vol1"
 map="$ETC/hostings.map"
 {
@@ -162,7 +163,8 @@ CustomLog /var/log/w4a/access.log combined
     Require all granted
 </Directory>
 <Directory $BASE>
-    AllowOverride All
+    # what customers' .htaccess may say: conf/w4a-overrides.conf
+    Include $ETC/w4a-overrides.conf
     Options SymLinksIfOwnerMatch
     Require all granted
 </Directory>
@@ -238,7 +240,7 @@ w4a web node running on 127.0.0.1:$PORT (map: $map, index: $ETC/hostings.index)
   curl -H 'Host: anything.sites.example.org' http://127.0.0.1:$PORT/
   curl -H 'Host: shop.example.net' http://127.0.0.1:$PORT/cgi-bin/whoami.cgi   (suEXEC)
   curl -H 'Host: closed.example.com' http://127.0.0.1:$PORT/        (suspended: 403)
-  curl -H 'Host: example.com' http://127.0.0.1:$PORT/w4a-vhost-status
+  curl http://127.0.0.1:$PORT/w4a-vhost-status
   curl -H 'Host: example.com' -H 'X-Forwarded-For: 192.0.2.7' http://127.0.0.1:$PORT/info.php
                                      (country US; memory_limit 256M from .htaccess)
   curl -H 'Host: example.com' http://127.0.0.1:$PORT/                (assets on media.example.com)
