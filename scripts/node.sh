@@ -63,7 +63,11 @@ for s in "${SAMPLES[@]}"; do
         rm -f "$docroot/.htaccess"
     fi
     chown -R "$uid:$uid" "$home"
-    chmod 755 "$home" "$home/var" "$home/var/www" "$docroot"
+    chmod 755 "$home/var" "$home/var/www" "$docroot"
+    # the home: the hosting's and httpd's group's, closed to the other
+    # hostings (whose PHP and CGI run as their own uids)
+    chown "$user:www-data" "$home"
+    chmod 0750 "$home"
     state=active; flags=-
     [ "$user" = w4a100013 ] && state=suspended
     # example.com: per-hosting access log, asset URLs rewritten to media.

@@ -334,31 +334,49 @@ static void report(file_t *f, int line, sev_e sev, const char *what,
 }
 
 /* Options mixing +/- and bare words: 2.4 refuses the line (500). */
-static const char *fix_options(apr_pool_t *p, const apr_array_header_t *w)
+/*
+ * The Options line httpd 2.4 and this node take, or NULL when it is fine;
+ * "" when only a person can say (None or All mixed with +/-).  Mixed
+ * signed and bare options get a '+'; Includes (SSI exec, run as httpd's
+ * user) is not offered to customers (conf/w4a-overrides.conf): it becomes
+ * IncludesNOEXEC, and *exec says so.
+ */
+static const char *fix_options(apr_pool_t *p, const apr_array_header_t *w,
+                               int *exec)
 {
-    int i, signed_n = 0, bare_n = 0;
+    int i, signed_n = 0, bare_n = 0, all_none = 0, mixed;
     apr_array_header_t *out = apr_array_make(p, w->nelts, sizeof(const char *));
 
+    *exec = 0;
     for (i = 1; i < w->nelts; i++) {
         const char *o = APR_ARRAY_IDX(w, i, const char *);
+        const char *name = (*o == '+' || *o == '-') ? o + 1 : o;
         if (*o == '+' || *o == '-') {
             signed_n++;
         }
         else {
-            if (!strcasecmp(o, "None") || !strcasecmp(o, "All")) {
-                return "";       /* no sign makes sense: by hand */
-            }
+            all_none |= !strcasecmp(o, "None") || !strcasecmp(o, "All");
             bare_n++;
         }
+        *exec |= !strcasecmp(name, "Includes");
     }
-    if (!signed_n || !bare_n) {
+    mixed = signed_n && bare_n;
+    if (mixed && all_none) {
+        return "";               /* no sign makes sense: by hand */
+    }
+    if (!mixed && !*exec) {
         return NULL;
     }
     APR_ARRAY_PUSH(out, const char *) = "Options";
     for (i = 1; i < w->nelts; i++) {
         const char *o = APR_ARRAY_IDX(w, i, const char *);
-        APR_ARRAY_PUSH(out, const char *) =
-            (*o == '+' || *o == '-') ? o : apr_pstrcat(p, "+", o, NULL);
+        const char *sign = (*o == '+' || *o == '-')
+                           ? apr_pstrndup(p, o, 1) : mixed ? "+" : "";
+        const char *name = (*o == '+' || *o == '-') ? o + 1 : o;
+        if (!strcasecmp(name, "Includes")) {
+            name = "IncludesNOEXEC";
+        }
+        APR_ARRAY_PUSH(out, const char *) = apr_pstrcat(p, sign, name, NULL);
     }
     return apr_array_pstrcat(p, out, ' ');
 }
@@ -481,16 +499,20 @@ static char *check_text(file_t *f, char *text)
             }
         }
         else if (!strcasecmp(d, "Options")) {
-            const char *o = fix_options(p, w);
+            int exec;
+            const char *o = fix_options(p, w, &exec);
             if (o && !*o) {
                 report(f, lineno, SEV_BREAK, "Options",
                        "mixes +/- options with None or All: httpd 2.4 refuses "
                        "the line (500)", "by hand: list the options with + or -");
             }
             else if (o) {
-                report(f, lineno, SEV_BREAK, "Options",
-                       "mixes options with and without +/-: httpd 2.4 refuses "
-                       "the line (500 for the whole directory)", o);
+                report(f, lineno, SEV_BREAK, "Options", exec
+                       ? "Includes (SSI #exec, run as httpd's user) is not "
+                         "offered to hostings: the line is a 500 (Option "
+                         "Includes not allowed here)"
+                       : "mixes options with and without +/-: httpd 2.4 "
+                         "refuses the line (500 for the whole directory)", o);
                 fixed = apr_pstrcat(p, ind, o, NULL);
             }
         }

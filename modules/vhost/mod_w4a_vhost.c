@@ -57,7 +57,8 @@ static const char *const counter_names[CNT_MAX] = {
     "cache_hits", "cache_negative_hits", "cache_waits",
     "memcached_hits", "memcached_misses", "memcached_errors",
     "bad_cache_values", "db_queries", "db_errors", "bad_records",
-    "stale_serves", "unavailable", "handlers_refused"
+    "stale_serves", "unavailable", "handlers_refused",
+    "htaccess_refused"
 };
 
 static volatile apr_uint64_t *counters;   /* CNT_MAX slots, or NULL */

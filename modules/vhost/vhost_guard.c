@@ -30,7 +30,13 @@
 #include <unixd.h>
 
 #include <apr_optional.h>
+#include <apr_portable.h>
 #include <apr_strings.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "vhost_private.h"
 #include "mod_w4a_vhost.h"
@@ -38,6 +44,7 @@
 #include "w4a_util.h"
 
 #define OP_HANDLER_KEY "w4a-vhost-operator-handler"
+#define HTACCESS_MAX   (1024 * 1024)    /* bytes of a customer's .htaccess */
 
 typedef struct {
     const request_rec *r;       /* the request it was taken for */
@@ -173,6 +180,89 @@ static int guard_handler(request_rec *r)
 }
 
 /* ------------------------------------------------------------------ */
+/* A hosting's .htaccess files.                                        */
+
+static apr_status_t ht_getch(char *ch, void *param)
+{
+    return apr_file_getc(ch, param);
+}
+
+static apr_status_t ht_getstr(void *buf, apr_size_t bufsiz, void *param)
+{
+    return apr_file_gets(buf, (int)bufsiz, param);
+}
+
+static apr_status_t ht_close(void *param)
+{
+    return apr_file_close(param);
+}
+
+/*
+ * Core opens .htaccess with a plain blocking open(): a FIFO named
+ * .htaccess holds every thread that serves its directory until a writer
+ * comes, and a symlink to another tenant's file is read as www-data.  For a
+ * hosting's request the file is opened once, without blocking, and checked
+ * on that descriptor: a regular file of at most 1 MiB, owned by the
+ * hosting or root; that descriptor is what httpd parses.
+ */
+static apr_status_t guard_open_htaccess(request_rec *r, const char *dir_name,
+                                        const char *access_name,
+                                        ap_configfile_t **conffile,
+                                        const char **full_name)
+{
+    const w4a_hosting_t *rec = vhost_hosting_of(r);
+    const char *why = NULL;
+    struct stat st;
+    apr_file_t *f = NULL;
+    apr_os_file_t ofd;
+    int fd, flags;
+
+    if (!rec) {
+        return AP_DECLINED;
+    }
+    *full_name = ap_make_full_path(r->pool, dir_name, access_name);
+    fd = open(*full_name, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        return APR_FROM_OS_ERROR(errno);    /* ENOENT: none, as core says */
+    }
+    if (fstat(fd, &st) != 0) {
+        why = "cannot be examined";
+    }
+    else if (!S_ISREG(st.st_mode)) {
+        why = S_ISFIFO(st.st_mode) ? "is a FIFO" : "is not a regular file";
+    }
+    else if (st.st_uid != (uid_t)rec->uid && st.st_uid != 0) {
+        why = apr_psprintf(r->pool, "belongs to uid %ld, neither the "
+                           "hosting's (%u) nor root", (long)st.st_uid,
+                           rec->uid);
+    }
+    else if (st.st_size > HTACCESS_MAX) {
+        why = apr_psprintf(r->pool, "has %" APR_OFF_T_FMT " bytes, more "
+                           "than %d", (apr_off_t)st.st_size, HTACCESS_MAX);
+    }
+    if (why) {
+        close(fd);
+        vhost_count(CNT_HTACCESS_REFUSED);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00155)
+                      "hosting %s: %s %s; not read, answered 403",
+                      rec->hosting, *full_name, why);
+        return APR_EACCES;
+    }
+    flags = fcntl(fd, F_GETFL);
+    if (flags != -1) {
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    }
+    ofd = fd;
+    if (apr_os_file_put(&f, &ofd, APR_FOPEN_READ, r->pool) != APR_SUCCESS) {
+        close(fd);
+        return APR_EGENERAL;
+    }
+    *conffile = ap_pcfg_open_custom(r->pool, *full_name, f, ht_getch,
+                                    ht_getstr, ht_close);
+    return APR_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ */
 /* Start-up: overrides of the hostings' tree.                          */
 
 /* Directive names (prefixes) that run code, reach a backend, let PHP
@@ -279,4 +369,5 @@ void vhost_guard_register_hooks(void)
     ap_hook_translate_name(guard_translate_name, NULL, NULL,
                            APR_HOOK_REALLY_FIRST);
     ap_hook_handler(guard_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    ap_hook_open_htaccess(guard_open_htaccess, NULL, NULL, APR_HOOK_FIRST);
 }

@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from w4a_harness import hostings_dir_block
+
 
 A, B = "w4a100010", "w4a100011"
 SUEXEC_CONF = "/etc/apache2/suexec/www-data"
@@ -37,10 +39,7 @@ LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so
 ScriptSock {w4a.root}/cgid.sock
 W4AVhostEngine on
 W4AVhostMap {index}
-<Directory {tree.base}>
-    AllowOverride All
-    Require all granted
-</Directory>
+{hostings_dir_block(tree.base)}
 """).start()
 
 
@@ -58,3 +57,19 @@ def test_cgi_owned_by_another_hosting_is_refused(w4a, suexec_docroot):
     httpd.expect_error(r"W4A00106: hosting w4a100010: .*foreign\.cgi belongs to uid 100011")
     st, h, body = httpd.get("a.example", "/cgi-bin/foreign.cgi")
     assert st == 403 and b"user=" not in body
+
+
+def test_cgi_of_one_hosting_cannot_read_another_hostings_files(w4a,
+                                                              suexec_docroot):
+    """A's CGI runs as A: with the homes closed to other hostings (0750,
+    group www-data, as scripts/node.sh and the harness make them), B's
+    files are out of its reach, while httpd still serves them."""
+    httpd = cgi_server(w4a)
+    secret = w4a.tree.write(B, "b.example", "secret.txt", "B's secret\n")
+    path = w4a.tree.write(A, "a.example", "cgi-bin/peek.cgi",
+                          "#!/bin/sh\necho 'Content-Type: text/plain'\necho\n"
+                          "cat %s 2>&1 || echo refused\n" % secret)
+    os.chmod(path, 0o755)
+    st, h, body = httpd.get("a.example", "/cgi-bin/peek.cgi")
+    assert st == 200 and b"B's secret" not in body and b"refused" in body, body
+    assert httpd.get("b.example", "/secret.txt")[::2] == (200, b"B's secret\n")

@@ -359,3 +359,60 @@ RewriteRule ^forged-env$ /index.html [E=W4A_LOG:1]
     assert "forged" not in read(b_log), read(b_log)
     assert "forged-nolog" not in read(a_log)
     assert_b_served(httpd)
+
+
+# -- a hosting's .htaccess files --------------------------------------
+
+def test_fifo_htaccess_never_holds_a_thread(w4a):
+    """mkfifo .htaccess in A's tree: core's blocking open() would hold every
+    thread that serves the directory until a writer comes. Answered 403 at
+    once, many times over, while B is served."""
+    import concurrent.futures
+    tree, _, httpd = map_server(w4a, {"sub/index.html": "sub\n"})
+    fifo = os.path.join(tree.docroot(A, "a.example"), "sub", ".htaccess")
+    os.mkfifo(fifo)
+    os.chown(fifo, 100010, 100010)
+    httpd.expect_error(r"W4A00155|AH00529")
+    httpd.start()
+
+    def one(_):
+        return httpd.get("a.example", "/sub/")[0]
+
+    with concurrent.futures.ThreadPoolExecutor(80) as ex:
+        statuses = list(ex.map(one, range(80)))
+    assert set(statuses) == {403}, statuses
+    assert httpd.wait_log(r"W4A00155: hosting w4a100010: \S+/sub/\.htaccess "
+                          r"is a FIFO; not read, answered 403"), httpd.log()
+    start = time.time()
+    assert_b_served(httpd)
+    assert time.time() - start < 2
+
+
+def test_htaccess_of_another_owner_is_not_read(w4a):
+    """A's .htaccess a symlink to B's (read as www-data, it would apply B's
+    file, or test passwords against B's .htpasswd): 403, W4A00155."""
+    tree, _, httpd = map_server(w4a, {
+        "sub/index.html": "sub\n",
+        "own/.htaccess": "Header set X-Own 1\n", "own/index.html": "own\n",
+        "big/.htaccess": "# padding\n" * (1024 * 1024 // 10 + 1),
+        "big/index.html": "big\n"})
+    b_ht = tree.write(B, "b.example", ".htaccess", "Header set X-B 1\n")
+    os.symlink(b_ht, os.path.join(tree.docroot(A, "a.example"), "sub",
+                                  ".htaccess"))
+    os.lchown(os.path.join(tree.docroot(A, "a.example"), "sub", ".htaccess"),
+              100010, 100010)
+    big = os.path.join(tree.docroot(A, "a.example"), "big/.htaccess")
+    assert os.path.getsize(big) > 1024 * 1024
+    httpd.expect_error(r"W4A00155|AH00529")
+    httpd.start()
+    st, h, _ = httpd.get("a.example", "/sub/")
+    assert st == 403 and "x-b" not in h
+    assert httpd.wait_log(r"W4A00155: .*/sub/\.htaccess belongs to uid 100011"
+                          r", neither the hosting's \(100010\) nor root"), \
+        httpd.log()
+    assert httpd.get("a.example", "/big/")[0] == 403
+    assert httpd.wait_log(r"W4A00155: .*/big/\.htaccess has \d+ bytes")
+    # A's own .htaccess files are read as before.
+    assert httpd.get("a.example", "/own/")[1].get("x-own") == "1"
+    assert_b_served(httpd)
+    assert httpd.get("b.example", "/")[1].get("x-b") == "1"

@@ -144,6 +144,10 @@ class Tree:
         for rel, text in (files or {}).items():
             self.write(hosting, domain, rel, text)
         self.chown_tree(self.home(hosting), uid)
+        # As scripts/node.sh and docs/security.md: the home is the
+        # hosting's and httpd's group's, closed to every other hosting.
+        os.chown(self.home(hosting), uid, grp.getgrnam("www-data").gr_gid)
+        os.chmod(self.home(hosting), 0o750)
         os.chmod(os.path.join(self.base, "vol1"), 0o755)
         return dr
 
