@@ -16,6 +16,7 @@
 #include "w4a_util.h"
 
 #define KEY_MAX 250
+#define SEALED_MAX 16384        /* a record is at most ~8.5 KiB */
 
 struct w4a_mc_t {
     memcached_st      *master;
@@ -239,8 +240,9 @@ apr_status_t w4a_mc_get(w4a_mc_t *mc, const char *key, char **val,
         rv = APR_SUCCESS;
         if (mc->key) {
             const char *plain = NULL;
-            /* a NUL inside is not a value we wrote */
-            rv = strlen(*val) != vlen ? W4A_MAC_EFORGED
+            /* a NUL inside, or a size no record has, is not a value we
+             * wrote: refused before hashing it */
+            rv = strlen(*val) != vlen || vlen > SEALED_MAX ? W4A_MAC_EFORGED
                  : w4a_mac_open(mc->key, apr_pstrcat(p, mc->prefix, key, NULL),
                                 *val, apr_time_sec(apr_time_now()), &plain);
             if (rv == APR_SUCCESS) {
