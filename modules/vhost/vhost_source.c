@@ -97,7 +97,7 @@ struct vhost_source {
     apr_time_t           db_down_until;
     apr_time_t           db_ok_at;     /* the database last answered */
     apr_time_t           db_logged, mc_logged, forged_logged,
-                         expired_logged;
+                         expired_logged, bad_logged;
 };
 
 static vhost_source_conf_fn *conf_of;
@@ -693,9 +693,12 @@ static fetch_e mc_lookup(request_rec *r, vhost_source *src, const char *mkey,
     if (w4a_record_parse_line(out, val, &src->checks, &err, r->pool)
         != APR_SUCCESS || strcmp(out->matched, key)) {
         vhost_count(CNT_BAD_CACHE_VALUES);
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00135)
-                      "memcached value of '%s' refused (%s); asking the "
-                      "database", key, err ? err : "key mismatch");
+        if (log_due(src, &src->bad_logged)) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00135)
+                          "memcached value of '%s' refused (%s); asking the "
+                          "database (said at most every 10 s)", key,
+                          err ? err : "key mismatch");
+        }
         return F_ERROR;
     }
     vhost_count(CNT_MC_HITS);
