@@ -30,4 +30,5 @@ CREATE TABLE w4a_domains (
 --     ('*.sites.example.org', 'sites.example.org', 'w4a100012', 100012, 100012,
 --      '/datas/vol1/w4a100012/var/www/sites', '8.2', 'active', NULL);
 -- After a change, tell the nodes:
---   w4a-vhostmap invalidate --memcached 10.0.0.5:11211,10.0.0.6:11211 www.example.com
+--   w4a-vhostmap invalidate --memcached 10.0.0.5:11211,10.0.0.6:11211 \
+--       --key /etc/w4a/memcached.key www.example.com

@@ -13,6 +13,7 @@ PKGS=(
     libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl
     zlib1g-dev
     memcached libmemcached-dev libmemcached-tools
+    libssl-dev
     sqlite3 libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql
     mariadb-server mariadb-client
     postgresql libaprutil1-dbd-pgsql

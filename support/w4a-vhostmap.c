@@ -10,10 +10,14 @@
  *   1  refused: errors in the map (or, lookup, host not found)
  *   2  usage error, unreadable file, write failure, broken index
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <apr_general.h>
 #include <apr_getopt.h>
@@ -21,6 +25,7 @@
 #include <apr_time.h>
 
 #include "w4a_host.h"
+#include "w4a_mac.h"
 #include "w4a_map.h"
 #include "w4a_mc.h"
 #include "w4a_util.h"
@@ -44,7 +49,7 @@ struct cmd_t {
 };
 
 static cmd_fn cmd_compile, cmd_check, cmd_lookup, cmd_info, cmd_invalidate,
-    cmd_help;
+    cmd_keygen, cmd_help;
 
 static const cmd_t commands[] = {
     { "compile", cmd_compile, "[options] MAP.txt INDEX",
@@ -56,8 +61,11 @@ static const cmd_t commands[] = {
     { "info",    cmd_info,    "INDEX",
       "validate INDEX and print its header", 0 },
     { "invalidate", cmd_invalidate,
-      "--memcached SERVERS [--prefix P] (NAME... | --all)",
+      "--memcached SERVERS (--key FILE | --no-key) [--prefix P] "
+      "(NAME... | --all)",
       "drop NAMEs (or, --all, every name) from the nodes' shared cache", 0 },
+    { "keygen", cmd_keygen, "[--group GROUP] FILE",
+      "write a new key for W4AVhostMemcachedKey (0640, group www-data)", 0 },
     { "help",    cmd_help,    "[COMMAND]",
       "this text", 0 },
     { NULL, NULL, NULL, NULL, 0 }
@@ -135,10 +143,22 @@ static void usage(FILE *f, const cmd_t *only, int full)
 "\n"
 "invalidate (for the SQL source, after the panel changed the database):\n"
 "  --memcached SERVERS  host:port[,host:port...] as W4AVhostMemcached\n"
+"  --key FILE           the nodes' W4AVhostMemcachedKey (the generation is\n"
+"                       read and written sealed with it)\n"
+"  --no-key             for nodes with W4AVhostMemcachedKey none\n"
 "  --prefix P           as W4AVhostMemcachedPrefix [w4a:]\n"
 "  --all                move every node to a new generation of keys\n"
 "NAME: a domain or *.wildcard as in the database.  Nodes see the change\n"
-"within W4AVhostCacheTTL seconds.\n");
+"within W4AVhostCacheTTL seconds.  When the generation is absent or not\n"
+"sealed by the key, every node is moved to a new generation instead.\n");
+    }
+    if (!only || only->run == cmd_keygen) {
+        fprintf(f,
+"\n"
+"keygen writes 32 random bytes (/dev/urandom) as 64 hex digits to FILE,\n"
+"which must not exist, mode 0640, owner the caller (root), group GROUP\n"
+"[www-data]: what httpd reads at start-up and nobody else.  Copy the same\n"
+"file to every node and to the panel (install -m 0640 -o root -g www-data).\n");
     }
     if (!only) {
         fprintf(f,
@@ -417,37 +437,84 @@ static int cmd_info(const cmd_t *cmd, int argc, const char *const *argv,
     return EXIT_OK;
 }
 
-enum { OPT_MEMCACHED = 2001, OPT_PREFIX, OPT_ALL };
+enum { OPT_MEMCACHED = 2001, OPT_PREFIX, OPT_ALL, OPT_KEY, OPT_NO_KEY,
+       OPT_GROUP };
 
 static const apr_getopt_option_t invalidate_options[] = {
     { "memcached", OPT_MEMCACHED, 1, "SERVERS" },
+    { "key",       OPT_KEY,       1, "FILE" },
+    { "no-key",    OPT_NO_KEY,    0, "" },
     { "prefix",    OPT_PREFIX,    1, "P" },
     { "all",       OPT_ALL,       0, "" },
     { "help",      'h',           0, "" },
     { NULL, 0, 0, NULL }
 };
 
-/* The generation as the nodes read it: absent is 0. */
-static int read_generation(w4a_mc_t *mc, apr_uint64_t *gen, apr_pool_t *p)
+typedef enum { GEN_OK, GEN_ABSENT, GEN_FORGED, GEN_ERROR } gen_e;
+
+/* The generation as the nodes read it (absent: 0). */
+static gen_e read_generation(w4a_mc_t *mc, int sealed, apr_uint64_t *gen,
+                             apr_pool_t *p)
 {
-    char *val;
+    char *val = NULL;
     const char *err = NULL;
     apr_int64_t v;
     apr_status_t rv = w4a_mc_get(mc, "gen", &val, &err, p);
 
     *gen = 0;
     if (rv == APR_NOTFOUND) {
-        return 1;
+        return GEN_ABSENT;
+    }
+    if (rv == W4A_MAC_EFORGED || rv == W4A_MAC_EEXPIRED) {
+        return GEN_FORGED;
     }
     if (rv != APR_SUCCESS) {
         fprintf(stderr, PROG ": memcached: %s\n", err ? err : "no answer");
-        return 0;
+        return GEN_ERROR;
+    }
+    if (!sealed && w4a_mac_looks_sealed(val)) {
+        fprintf(stderr, PROG ": the nodes seal their values: give their "
+                "key with --key FILE\n");
+        return GEN_ERROR;
     }
     apr_collapse_spaces(val, val);      /* memcached pads incremented values */
-    if (w4a_parse_number(val, 0, APR_INT64_MAX, &v)) {
-        *gen = (apr_uint64_t)v;
+    if (!w4a_parse_number(val, 0, APR_INT64_MAX, &v)) {
+        return GEN_FORGED;
     }
-    return 1;
+    *gen = (apr_uint64_t)v;
+    return GEN_OK;
+}
+
+/* A new generation, above the one read and above every one written
+ * before (microseconds of the clock): what someone put back, or a lost
+ * value, cannot make it one the nodes have used already. */
+static int bump_generation(w4a_mc_t *mc, int sealed, apr_uint64_t old,
+                           const char *servers, const char *why,
+                           apr_pool_t *p)
+{
+    const char *err = NULL;
+    apr_uint64_t gen = (apr_uint64_t)apr_time_now();
+    apr_status_t rv;
+
+    if (gen <= old) {
+        gen = old + 1;
+    }
+    if (sealed) {
+        rv = w4a_mc_set(mc, "gen", apr_psprintf(p, "%" APR_UINT64_T_FMT, gen),
+                        0, &err, p);
+    }
+    else {
+        /* plain values: incr keeps concurrent bumps apart */
+        rv = w4a_mc_incr(mc, "gen", &gen, &err, p);
+    }
+    if (rv != APR_SUCCESS) {
+        fprintf(stderr, PROG ": memcached %s: %s\n", servers,
+                err ? err : "no answer");
+        return EXIT_USAGE;
+    }
+    printf("generation %" APR_UINT64_T_FMT ": %severy name is fetched "
+           "again\n", gen, why);
+    return EXIT_OK;
 }
 
 static int cmd_invalidate(const cmd_t *cmd, int argc, const char *const *argv,
@@ -456,10 +523,13 @@ static int cmd_invalidate(const cmd_t *cmd, int argc, const char *const *argv,
     apr_getopt_t *os;
     apr_status_t rv;
     const char *arg, *servers = NULL, *prefix = "w4a:", *err = NULL;
-    int ch, all = 0, i, rc = EXIT_OK;
+    const char *key_path = NULL;
+    int ch, all = 0, i, rc = EXIT_OK, no_key = 0;
     w4a_mc_opts_t o;
     w4a_mc_t *mc;
+    w4a_mac_key_t *key = NULL;
     apr_uint64_t gen;
+    gen_e g;
 
     apr_getopt_init(&os, p, argc, argv);
     os->interleave = 1;
@@ -469,6 +539,8 @@ static int cmd_invalidate(const cmd_t *cmd, int argc, const char *const *argv,
         case OPT_MEMCACHED: servers = arg; break;
         case OPT_PREFIX:    prefix = arg; break;
         case OPT_ALL:       all = 1; break;
+        case OPT_KEY:       key_path = arg; break;
+        case OPT_NO_KEY:    no_key = 1; break;
         case 'h':           usage(stdout, cmd, 1); return EXIT_OK;
         }
     }
@@ -476,31 +548,39 @@ static int cmd_invalidate(const cmd_t *cmd, int argc, const char *const *argv,
         fprintf(stderr, "(see " PROG " help %s)\n", cmd->name);
         return EXIT_USAGE;
     }
-    if (!servers || (all == (os->ind < argc))) {
-        fprintf(stderr, PROG " invalidate: needs --memcached and either "
-                "names or --all\n");
+    if (!servers || (all == (os->ind < argc)) || !key_path == !no_key) {
+        fprintf(stderr, PROG " invalidate: needs --memcached, --key FILE (or "
+                "--no-key for nodes without one) and either names or --all\n");
         usage(stderr, cmd, 0);
+        return EXIT_USAGE;
+    }
+    if (key_path && w4a_mac_key_load(&key, key_path, &err, p)
+                    != APR_SUCCESS) {
+        fprintf(stderr, PROG ": --key %s: %s\n", key_path, err);
         return EXIT_USAGE;
     }
     memset(&o, 0, sizeof(o));
     o.prefix = prefix;
     o.timeout_ms = 1000;
+    o.key = key;
     if (w4a_mc_create(&mc, servers, &o, &err, p) != APR_SUCCESS) {
         fprintf(stderr, PROG ": %s\n", err);
         return EXIT_USAGE;
     }
-    if (all) {
-        if (w4a_mc_incr(mc, "gen", &gen, &err, p) != APR_SUCCESS) {
-            fprintf(stderr, PROG ": memcached %s: %s\n", servers,
-                    err ? err : "no answer");
-            return EXIT_USAGE;
-        }
-        printf("generation %" APR_UINT64_T_FMT ": every name is fetched "
-               "again\n", gen);
-        return EXIT_OK;
-    }
-    if (!read_generation(mc, &gen, p)) {
+    g = read_generation(mc, key != NULL, &gen, p);
+    if (g == GEN_ERROR) {
         return EXIT_USAGE;
+    }
+    if (all) {
+        return bump_generation(mc, key != NULL, gen, servers, "", p);
+    }
+    if (g == GEN_FORGED || (g == GEN_ABSENT && key)) {
+        /* which keys the nodes use is not known: move them all on (after a
+         * memcached restart, when it is absent, the cache is empty anyway) */
+        return bump_generation(mc, key != NULL, gen, servers,
+                               g == GEN_FORGED ? "the generation in memcached "
+                               "was not sealed by the key; "
+                               : "the generation was absent; ", p);
     }
     for (i = os->ind; i < argc; i++) {
         char host[W4A_HOST_MAX + 3];
@@ -530,6 +610,90 @@ static int cmd_invalidate(const cmd_t *cmd, int argc, const char *const *argv,
                                                    : "was not cached");
     }
     return rc;
+}
+
+static const apr_getopt_option_t keygen_options[] = {
+    { "group", OPT_GROUP, 1, "GROUP" },
+    { "help",  'h',       0, "" },
+    { NULL, 0, 0, NULL }
+};
+
+static int cmd_keygen(const cmd_t *cmd, int argc, const char *const *argv,
+                      apr_pool_t *p)
+{
+    static const char digits[] = "0123456789abcdef";
+    apr_getopt_t *os;
+    apr_status_t rv;
+    const char *arg, *group = "www-data", *path;
+    unsigned char raw[32];
+    char text[2 * sizeof(raw) + 1];
+    struct group *gr;
+    int ch, fd, in;
+    apr_size_t i;
+    ssize_t n;
+
+    apr_getopt_init(&os, p, argc, argv);
+    os->interleave = 1;
+    while ((rv = apr_getopt_long(os, keygen_options, &ch, &arg))
+           == APR_SUCCESS) {
+        switch (ch) {
+        case OPT_GROUP: group = arg; break;
+        case 'h':       usage(stdout, cmd, 1); return EXIT_OK;
+        }
+    }
+    if (rv != APR_EOF || argc - os->ind != 1) {
+        if (rv == APR_EOF) {
+            fprintf(stderr, PROG " keygen: expected one FILE\n");
+        }
+        usage(stderr, cmd, 0);
+        return EXIT_USAGE;
+    }
+    path = argv[os->ind];
+    if ((gr = getgrnam(group)) == NULL) {
+        fprintf(stderr, PROG ": no group '%s'\n", group);
+        return EXIT_USAGE;
+    }
+    in = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (in < 0 || read(in, raw, sizeof(raw)) != (ssize_t)sizeof(raw)) {
+        fprintf(stderr, PROG ": /dev/urandom: %s\n", strerror(errno));
+        if (in >= 0) {
+            close(in);
+        }
+        return EXIT_USAGE;
+    }
+    close(in);
+    for (i = 0; i < sizeof(raw); i++) {
+        text[2 * i] = digits[raw[i] >> 4];
+        text[2 * i + 1] = digits[raw[i] & 15];
+    }
+    text[2 * sizeof(raw)] = '\n';
+    memset(raw, 0, sizeof(raw));
+    /* never over an existing key: that would split the fleet in two */
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+              0600);
+    if (fd < 0) {
+        fprintf(stderr, PROG ": %s: %s%s\n", path, strerror(errno),
+                errno == EEXIST ? " (exists: a key is never overwritten; "
+                "remove it first to make a new one)" : "");
+        memset(text, 0, sizeof(text));
+        return EXIT_USAGE;
+    }
+    n = write(fd, text, sizeof(text));
+    memset(text, 0, sizeof(text));
+    if (n != (ssize_t)sizeof(text) || fchown(fd, (uid_t)-1, gr->gr_gid) != 0
+        || fchmod(fd, 0640) != 0 || fsync(fd) != 0) {
+        fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
+        close(fd);
+        unlink(path);
+        return EXIT_USAGE;
+    }
+    if (close(fd) != 0) {
+        fprintf(stderr, PROG ": %s: %s\n", path, strerror(errno));
+        unlink(path);
+        return EXIT_USAGE;
+    }
+    printf("%s: a new key, mode 0640, group %s\n", path, group);
+    return EXIT_OK;
 }
 
 static const cmd_t *find_command(const char *name)

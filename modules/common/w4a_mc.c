@@ -10,16 +10,19 @@
 
 #include <apr_sha1.h>
 #include <apr_strings.h>
+#include <apr_time.h>
 
 #include "w4a_mc.h"
 #include "w4a_util.h"
 
 #define KEY_MAX 250
+#define SEALED_MAX 16384        /* a record is at most ~8.5 KiB */
 
 struct w4a_mc_t {
     memcached_st      *master;
     memcached_pool_st *pool;
     const char        *prefix;
+    const w4a_mac_key_t *key;
 };
 
 static apr_status_t mc_cleanup(void *data)
@@ -128,6 +131,7 @@ apr_status_t w4a_mc_create(w4a_mc_t **out, const char *servers,
     memcached_st *m;
 
     mc->prefix = opts && opts->prefix ? opts->prefix : "";
+    mc->key = opts ? opts->key : NULL;
     if (strlen(mc->prefix) > 64) {
         *err = "memcached key prefix longer than 64 bytes";
         return APR_EINVAL;
@@ -234,6 +238,17 @@ apr_status_t w4a_mc_get(w4a_mc_t *mc, const char *key, char **val,
     if (v && rc == MEMCACHED_SUCCESS) {
         *val = apr_pstrmemdup(p, v, vlen);
         rv = APR_SUCCESS;
+        if (mc->key) {
+            const char *plain = NULL;
+            /* a NUL inside, or a size no record has, is not a value we
+             * wrote: refused before hashing it */
+            rv = strlen(*val) != vlen || vlen > SEALED_MAX ? W4A_MAC_EFORGED
+                 : w4a_mac_open(mc->key, apr_pstrcat(p, mc->prefix, key, NULL),
+                                *val, apr_time_sec(apr_time_now()), &plain);
+            if (rv == APR_SUCCESS) {
+                *val = (char *)plain;
+            }
+        }
     }
     else if (rc == MEMCACHED_NOTFOUND) {
         rv = APR_NOTFOUND;
@@ -252,11 +267,22 @@ static apr_status_t store(w4a_mc_t *mc, int add, const char *key,
 {
     apr_size_t klen;
     const char *k = full_key(mc, key, &klen, p);
-    memcached_st *m = take(mc, err);
+    memcached_st *m;
     memcached_return_t rc;
     apr_status_t rv = APR_SUCCESS;
 
-    if (!m) {
+    if (mc->key) {
+        val = w4a_mac_seal(mc->key, apr_pstrcat(p, mc->prefix, key, NULL), val,
+                           ttl_s ? apr_time_sec(apr_time_now()) + ttl_s : 0,
+                           p);
+        if (!val) {
+            if (err) {
+                *err = "cannot seal the value (libcrypto: out of memory?)";
+            }
+            return APR_EGENERAL;
+        }
+    }
+    if ((m = take(mc, err)) == NULL) {
         return APR_EGENERAL;
     }
     rc = add ? memcached_add(m, k, klen, val, strlen(val), (time_t)ttl_s, 0)
@@ -319,6 +345,14 @@ apr_status_t w4a_mc_incr(w4a_mc_t *mc, const char *key, apr_uint64_t *out,
 
     if (!m) {
         return APR_EGENERAL;
+    }
+    if (mc->key) {
+        memcached_pool_release(mc->pool, m);
+        if (err) {
+            *err = "a sealed value cannot be incremented";
+        }
+        *out = 0;
+        return APR_ENOTIMPL;
     }
     for (tries = 0; tries < 3; tries++) {
         rc = memcached_increment(m, k, klen, 1, &v);

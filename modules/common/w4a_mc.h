@@ -8,6 +8,12 @@
  * holding a blank or control byte is replaced by "<prefix>#" + its SHA-1
  * in hex, so any domain name can be a key.  Create one client per process
  * (after fork): connections are not shared across processes.
+ *
+ * With a key (w4a_mac.h), every value stored is sealed: bound to its key
+ * ("<prefix><key>", before any hashing) and to its expiry (now + ttl), and
+ * every value read must carry a good seal; one that does not is not
+ * returned (W4A_MAC_EFORGED, W4A_MAC_EEXPIRED), so that whoever else can
+ * reach memcached cannot make the nodes believe anything.
  */
 #ifndef W4A_MC_H
 #define W4A_MC_H
@@ -16,12 +22,15 @@
 #include <apr_errno.h>
 #include <apr_pools.h>
 
+#include "w4a_mac.h"
+
 /** Options of a client. */
 typedef struct w4a_mc_opts_t {
     const char   *prefix;      /**< prepended to every key (NULL: "") */
     apr_uint32_t  timeout_ms;  /**< connect and I/O timeout (0: 50 ms) */
     apr_uint32_t  retry_s;     /**< seconds a failed server is left alone (0: 1) */
     apr_uint32_t  max_conns;   /**< connections in the pool (0: 16) */
+    const w4a_mac_key_t *key;  /**< seal values with it (NULL: plain) */
 } w4a_mc_opts_t;
 
 typedef struct w4a_mc_t w4a_mc_t;
@@ -49,7 +58,11 @@ const char *w4a_mc_check_servers(const char *servers, apr_pool_t *p);
  * Get a value.
  * @param val  set to the value, NUL-terminated, allocated from @a p
  * @return APR_SUCCESS; APR_NOTFOUND (no such key); APR_EGENERAL (no
- *         server answered: down, timed out) with @a err set when not NULL.
+ *         server answered: down, timed out) with @a err set when not NULL;
+ *         with a key, W4A_MAC_EFORGED (not sealed by the key, or for
+ *         another key) or W4A_MAC_EEXPIRED (sealed, but past its expiry),
+ *         @a val then set to the value as read (for a message, never to
+ *         be used).
  */
 apr_status_t w4a_mc_get(w4a_mc_t *mc, const char *key, char **val,
                         const char **err, apr_pool_t *p);
@@ -78,7 +91,8 @@ apr_status_t w4a_mc_delete(w4a_mc_t *mc, const char *key, const char **err,
 /**
  * Add 1 to a numeric value, creating it as "1" when absent.
  * @param out  the new value
- * @return APR_SUCCESS or APR_EGENERAL.
+ * @return APR_SUCCESS or APR_EGENERAL; APR_ENOTIMPL for a client with a
+ *         key (a sealed value is not a number: get, then set).
  */
 apr_status_t w4a_mc_incr(w4a_mc_t *mc, const char *key, apr_uint64_t *out,
                          const char **err, apr_pool_t *p);

@@ -56,7 +56,8 @@ static const char *const counter_names[CNT_MAX] = {
     "refused", "owner_denied", "reloads", "reload_failures", "media",
     "cache_hits", "cache_negative_hits", "cache_waits",
     "memcached_hits", "memcached_misses", "memcached_errors",
-    "bad_cache_values", "db_queries", "db_errors", "bad_records",
+    "bad_cache_values", "memcached_forged", "memcached_expired",
+    "db_queries", "db_errors", "bad_records",
     "stale_serves", "unavailable", "handlers_refused",
     "htaccess_refused"
 };

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE 1           /* F_OFD_SETLKW */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <httpd.h>
@@ -16,16 +17,19 @@
 #include <ap_mpm.h>
 #include <unixd.h>
 
+#include <apr_atomic.h>
 #include <apr_dbd.h>
 #include <mod_dbd.h>     /* after apr_dbd.h */
 #include <apr_hash.h>
 #include <apr_optional.h>
+#include <apr_shm.h>
 #include <apr_strings.h>
 #include <apr_thread_cond.h>
 #include <apr_thread_mutex.h>
 
 #include "vhost_private.h"
 #include "vhost_source.h"
+#include "w4a_mac.h"
 #include "w4a_mc.h"
 #include "w4a_util.h"
 
@@ -52,6 +56,7 @@ struct vhost_source_conf {
     const char  *label;        /* the prepared statement's mod_dbd label */
     const char  *mc_servers;   /* NULL: unset; "" after "none" */
     const char  *mc_prefix;
+    const char  *mc_key;       /* key file; NULL: unset; "" after "none" */
     apr_int64_t  mc_timeout;   /* ms */
     apr_int64_t  ttl, neg_ttl, mc_ttl, mc_neg_ttl, stale, cache_size;
 };
@@ -76,6 +81,11 @@ struct vhost_source {
     apr_uint32_t         mc_ttl, mc_neg_ttl, cache_size;
     w4a_map_checks_t     checks;
     const char          *lock_path;
+    const char          *mc_key_path;  /* NULL: plain values */
+    w4a_mac_key_t       *mac_key;      /* read at post_config, as root */
+    volatile apr_uint64_t *node_gen;   /* the newest generation any
+                                        * process of this node has seen
+                                        * (shared memory), or NULL */
     /* per process (child_init) */
     apr_thread_mutex_t  *mutex;    /* guards everything below */
     apr_thread_cond_t   *cond;     /* a fetch finished */
@@ -86,7 +96,8 @@ struct vhost_source {
     apr_time_t           gen_at;
     apr_time_t           db_down_until;
     apr_time_t           db_ok_at;     /* the database last answered */
-    apr_time_t           db_logged, mc_logged;
+    apr_time_t           db_logged, mc_logged, forged_logged,
+                         expired_logged, bad_logged;
 };
 
 static vhost_source_conf_fn *conf_of;
@@ -120,6 +131,7 @@ vhost_source_conf *vhost_source_conf_merge(apr_pool_t *p,
     sc->label = add->query ? add->label : base->label;
     sc->mc_servers = PICKP(mc_servers);
     sc->mc_prefix = PICKP(mc_prefix);
+    sc->mc_key = PICKP(mc_key);
     sc->mc_timeout = PICK(mc_timeout);
     sc->ttl = PICK(ttl);
     sc->neg_ttl = PICK(neg_ttl);
@@ -191,6 +203,22 @@ const char *vhost_src_set_mc_prefix(cmd_parms *cmd, void *d, const char *arg)
         }
     }
     conf_of(cmd->server)->mc_prefix = arg;
+    return NULL;
+}
+
+const char *vhost_src_set_mc_key(cmd_parms *cmd, void *d, const char *arg)
+{
+    vhost_source_conf *sc = conf_of(cmd->server);
+
+    if (!strcasecmp(arg, "none")) {
+        sc->mc_key = "";
+        return NULL;
+    }
+    sc->mc_key = ap_server_root_relative(cmd->pool, arg);
+    if (!sc->mc_key) {
+        return apr_pstrcat(cmd->pool, "W4AVhostMemcachedKey: bad path ", arg,
+                           NULL);
+    }
     return NULL;
 }
 
@@ -272,12 +300,13 @@ vhost_source *vhost_source_setup(apr_pool_t *pconf, apr_pool_t *ptemp,
         apr_pool_cleanup_register(pconf, &sources, ap_pool_cleanup_set_null,
                                   apr_pool_cleanup_null);
     }
-    key = apr_psprintf(ptemp, "%s|%s|%s|%" APR_INT64_T_FMT "|%"
+    key = apr_psprintf(ptemp, "%s|%s|%s|%s|%" APR_INT64_T_FMT "|%"
                        APR_INT64_T_FMT "|%" APR_INT64_T_FMT "|%"
                        APR_INT64_T_FMT "|%" APR_INT64_T_FMT "|%"
                        APR_INT64_T_FMT "|%" APR_INT64_T_FMT "|%lx", sc->label,
                        sc->mc_servers ? sc->mc_servers : "",
-                       sc->mc_prefix ? sc->mc_prefix : "", sc->mc_timeout,
+                       sc->mc_prefix ? sc->mc_prefix : "",
+                       sc->mc_key ? sc->mc_key : "-", sc->mc_timeout,
                        sc->ttl, sc->neg_ttl, sc->mc_ttl, sc->mc_neg_ttl,
                        sc->stale, sc->cache_size,
                        (unsigned long)(apr_uintptr_t)checks->bases);
@@ -301,6 +330,46 @@ vhost_source *vhost_source_setup(apr_pool_t *pconf, apr_pool_t *ptemp,
     src->cache_size = (apr_uint32_t)DEF(sc->cache_size, DEF_CACHE_SIZE);
     src->checks = *checks;
     src->checks.check_dirs = 0;
+
+    /* Whoever else reaches memcached (a hosting's PHP does) could make
+     * every node serve its own tree for another domain: values are sealed
+     * with a key only root and httpd read, unless the operator says
+     * "none" (memcached reachable by the nodes alone, e.g. with SASL). */
+    if (src->mc_servers && !sc->mc_key) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, W4ALOGNO(00143)
+                     "W4AVhostMemcached %s without W4AVhostMemcachedKey: "
+                     "anyone who reaches memcached could choose what every "
+                     "node serves for any domain; give the key file "
+                     "(w4a-vhostmap keygen), or 'W4AVhostMemcachedKey none' "
+                     "when only the nodes can reach memcached",
+                     src->mc_servers);
+        return NULL;
+    }
+    if (src->mc_servers && !*sc->mc_key) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, W4ALOGNO(00144)
+                     "W4AVhostMemcached %s without a key (W4AVhostMemcachedKey "
+                     "none): its values are believed as they come; only the "
+                     "nodes must be able to reach it", src->mc_servers);
+    }
+    else if (src->mc_servers) {
+        const char *err = NULL;
+        apr_status_t rv = w4a_mac_key_load(&src->mac_key, sc->mc_key, &err,
+                                           pconf);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, W4ALOGNO(00142)
+                         "W4AVhostMemcachedKey %s: %s", sc->mc_key, err);
+            return NULL;
+        }
+        src->mc_key_path = sc->mc_key;
+    }
+    if (src->mc_servers) {
+        apr_shm_t *shm;
+        if (apr_shm_create(&shm, sizeof(apr_uint64_t), NULL, pconf)
+            == APR_SUCCESS) {
+            src->node_gen = apr_shm_baseaddr_get(shm);
+            *src->node_gen = 0;
+        }
+    }
 
     /* The file whose byte ranges serialise database queries between the
      * processes of this node; the children open it as the server user. */
@@ -341,7 +410,9 @@ void vhost_source_child_init(apr_pool_t *pchild, server_rec *s)
         if (src->mc_servers) {
             w4a_mc_opts_t o;
             const char *err = NULL;
+            memset(&o, 0, sizeof(o));
             o.prefix = src->mc_prefix;
+            o.key = src->mac_key;
             o.timeout_ms = src->mc_timeout;
             o.retry_s = 1;
             o.max_conns = threads > 0 ? (apr_uint32_t)threads : 16;
@@ -485,10 +556,61 @@ static void mc_failed(request_rec *r, vhost_source *src, const char *what,
     }
 }
 
-/* The generation of the cached keys, re-read at most once a second; a
- * generation memcached lost (evicted, restarted) is put back, never
- * allowed to go back to older keys. */
-static apr_uint64_t generation(request_rec *r, vhost_source *src)
+/* A value memcached gave that we did not write (W4A_MAC_EFORGED) or that
+ * is past its sealed expiry (W4A_MAC_EEXPIRED): counted, logged at most
+ * every 10 s per process (whoever writes them could flood the log). */
+static void mc_refused(request_rec *r, vhost_source *src, apr_status_t rv,
+                       const char *what, const char *mkey, const char *raw)
+{
+    const char *name = apr_pstrcat(r->pool, src->mc_prefix, mkey, NULL);
+
+    if (rv == W4A_MAC_EEXPIRED) {
+        apr_int64_t exp = 0;
+        vhost_count(CNT_MC_EXPIRED);
+        if (log_due(src, &src->expired_logged)) {
+            if (raw) {
+                sscanf(raw, "w4a1 %" APR_INT64_T_FMT, &exp);
+            }
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00141)
+                          "memcached value of %s (%s) expired at %"
+                          APR_INT64_T_FMT "; a replay, treated as a miss "
+                          "(said at most every 10 s)", what, name, exp);
+        }
+        return;
+    }
+    vhost_count(CNT_MC_FORGED);
+    if (log_due(src, &src->forged_logged)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00140)
+                      "memcached value of %s (%s) is not sealed by our key; "
+                      "treated as a miss: someone else writes to memcached "
+                      "(said at most every 10 s)", what, name);
+    }
+}
+
+/* The newest of this process's generation and the node's. */
+static apr_uint64_t node_generation(vhost_source *src, apr_uint64_t gen)
+{
+    apr_uint64_t seen;
+
+    if (!src->node_gen) {
+        return gen;
+    }
+    for (;;) {
+        seen = apr_atomic_read64(src->node_gen);
+        if (seen >= gen) {
+            return seen;
+        }
+        if (apr_atomic_cas64(src->node_gen, gen, seen) == seen) {
+            return gen;
+        }
+    }
+}
+
+/* The generation of the cached keys, re-read at most once a second (or
+ * now, with force); a generation memcached lost (evicted, restarted) is
+ * put back, and a node never goes back to older keys: an older value, even
+ * one genuinely sealed once, is a roll-back and is ignored. */
+static apr_uint64_t generation(request_rec *r, vhost_source *src, int force)
 {
     apr_time_t now = apr_time_now();
     apr_uint64_t gen;
@@ -498,8 +620,8 @@ static apr_uint64_t generation(request_rec *r, vhost_source *src)
     apr_int64_t v;
 
     apr_thread_mutex_lock(src->mutex);
-    gen = src->gen;
-    if (now - src->gen_at < GEN_REFRESH) {
+    gen = src->gen = node_generation(src, src->gen);
+    if (!force && now - src->gen_at < GEN_REFRESH) {
         apr_thread_mutex_unlock(src->mutex);
         return gen;
     }
@@ -520,14 +642,14 @@ static apr_uint64_t generation(request_rec *r, vhost_source *src)
                    apr_psprintf(r->pool, "%" APR_UINT64_T_FMT, gen), 0, NULL,
                    r->pool);
     }
+    else if (rv == W4A_MAC_EFORGED || rv == W4A_MAC_EEXPIRED) {
+        mc_refused(r, src, rv, "the generation", GEN_KEY, val);
+    }
     else if (rv == APR_EGENERAL) {
         mc_failed(r, src, "reading the generation", err);
     }
     apr_thread_mutex_lock(src->mutex);
-    if (gen > src->gen) {
-        src->gen = gen;
-    }
-    gen = src->gen;
+    gen = src->gen = node_generation(src, gen > src->gen ? gen : src->gen);
     apr_thread_mutex_unlock(src->mutex);
     return gen;
 }
@@ -553,6 +675,11 @@ static fetch_e mc_lookup(request_rec *r, vhost_source *src, const char *mkey,
         vhost_count(CNT_MC_MISSES);
         return F_ERROR;
     }
+    if (rv == W4A_MAC_EFORGED || rv == W4A_MAC_EEXPIRED) {
+        /* a miss: the database's answer is stored over it, sealed */
+        mc_refused(r, src, rv, apr_psprintf(r->pool, "'%s'", key), mkey, val);
+        return F_ERROR;
+    }
     if (rv != APR_SUCCESS) {
         mc_failed(r, src, "get", err);
         *down = 1;
@@ -566,9 +693,12 @@ static fetch_e mc_lookup(request_rec *r, vhost_source *src, const char *mkey,
     if (w4a_record_parse_line(out, val, &src->checks, &err, r->pool)
         != APR_SUCCESS || strcmp(out->matched, key)) {
         vhost_count(CNT_BAD_CACHE_VALUES);
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00135)
-                      "memcached value of '%s' refused (%s); asking the "
-                      "database", key, err ? err : "key mismatch");
+        if (log_due(src, &src->bad_logged)) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00135)
+                          "memcached value of '%s' refused (%s); asking the "
+                          "database (said at most every 10 s)", key,
+                          err ? err : "key mismatch");
+        }
         return F_ERROR;
     }
     vhost_count(CNT_MC_HITS);
@@ -757,7 +887,7 @@ static fetch_e fetch(request_rec *r, vhost_source *src, const char *key,
     fetch_e f;
 
     if (src->mc) {
-        mkey = mc_key(r, generation(r, src), key);
+        mkey = mc_key(r, generation(r, src, 0), key);
         f = mc_lookup(r, src, mkey, key, rec, &mc_down);
         /* a cached not-found is believed only while the database answers:
          * during an outage an unknown name is a 503, never a 404 */
@@ -933,13 +1063,16 @@ void vhost_source_status(request_rec *r, vhost_source *src)
     int db_down = 0;
 
     if (src->mutex) {
+        /* the generation in force, as this node accepts it, read now:
+         * not the one this process last happened to use */
+        gen = src->mc ? generation(r, src, 1) : 0;
         apr_thread_mutex_lock(src->mutex);
         n = apr_hash_count(src->cache);
-        gen = src->gen;
         db_down = apr_time_now() < src->db_down_until;
         apr_thread_mutex_unlock(src->mutex);
     }
     ap_rprintf(r, "{\"label\":\"%s\",\"memcached\":%s%s%s,\"memcached_up\":%s,"
+               "\"memcached_sealed\":%s,"
                "\"generation\":%" APR_UINT64_T_FMT ",\"cached_names\":%u,"
                "\"database_down\":%s,\"ttl\":%" APR_TIME_T_FMT
                ",\"negative_ttl\":%" APR_TIME_T_FMT ",\"stale_ttl\":%"
@@ -948,7 +1081,8 @@ void vhost_source_status(request_rec *r, vhost_source *src)
                src->mc_servers ? ap_escape_quotes(r->pool, src->mc_servers)
                                : "null",
                src->mc_servers ? "\"" : "",
-               src->mc ? "true" : "false", gen, n,
+               src->mc ? "true" : "false", src->mac_key ? "true" : "false",
+               gen, n,
                db_down ? "true" : "false", apr_time_sec(src->ttl),
                apr_time_sec(src->neg_ttl), apr_time_sec(src->stale));
 }

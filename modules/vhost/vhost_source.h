@@ -52,6 +52,7 @@ void vhost_source_set_getter(vhost_source_conf_fn *get);
 const char *vhost_src_set_query(cmd_parms *cmd, void *d, const char *a);
 const char *vhost_src_add_mc_server(cmd_parms *cmd, void *d, const char *a);
 const char *vhost_src_set_mc_prefix(cmd_parms *cmd, void *d, const char *a);
+const char *vhost_src_set_mc_key(cmd_parms *cmd, void *d, const char *a);
 const char *vhost_src_set_mc_timeout(cmd_parms *cmd, void *d, const char *a);
 const char *vhost_src_set_cache_ttl(cmd_parms *cmd, void *d, const char *a, const char *b);
 const char *vhost_src_set_mc_ttl(cmd_parms *cmd, void *d, const char *a, const char *b);
@@ -65,6 +66,9 @@ const char *vhost_src_set_cache_size(cmd_parms *cmd, void *d, const char *a);
                     "'none'"), \
     AP_INIT_TAKE1("W4AVhostMemcachedPrefix", vhost_src_set_mc_prefix, NULL, RSRC_CONF, \
                   "prefix of the memcached keys (default w4a:)"), \
+    AP_INIT_TAKE1("W4AVhostMemcachedKey", vhost_src_set_mc_key, NULL, RSRC_CONF, \
+                  "file of the key sealing memcached values (0640 root:httpd's " \
+                  "group), or 'none'"), \
     AP_INIT_TAKE1("W4AVhostMemcachedTimeout", vhost_src_set_mc_timeout, NULL, \
                   RSRC_CONF, "memcached connect and I/O timeout, ms"), \
     AP_INIT_TAKE12("W4AVhostMemcachedTTL", vhost_src_set_mc_ttl, NULL, RSRC_CONF, \

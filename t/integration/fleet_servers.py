@@ -7,6 +7,8 @@ Nothing here touches a system instance: ports are free ports, the MariaDB
 data directory is the test's own, and processes are stopped by pid.
 """
 import glob
+import hashlib
+import hmac
 import os
 import pwd
 import shutil
@@ -40,6 +42,23 @@ QUERY = ("SELECT domain, hosting, uid, gid, docroot, php, state, flags "
          "FROM w4a_domains WHERE name = %s")
 
 
+
+
+def seal(key, name, value, expires=0):
+    """A cache value as the nodes seal it (modules/common/w4a_mac.h):
+    "w4a1 EXPIRES MAC VALUE", MAC = HMAC-SHA256(key, "w4a-mc-1" NUL name
+    NUL EXPIRES NUL value); name is the memcached key with its prefix."""
+    exp = str(int(expires))
+    mac = hmac.new(key, b"w4a-mc-1\0" + name.encode() + b"\0" + exp.encode()
+                   + b"\0" + value.encode(), hashlib.sha256).hexdigest()
+    return "w4a1 %s %s %s" % (exp, mac, value)
+
+
+def unseal(sealed):
+    """(expires, value) of a sealed value, without checking its MAC."""
+    magic, exp, _mac, value = sealed.split(" ", 3)
+    assert magic == "w4a1", sealed
+    return int(exp), value
 
 
 def _stop(proc, sig=signal.SIGTERM):

@@ -430,7 +430,8 @@ def test_vhost_status_counters_count_each_outcome_exactly(w4a):
     zero = {k: 0 for k in ("media", "cache_hits", "cache_negative_hits",
                            "cache_waits", "memcached_hits",
                            "memcached_misses", "memcached_errors",
-                           "bad_cache_values", "db_queries", "db_errors",
+                           "bad_cache_values", "memcached_forged",
+                           "memcached_expired", "db_queries", "db_errors",
                            "bad_records", "stale_serves", "unavailable",
                            "handlers_refused", "htaccess_refused")}
     assert s0["counters"] == {"lookups": 1, "hits": 1, "unknown": 0,

@@ -20,6 +20,7 @@ int main(void)
     srunner_add_suite(sr, map_suite());
     srunner_add_suite(sr, html_suite());
     srunner_add_suite(sr, record_suite());
+    srunner_add_suite(sr, mac_suite());
     srunner_add_suite(sr, geoip_suite());
     srunner_add_suite(sr, htcompat_suite());
     srunner_run_all(sr, CK_NORMAL);

@@ -19,6 +19,9 @@ Suite *html_suite(void);
 /** Single records of the SQL source and memcached (check_record.c). */
 Suite *record_suite(void);
 
+/** Sealed cache values and key files (check_mac.c). */
+Suite *mac_suite(void);
+
 /** MaxMind DB copies, validation, lookups of mod_w4a_geoip (check_geoip.c). */
 Suite *geoip_suite(void);
 
