@@ -54,10 +54,12 @@ typedef struct {
 static APR_OPTIONAL_FN_TYPE(w4a_php_dispatched) *php_dispatched;
 
 /* Handlers that serve a hosting's own files as the hosting, whoever named
- * them.  Content types ("text/html") are handler names too. */
+ * them.  Content types ("text/html") are handler names too.  Not
+ * send-as-is nor imap-file: mod_asis and mod_imagemap open the path
+ * themselves (a symlink swapped in after our check is read, mod_asis maps
+ * it); what core serves, mod_w4a_vhost serves from a checked descriptor. */
 static const char *const safe_handlers[] = {
-    "default-handler", "server-parsed", "type-map", "imap-file",
-    "send-as-is", "redirect-handler", NULL
+    "default-handler", "server-parsed", "type-map", "redirect-handler", NULL
 };
 
 /* Taken before the directory walk: at translate_name, r->per_dir_config
