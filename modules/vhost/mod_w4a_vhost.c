@@ -56,7 +56,7 @@ static const char *const counter_names[CNT_MAX] = {
     "cache_hits", "cache_negative_hits", "cache_waits",
     "memcached_hits", "memcached_misses", "memcached_errors",
     "bad_cache_values", "db_queries", "db_errors", "bad_records",
-    "stale_serves", "unavailable"
+    "stale_serves", "unavailable", "special_denied"
 };
 
 static volatile apr_uint64_t *counters;   /* CNT_MAX slots, or NULL */
@@ -540,6 +540,19 @@ static const w4a_hosting_t *w4a_hosting(request_rec *r)
     return req ? req->rec : NULL;
 }
 
+const w4a_hosting_t *vhost_request_hosting(const request_rec *r)
+{
+    vhost_req *req = find_req(r);
+    return req ? req->rec : NULL;
+}
+
+int vhost_owner_check_on(const request_rec *r)
+{
+    vhost_conf *c = ap_get_module_config(r->server->module_config,
+                                         &w4a_vhost_module);
+    return conf_owner_check(c);
+}
+
 /* Second lock behind w4a-vhostmap's checks: never serve a record that
  * breaks the operator's rules. */
 static int record_refused(request_rec *r, const vhost_conf *c,
@@ -888,8 +901,17 @@ static int vhost_translate_name(request_rec *r)
     return OK;
 }
 
-/* Like SymLinksIfOwnerMatch, but per hosting and whatever the customer's
- * Options: what we serve from a hosting's tree belongs to that hosting. */
+/*
+ * Only regular files and directories are served from a hosting: a FIFO,
+ * a socket or a device is refused here, before any handler opens it (an
+ * open() of a FIFO blocks the thread until a writer comes).
+ *
+ * Then, like SymLinksIfOwnerMatch, but per hosting and whatever the
+ * customer's Options: what we serve from a hosting's tree belongs to that
+ * hosting.  This is the early refusal, on the walk's stat of the path;
+ * the static handler (vhost_static.c) checks again the descriptor it
+ * serves, since the tenant can swap the path in between.
+ */
 static int vhost_fixups(request_rec *r)
 {
     vhost_conf *c = ap_get_module_config(r->server->module_config,
@@ -898,13 +920,18 @@ static int vhost_fixups(request_rec *r)
     const w4a_hosting_t *rec;
     apr_finfo_t fi;
 
-    if (!conf_engine(c) || !conf_owner_check(c) || !r->filename
-        || (r->finfo.filetype != APR_REG && r->finfo.filetype != APR_DIR)) {
+    if (!conf_engine(c) || !r->filename || r->finfo.filetype == APR_NOFILE) {
         return DECLINED;
     }
     req = find_req(r);
     if (!req || !(rec = req->rec) || !w4a_path_under(r->filename, rec->docroot)) {
         return DECLINED;        /* not a hosting's file (e.g. a server Alias) */
+    }
+    if (r->finfo.filetype != APR_REG && r->finfo.filetype != APR_DIR) {
+        return vhost_refuse_type(r, rec, r->finfo.filetype);
+    }
+    if (!conf_owner_check(c)) {
+        return DECLINED;
     }
     if (!(r->finfo.valid & APR_FINFO_USER)) {
         if (apr_stat(&fi, r->filename, APR_FINFO_USER, r->pool) != APR_SUCCESS) {
@@ -1221,6 +1248,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_get_suexec_identity(vhost_suexec_identity, NULL, NULL,
                                 APR_HOOK_FIRST);
     ap_hook_handler(vhost_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    vhost_static_register_hooks();
     APR_REGISTER_OPTIONAL_FN(w4a_hosting);
 }
 

@@ -431,7 +431,8 @@ def test_vhost_status_counters_count_each_outcome_exactly(w4a):
                            "cache_waits", "memcached_hits",
                            "memcached_misses", "memcached_errors",
                            "bad_cache_values", "db_queries", "db_errors",
-                           "bad_records", "stale_serves", "unavailable")}
+                           "bad_records", "stale_serves", "unavailable",
+                           "special_denied")}
     assert s0["counters"] == {"lookups": 1, "hits": 1, "unknown": 0,
                               "suspended": 0, "bad_host": 0, "refused": 0,
                               "owner_denied": 0, "reloads": 0,
