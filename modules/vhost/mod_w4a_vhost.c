@@ -4,8 +4,10 @@
  * One request, one lookup: post_read_request normalises the Host, looks it
  * up in the index (under a read lock, copying the record into the request
  * pool), sets DOCUMENT_ROOT and the W4A_* variables; translate_name maps
- * the URI under the record's document root; fixups enforces the owner
- * check; get_suexec_identity gives CGI the hosting's identity.  The record
+ * the URI under the record's document root; fixups refuses FIFOs,
+ * sockets and devices and makes the early owner check; the static handler
+ * (vhost_static.c) serves a hosting's files from the descriptor it
+ * checked; get_suexec_identity gives CGI the hosting's identity.  The record
  * is published to the other w4a modules through the optional function
  * w4a_hosting() (include/mod_w4a_vhost.h).
  *
