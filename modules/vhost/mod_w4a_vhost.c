@@ -4,8 +4,10 @@
  * One request, one lookup: post_read_request normalises the Host, looks it
  * up in the index (under a read lock, copying the record into the request
  * pool), sets DOCUMENT_ROOT and the W4A_* variables; translate_name maps
- * the URI under the record's document root; fixups enforces the owner
- * check; get_suexec_identity gives CGI the hosting's identity.  The record
+ * the URI under the record's document root; fixups refuses FIFOs,
+ * sockets and devices and makes the early owner check; the static handler
+ * (vhost_static.c) serves a hosting's files from the descriptor it
+ * checked; get_suexec_identity gives CGI the hosting's identity.  The record
  * is published to the other w4a modules through the optional function
  * w4a_hosting() (include/mod_w4a_vhost.h).
  *
@@ -59,7 +61,7 @@ static const char *const counter_names[CNT_MAX] = {
     "bad_cache_values", "memcached_forged", "memcached_expired",
     "db_queries", "db_errors", "bad_records",
     "stale_serves", "unavailable", "handlers_refused",
-    "htaccess_refused"
+    "htaccess_refused", "special_denied"
 };
 
 static volatile apr_uint64_t *counters;   /* CNT_MAX slots, or NULL */
@@ -564,13 +566,20 @@ static vhost_req *find_req(const request_rec *r)
 
 static const w4a_hosting_t *w4a_hosting(request_rec *r)
 {
+    return vhost_request_hosting(r);
+}
+
+const w4a_hosting_t *vhost_request_hosting(const request_rec *r)
+{
     vhost_req *req = find_req(r);
     return req ? req->rec : NULL;
 }
 
-const w4a_hosting_t *vhost_hosting_of(request_rec *r)
+int vhost_owner_check_on(const request_rec *r)
 {
-    return w4a_hosting(r);
+    vhost_conf *c = ap_get_module_config(r->server->module_config,
+                                         &w4a_vhost_module);
+    return conf_owner_check(c);
 }
 
 static const char *w4a_operator_handler(request_rec *r)
@@ -971,8 +980,17 @@ static int vhost_translate_name(request_rec *r)
     return OK;
 }
 
-/* Like SymLinksIfOwnerMatch, but per hosting and whatever the customer's
- * Options: what we serve from a hosting's tree belongs to that hosting. */
+/*
+ * Only regular files and directories are served from a hosting: a FIFO,
+ * a socket or a device is refused here, before any handler opens it (an
+ * open() of a FIFO blocks the thread until a writer comes).
+ *
+ * Then, like SymLinksIfOwnerMatch, but per hosting and whatever the
+ * customer's Options: what we serve from a hosting's tree belongs to that
+ * hosting.  This is the early refusal, on the walk's stat of the path;
+ * the static handler (vhost_static.c) checks again the descriptor it
+ * serves, since the tenant can swap the path in between.
+ */
 static int vhost_fixups(request_rec *r)
 {
     vhost_conf *c = ap_get_module_config(r->server->module_config,
@@ -981,13 +999,18 @@ static int vhost_fixups(request_rec *r)
     const w4a_hosting_t *rec;
     apr_finfo_t fi;
 
-    if (!conf_engine(c) || !conf_owner_check(c) || !r->filename
-        || (r->finfo.filetype != APR_REG && r->finfo.filetype != APR_DIR)) {
+    if (!conf_engine(c) || !r->filename || r->finfo.filetype == APR_NOFILE) {
         return DECLINED;
     }
     req = find_req(r);
     if (!req || !(rec = req->rec) || !w4a_path_under(r->filename, rec->docroot)) {
         return DECLINED;        /* not a hosting's file (e.g. a server Alias) */
+    }
+    if (r->finfo.filetype != APR_REG && r->finfo.filetype != APR_DIR) {
+        return vhost_refuse_type(r, rec, r->finfo.filetype);
+    }
+    if (!conf_owner_check(c)) {
+        return DECLINED;
     }
     if (!(r->finfo.valid & APR_FINFO_USER)) {
         if (apr_stat(&fi, r->filename, APR_FINFO_USER, r->pool) != APR_SUCCESS) {
@@ -1300,6 +1323,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_log_transaction(vhost_log_transaction, NULL, NULL,
                             APR_HOOK_REALLY_FIRST);
     vhost_guard_register_hooks();
+    vhost_static_register_hooks();
     APR_REGISTER_OPTIONAL_FN(w4a_hosting);
     APR_REGISTER_OPTIONAL_FN(w4a_operator_handler);
 }

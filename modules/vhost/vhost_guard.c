@@ -137,7 +137,7 @@ static int guard_handler(request_rec *r)
     const w4a_hosting_t *rec;
     const char *op;
 
-    if (!r->handler || !*r->handler || !(rec = vhost_hosting_of(r))) {
+    if (!r->handler || !*r->handler || !(rec = vhost_request_hosting(r))) {
         return DECLINED;
     }
     op = vhost_operator_handler(r);
@@ -212,7 +212,7 @@ static apr_status_t guard_open_htaccess(request_rec *r, const char *dir_name,
                                         ap_configfile_t **conffile,
                                         const char **full_name)
 {
-    const w4a_hosting_t *rec = vhost_hosting_of(r);
+    const w4a_hosting_t *rec = vhost_request_hosting(r);
     const char *why = NULL;
     struct stat st;
     apr_file_t *f = NULL;

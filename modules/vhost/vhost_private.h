@@ -25,17 +25,37 @@ typedef enum {
     CNT_DB_QUERIES, CNT_DB_ERRORS, CNT_BAD_RECORDS,
     CNT_STALE, CNT_UNAVAILABLE,
     CNT_HANDLER_REFUSED, CNT_HTACCESS_REFUSED,
+    /* the static files (vhost_static.c) */
+    CNT_SPECIAL_DENIED,
     CNT_MAX
 } vhost_counter_e;
 
 /** Adds one to a counter (a no-op without shared memory). */
 void vhost_count(vhost_counter_e c);
 
+/** The hosting of a request (of its main request, or the one it was
+ *  redirected from), or NULL. */
+const w4a_hosting_t *vhost_request_hosting(const request_rec *r);
+
+/** 1 when W4AVhostOwnerCheck is on for the request's server. */
+int vhost_owner_check_on(const request_rec *r);
+
+/* vhost_static.c */
+
+/** "fifo", "socket", "regular file"... */
+const char *vhost_filetype_name(apr_filetype_e t);
+
+/** Logs W4A00161 (a file of a hosting that is no regular file or
+ *  directory), counts it; returns 403. */
+int vhost_refuse_type(request_rec *r, const w4a_hosting_t *rec,
+                      apr_filetype_e t);
+
+/** Hooks the handler that serves the hostings' static files from the
+ *  descriptor it checked. */
+void vhost_static_register_hooks(void);
+
 /** Whether W4AVhostEngine is on for s. */
 int vhost_engine_on(server_rec *s);
-
-/** The hosting record of r (w4a_hosting()), or NULL. */
-const w4a_hosting_t *vhost_hosting_of(request_rec *r);
 
 /** The handlers W4AVhostHandler adds to those a hosting may name, or NULL. */
 const apr_array_header_t *vhost_extra_handlers(server_rec *s);
