@@ -11,7 +11,9 @@
  * values, which stay for every later request of that worker.  So every
  * request handed to a pool sends, for every setting that any request on
  * this node has ever delivered, either its directory's value or the
- * pool's start value (from the table).  The "ever delivered" set is a
+ * pool's start value (the pool's own php_value, from the settings file
+ * w4a-fpm-pools writes beside the pool, else the table's); a setting the
+ * pool fixes with php_admin_* is never sent.  The "ever delivered" set is a
  * bitmap in a small state file mapped by every httpd process
  * (W4AHtcompatStateFile); it only grows, and survives restarts of httpd,
  * since FPM workers do.  A page whose directories set nothing, on a node
