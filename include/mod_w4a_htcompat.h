@@ -22,17 +22,26 @@
 APR_DECLARE_OPTIONAL_FN(int, w4a_htcompat_engine, (request_rec *r));
 
 /**
- * The INI text to send as FPM's PHP_VALUE for a request dispatched to a
- * pool of PHP @a version: the directory's accepted settings plus, for every
- * setting any request has ever delivered on this node, the pool's default,
- * so that nothing persists from one request to the next on an FPM worker.
- * Settings refused are logged and counted here.
+ * The INI text to send as FPM's PHP_VALUE for a request dispatched to the
+ * pool of (@a hosting, PHP @a version): the directory's accepted settings
+ * plus, for every setting any request has ever delivered on this node, the
+ * value that pool starts its workers with (its own php_value, else the INI
+ * table's start value), so that nothing persists from one request to the
+ * next on an FPM worker.  A setting the pool fixes with php_admin_value or
+ * php_admin_flag is never in the text.  Settings refused are logged and
+ * counted here.
  * @param r        the request, about to be handed to mod_proxy_fcgi
- * @param version  PHP version of the pool it goes to ("8.2")
- * @return the text ("name=\"value\"\n" lines), or NULL when nothing needs
- *         to be sent (no setting was ever delivered).
+ * @param hosting  the hosting whose pool it goes to
+ * @param version  PHP version of that pool ("8.2")
+ * @param text     out: the text ("name=\"value\"\n" lines), or NULL when
+ *                 nothing needs to be sent (no setting was ever delivered)
+ * @return APR_SUCCESS; an error (logged) when the pool's own settings
+ *         cannot be known (its settings file is not root's alone, or
+ *         malformed): then nothing may be sent, and the request must not
+ *         run.
  */
-APR_DECLARE_OPTIONAL_FN(const char *, w4a_htcompat_php_value,
-                        (request_rec *r, const char *version));
+APR_DECLARE_OPTIONAL_FN(apr_status_t, w4a_htcompat_php_value,
+                        (request_rec *r, const char *hosting,
+                         const char *version, const char **text));
 
 #endif /* MOD_W4A_HTCOMPAT_H */

@@ -201,6 +201,8 @@ W4AGeoIPSupervisorFile $ETC/geoip-supervisors.txt
 
 # php_value & co. from customers' .htaccess, checked against PHP's own table
 W4AHtcompatIniTable $PHPV $ETC/php/$PHPV.table
+# each pool's own settings, written by w4a-fpm-pools beside the pool file
+W4AHtcompatPoolSettings $ETC/fpm/pool.d/w4a-%h.settings
 <Location /w4a-htcompat-status>
     SetHandler w4a-htcompat-status
     Require local

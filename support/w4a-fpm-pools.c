@@ -9,6 +9,12 @@
  * atomically and only when their content changes; pools no longer in the
  * map are removed; each FPM master whose pools changed is reloaded
  * (SIGUSR2), and only then.
+ *
+ * Beside each pool file, w4a-<hosting>.settings lists the pool's own
+ * php_value / php_admin_value settings (htcompat_pool.h's format):
+ * mod_w4a_htcompat reads it so that its resets restore the pool's values
+ * and never touch a setting the pool fixes.  Per-hosting settings come
+ * from the operator's --pool-settings directory.
  */
 
 #include <errno.h>
@@ -26,13 +32,17 @@
 #include <apr_general.h>
 #include <apr_getopt.h>
 #include <apr_hash.h>
+#include <apr_lib.h>
 #include <apr_strings.h>
 #include <apr_time.h>
 
+#include "htcompat_pool.h"
+#include "htcompat_table.h"
 #include "w4a_map.h"
 
 #define POOL_PREFIX "w4a-"
 #define POOL_SUFFIX ".conf"
+#define SETTINGS_SUFFIX ".settings"
 
 /* What FPM may run: .php, and the extensions the mod_php era mapped to PHP
  * (AddHandler application/x-httpd-php .html, …: mod_w4a_php routes those
@@ -47,6 +57,7 @@ typedef struct {
     const char *slowlog;       /* pattern, %h %v: outside the hosting's tree */
     const char *listen_owner;
     const char *extensions;    /* "…" for security.limit_extensions */
+    const char *settings_dir;  /* operator's <hosting>.conf files; NULL: none */
     int         max_children;
     int         idle_timeout;
     int         max_requests;
@@ -63,9 +74,18 @@ typedef struct {
     apr_hash_t  *versions;     /* version -> per-version state */
 } gen_ctx;
 
+/* One php_value / php_flag / php_admin_value / php_admin_flag of a pool. */
+typedef struct {
+    const char *name;
+    const char *value;         /* as PHP sees it ("1"/"" for a flag) */
+    int         admin;
+    int         flag;
+} pool_setting_t;
+
 typedef struct {
     const w4a_hosting_t *rec;
     const char          *home;
+    apr_array_header_t  *extra;   /* pool_setting_t, from --pool-settings */
 } pool_t;
 
 typedef struct {
@@ -106,6 +126,18 @@ static const char *hosting_home(apr_pool_t *p, const char *docroot)
 
 /* Pool names and paths go into an INI file: allow only what cannot break
  * out of a value or a section name. */
+/* A value that FPM's INI parser keeps as one double-quoted string. */
+static int ini_safe_value(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch < 0x20 || ch == 0x7f || strchr("\"\\$`", ch)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int ini_safe(const char *s)
 {
     for (; *s; s++) {
@@ -115,6 +147,147 @@ static int ini_safe(const char *s)
         }
     }
     return 1;
+}
+
+static char *read_small(apr_pool_t *p, const char *path);
+
+/* The operator's settings of the pool, as pool file lines; values quoted,
+ * so that FPM keeps them as the very strings mod_w4a_htcompat sends. */
+static const char *extra_text(apr_pool_t *p, const pool_t *pl)
+{
+    apr_array_header_t *out = apr_array_make(p, 8, sizeof(const char *));
+    int k;
+
+    for (k = 0; pl->extra && k < pl->extra->nelts; k++) {
+        const pool_setting_t *e = &APR_ARRAY_IDX(pl->extra, k, pool_setting_t);
+        APR_ARRAY_PUSH(out, const char *) =
+            e->flag ? apr_psprintf(p, "php%s_flag[%s] = %s\n",
+                                   e->admin ? "_admin" : "", e->name,
+                                   *e->value ? "on" : "off")
+                    : apr_psprintf(p, "php%s_value[%s] = \"%s\"\n",
+                                   e->admin ? "_admin" : "", e->name,
+                                   e->value);
+    }
+    return apr_array_pstrcat(p, out, 0);
+}
+
+static int setting_name_ok(const char *s)
+{
+    if (!*s) {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!apr_isalnum(*s) && *s != '_' && *s != '.' && *s != '-') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The operator's <settings_dir>/<hosting>.conf: lines "php_value NAME
+ * VALUE", "php_flag NAME on|off", "php_admin_value …", "php_admin_flag
+ * …"; '#' comments.  -1 (said on stderr) on any line that is not one of
+ * these, names a setting every pool fixes, or holds a value that could
+ * not be kept as one quoted string. */
+static int read_extra(apr_pool_t *p, const options *o, pool_t *pl)
+{
+    const char *path;
+    char *text, *line, *next;
+    struct stat st;
+    int lineno = 0;
+
+    if (!o->settings_dir) {
+        return 0;
+    }
+    path = apr_pstrcat(p, o->settings_dir, "/", pl->rec->hosting, ".conf",
+                       NULL);
+    if (lstat(path, &st) != 0 && errno == ENOENT) {
+        return 0;
+    }
+    if (!(text = read_small(p, path))) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00250: %s: not a readable regular "
+                "file\n", path);
+        return -1;
+    }
+    pl->extra = apr_array_make(p, 4, sizeof(pool_setting_t));
+    for (line = text; line; line = next) {
+        char *dir, *name, *value, *end, *last;
+        pool_setting_t *e;
+        int k;
+
+        if ((next = strchr(line, '\n')) != NULL) {
+            *next++ = '\0';
+        }
+        lineno++;
+        while (*line == ' ' || *line == '\t') {
+            line++;
+        }
+        for (end = line + strlen(line); end > line
+             && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'); end--) {
+        }
+        *end = '\0';
+        if (!*line || *line == '#') {
+            continue;
+        }
+        dir = apr_strtok(line, " \t", &last);
+        name = apr_strtok(NULL, " \t", &last);
+        value = last;
+        while (value && (*value == ' ' || *value == '\t')) {
+            value++;
+        }
+        if (value && *value == '"' && end - value >= 2 && end[-1] == '"') {
+            value++;
+            end[-1] = '\0';
+        }
+        if (!dir || !name || !value || !*value
+            || (strcmp(dir, "php_value") && strcmp(dir, "php_flag")
+                && strcmp(dir, "php_admin_value")
+                && strcmp(dir, "php_admin_flag"))
+            || !setting_name_ok(name)) {
+            fprintf(stderr, "w4a-fpm-pools: W4A00250: %s:%d: expected "
+                    "php_value|php_flag|php_admin_value|php_admin_flag NAME "
+                    "VALUE\n", path, lineno);
+            return -1;
+        }
+        if (htc_pool_locked(name)) {
+            fprintf(stderr, "w4a-fpm-pools: W4A00250: %s:%d: %s is fixed by "
+                    "w4a-fpm-pools in every pool (isolation); not settable\n",
+                    path, lineno, name);
+            return -1;
+        }
+        for (k = 0; k < pl->extra->nelts; k++) {
+            if (!strcmp(APR_ARRAY_IDX(pl->extra, k, pool_setting_t).name,
+                        name)) {
+                fprintf(stderr, "w4a-fpm-pools: W4A00250: %s:%d: %s given "
+                        "twice\n", path, lineno, name);
+                return -1;
+            }
+        }
+        e = apr_array_push(pl->extra);
+        e->name = name;
+        e->admin = !strncmp(dir, "php_admin_", 10);
+        e->flag = !strcmp(dir + strlen(dir) - 4, "flag");
+        if (e->flag) {
+            const char *f = htc_flag_value(value);
+            if (!f) {
+                fprintf(stderr, "w4a-fpm-pools: W4A00250: %s:%d: %s takes on "
+                        "or off\n", path, lineno, dir);
+                return -1;
+            }
+            e->value = *f == '1' ? "1" : "";      /* as FPM gives it to PHP */
+        }
+        else if (!htc_value_safe(value) || !ini_safe_value(value)) {
+            fprintf(stderr, "w4a-fpm-pools: W4A00250: %s:%d: the value of %s "
+                    "holds a control character, '\"', '\\' or '$', which a "
+                    "pool file cannot keep as one string\n", path, lineno,
+                    name);
+            return -1;
+        }
+        else {
+            e->value = value;
+        }
+    }
+    return 0;
 }
 
 /* No generation or date in the text: an unchanged pool stays unchanged. */
@@ -152,12 +325,46 @@ static const char *pool_text(apr_pool_t *p, const options *o, const pool_t *pl)
         "php_admin_value[upload_tmp_dir] = %s/tmp\n"
         "php_admin_value[session.save_path] = %s/tmp\n"
         "php_admin_value[sys_temp_dir] = %s/tmp\n"
-        "env[TMPDIR] = %s/tmp\n",
+        "env[TMPDIR] = %s/tmp\n"
+        "%s",
         o->index, r->hosting, r->uid, r->gid, sock,
         o->listen_owner, o->listen_owner, o->backlog, o->max_children, o->idle_timeout,
         o->max_requests, o->extensions,
         expand(p, o->slowlog, r->hosting, r->php_version), o->slowlog_timeout,
-        pl->home, pl->home, pl->home, pl->home, pl->home, pl->home);
+        pl->home, pl->home, pl->home, pl->home, pl->home, pl->home,
+        extra_text(p, pl));
+}
+
+/* The pool's own settings, for mod_w4a_htcompat: the ones pool_text()
+ * fixes, then the operator's. */
+static const char *settings_text(apr_pool_t *p, const pool_t *pl)
+{
+    const char *fixed[][2] = {
+        { "error_log", "/log/php/error.log" }, { "log_errors", NULL },
+        { "open_basedir", "/:/usr/share/php/" }, { "upload_tmp_dir", "/tmp" },
+        { "session.save_path", "/tmp" }, { "sys_temp_dir", "/tmp" }
+    };
+    apr_array_header_t *out = apr_array_make(p, 16, sizeof(const char *));
+    apr_size_t i;
+    int k;
+
+    APR_ARRAY_PUSH(out, const char *) =
+        "# Generated by w4a-fpm-pools: the settings of the pool file beside "
+        "it.\n" HTC_POOL_MAGIC " " HTC_POOL_FORMAT "\n";
+    for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        const char *v = fixed[i][1] ? apr_pstrcat(p, pl->home, fixed[i][1],
+                                                  NULL) : "1";
+        APR_ARRAY_PUSH(out, const char *) =
+            apr_psprintf(p, "admin %s =%s\n", fixed[i][0],
+                         htc_pool_escape(v, p));
+    }
+    for (k = 0; pl->extra && k < pl->extra->nelts; k++) {
+        const pool_setting_t *e = &APR_ARRAY_IDX(pl->extra, k, pool_setting_t);
+        APR_ARRAY_PUSH(out, const char *) =
+            apr_psprintf(p, "%s %s =%s\n", e->admin ? "admin" : "value",
+                         e->name, htc_pool_escape(e->value, p));
+    }
+    return apr_array_pstrcat(p, out, 0);
 }
 
 static int collect(void *baton, const w4a_hosting_t *rec)
@@ -292,12 +499,18 @@ static int prepare_dirs(const options *o, const pool_t *pl, apr_pool_t *p)
     return 0;
 }
 
-static int is_pool_file(const char *name)
+static int has_suffix(const char *name, const char *suffix)
 {
     size_t n = strlen(name);
-    return n > strlen(POOL_PREFIX) + strlen(POOL_SUFFIX)
+    return n > strlen(POOL_PREFIX) + strlen(suffix)
            && !strncmp(name, POOL_PREFIX, strlen(POOL_PREFIX))
-           && !strcmp(name + n - strlen(POOL_SUFFIX), POOL_SUFFIX);
+           && !strcmp(name + n - strlen(suffix), suffix);
+}
+
+/* Ours: a pool file, or the settings file beside one. */
+static int is_pool_file(const char *name)
+{
+    return has_suffix(name, POOL_SUFFIX) || has_suffix(name, SETTINGS_SUFFIX);
 }
 
 static int sync_version(gen_ctx *g, version_t *v)
@@ -318,11 +531,13 @@ static int sync_version(gen_ctx *g, version_t *v)
         const char *path = apr_pstrcat(p, v->dir, "/", name, NULL);
         const char *old = read_small(p, path);
 
+        int counted = has_suffix(name, POOL_SUFFIX);   /* pools, not files */
+
         if (old && !strcmp(old, text)) {
-            v->unchanged++;
+            v->unchanged += counted;
             continue;
         }
-        v->written++;
+        v->written += counted;
         v->changed = 1;
         if (!g->o->dry_run && write_atomic(p, path, text) != 0) {
             fprintf(stderr, "w4a-fpm-pools: W4A00903: cannot write %s: %s\n",
@@ -337,7 +552,7 @@ static int sync_version(gen_ctx *g, version_t *v)
     while ((de = readdir(d)) != NULL) {
         if (is_pool_file(de->d_name)
             && !apr_hash_get(v->wanted, de->d_name, APR_HASH_KEY_STRING)) {
-            v->removed++;
+            v->removed += has_suffix(de->d_name, POOL_SUFFIX);
             v->changed = 1;
             if (!g->o->dry_run) {
                 unlink(apr_pstrcat(p, v->dir, "/", de->d_name, NULL));
@@ -398,6 +613,8 @@ static void usage(FILE *f)
 "  --idle-timeout S     pm.process_idle_timeout in seconds [10]\n"
 "  --max-requests N     pm.max_requests [500]\n"
 "  --slowlog-timeout S  request_slowlog_timeout in seconds [5]\n"
+"  --pool-settings DIR  per-hosting pool settings: DIR/<hosting>.conf with\n"
+"                       php_value|php_flag|php_admin_value|php_admin_flag lines\n"
 "  --dry-run            say what would change, change nothing\n"
 "  -q, --quiet          no summary line\n"
 "  -h, --help           this text\n"
@@ -421,6 +638,7 @@ int main(int argc, const char *const *argv)
         {"max-requests", 1008, 1, "pm.max_requests"},
         {"slowlog-timeout", 1009, 1, "slowlog timeout"},
         {"dry-run", 1010, 0, "dry run"},
+        {"pool-settings", 1013, 1, "per-hosting settings directory"},
         {"quiet", 'q', 0, "quiet"},
         {"help", 'h', 0, "help"},
         {NULL, 0, 0, NULL}
@@ -428,7 +646,7 @@ int main(int argc, const char *const *argv)
     options o = {
         NULL, "/etc/php/%v/fpm/pool.d", "/run/php/w4a/%v/%h.sock",
         "/run/php/php%v-fpm.pid", "/var/log/php/w4a/%h-%v.slow.log",
-        "www-data", DEFAULT_EXTENSIONS, 5, 10, 500, 5, 64, 0, 0
+        "www-data", DEFAULT_EXTENSIONS, NULL, 5, 10, 500, 5, 64, 0, 0
     };
     apr_pool_t *p;
     apr_getopt_t *os;
@@ -459,6 +677,7 @@ int main(int argc, const char *const *argv)
         case 1008: o.max_requests = atoi(arg); break;
         case 1009: o.slowlog_timeout = atoi(arg); break;
         case 1010: o.dry_run = 1; break;
+        case 1013: o.settings_dir = arg; break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         }
@@ -485,6 +704,12 @@ int main(int argc, const char *const *argv)
     g.versions = apr_hash_make(p);
     w4a_map_iterate(map, collect, &g);
 
+    /* Every operator settings file first: a bad one changes nothing. */
+    for (hi = apr_hash_first(p, g.pools); hi; hi = apr_hash_next(hi)) {
+        if (read_extra(p, &o, apr_hash_this_val(hi)) != 0) {
+            return 2;
+        }
+    }
     for (hi = apr_hash_first(p, g.pools); hi; hi = apr_hash_next(hi)) {
         pool_t *pl = apr_hash_this_val(hi);
         version_t *v = version_of(&g, pl->rec->php_version);
@@ -498,6 +723,9 @@ int main(int argc, const char *const *argv)
         }
         apr_hash_set(v->wanted, name, APR_HASH_KEY_STRING,
                      pool_text(p, &o, pl));
+        apr_hash_set(v->wanted, apr_pstrcat(p, POOL_PREFIX, pl->rec->hosting,
+                                            SETTINGS_SUFFIX, NULL),
+                     APR_HASH_KEY_STRING, settings_text(p, pl));
         npools++;
     }
     for (hi = apr_hash_first(p, g.versions); hi; hi = apr_hash_next(hi)) {

@@ -87,7 +87,9 @@ int htc_removed(const char *name)
     return 0;
 }
 
-/* Keep in step with pool_text() in support/w4a-fpm-pools.c. */
+/* Keep in step with pool_text() and settings_text() in
+ * support/w4a-fpm-pools.c (every pool fixes these; a pool's settings file
+ * may fix more, see htcompat_pool.h). */
 static const char *const pool_locked[] = {
     "error_log", "log_errors", "open_basedir", "upload_tmp_dir",
     "session.save_path", "sys_temp_dir", NULL

@@ -11,7 +11,9 @@
  * values, which stay for every later request of that worker.  So every
  * request handed to a pool sends, for every setting that any request on
  * this node has ever delivered, either its directory's value or the
- * pool's start value (from the table).  The "ever delivered" set is a
+ * pool's start value (the pool's own php_value, from the settings file
+ * w4a-fpm-pools writes beside the pool, else the table's); a setting the
+ * pool fixes with php_admin_* is never sent.  The "ever delivered" set is a
  * bitmap in a small state file mapped by every httpd process
  * (W4AHtcompatStateFile); it only grows, and survives restarts of httpd,
  * since FPM workers do.  A page whose directories set nothing, on a node
@@ -38,6 +40,7 @@
 #include <apr_thread_mutex.h>
 #include <apr_time.h>
 
+#include "htcompat_pool.h"
 #include "htcompat_private.h"
 #include "htcompat_table.h"
 #include "mod_w4a_htcompat.h"
@@ -51,6 +54,10 @@ module AP_MODULE_DECLARE_DATA w4a_htcompat_module;
 #define STATE_FORMAT     1u
 #define DEFAULT_STATE    "w4a-htcompat.state"
 #define STATUS_HANDLER   "w4a-htcompat-status"
+/* w4a-fpm-pools' default pool directory, settings file beside each pool */
+#define DEFAULT_POOL_SETTINGS "/etc/php/%v/fpm/pool.d/w4a-%h.settings"
+#define POOL_CACHE_MAX   20000
+#define POOL_RECHECK     apr_time_from_sec(1)
 
 /* Counters beyond the reasons. */
 #define CNT_ENGINE_OFF   HTC_NREASONS
@@ -81,6 +88,9 @@ static apr_hash_t         *throttle_seen;    /* key -> apr_time_t * */
 static apr_thread_mutex_t *throttle_mutex;
 #endif
 
+/* The pools' own settings files, per process (htcompat_pool.c). */
+static htc_pool_cache_t   *pool_cache;
+
 /* One php_* line. */
 typedef struct {
     const char *name;
@@ -109,6 +119,7 @@ typedef struct {
     apr_hash_t *deny;               /* names customers may not set; NULL: unset */
     apr_array_header_t *track;      /* names reset from the start ("all"); NULL: unset */
     int         log_interval;       /* seconds; W4A_UNSET: unset; 0: every request */
+    const char *pool_settings;      /* pattern (%h %v); "": none; NULL: unset */
 } htc_srv_conf;
 
 /* ------------------------------------------------------------------ */
@@ -199,6 +210,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->deny = NULL;
     c->track = NULL;
     c->log_interval = W4A_UNSET;
+    c->pool_settings = NULL;
     return c;
 }
 
@@ -223,6 +235,8 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     c->track = add->track ? add->track : base->track;   /* main server only */
     c->log_interval = add->log_interval != W4A_UNSET ? add->log_interval
                                                      : base->log_interval;
+    c->pool_settings = add->pool_settings ? add->pool_settings
+                                          : base->pool_settings;
     return c;
 }
 
@@ -396,6 +410,36 @@ static const char *set_log_interval(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
+static const char *set_pool_settings(cmd_parms *cmd, void *d,
+                                     const char *arg)
+{
+    const char *q;
+
+    if (!strcasecmp(arg, "none")) {
+        srv_conf(cmd)->pool_settings = "";
+        return NULL;
+    }
+    if (arg[0] != '/') {
+        return "W4AHtcompatPoolSettings: expected an absolute path pattern "
+               "or none";
+    }
+    for (q = arg; *q; q++) {
+        if (*q == '%') {
+            q++;
+            if (*q != 'h' && *q != 'v' && *q != '%') {
+                return "W4AHtcompatPoolSettings: only %h (hosting), %v (PHP "
+                       "version) and %% may follow '%'";
+            }
+        }
+    }
+    if (!strstr(arg, "%h")) {
+        return "W4AHtcompatPoolSettings: the file name must hold %h (each "
+               "pool has its own file)";
+    }
+    srv_conf(cmd)->pool_settings = arg;
+    return NULL;
+}
+
 static const char *set_state_file(cmd_parms *cmd, void *d, const char *path)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -436,6 +480,9 @@ static const command_rec htc_cmds[] = {
                     "(names, or all)"),
     AP_INIT_TAKE1("W4AHtcompatLogInterval", set_log_interval, NULL, RSRC_CONF,
                   "Seconds between two log lines about the same skipped line"),
+    AP_INIT_TAKE1("W4AHtcompatPoolSettings", set_pool_settings, NULL,
+                  RSRC_CONF, "Settings file of each pool (%h hosting, %v "
+                  "version), as w4a-fpm-pools writes it, or none"),
     AP_INIT_TAKE1("W4AHtcompatStateFile", set_state_file, NULL, RSRC_CONF,
                   "File holding the settings ever delivered and the counters"),
     {NULL}
@@ -553,8 +600,77 @@ typedef struct {
 
 #define MAX_LOCAL 256   /* settings one directory may deliver */
 
-static const char *w4a_htcompat_php_value(request_rec *r,
-                                           const char *version)
+/* The path of the settings file of pool (hosting, version); NULL when
+ * the names could leave the pattern's directory. */
+static const char *pool_settings_path(apr_pool_t *p, const char *pattern,
+                                      const char *hosting,
+                                      const char *version)
+{
+    apr_array_header_t *parts = apr_array_make(p, 8, sizeof(const char *));
+    const char *q, *start = pattern;
+
+    if (!*hosting || strchr(hosting, '/') || hosting[0] == '.'
+        || !*version || strchr(version, '/') || version[0] == '.') {
+        return NULL;
+    }
+    for (q = pattern; *q; q++) {
+        if (*q != '%') {
+            continue;
+        }
+        APR_ARRAY_PUSH(parts, const char *) = apr_pstrmemdup(p, start,
+                                                             q - start);
+        q++;
+        APR_ARRAY_PUSH(parts, const char *) =
+            *q == 'h' ? hosting : *q == 'v' ? version : "%";
+        start = q + 1;
+    }
+    APR_ARRAY_PUSH(parts, const char *) = start;
+    return apr_array_pstrcat(p, parts, 0);
+}
+
+/* The pool's own settings: APR_SUCCESS with *set (NULL: the pool sets
+ * nothing we need to know, or no settings file is configured), or the
+ * error, logged (once per recheck of the file). */
+static apr_status_t pool_settings(request_rec *r, const htc_srv_conf *sc,
+                                  const char *hosting, const char *version,
+                                  const htc_pool_t **set, void **handle)
+{
+    const char *pattern = sc->pool_settings ? sc->pool_settings
+                                            : DEFAULT_POOL_SETTINGS;
+    const char *path, *why = NULL;
+    apr_status_t rv;
+    int fresh = 0;
+
+    *set = NULL;
+    *handle = NULL;
+    if (!*pattern) {
+        return APR_SUCCESS;                     /* W4AHtcompatPoolSettings none */
+    }
+    path = pool_settings_path(r->pool, pattern, hosting, version);
+    if (!path) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00421)
+                      "pool %s (PHP %s): name unusable in a file path; its "
+                      "settings are unknown", hosting, version);
+        return APR_EINVAL;
+    }
+    if (!pool_cache) {
+        return APR_ENOMEM;                      /* child_init could not make it */
+    }
+    rv = htc_pool_cache_get(pool_cache, path, set, handle, &why, &fresh,
+                            r->pool);
+    if (rv != APR_SUCCESS && fresh) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, W4ALOGNO(00420)
+                      "PHP pool settings %s %s: the pool's own settings are "
+                      "unknown, so no setting can be sent to it without "
+                      "risking to undo one of them", path, why);
+    }
+    return rv;
+}
+
+static apr_status_t w4a_htcompat_php_value(request_rec *r,
+                                           const char *hosting,
+                                           const char *version,
+                                           const char **textp)
 {
     htc_dir_conf *dc = ap_get_module_config(r->per_dir_config,
                                             &w4a_htcompat_module);
@@ -564,19 +680,37 @@ static const char *w4a_htcompat_php_value(request_rec *r,
         ? apr_hash_get(sc->tables, version, APR_HASH_KEY_STRING) : NULL;
     htc_send_t local[MAX_LOCAL], *send;
     apr_uint32_t mine[HTC_BITS / 32];   /* slots of this directory's values */
+    apr_uint32_t any = 0;
+    const htc_pool_t *ps = NULL;
+    void *ps_handle = NULL;
     int i, w, nlocal = 0, nsend = 0, cap;
     int quiet = r->main != NULL;        /* a sub-request: its main says it */
     apr_size_t len = 0;
+    apr_status_t rv;
     char *text, *o;
 
+    *textp = NULL;
     if (!state) {
-        return NULL;
+        return APR_SUCCESS;
     }
     if (!quiet && dc->refused) {
         for (i = 0; i < dc->refused->nelts; i++) {
             const htc_refused_t *f = &APR_ARRAY_IDX(dc->refused, i,
                                                     htc_refused_t);
             log_refused(r, f->line, f->why);
+        }
+    }
+    /* The pool's own settings, when anything may be sent at all: a value
+     * of this directory, or a reset of the node's delivered set. */
+    if (t) {
+        for (w = 0; w < HTC_BITS / 32 && !any; w++) {
+            any |= __atomic_load_n(&state->bits[w], __ATOMIC_RELAXED);
+        }
+        if (dc->settings || any) {
+            rv = pool_settings(r, sc, hosting, version, &ps, &ps_handle);
+            if (rv != APR_SUCCESS) {
+                return rv;
+            }
         }
     }
     if (dc->settings) {
@@ -586,9 +720,15 @@ static const char *w4a_htcompat_php_value(request_rec *r,
              hi = apr_hash_next(hi)) {
             const htc_line_t *l = apr_hash_this_val(hi);
             const htc_setting_t *s = NULL;
+            const htc_pool_setting_t *pv;
             htc_reason_e why = htc_check(t, l->name, l->value, l->admin, &s);
             if (why == HTC_OK && !l->admin && sc->deny
                 && apr_hash_get(sc->deny, l->name, APR_HASH_KEY_STRING)) {
+                why = HTC_LOCKED;
+            }
+            /* the pool's php_admin_*: fixed there, never sent */
+            if (why == HTC_OK && (pv = htc_pool_get(ps, l->name)) != NULL
+                && pv->admin) {
                 why = HTC_LOCKED;
             }
             if (why == HTC_OK && nlocal == MAX_LOCAL) {
@@ -610,14 +750,15 @@ static const char *w4a_htcompat_php_value(request_rec *r,
         }
     }
     if (!t) {
-        return NULL;
+        return APR_SUCCESS;
     }
     if (!quiet) {
         count(CNT_REQUESTS);
     }
 
     /* Every setting ever delivered on this node: this directory's value,
-     * or the pool's start value. */
+     * else the pool's own value, else the table's start value; never one
+     * the pool fixes with php_admin_*. */
     cap = 32;
     send = apr_palloc(r->pool, cap * sizeof(*send));
     for (w = 0; w < HTC_BITS / 32; w++) {
@@ -634,6 +775,15 @@ static const char *w4a_htcompat_php_value(request_rec *r,
                             v = local[i].value;
                             break;
                         }
+                    }
+                }
+                if (!v && ps) {
+                    const htc_pool_setting_t *pv = htc_pool_get(ps, s->name);
+                    if (pv && pv->admin) {
+                        continue;
+                    }
+                    if (pv && htc_value_safe(pv->value)) {
+                        v = pv->value;
                     }
                 }
                 if (!v && !(v = s->defval)) {
@@ -653,7 +803,8 @@ static const char *w4a_htcompat_php_value(request_rec *r,
         }
     }
     if (!nsend) {
-        return NULL;
+        htc_pool_cache_release(pool_cache, ps_handle);
+        return APR_SUCCESS;
     }
     text = o = apr_palloc(r->pool, len + 1);
     for (i = 0; i < nsend; i++) {
@@ -668,7 +819,9 @@ static const char *w4a_htcompat_php_value(request_rec *r,
         *o++ = '\n';
     }
     *o = '\0';
-    return text;
+    htc_pool_cache_release(pool_cache, ps_handle);
+    *textp = text;
+    return APR_SUCCESS;
 }
 
 /* JSON counters: settings applied, refused by reason. */
@@ -779,6 +932,14 @@ static int htc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 
 static void htc_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    apr_status_t rv = htc_pool_cache_create(&pool_cache, POOL_CACHE_MAX,
+                                            POOL_RECHECK, pchild);
+    if (rv != APR_SUCCESS) {
+        pool_cache = NULL;              /* PHP requests refused, see above */
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, W4ALOGNO(00422)
+                     "cannot create the cache of PHP pool settings: PHP "
+                     "requests that would carry settings are refused");
+    }
     throttle_pool = pchild;
     throttle_seen = apr_hash_make(pchild);
 #if APR_HAS_THREADS

@@ -25,6 +25,14 @@
  * every such entry a customer could have set (SetEnv, SetEnvIf,
  * RewriteRule [E=], …) is removed, and the only PHP_VALUE left is the one
  * mod_w4a_htcompat built and checked.
+ *
+ * mod_proxy_fcgi itself applies per-directory configuration while it
+ * builds the FastCGI request, after every fixup (ProxyFCGISetEnvIf,
+ * ProxyFCGIBackendType): a request this module dispatched is handed to it
+ * with mod_proxy_fcgi's configuration of the server, never the
+ * directory's.  Which request this module dispatched is kept in its own
+ * request configuration, which no directive can write (r->notes can be,
+ * by mod_headers).
  */
 
 #include <httpd.h>
@@ -51,9 +59,21 @@ module AP_MODULE_DECLARE_DATA w4a_php_module;
 #define DEFAULT_SOCKET     "/run/php/w4a/%v/%h.sock"
 #define DEFAULT_MIN_UID    1000
 #define DEFAULT_RETRY      10
-#define NOTE_DISPATCHED    "w4a-php-socket"
-#define NOTE_PRE_PROXY     "w4a-php-server-proxy"
-#define NOTE_VERSION       "w4a-php-version"
+
+/*
+ * What this module knows of a request, in r->request_config (private to
+ * the module: no directive, and no other module, writes it).
+ */
+typedef struct php_req php_req;
+struct php_req {
+    int         pre_proxy;  /* proxied before the per-directory phase */
+    const char *handler;    /* the very handler string this module set */
+    const char *sock;       /* its pool socket */
+    const char *version;    /* its PHP version */
+    const char *php_value;  /* the PHP_VALUE string this module set */
+    php_req    *sub;        /* a dispatched sub-request of this request */
+    php_req    *parent;     /* for a sub-request: its main's */
+};
 
 /* The checks before dispatch, each with its own status. */
 typedef enum { CHK_OUTSIDE, CHK_OWNER, CHK_UID, CHK_NOPHP, CHK_PROXY,
@@ -90,6 +110,7 @@ typedef struct {
 static APR_OPTIONAL_FN_TYPE(w4a_hosting) *get_hosting;
 static APR_OPTIONAL_FN_TYPE(w4a_htcompat_engine) *htcompat_engine;
 static APR_OPTIONAL_FN_TYPE(w4a_htcompat_php_value) *htcompat_php_value;
+static module *proxy_fcgi_module_p;     /* mod_proxy_fcgi, found by name */
 
 static void *create_srv_conf(apr_pool_t *p, server_rec *s)
 {
@@ -415,13 +436,52 @@ static const char *dispatch_handler(apr_pool_t *p, const char *sock)
     return apr_pstrcat(p, "proxy:unix:", sock, "|fcgi://localhost", NULL);
 }
 
-/* The handler is the one this module set (notes cannot be set by any
- * per-directory directive, so the note is ours). */
-static int is_our_dispatch(request_rec *r)
+static php_req *req_of(request_rec *r, int create)
 {
-    const char *sock = apr_table_get(r->notes, NOTE_DISPATCHED);
-    return sock && r->handler && !r->proxyreq
-           && !strcmp(r->handler, dispatch_handler(r->pool, sock));
+    php_req *q = ap_get_module_config(r->request_config, &w4a_php_module);
+    if (!q && create) {
+        q = apr_pcalloc(r->pool, sizeof(*q));
+        ap_set_module_config(r->request_config, &w4a_php_module, q);
+    }
+    return q;
+}
+
+/* A sub-request's pool goes: its main no longer has its dispatch. */
+static apr_status_t sub_gone(void *data)
+{
+    php_req *q = data;
+    if (q->parent && q->parent->sub == q) {
+        q->parent->sub = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+/*
+ * The request's handler is the very string this module set when it
+ * dispatched the request, or when it dispatched a sub-request of it that
+ * mod_dir (DirectoryIndex) or mod_negotiation then made the request
+ * itself (ap_internal_fast_redirect copies the handler, not the request
+ * configuration).  Compared by address: no configuration can make it.
+ * @return the request's record, or NULL.
+ */
+static php_req *our_dispatch(request_rec *r)
+{
+    php_req *q = req_of(r, 0);
+
+    if (!q || !r->handler || r->proxyreq) {
+        return NULL;
+    }
+    if (q->handler && r->handler == q->handler) {
+        return q;
+    }
+    if (q->sub && r->handler == q->sub->handler) {
+        q->handler = q->sub->handler;
+        q->sock = q->sub->sock;
+        q->version = q->sub->version;
+        q->php_value = q->sub->php_value;
+        return q;
+    }
+    return NULL;
 }
 
 static int refuse(request_rec *r, const php_conf *c, check_e k,
@@ -437,7 +497,7 @@ static int refuse(request_rec *r, const php_conf *c, check_e k,
 static int php_map_to_storage_mark(request_rec *r)
 {
     if (is_proxied(r)) {
-        apr_table_setn(r->notes, NOTE_PRE_PROXY, "1");
+        req_of(r, 1)->pre_proxy = 1;
     }
     return DECLINED;
 }
@@ -457,10 +517,11 @@ static int php_fixups(request_rec *r)
     }
 
     if (is_proxied(r)) {
-        if (apr_table_get(r->notes, NOTE_PRE_PROXY)) {
+        php_req *q = req_of(r, 0);
+        if (q && q->pre_proxy) {
             return DECLINED;                /* the operator's own proxying */
         }
-        if (is_our_dispatch(r)) {
+        if (our_dispatch(r)) {
             return DECLINED;    /* mod_dir's fast redirect of our sub-request */
         }
         return refuse(r, c, CHK_PROXY, apr_psprintf(r->pool, W4ALOGNO(00201)
@@ -590,27 +651,69 @@ static int php_fixups(request_rec *r)
             apr_table_setn(r->subprocess_env, "HTTP_AUTHORIZATION", auth);
         }
     }
-    r->handler = dispatch_handler(r->pool, sock);
-    apr_table_setn(r->notes, NOTE_DISPATCHED, sock);
-    apr_table_setn(r->notes, NOTE_VERSION, version);
+    {
+        php_req *q = req_of(r, 1);
+        q->handler = r->handler = dispatch_handler(r->pool, sock);
+        q->sock = sock;
+        q->version = version;
+        if (r->main) {
+            /* mod_dir may make this sub-request its main request */
+            q->parent = req_of(r->main, 1);
+            q->parent->sub = q;
+            apr_pool_cleanup_register(r->pool, q, sub_gone,
+                                      apr_pool_cleanup_null);
+        }
+    }
     return DECLINED;
+}
+
+/* mod_proxy_fcgi's configuration of the server (the operator's, outside
+ * any <Directory>), in place of the one the request's directories merged:
+ * the ProxyFCGISetEnvIf and ProxyFCGIBackendType of a .htaccess never
+ * apply to a dispatched request.  r->per_dir_config may be shared (httpd
+ * caches merged configurations): the request gets a copy of its own. */
+static void server_fcgi_conf(request_rec *r)
+{
+    ap_conf_vector_t *v;
+    void *srv;
+    module *m;
+
+    if (!proxy_fcgi_module_p) {
+        return;
+    }
+    srv = ap_get_module_config(r->server->lookup_defaults,
+                               proxy_fcgi_module_p);
+    if (ap_get_module_config(r->per_dir_config, proxy_fcgi_module_p) == srv) {
+        return;
+    }
+    v = ap_create_per_dir_config(r->pool);
+    for (m = ap_top_module; m; m = m->next) {
+        ap_set_module_config(v, m, ap_get_module_config(r->per_dir_config,
+                                                        m));
+    }
+    ap_set_module_config(v, proxy_fcgi_module_p, srv);
+    r->per_dir_config = v;
 }
 
 /* The last fixup of all: no PHP_VALUE / PHP_ADMIN_VALUE that any
  * per-directory directive or module set reaches FPM; a dispatched request
- * gets the one mod_w4a_htcompat built, if any. */
+ * gets the one mod_w4a_htcompat built, if any, and mod_proxy_fcgi's
+ * configuration of the server. */
 static int php_fixups_ini(request_rec *r)
 {
     php_conf *c = ap_get_module_config(r->server->module_config,
                                        &w4a_php_module);
+    const w4a_hosting_t *rec;
     const apr_array_header_t *arr;
     const apr_table_entry_t *e;
-    const char *version, *ini;
+    const char *ini = NULL;
+    php_req *q;
     int i, n = 0;
 
-    if (c->engine != 1 || !get_hosting || !get_hosting(r)) {
+    if (c->engine != 1 || !get_hosting || !(rec = get_hosting(r))) {
         return DECLINED;
     }
+    q = our_dispatch(r);
     arr = apr_table_elts(r->subprocess_env);
     e = (const apr_table_entry_t *)arr->elts;
     for (i = 0; i < arr->nelts; i++) {
@@ -619,27 +722,61 @@ static int php_fixups_ini(request_rec *r)
         }
     }
     if (n) {
-        /* Collect the keys first: unsetting while walking skips entries. */
+        /* Collect the keys first: unsetting while walking skips entries.
+         * The PHP_VALUE this module set on a sub-request that became this
+         * request (DirectoryIndex) is its own: removed without a word. */
         const char **keys = apr_palloc(r->pool, n * sizeof(*keys));
-        int k = 0;
+        int k = 0, quiet = 0;
         for (i = 0; i < arr->nelts; i++) {
             if (e[i].key && is_php_ini_param(e[i].key)) {
+                if (q && q->php_value && e[i].val == q->php_value
+                    && !strcmp(e[i].key, "PHP_VALUE")) {
+                    quiet = 1;
+                    continue;
+                }
                 keys[k++] = e[i].key;
             }
         }
-        for (k = 0; k < n; k++) {
+        for (i = 0; i < k; i++) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00215)
                           "%s: environment variable %s set by configuration "
                           "removed: FPM would apply it to the worker for "
                           "good, unchecked (use php_value)",
-                          r->filename ? r->filename : r->uri, keys[k]);
-            apr_table_unset(r->subprocess_env, keys[k]);
+                          r->filename ? r->filename : r->uri, keys[i]);
+            apr_table_unset(r->subprocess_env, keys[i]);
+        }
+        if (quiet) {
+            apr_table_unset(r->subprocess_env, "PHP_VALUE");
         }
     }
-    version = apr_table_get(r->notes, NOTE_VERSION);
-    if (version && htcompat_php_value && is_our_dispatch(r)
-        && (ini = htcompat_php_value(r, version)) != NULL) {
-        apr_table_setn(r->subprocess_env, "PHP_VALUE", ini);
+    if (!q) {
+        return DECLINED;
+    }
+    /* mod_proxy_fcgi reads it while it canonicalises the URL: "full" would
+     * walk the directories again inside the handler, the others re-split
+     * the script's path; the path was split by httpd's own walk. */
+    if (apr_table_get(r->subprocess_env, "proxy-fcgi-pathinfo")) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00241)
+                      "%s: proxy-fcgi-pathinfo set by configuration "
+                      "ignored for a hosting's PHP", r->filename);
+        apr_table_unset(r->subprocess_env, "proxy-fcgi-pathinfo");
+    }
+    server_fcgi_conf(r);
+    q->php_value = NULL;
+    if (htcompat_php_value) {
+        apr_status_t rv = htcompat_php_value(r, rec->hosting, q->version,
+                                             &ini);
+        if (rv != APR_SUCCESS) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, W4ALOGNO(00240)
+                          "hosting %s: the settings of its PHP %s pool are "
+                          "unknown (see above); %s not run", rec->hosting,
+                          q->version, r->filename);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (ini) {
+            apr_table_setn(r->subprocess_env, "PHP_VALUE", ini);
+            q->php_value = ini;
+        }
     }
     return DECLINED;
 }
@@ -649,7 +786,8 @@ static int php_fixups_ini(request_rec *r)
 static void php_insert_error_filter(request_rec *r)
 {
     php_conf *c;
-    const char *sock = apr_table_get(r->notes, NOTE_DISPATCHED);
+    php_req *q = req_of(r, 0);
+    const char *sock = q && q->handler ? q->sock : NULL;
 
     if (!sock || (r->status != HTTP_SERVICE_UNAVAILABLE
                   && r->status != HTTP_GATEWAY_TIME_OUT)) {
@@ -676,6 +814,8 @@ static int php_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     get_hosting = APR_RETRIEVE_OPTIONAL_FN(w4a_hosting);
     htcompat_engine = APR_RETRIEVE_OPTIONAL_FN(w4a_htcompat_engine);
     htcompat_php_value = APR_RETRIEVE_OPTIONAL_FN(w4a_htcompat_php_value);
+    /* By name, not by symbol: mod_proxy_fcgi exports only its module. */
+    proxy_fcgi_module_p = ap_find_linked_module("mod_proxy_fcgi.c");
     for (sv = s; sv; sv = sv->next) {
         php_conf *c = ap_get_module_config(sv->module_config, &w4a_php_module);
         if (c->engine == 1 && !get_hosting) {

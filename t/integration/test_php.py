@@ -249,7 +249,9 @@ def test_php_domain_without_php_never_runs_or_serves_source(w4a):
 def test_fpm_pools_written_once_removed_when_gone_and_master_reloaded(w4a):
     tree, fpm, httpd = php_server(w4a)
     files = sorted(os.listdir(fpm.pool_dir))
-    assert files == ["w4a-%s.conf" % A, "w4a-%s.conf" % B]
+    # each pool file, and beside it the pool's settings for mod_w4a_htcompat
+    assert files == ["w4a-%s.%s" % (h, ext) for h in (A, B)
+                     for ext in ("conf", "settings")]
     conf = open(os.path.join(fpm.pool_dir, files[0])).read()
     assert "user = 100010" in conf and "pm = ondemand" in conf
     assert "listen.mode = 0600" in conf
@@ -262,7 +264,8 @@ def test_fpm_pools_written_once_removed_when_gone_and_master_reloaded(w4a):
     assert rc == 0, out
     rc, out = fpm.generate(index)
     assert rc == 0 and "1 removed; 1 FPM master(s) reloaded" in out, out
-    assert sorted(os.listdir(fpm.pool_dir)) == ["w4a-%s.conf" % A]
+    assert sorted(os.listdir(fpm.pool_dir)) == ["w4a-%s.conf" % A,
+                                                "w4a-%s.settings" % A]
     for _ in range(100):
         if not os.path.exists(fpm.socket(B)):
             break

@@ -9,6 +9,7 @@
 #include <apr_strings.h>
 
 #include "check_w4a.h"
+#include "htcompat_pool.h"
 #include "htcompat_table.h"
 
 static apr_pool_t *pool;
@@ -175,6 +176,56 @@ START_TEST(slots_are_stable_and_in_range)
 }
 END_TEST
 
+START_TEST(pool_settings_parse_and_escape_round_trip)
+{
+    const char *v = "a b%c\x01";
+    const char *text = apr_pstrcat(pool, "# c\n" HTC_POOL_MAGIC " "
+                                   HTC_POOL_FORMAT "\nadmin memory_limit "
+                                   "=512M\nvalue session.name =",
+                                   htc_pool_escape(v, pool),
+                                   "\nvalue display_errors =\n", NULL);
+    htc_pool_t *ps = NULL;
+    const char *err = NULL;
+    const htc_pool_setting_t *s;
+
+    ck_assert_int_eq(htc_pool_parse(&ps, text, &err, pool), APR_SUCCESS);
+    s = htc_pool_get(ps, "memory_limit");
+    ck_assert_ptr_nonnull(s);
+    ck_assert(s->admin);
+    ck_assert_str_eq(s->value, "512M");
+    s = htc_pool_get(ps, "session.name");
+    ck_assert(s && !s->admin);
+    ck_assert_str_eq(s->value, v);
+    ck_assert_str_eq(htc_pool_get(ps, "display_errors")->value, "");
+    ck_assert_ptr_null(htc_pool_get(ps, "upload_max_filesize"));
+    ck_assert_ptr_null(htc_pool_get(NULL, "memory_limit"));
+}
+END_TEST
+
+START_TEST(bad_pool_settings_are_refused_with_the_line)
+{
+    static const char *const bad[] = {
+        "admin memory_limit =1\n",                      /* no magic line */
+        HTC_POOL_MAGIC " 2\nadmin memory_limit =1\n",   /* other format */
+        HTC_POOL_MAGIC " 1\nlocked memory_limit =1\n",
+        HTC_POOL_MAGIC " 1\nadmin memory_limit 1\n",
+        HTC_POOL_MAGIC " 1\nadmin memory_limit =1 x\n",
+        HTC_POOL_MAGIC " 1\nadmin memory/limit =1\n",
+        HTC_POOL_MAGIC " 1\nadmin memory_limit =%4\n",
+        HTC_POOL_MAGIC " 1\nadmin a =1\nvalue a =2\n",
+        "", NULL
+    };
+    int i;
+
+    for (i = 0; bad[i]; i++) {
+        htc_pool_t *ps = NULL;
+        const char *err = NULL;
+        ck_assert_int_eq(htc_pool_parse(&ps, bad[i], &err, pool), APR_EINVAL);
+        ck_assert_ptr_nonnull(err);
+    }
+}
+END_TEST
+
 Suite *htcompat_suite(void)
 {
     Suite *s = suite_create("htcompat");
@@ -187,6 +238,8 @@ Suite *htcompat_suite(void)
     tcase_add_test(tc, flags_read_as_mod_php_did);
     tcase_add_test(tc, each_line_gets_its_verdict);
     tcase_add_test(tc, slots_are_stable_and_in_range);
+    tcase_add_test(tc, pool_settings_parse_and_escape_round_trip);
+    tcase_add_test(tc, bad_pool_settings_are_refused_with_the_line);
     suite_add_tcase(s, tc);
     return s;
 }
