@@ -1387,8 +1387,8 @@ static void header_removed(void *baton, const char *header, const char *var)
     request_rec *r = baton;
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00302)
                   "request header %s removed: it stands for %s "
-                  "(mod_w4a_geoip's variables)", ap_escape_logitem(r->pool, header),
-                  var);
+                  "(mod_w4a_geoip's variables)",
+                  ap_escape_logitem(r->pool, header), var);
 }
 
 /* First of all: mod_setenvif looks a name up among the request headers
