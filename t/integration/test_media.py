@@ -276,7 +276,7 @@ def test_media_cgi_never_runs_with_mod_cgid(w4a, suexec_docroot):
 
 
 def test_media_ssi_and_other_resource_filters_are_removed(w4a):
-    files = {"ssi/.htaccess": "Options +Includes\nAddOutputFilter INCLUDES .css\n",
+    files = {"ssi/.htaccess": "Options +IncludesNOEXEC\nAddOutputFilter INCLUDES .css\n",
              "ssi/s.css": "a{}<!--#echo var=\"DOCUMENT_ROOT\" -->\n"}
     tree, fpm, httpd = media_server(w4a, files_a=files, modules=["include"])
     st, h, body = httpd.get("media.a.example", "/ssi/s.css")
@@ -750,7 +750,7 @@ def test_media_example_conf_files_are_valid(w4a):
 
 
 def test_rewrite_sees_what_ssi_produced(w4a):
-    files = {"ssi/.htaccess": "Options +Includes\nAddType text/html .shtml\n"
+    files = {"ssi/.htaccess": "Options +IncludesNOEXEC\nAddType text/html .shtml\n"
                               "AddOutputFilter INCLUDES .shtml\n",
              "ssi/page.shtml": '<img src="/a.png"><!--#include virtual="part.html" -->\n',
              "ssi/part.html": '<img src="b.png">\n'}
