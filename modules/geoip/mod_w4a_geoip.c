@@ -6,10 +6,14 @@
  * - The client address is the one mod_remoteip established, or, with
  *   W4AGeoIPTrustedProxy, X-Forwarded-For walked right to left past the
  *   trusted proxies.
- * - Our variables come only from the lookup: same-named request headers
- *   (which mod_setenvif would read before the environment) and earlier
- *   values are removed, and the values are put back after every phase a
- *   customer's .htaccess can act in, and after internal redirects.
+ * - Our variables come only from the lookup: request headers that stand
+ *   for one of our names (w4a_envhdr.h: compared without case, '-', '_',
+ *   '.' alike), which mod_setenvif and CGI would read, are removed first
+ *   of all, whether or not a database is loaded; earlier values are
+ *   removed, and the values are put back after every phase a customer's
+ *   .htaccess can act in, and after internal redirects.
+ * - A module loaded but not configured (no database, no supervisors)
+ *   sets nothing.
  * - Supervisors (CIDR lists, inline or from a reloadable file) get the
  *   exemption variable (BTW_FORBIDDEN_GEOIP) "1", everybody else "0".
  * - Databases are never mapped in place: a watcher thread per child
@@ -44,6 +48,7 @@
 
 #include "geoip_private.h"
 #include "geoip_db.h"
+#include "w4a_envhdr.h"
 #include "w4a_httpd.h"
 #include "w4a_util.h"
 
@@ -60,6 +65,15 @@ module AP_MODULE_DECLARE_DATA w4a_geoip_module;
 static const char *const country_vars[] = {
     "GEOIP_COUNTRY_CODE", "MM_COUNTRY_CODE", NULL
 };
+
+/* Request headers standing for these are removed whatever the
+ * configuration: the names of every GeoIP module's variables (customers
+ * bring rules from mod_geoip and mod_maxminddb) and the default
+ * exemption variable. */
+static const char *const strip_always[] = {
+    "GEOIP_*", "MM_*", DEFAULT_SUP_ENV
+};
+#define STRIP_ALWAYS (int)(sizeof(strip_always) / sizeof(strip_always[0]))
 
 /* Counters shared by every process of a generation (anonymous shared
  * memory made by the parent), per database. */
@@ -112,6 +126,7 @@ typedef struct {
     apr_thread_cond_t  *wcond;
     int                 stop;
     apr_uint32_t        generation; /* bumped when any database changes */
+    apr_uint64_t       *headers_removed; /* shared; NULL: not counted */
 } geoip_global;
 
 /* The last result of a connection: the next request on it from the same
@@ -157,6 +172,8 @@ typedef struct {
     apr_uint32_t        dbmask;
     unsigned char       first[32];     /* bitmap: first characters of the
                                           names, both cases */
+    w4a_envhdr_set_t   *strip;         /* request headers removed: names,
+                                          strip_always */
 } geoip_conf;
 
 /* What post_read_request decided, for putting it back later: one value
@@ -1016,6 +1033,14 @@ static const char *compute_effective(geoip_conf *c, apr_pool_t *p)
         c->first[lo >> 3] |= 1 << (lo & 7);
         c->first[up >> 3] |= 1 << (up & 7);
     }
+    /* our names first: a header is logged as the one it stands for */
+    if (w4a_envhdr_set_make(&c->strip,
+                            (const char *const *)c->names->elts,
+                            c->names->nelts, p) != APR_SUCCESS
+        || w4a_envhdr_set_add(&c->strip, c->strip, strip_always,
+                              STRIP_ALWAYS, p) != APR_SUCCESS) {
+        return "cannot compile the names of the request headers removed";
+    }
     /* GEOIP_COUNTRY_CODE and MM_COUNTRY_CODE are one value: read once. */
     for (i = 0; i < c->effective->nelts; i++) {
         geoip_env *e = &APR_ARRAY_IDX(c->effective, i, geoip_env);
@@ -1069,6 +1094,19 @@ static int geoip_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (g->sup_file) {
         sup_check(g, ptemp, 1);
     }
+    /* the database counters, then the count of removed headers */
+    rv = apr_shm_create(&shm, sizeof(apr_uint64_t) * (CNT_MAX
+                        * g->dbs->nelts + 1), NULL, pconf);
+    if (rv == APR_SUCCESS) {
+        counters = apr_shm_baseaddr_get(shm);
+        memset(counters, 0, apr_shm_size_get(shm));
+        g->headers_removed = counters + CNT_MAX * g->dbs->nelts;
+    }
+    else {
+        g->headers_removed = NULL;
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, W4ALOGNO(00342)
+                     "no shared memory for the status counters; they stay 0");
+    }
     if (!g->dbs->nelts) {
         return OK;
     }
@@ -1078,16 +1116,6 @@ static int geoip_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, W4ALOGNO(00341)
                      "cannot make the private directory %s of the database "
                      "copies; serving without databases", g->dir);
-    }
-    rv = apr_shm_create(&shm, sizeof(apr_uint64_t) * CNT_MAX
-                        * g->dbs->nelts, NULL, pconf);
-    if (rv == APR_SUCCESS) {
-        counters = apr_shm_baseaddr_get(shm);
-        memset(counters, 0, apr_shm_size_get(shm));
-    }
-    else {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, W4ALOGNO(00342)
-                     "no shared memory for the status counters; they stay 0");
     }
     for (i = 0; i < g->dbs->nelts; i++) {
         geoip_slot *slot = APR_ARRAY_IDX(g->dbs, i, geoip_slot *);
@@ -1350,6 +1378,43 @@ static void conn_cache_store(geoip_conncache *cc, const geoip_conf *c,
     cc->c = c;
 }
 
+static int configured(const geoip_global *g)
+{
+    return g->dbs->nelts || g->sup_nets || g->sup_file;
+}
+
+static void header_removed(void *baton, const char *header, const char *var)
+{
+    request_rec *r = baton;
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00302)
+                  "request header %s removed: it stands for %s "
+                  "(mod_w4a_geoip's variables)",
+                  ap_escape_logitem(r->pool, header), var);
+}
+
+/* First of all: mod_setenvif looks a name up among the request headers
+ * before the environment and matches its regexes against header names
+ * ("SetEnvIfNoCase ^geoip.country.code$" matches "Geoip-Country-Code"),
+ * and CGI and PHP see HTTP_GEOIP_COUNTRY_CODE.  Headers standing for our
+ * names are removed, with or without databases, engine on or off (where
+ * customers' geo rules then find nothing rather than what a client
+ * sent).  Sub-requests and internal redirects copy the cleaned headers. */
+static int geoip_strip_headers(request_rec *r)
+{
+    geoip_conf *c = srv_conf(r->server);
+    int n;
+
+    if (!c->strip || r->main || r->prev) {
+        return DECLINED;
+    }
+    n = w4a_envhdr_strip(c->strip, r->headers_in,
+                         APLOGrdebug(r) ? header_removed : NULL, r);
+    if (n && c->g->headers_removed) {
+        apr_atomic_add64(c->g->headers_removed, n);
+    }
+    return DECLINED;
+}
+
 static int geoip_post_read_request(request_rec *r)
 {
     geoip_conf *c = srv_conf(r->server);
@@ -1360,33 +1425,9 @@ static int geoip_post_read_request(request_rec *r)
     geoip_req *rq;
     int i, d, nvars;
 
-    if (!c->names) {
-        return DECLINED;
-    }
-    /* mod_setenvif looks a name up among the request headers before the
-     * environment: a client sending "GEOIP_COUNTRY_CODE: FR" would match
-     * "SetEnvIf GEOIP_COUNTRY_CODE FR".  Our names are not headers (even
-     * with W4AGeoIPEngine off, where customers' geo rules simply find
-     * nothing). */
-    {
-        const apr_array_header_t *h = apr_table_elts(r->headers_in);
-        const apr_table_entry_t *he = (const apr_table_entry_t *)h->elts;
-        for (i = 0; i < h->nelts; i++) {
-            if (he[i].key && may_be_ours(c, he[i].key)) {
-                break;              /* a candidate: look closer */
-            }
-        }
-        for (d = 0; i < h->nelts && d < c->names->nelts; d++) {
-            const char *n = APR_ARRAY_IDX(c->names, d, const char *);
-            if (apr_table_get(r->headers_in, n)) {
-                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00302)
-                              "request header %s removed: the name is a "
-                              "variable of mod_w4a_geoip", n);
-                apr_table_unset(r->headers_in, n);
-            }
-        }
-    }
-    if (c->engine == 0) {
+    /* Nothing to say (not configured, or off here): nothing said, not
+     * even the exemption variable. */
+    if (!c->names || c->engine == 0 || !configured(g)) {
         return DECLINED;
     }
     nvars = c->effective->nelts;
@@ -1519,8 +1560,11 @@ static int geoip_status_handler(request_rec *r)
     }
     g = srv_conf(r->server)->g;
     ap_rprintf(r, "{\"module\":\"mod_w4a_geoip\",\"pid\":%ld,"
-               "\"check_interval\":%d,\"databases\":[", (long)getpid(),
-               g->interval == W4A_UNSET ? DEFAULT_INTERVAL : g->interval);
+               "\"check_interval\":%d,\"headers_removed\":%"
+               APR_UINT64_T_FMT ",\"databases\":[", (long)getpid(),
+               g->interval == W4A_UNSET ? DEFAULT_INTERVAL : g->interval,
+               g->headers_removed ? apr_atomic_read64(g->headers_removed)
+                                  : 0);
     for (i = 0; i < g->dbs->nelts; i++) {
         geoip_slot *slot = APR_ARRAY_IDX(g->dbs, i, geoip_slot *);
         w4a_geoip_db_t *db = slot->lock ? slot_acquire(slot) : NULL;
@@ -1600,6 +1644,9 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_child_init(geoip_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_read_request(geoip_post_read_request, after_remoteip,
                               before_setenvif, APR_HOOK_MIDDLE);
+    /* Before anyone reads a request header. */
+    ap_hook_post_read_request(geoip_strip_headers, NULL, NULL,
+                              APR_HOOK_REALLY_FIRST);
     /* Internal redirects: before mod_rewrite's server-level rules. */
     ap_hook_translate_name(geoip_translate_name, NULL, NULL,
                            APR_HOOK_REALLY_FIRST);

@@ -11,9 +11,12 @@
  * ordered first refuse a handler or
  * a proxy request that per-directory configuration (a customer's
  * .htaccess: SetHandler, AddHandler, RewriteRule [P] or [H=]) set, and
- * force core's static handler.  Resource filters (SSI and the like) are
- * removed.  A late output filter, just before the response headers go
- * out, drops Set-Cookie and sets CORS, Vary and Cache-Control.
+ * force core's static handler.  Only allow-listed output filters run
+ * (no SSI, no mod_filter harness).  The content type is the extension's
+ * (media_types.c), never ForceType/AddType/Header's; a type a browser
+ * runs as a document is refused or sent sandboxed.  A late output
+ * filter, just before the response headers go out, drops Set-Cookie and
+ * sets the type, CSP sandbox, CORS, Vary and Cache-Control.
  *
  * The rewriting filter.  On the domain's own host, with W4AMediaRewrite
  * on, text/html responses (static or from PHP) go through the httpd-free
@@ -38,6 +41,7 @@
 #include <zlib.h>
 
 #include "media_private.h"
+#include "media_types.h"
 #include "mod_w4a_vhost.h"
 #include "w4a_html.h"
 #include "w4a_httpd.h"
@@ -56,6 +60,8 @@ module AP_MODULE_DECLARE_DATA w4a_media_module;
 #define FEED_SLICE        65536     /* bytes fed to the rewriter at once */
 #define MAX_TOKEN_LIMIT   (16 * 1024 * 1024)
 #define ZBUF_SIZE         16384     /* inflated bytes per inflate() call */
+#define DEFAULT_TYPE      "application/octet-stream"
+#define SVG_TYPE          "image/svg+xml"
 
 static const char *const default_extensions[] = {
     "css", "js", "mjs", "map", "jpg", "jpeg", "png", "gif", "webp", "avif",
@@ -71,12 +77,12 @@ static const char *const font_extensions[] = {
 typedef enum {
     CNT_PAGES, CNT_PAGES_REWRITTEN, CNT_URLS, CNT_BYTES_IN, CNT_BYTES_OUT,
     CNT_PAGES_PASSED, CNT_OVERLONG, CNT_MEDIA_SERVED, CNT_MEDIA_REFUSED,
-    CNT_INFLATED, CNT_MAX
+    CNT_INFLATED, CNT_FILTERS_REMOVED, CNT_MAX
 } counter_e;
 static const char *const counter_names[CNT_MAX] = {
     "pages_filtered", "pages_rewritten", "urls_rewritten", "bytes_in",
     "bytes_out", "pages_passed", "tokens_overlong", "media_served",
-    "media_refused", "pages_inflated"
+    "media_refused", "pages_inflated", "media_filters_removed"
 };
 static apr_uint64_t *counters;
 
@@ -90,6 +96,32 @@ static void count(counter_e c, apr_uint64_t n)
 typedef enum { SCHEME_UNSET = 0, SCHEME_RELATIVE, SCHEME_HTTP,
                SCHEME_HTTPS } scheme_e;
 
+/* What the media host does with a type a browser runs (SVG is always
+ * served, sandboxed). */
+typedef enum { ACTIVE_UNSET = 0, ACTIVE_REFUSE, ACTIVE_SANDBOX,
+               ACTIVE_ATTACHMENT } active_e;
+
+/* One W4AMediaType extension. */
+typedef struct {
+    const char *ext;
+    const char *type;
+} media_type_t;
+
+/* The output filters that may run on the media host below the protocol
+ * level, by handle (a mod_filter harness declared in .htaccess may take
+ * any name): resolved at post_config. */
+static const char *const allowed_filter_names[] = {
+    HEADERS_FILTER, "FIXUP_HEADERS_OUT", "FIXUP_HEADERS_ERR", "DEFLATE",
+    "BROTLI_COMPRESS", NULL
+};
+#define MAX_ALLOWED_FILTERS 8
+static ap_filter_rec_t *allowed_filters[MAX_ALLOWED_FILTERS];
+
+/* A media request's decision (request_config). */
+typedef struct {
+    const char *type;
+} media_req;
+
 typedef struct {
     int                 rewrite;       /* W4A_UNSET, 0, 1 */
     int                 inflate;       /* W4A_UNSET, 0, 1 */
@@ -101,6 +133,8 @@ typedef struct {
     int                 fonts_any;     /* W4A_UNSET, 0, 1 */
     scheme_e            scheme;        /* SCHEME_UNSET: unset */
     apr_int64_t         max_token;     /* W4A_UNSET: unset */
+    apr_array_header_t *types;         /* media_type_t; NULL: unset */
+    active_e            active;        /* ACTIVE_UNSET: unset */
 } media_conf;
 
 static APR_OPTIONAL_FN_TYPE(w4a_hosting) *get_hosting;
@@ -136,6 +170,11 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     c->scheme = add->scheme != SCHEME_UNSET ? add->scheme : base->scheme;
     c->max_token = add->max_token != W4A_UNSET ? add->max_token
                                                : base->max_token;
+    /* the virtual host's types after the main server's: the last wins */
+    c->types = add->types && base->types
+               ? apr_array_append(p, base->types, add->types)
+               : add->types ? add->types : base->types;
+    c->active = add->active != ACTIVE_UNSET ? add->active : base->active;
     return c;
 }
 
@@ -152,6 +191,29 @@ static media_conf *req_conf(request_rec *r)
 static const char *const *conf_extensions(const media_conf *c)
 {
     return c->extensions ? c->extensions : default_extensions;
+}
+
+static active_e conf_active(const media_conf *c)
+{
+    return c->active != ACTIVE_UNSET ? c->active : ACTIVE_REFUSE;
+}
+
+/* The type the media host sends for an extension: W4AMediaType, the
+ * built-in table, or application/octet-stream; never per-directory
+ * configuration's. */
+static const char *conf_type(const media_conf *c, const char *ext)
+{
+    const char *t;
+    int i;
+
+    for (i = c->types ? c->types->nelts - 1 : -1; ext && i >= 0; i--) {
+        const media_type_t *m = &APR_ARRAY_IDX(c->types, i, media_type_t);
+        if (!strcasecmp(m->ext, ext)) {
+            return m->type;
+        }
+    }
+    t = media_type_builtin(ext);
+    return t ? t : DEFAULT_TYPE;
 }
 
 /* ------------------------------------------------------------------ */
@@ -326,6 +388,62 @@ static const char *set_max_token(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
+static const char *add_type(cmd_parms *cmd, void *d, const char *type,
+                            const char *ext)
+{
+    media_conf *c = srv_conf(cmd);
+    const char *q, *slash = strchr(type, '/');
+    media_type_t *m;
+
+    for (q = type; *q; q++) {
+        if (!apr_isalnum(*q) && !strchr("/.+-_", *q)) {
+            break;
+        }
+    }
+    if (*q || !slash || slash == type || !slash[1] || strchr(slash + 1, '/')) {
+        return apr_pstrcat(cmd->pool, "W4AMediaType: '", type, "' is not a "
+                           "type like image/png (no parameters)", NULL);
+    }
+    if (*ext == '.') {
+        ext++;
+    }
+    for (q = ext; *q; q++) {
+        if (!apr_isalnum(*q)) {
+            break;
+        }
+    }
+    if (*q || !*ext || strlen(ext) > 16) {
+        return apr_pstrcat(cmd->pool, "W4AMediaType: '", ext, "' is not an "
+                           "extension (letters and digits)", NULL);
+    }
+    if (!c->types) {
+        c->types = apr_array_make(cmd->pool, 4, sizeof(media_type_t));
+    }
+    m = apr_array_push(c->types);
+    m->type = apr_pstrdup(cmd->pool, type);
+    m->ext = apr_pstrdup(cmd->pool, ext);
+    ap_str_tolower((char *)m->type);
+    return NULL;
+}
+
+static const char *set_active(cmd_parms *cmd, void *d, const char *arg)
+{
+    media_conf *c = srv_conf(cmd);
+    if (!strcasecmp(arg, "refuse")) {
+        c->active = ACTIVE_REFUSE;
+    }
+    else if (!strcasecmp(arg, "sandbox")) {
+        c->active = ACTIVE_SANDBOX;
+    }
+    else if (!strcasecmp(arg, "attachment")) {
+        c->active = ACTIVE_ATTACHMENT;
+    }
+    else {
+        return "W4AMediaActiveTypes: expected refuse, sandbox or attachment";
+    }
+    return NULL;
+}
+
 static const command_rec media_cmds[] = {
     AP_INIT_FLAG("W4AMediaRewrite", set_rewrite, NULL, RSRC_CONF,
                  "On: static asset URLs in HTML pages point at the media host"),
@@ -345,6 +463,12 @@ static const command_rec media_cmds[] = {
                   "Rewritten URLs: relative (//host), http or https"),
     AP_INIT_TAKE1("W4AMediaMaxToken", set_max_token, NULL, RSRC_CONF,
                   "Longest tag rewritten, in bytes (longer: unchanged)"),
+    AP_INIT_ITERATE2("W4AMediaType", add_type, NULL, RSRC_CONF,
+                     "TYPE ext [ext...]: the type the media host sends for "
+                     "these extensions"),
+    AP_INIT_TAKE1("W4AMediaActiveTypes", set_active, NULL, RSRC_CONF,
+                  "Types a browser runs (HTML, XML...; SVG aside): refuse, "
+                  "sandbox or attachment"),
     {NULL}
 };
 
@@ -440,6 +564,7 @@ static int media_fixup_first(request_rec *r)
 {
     const char *host = media_host_of(r);
     media_conf *c;
+    media_req *mr;
     const char *ext;
 
     if (!host) {
@@ -469,6 +594,16 @@ static int media_fixup_first(request_rec *r)
                       "allow-listed static file; answered 403", host,
                       r->filename, r->path_info ? r->path_info : ""));
     }
+    mr = apr_palloc(r->pool, sizeof(*mr));
+    mr->type = conf_type(c, ext);
+    if (media_type_active(mr->type) && strcmp(mr->type, SVG_TYPE)
+        && conf_active(c) == ACTIVE_REFUSE) {
+        return refuse(r, HTTP_FORBIDDEN, APLOG_INFO, apr_psprintf(r->pool,
+                      W4ALOGNO(00530) "media host %s: %s would be %s, a "
+                      "document browsers run; refused (W4AMediaActiveTypes)"
+                      "; answered 403", host, r->filename, mr->type));
+    }
+    ap_set_module_config(r->request_config, &w4a_media_module, mr);
     return DECLINED;
 }
 
@@ -477,6 +612,7 @@ static int media_fixup_first(request_rec *r)
 static int media_fixup_last(request_rec *r)
 {
     const char *host = media_host_of(r);
+    media_req *mr;
 
     if (!host) {
         return DECLINED;
@@ -501,6 +637,12 @@ static int media_fixup_last(request_rec *r)
     }
     if (!r->handler) {
         r->handler = STATIC_HANDLER;
+    }
+    /* the extension's type, whatever mod_mime made of per-directory
+     * ForceType/AddType (the headers filter says it again last) */
+    mr = ap_get_module_config(r->request_config, &w4a_media_module);
+    if (mr) {
+        ap_set_content_type(r, mr->type);
     }
     return DECLINED;
 }
@@ -579,6 +721,29 @@ static apr_status_t media_headers_filter(ap_filter_t *f,
     const char *origin = apr_table_get(r->headers_in, "Origin");
     const char *ext = r->filename ? extension_of(r->filename) : NULL;
     const char *cc = c->cache_control ? c->cache_control : DEFAULT_CACHE;
+    media_req *mr = ap_get_module_config(r->request_config,
+                                         &w4a_media_module);
+
+    /* A file's type is its extension's, even if mod_headers (Header set
+     * Content-Type) or a module changed it since the fixups. */
+    if (mr && (r->status == HTTP_OK || r->status == HTTP_NOT_MODIFIED
+               || r->status == HTTP_PARTIAL_CONTENT)) {
+        apr_table_unset(r->headers_out, "Content-Type");
+        apr_table_unset(r->err_headers_out, "Content-Type");
+        ap_set_content_type(r, mr->type);
+    }
+    /* Anything a browser would run as a document of the media origin (an
+     * SVG, an allowed HTML, an error page, an ErrorDocument string) runs
+     * in a sandbox: no script, no same-origin access. */
+    apr_table_unset(r->err_headers_out, "Content-Security-Policy");
+    apr_table_unset(r->err_headers_out, "Content-Disposition");
+    if (media_type_active(r->content_type)) {
+        apr_table_setn(r->headers_out, "Content-Security-Policy", "sandbox");
+        if (conf_active(c) == ACTIVE_ATTACHMENT) {
+            apr_table_setn(r->headers_out, "Content-Disposition",
+                           "attachment");
+        }
+    }
 
     apr_table_unset(r->headers_out, "Set-Cookie");
     apr_table_unset(r->err_headers_out, "Set-Cookie");
@@ -991,19 +1156,51 @@ static apr_status_t media_rewrite_filter(ap_filter_t *f,
 
 /* ------------------------------------------------------------------ */
 
-static void media_insert_filter(request_rec *r)
+/* Whether an output filter may run on the media host: below the
+ * protocol level only the allow-listed ones (by handle); at or above it
+ * httpd's registered filters (a mod_filter harness, declared per
+ * directory with any name and type, is never registered). */
+static int filter_allowed(const ap_filter_t *f)
+{
+    ap_filter_rec_t *frec = f->frec;
+    int i;
+
+    if (frec->ftype < AP_FTYPE_PROTOCOL) {
+        for (i = 0; i < MAX_ALLOWED_FILTERS && allowed_filters[i]; i++) {
+            if (allowed_filters[i] == frec) {
+                return 1;
+            }
+        }
+        return 0;
+    }
+    return ap_get_output_filter_handle(frec->name) == frec;
+}
+
+/* The bytes of the file, as they are: no SSI, no mod_filter dispatch, no
+ * other content filter a customer (or a module) added. */
+static void remove_filters(request_rec *r, const char *host)
 {
     ap_filter_t *f, *next;
 
-    if (media_host_of(r)) {
-        /* no SSI or other resource filter a customer added on the media
-         * host: the bytes of the file, as they are */
-        for (f = r->output_filters; f; f = next) {
-            next = f->next;
-            if (f->r == r && f->frec->ftype < AP_FTYPE_CONTENT_SET) {
-                ap_remove_output_filter(f);
-            }
+    for (f = r->output_filters; f; f = next) {
+        next = f->next;
+        if ((f->r == r || !f->r) && !filter_allowed(f)) {
+            count(CNT_FILTERS_REMOVED, 1);
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00531)
+                          "media host %s: output filter %s removed (not "
+                          "allowed on the media host)", host,
+                          f->frec->name ? f->frec->name : "-");
+            ap_remove_output_filter(f);
         }
+    }
+}
+
+static void media_insert_filter(request_rec *r)
+{
+    const char *host = media_host_of(r);
+
+    if (host) {
+        remove_filters(r, host);
         ap_add_output_filter(HEADERS_FILTER, NULL, r, r->connection);
     }
 }
@@ -1023,7 +1220,10 @@ static void media_insert_rewrite_filter(request_rec *r)
 
 static void media_insert_error_filter(request_rec *r)
 {
-    if (media_host_of(r)) {
+    const char *host = media_host_of(r);
+
+    if (host) {
+        remove_filters(r, host);
         ap_add_output_filter(HEADERS_FILTER, NULL, r, r->connection);
     }
 }
@@ -1061,7 +1261,18 @@ static int media_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 {
     apr_shm_t *shm;
     apr_status_t rv;
+    int i, n = 0;
 
+    for (i = 0; allowed_filter_names[i] && n < MAX_ALLOWED_FILTERS; i++) {
+        ap_filter_rec_t *frec = ap_get_output_filter_handle(
+                                    allowed_filter_names[i]);
+        if (frec) {
+            allowed_filters[n++] = frec;
+        }
+    }
+    while (n < MAX_ALLOWED_FILTERS) {
+        allowed_filters[n++] = NULL;
+    }
     get_hosting = APR_RETRIEVE_OPTIONAL_FN(w4a_hosting);
     if (!get_hosting) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, W4ALOGNO(00520)
@@ -1106,7 +1317,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_insert_filter(media_insert_rewrite_filter, NULL, NULL,
                           APR_HOOK_FIRST);
     ap_hook_insert_error_filter(media_insert_error_filter, NULL, NULL,
-                                APR_HOOK_MIDDLE);
+                                APR_HOOK_REALLY_LAST);
     /* A resource filter, added first: after the resource filters that
      * mod_mime added earlier (AddOutputFilter INCLUDES), before those added
      * in insert_filter (mod_filter's AddOutputFilterByType, SetOutputFilter)

@@ -8,6 +8,8 @@ import re
 import socket
 import subprocess
 
+import pytest
+
 from w4a_harness import HTTPD, hostings_dir_block
 from geoip_mmdb import (OURS, FR, US, UA, BR, DE, IP, IP6, NET, NET6, CITY,
                         CONTINENT, ASN, PROXY_NET, PROXY_IP,
@@ -736,3 +738,172 @@ def test_geoip_directives_refused_in_htaccess_server_keeps_serving(w4a):
     w4a.tree.write(A, "example.com", "ok/.htaccess", "")
     st, h, b = httpd.get("example.com", "/ok/", xff(IP[FR]))
     assert (st, b) == (200, b"fine\n")
+
+
+# --- request headers standing for our variables (issue 12, vector 9) --------
+
+B = "w4a100011"
+
+# A customer's rules that read our names the ways httpd allows: by name
+# (a header of that name wins over the environment), by a regex over the
+# header names, and as HTTP_* (what CGI and PHP see, here through SSI).
+FORGE_HTACCESS = r"""Options +IncludesNOEXEC
+AddType text/html .shtml
+AddOutputFilter INCLUDES .shtml
+SetEnvIf GEOIP_COUNTRY_CODE FR BY_NAME=1
+SetEnvIfNoCase ^geoip.country.code$ FR BY_REGEX=1
+SetEnvIfNoCase ^btw.forbidden.geoip$ 1 EXEMPT_REGEX=1
+SetEnvIfNoCase ^mm.city$ . MM_REGEX=1
+SetEnvIfNoCase ^visitor.asn$ . ASN_REGEX=1
+Header always set X-By-Name "%{BY_NAME}e"
+Header always set X-By-Regex "%{BY_REGEX}e"
+Header always set X-Exempt-Regex "%{EXEMPT_REGEX}e"
+Header always set X-MM-Regex "%{MM_REGEX}e"
+Header always set X-Asn-Regex "%{ASN_REGEX}e"
+Header always set X-CC "%{GEOIP_COUNTRY_CODE}e"
+Header always set X-Ex "%{BTW_FORBIDDEN_GEOIP}e"
+"""
+SSI_PAGE = ('<!--#echo var="HTTP_GEOIP_COUNTRY_CODE" -->|'
+            '<!--#echo var="HTTP_BTW_FORBIDDEN_GEOIP" -->|'
+            '<!--#echo var="HTTP_MM_CITY" -->|'
+            '<!--#echo var="HTTP_VISITOR_ASN" -->|'
+            '<!--#echo var="HTTP_X_KEEP" -->\n')
+NONE = "(null)"
+FORGED = {"Geoip-Country-Code": "FR", "geoip.country.code": "FR",
+          "GEOIP_COUNTRY_CODE": "FR", "Btw-Forbidden-Geoip": "1",
+          "MM-City": "Paris", "Visitor-Asn": "1", "X-Keep": "kept"}
+
+
+def forge_server(w4a, geo, log_level="info w4a_geoip:debug"):
+    """Hostings A (the customer's rules) and B, the module configured by
+    `geo` (database lines or nothing)."""
+    tree = w4a.tree
+    tree.site(A, "example.com", {"index.html": "welcome\n",
+                                 ".htaccess": FORGE_HTACCESS,
+                                 "p.shtml": SSI_PAGE})
+    tree.site(B, "b.example", {"index.html": "b site\n"})
+    rc, out, index = tree.compile_map([
+        tree.line("example.com", A, "example.com"),
+        tree.line("b.example", B, "b.example")])
+    assert rc == 0, out
+    return w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {tree.base}
+{hostings_dir_block(tree.base)}
+{geo}
+W4AGeoIPTrustedProxy 127.0.0.1
+{STATUS}
+""", ours=OURS, modules=["include"], log_level=log_level)
+
+
+def raw_headers(pairs):
+    """A request with these headers, in this order (a dict cannot hold
+    two of one name)."""
+    return "".join("%s: %s\r\n" % kv for kv in pairs)
+
+
+def assert_not_forged(h, cc, ex):
+    assert (h["x-by-name"], h["x-by-regex"], h["x-exempt-regex"],
+            h["x-mm-regex"], h["x-asn-regex"]) == (NONE,) * 5, h
+    assert (h["x-cc"], h["x-ex"]) == (cc, ex)
+
+
+def test_geoip_headers_spelled_like_our_variables_removed_and_counted(w4a):
+    paths = dbs(w4a, country="country", asn="asn")
+    httpd = forge_server(w4a, geo_conf(paths) + "W4AGeoIPEnv VISITOR_ASN "
+                         "autonomous_system_number asn\n").start()
+    before = status(httpd).get("headers_removed", 0)
+    # a US visitor claiming France and the exemption, in every spelling
+    st, h, b = httpd.get("example.com", "/", dict(xff(IP[US]), **FORGED))
+    assert (st, b) == (200, b"welcome\n")
+    assert_not_forged(h, US, "0")
+    assert httpd.wait_log(r"W4A00302: request header Geoip-Country-Code "
+                          r"removed: it stands for GEOIP_COUNTRY_CODE")
+    assert httpd.wait_log(r"W4A00302: request header MM-City removed: it "
+                          r"stands for MM_\*")
+    assert httpd.wait_log(r"W4A00302: request header Visitor-Asn removed: "
+                          r"it stands for VISITOR_ASN")
+    # six headers of ours (X-Keep is not), counted node-wide
+    assert status(httpd)["headers_removed"] - before == 6
+    # what CGI and PHP would see (HTTP_*): nothing of ours, the rest intact
+    st, h, b = httpd.get("example.com", "/p.shtml",
+                         dict(xff(IP[US]), **FORGED))
+    assert (st, b) == (200, b"(none)|(none)|(none)|(none)|kept\n")
+    # another hosting is served meanwhile
+    assert httpd.get("b.example", "/", xff(IP[FR]))[:3:2] == (200, b"b site\n")
+
+
+def test_geoip_repeated_and_mixed_case_headers_all_removed(w4a):
+    paths = dbs(w4a, country="country")
+    httpd = forge_server(w4a, geo_conf(paths)).start()
+    req = ("GET / HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: %s\r\n"
+           "%sConnection: close\r\n\r\n" % (IP[UA], raw_headers([
+               ("geoip-country-code", "FR"), ("X-Keep", "1"),
+               ("GEOIP-COUNTRY-CODE", "FR"), ("Geoip_Country.Code", "FR"),
+               ("btw_forbidden_geoip", "1"), ("BTW-FORBIDDEN-GEOIP", "1")])))
+    st, h, b = httpd.raw(req.encode())
+    assert st == 200
+    assert_not_forged(h, UA, "0")
+    assert httpd.wait_log(r"W4A00302: request header Geoip_Country\.Code "
+                          r"removed")
+    assert httpd.get("b.example", "/")[0] == 200
+
+
+@pytest.mark.parametrize("state", ["no-database-line", "missing", "corrupt"])
+def test_geoip_headers_removed_without_a_usable_database(w4a, state):
+    """No database (none declared, the file missing, the file corrupt):
+    a customer's SetEnvIf GEOIP_COUNTRY_CODE FR must not match what the
+    client sent."""
+    path = os.path.join(w4a.root, "country.mmdb")
+    if state == "corrupt":
+        with open(path, "wb") as f:
+            f.write(b"\xab\xcd\xefMaxMind.com" + b"\0" * 64)
+    geo = "" if state == "no-database-line" else \
+        "W4AGeoIPDatabase country %s\n" % path
+    httpd = forge_server(w4a, geo)
+    if state == "missing":
+        httpd.expect_error(r"W4A00313: database country: .* is missing")
+    if state == "corrupt":
+        httpd.expect_error(r"W4A00314: database country: .* refused")
+    httpd.start()
+    st, h, b = httpd.get("example.com", "/", dict(xff(IP[US]), **FORGED))
+    assert (st, b) == (200, b"welcome\n")
+    # VISITOR_ASN is not a variable of this server: its header is left,
+    # and the customer's rule matches it (the rules do read headers)
+    assert h["x-asn-regex"] == "1"
+    h["x-asn-regex"] = NONE
+    # no variable at all; with a database line the exemption variable is
+    # still set ("0"), without any configuration nothing is
+    assert_not_forged(h, NONE, NONE if state == "no-database-line" else "0")
+    assert httpd.wait_log(r"W4A00302: request header Geoip-Country-Code "
+                          r"removed")
+    st, h, b = httpd.get("example.com", "/p.shtml", dict(xff(IP[US]),
+                                                         **FORGED))
+    assert (st, b) == (200, b"(none)|(none)|(none)|1|kept\n")
+    assert status(httpd)["headers_removed"] == 10
+    assert httpd.get("b.example", "/")[0] == 200
+
+
+def test_geoip_loaded_but_not_configured_sets_nothing(w4a):
+    """The docs: nothing happens without a database.  Today's slip:
+    BTW_FORBIDDEN_GEOIP=0 on every request of a server with no GeoIP
+    configuration."""
+    httpd = w4a.httpd(f"""
+{echo_headers("GEOIP_COUNTRY_CODE", "BTW_FORBIDDEN_GEOIP")}
+<VirtualHost *:*>
+    ServerName sup.example
+</VirtualHost>
+""", ours=OURS).start()
+    st, h, b = httpd.get("localhost", "/")
+    assert st == 200
+    assert (hdr(h, "GEOIP_COUNTRY_CODE"), hdr(h, "BTW_FORBIDDEN_GEOIP")) \
+        == (NONE, NONE)
+    # supervisors alone are a configuration: the exemption is set
+    httpd2 = w4a.httpd(f"""
+W4AGeoIPSupervisor 127.0.0.1
+{echo_headers("GEOIP_COUNTRY_CODE", "BTW_FORBIDDEN_GEOIP")}
+""", ours=OURS).start()
+    st, h, b = httpd2.get("localhost", "/")
+    assert (st, hdr(h, "BTW_FORBIDDEN_GEOIP")) == (200, "1")
+    assert hdr(h, "GEOIP_COUNTRY_CODE") == NONE

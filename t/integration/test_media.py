@@ -23,7 +23,8 @@ MARK_CGI = "#!/bin/sh\ntouch \"$(dirname \"$SCRIPT_FILENAME\")/cgi-ran.txt\"\n" 
 
 
 def media_server(w4a, body_extra="", files_a=None, with_php=False,
-                 modules=(), map_flags="-", head="", extra_lines=()):
+                 modules=(), map_flags="-", head="", extra_lines=(),
+                 overrides=None, log_level="info"):
     tree = w4a.tree
     tree.site(A, "a.example", dict({"img/x.png": PNG, "css/site.css": "body{}\n",
                                     "fonts/f.woff2": "wOF2 font\n",
@@ -49,13 +50,14 @@ W4AVhostMap {index}
 W4AVhostDocRootBase {tree.base}
 W4AVhostMediaPrefix media.
 {php}
-{hostings_dir_block(tree.base)}
+{hostings_dir_block(tree.base, overrides)}
 <Location /w4a-media-status>
     SetHandler w4a-media-status
     Require local
 </Location>
 {body_extra}
-""", with_php=with_php, ours=MEDIA, modules=modules).start()
+""", with_php=with_php, ours=MEDIA, modules=modules,
+                      log_level=log_level).start()
     return tree, fpm, httpd
 
 
@@ -817,3 +819,195 @@ def test_media_directives_cannot_be_set_in_htaccess(w4a):
         assert st == 500, path
     assert httpd.wait_log(r"W4AMediaExtensions not allowed here")
     assert httpd.get("media.a.example", "/img/x.png")[0] == 200
+
+
+# ---------------------------------------------------------------------------
+# content filters and types on the media host (issue 12, vector 8)
+
+SSI_TXT = 'plain <!--#echo var="DOCUMENT_ROOT" --> text\n'
+SVG = ('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script>'
+       '</svg>\n')
+HTML_TXT = "<script>alert(document.domain)</script>\n"
+
+
+def ssi_ran(tree, body):
+    return docroot_a(tree).encode() in body
+
+
+@pytest.mark.parametrize("htaccess", [
+    "Options +IncludesNOEXEC\nAddOutputFilterByType INCLUDES text/plain\n",
+    "Options +IncludesNOEXEC\nSetOutputFilter INCLUDES\n",
+    "Options +IncludesNOEXEC\nAddOutputFilter INCLUDES .txt\n",
+], ids=["bytype", "setoutputfilter", "addoutputfilter"])
+def test_media_ssi_never_runs_with_the_shipped_overrides(w4a, htaccess):
+    files = {"s/.htaccess": htaccess, "s/p.txt": SSI_TXT}
+    tree, fpm, httpd = media_server(w4a, files_a=files,
+                                    modules=["include", "filter"])
+    st, h, body = httpd.get("media.a.example", "/s/p.txt")
+    assert (st, body) == (200, SSI_TXT.encode())
+    assert h["content-type"].startswith("text/plain")
+    # the same .htaccess runs SSI on the main site: the test can fail
+    st, h, body = httpd.get("a.example", "/s/p.txt")
+    assert st == 200 and ssi_ran(tree, body)
+    # another hosting is served meanwhile
+    assert httpd.get("media.b.example", "/img/b.png")[0] == 200
+
+
+@pytest.mark.parametrize("overrides", [None, "All"], ids=["shipped", "all"])
+@pytest.mark.parametrize("declare", [
+    "FilterDeclare SSI CONTENT_SET",
+    "FilterDeclare SSI RESOURCE",
+    "FilterDeclare SSI PROTOCOL",
+    "FilterDeclare DEFLATE CONTENT_SET",        # a name we allow
+    "FilterDeclare FIXUP_HEADERS_OUT PROTOCOL",
+], ids=["content-set", "resource", "protocol", "named-deflate",
+        "named-headers"])
+def test_media_filter_provider_dispatch_never_runs_ssi(w4a, declare,
+                                                       overrides):
+    """mod_filter's directives are of the Options class (OR_OPTIONS): a
+    node granting that class hands them to customers.  Either they are
+    refused (500, "not allowed here"), or the harness they declare, under
+    any name and at any level, never runs on the media host."""
+    name = declare.split()[1]
+    files = {"s/.htaccess": "Options +IncludesNOEXEC\n%s\n"
+                            "FilterProvider %s INCLUDES \"true\"\n"
+                            "FilterChain %s\n" % (declare, name, name),
+             "s/p.txt": SSI_TXT}
+    tree, fpm, httpd = media_server(w4a, files_a=files, overrides=overrides,
+                                    modules=["include", "filter", "deflate"],
+                                    log_level="info w4a_media:debug")
+    httpd.expect_error(r"FilterDeclare not allowed here")
+    st, h, body = httpd.get("media.a.example", "/s/p.txt")
+    assert not ssi_ran(tree, body)
+    st2, h2, body2 = httpd.get("a.example", "/s/p.txt")
+    if st == 500:
+        assert overrides is None
+        assert httpd.wait_log(r"FilterDeclare not allowed here")
+        assert st2 == 500
+    else:
+        assert (st, body) == (200, SSI_TXT.encode())
+        assert httpd.wait_log(r"(?i)W4A00531: media host media\.a\.example: "
+                              r"output filter %s removed" % re.escape(name))
+        assert st2 == 200 and ssi_ran(tree, body2)    # SSI works there
+    assert httpd.get("media.b.example", "/img/b.png")[0] == 200
+
+
+@pytest.mark.parametrize("overrides", [None, "All"], ids=["shipped", "all"])
+@pytest.mark.parametrize("htaccess", [
+    "ForceType text/html\n",
+    "AddType text/html .txt\n",
+    "AddType image/svg+xml .txt\n",
+    'Header set Content-Type "text/html"\n',
+    'Header always set Content-Type "text/html"\n',
+    "AddType application/xhtml+xml .png\nForceType text/xml\n",
+], ids=["forcetype", "addtype", "addtype-svg", "header", "header-always",
+        "xml"])
+def test_media_type_is_the_extensions_whatever_htaccess_says(w4a, htaccess,
+                                                             overrides):
+    files = {"t/.htaccess": htaccess, "t/x.txt": HTML_TXT, "t/x.png": PNG}
+    tree, fpm, httpd = media_server(w4a, files_a=files, overrides=overrides)
+    for path, want in (("/t/x.txt", "text/plain"), ("/t/x.png", "image/png")):
+        st, h, body = httpd.get("media.a.example", path)
+        assert st == 200, path
+        assert h["content-type"].split(";")[0] == want, (path, h)
+        assert h["x-content-type-options"] == "nosniff"
+        assert "content-security-policy" not in h
+    # the main site does what the .htaccess says: the test can fail
+    st, h, body = httpd.get("a.example", "/t/x.txt")
+    assert st == 200 and not h["content-type"].startswith("text/plain")
+
+
+def test_media_svg_is_sandboxed_and_error_pages_too(w4a):
+    files = {"i/x.svg": SVG, "i/.htaccess":
+             'Header set Content-Security-Policy "sandbox allow-scripts"\n'
+             'ErrorDocument 404 "<script>alert(1)</script>"\n'}
+    tree, fpm, httpd = media_server(w4a, files_a=files)
+    st, h, body = httpd.get("media.a.example", "/i/x.svg")
+    assert (st, body) == (200, SVG.encode())
+    assert h["content-type"] == "image/svg+xml"
+    assert h["content-security-policy"] == "sandbox"
+    assert h["x-content-type-options"] == "nosniff"
+    assert "content-disposition" not in h
+    # a customer's ErrorDocument string is HTML from the media origin
+    st, h, body = httpd.get("media.a.example", "/i/missing.png")
+    assert st == 404 and b"<script>" in body
+    assert h["content-type"].startswith("text/html")
+    assert h["content-security-policy"] == "sandbox"
+    # ordinary files: their types, CORS and caching, no sandbox needed
+    for path, ctype in (("/img/x.png", "image/png"),
+                        ("/css/site.css", "text/css"),
+                        ("/fonts/f.woff2", "font/woff2")):
+        st, h, body = httpd.get("media.a.example", path,
+                                headers={"Origin": "https://a.example"})
+        assert st == 200
+        assert h["content-type"].split(";")[0] == ctype, path
+        assert "content-security-policy" not in h
+        assert h["cache-control"] == "public, max-age=2592000"
+        assert h["access-control-allow-origin"] in ("https://a.example", "*")
+    # on the main site the SVG is as the customer serves it
+    st, h, body = httpd.get("a.example", "/i/x.svg")
+    assert st == 200 and h.get("content-security-policy") != "sandbox"
+
+
+def test_media_documents_refused_unless_the_operator_allows_them(w4a):
+    files = {"d/p.html": "<p>x</p>\n", "d/f.xml": "<a/>\n",
+             "d/r.sql": "select 1;\n"}
+    ext = "W4AMediaExtensions png css woff2 html xml sql svg\n"
+    tree, fpm, httpd = media_server(w4a, ext, files_a=files)
+    for path in ("/d/p.html", "/d/f.xml"):
+        st, h, body = httpd.get("media.a.example", path)
+        assert st == 403 and b"<p>x</p>" not in body and b"<a/>" not in body
+    assert httpd.wait_log(r"W4A00530: media host media\.a\.example: .*/d/p"
+                          r"\.html would be text/html, a document browsers "
+                          r"run; refused")
+    # an extension the operator added without a known type: octet-stream
+    st, h, body = httpd.get("media.a.example", "/d/r.sql")
+    assert st == 200 and h["content-type"] == "application/octet-stream"
+    assert httpd.get("media.b.example", "/img/b.png")[0] == 200
+
+
+@pytest.mark.parametrize("mode", ["sandbox", "attachment"])
+def test_media_allowed_documents_are_sandboxed_or_attachments(w4a, mode):
+    files = {"d/p.html": "<p>x</p>\n", "d/r.sql": "select 1;\n",
+             "d/x.svg": SVG}
+    tree, fpm, httpd = media_server(
+        w4a, "W4AMediaExtensions png html sql svg\n"
+             "W4AMediaType application/sql .sql\n"
+             "W4AMediaActiveTypes %s\n" % mode, files_a=files)
+    for path, ctype in (("/d/p.html", "text/html"),
+                        ("/d/x.svg", "image/svg+xml")):
+        st, h, body = httpd.get("media.a.example", path)
+        assert st == 200, path
+        assert h["content-type"].split(";")[0] == ctype
+        assert h["content-security-policy"] == "sandbox"
+        assert h.get("content-disposition") == (
+            "attachment" if mode == "attachment" else None)
+    st, h, body = httpd.get("media.a.example", "/d/r.sql")
+    assert st == 200 and h["content-type"] == "application/sql"
+    assert "content-security-policy" not in h
+
+
+def test_media_allowed_filters_still_run_deflate_and_headers(w4a):
+    files = {"c/.htaccess": "AddOutputFilter DEFLATE .css\n"
+                            "Header set X-Customer yes\n",
+             "c/big.css": "body { color: red; }\n" * 200}
+    tree, fpm, httpd = media_server(w4a, files_a=files, modules=["deflate"])
+    st, h, body = httpd.get("media.a.example", "/c/big.css",
+                            headers={"Accept-Encoding": "gzip"})
+    assert st == 200 and h.get("content-encoding") == "gzip"
+    assert gzip.decompress(body) == files["c/big.css"].encode()
+    assert h["x-customer"] == "yes"
+    assert h["content-type"].startswith("text/css")
+
+
+@pytest.mark.parametrize("line,message", [
+    ("W4AMediaType text/html; .txt", "is not a type like image/png"),
+    ("W4AMediaType html .t-x", "is not a type like image/png"),
+    ("W4AMediaType text/plain .t-x", "is not an extension"),
+    ("W4AMediaActiveTypes allow", "expected refuse, sandbox or attachment"),
+])
+def test_media_type_directives_refused_at_config_time(w4a, line, message):
+    h = w4a.httpd(line + "\n", ours=MEDIA)
+    r = subprocess.run([HTTPD, "-t", "-f", h.conf], capture_output=True,
+                       text=True)
+    assert r.returncode != 0 and message in r.stdout + r.stderr

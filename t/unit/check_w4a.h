@@ -28,4 +28,7 @@ Suite *geoip_suite(void);
 /** INI tables and line checks of mod_w4a_htcompat (check_htcompat.c). */
 Suite *htcompat_suite(void);
 
+/** Request headers standing for our variables (check_envhdr.c). */
+Suite *envhdr_suite(void);
+
 #endif /* CHECK_W4A_H */
