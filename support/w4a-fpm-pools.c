@@ -224,16 +224,25 @@ static char *read_small(apr_pool_t *p, const char *path)
     return buf;
 }
 
+/* Pool files name hostings, users, sockets and paths: for the FPM master
+ * (root) only, whatever the umask. */
+#define POOL_FILE_MODE 0640
+#define POOL_DIR_MODE  0750
+
 static int write_atomic(apr_pool_t *p, const char *path, const char *text)
 {
     const char *tmp = apr_psprintf(p, "%s.tmp.%ld", path, (long)getpid());
     size_t len = strlen(text);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd;
 
+    unlink(tmp);                    /* left by a crashed run */
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+              0600);
     if (fd < 0) {
         return -1;
     }
-    if (write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
+    if (fchmod(fd, POOL_FILE_MODE) != 0
+        || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
         close(fd);
         unlink(tmp);
         return -1;
@@ -292,6 +301,25 @@ static int prepare_dirs(const options *o, const pool_t *pl, apr_pool_t *p)
     return 0;
 }
 
+/* An existing pool file (not a symlink) made POOL_FILE_MODE. */
+static int fix_mode(const char *path)
+{
+    struct stat st;
+    int rc = 0, fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0) {
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = -1;
+    }
+    else if ((st.st_mode & 07777) != POOL_FILE_MODE) {
+        rc = fchmod(fd, POOL_FILE_MODE);
+    }
+    close(fd);
+    return rc;
+}
+
 static int is_pool_file(const char *name)
 {
     size_t n = strlen(name);
@@ -307,7 +335,10 @@ static int sync_version(gen_ctx *g, version_t *v)
     struct dirent *de;
     apr_pool_t *p = g->p;
 
-    if (!g->o->dry_run && mkdir(v->dir, 0755) != 0 && errno != EEXIST) {
+    /* A new pool directory is the master's only; an existing one (the
+     * distribution's pool.d) is left as it is: the files are 0640. */
+    if (!g->o->dry_run && mkdir(v->dir, POOL_DIR_MODE) != 0
+        && errno != EEXIST) {
         fprintf(stderr, "w4a-fpm-pools: W4A00902: cannot create %s: %s\n",
                 v->dir, strerror(errno));
         return -1;
@@ -320,6 +351,13 @@ static int sync_version(gen_ctx *g, version_t *v)
 
         if (old && !strcmp(old, text)) {
             v->unchanged++;
+            /* written by an older version 0644: take it back */
+            if (!g->o->dry_run && fix_mode(path) != 0) {
+                fprintf(stderr, "w4a-fpm-pools: W4A00175: cannot make %s "
+                        "mode %04o: %s\n", path, POOL_FILE_MODE,
+                        strerror(errno));
+                return -1;
+            }
             continue;
         }
         v->written++;
