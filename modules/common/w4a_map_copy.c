@@ -262,18 +262,18 @@ static apr_status_t make_copy(int src, const w4a_map_fid_t *before,
         rv = failf(err, p, APR_FROM_OS_ERROR(errno), "cannot chown %s: %s",
                    tmp, strerror(errno));
     }
-    if (rv == APR_SUCCESS && link(tmp, name) != 0) {
-        if (errno == EEXIST) {              /* another process was faster */
-            close(tfd);
-            tfd = open(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-            if (tfd < 0) {
-                rv = failf(err, p, APR_EAGAIN, "the private copy %s went "
-                           "away", name);
-            }
-        }
-        else {
-            rv = failf(err, p, APR_FROM_OS_ERROR(errno), "cannot publish the "
-                       "private copy %s: %s", name, strerror(errno));
+    if (rv == APR_SUCCESS && link(tmp, name) != 0 && errno != EEXIST) {
+        rv = failf(err, p, APR_FROM_OS_ERROR(errno), "cannot publish the "
+                   "private copy %s: %s", name, strerror(errno));
+    }
+    if (rv == APR_SUCCESS) {
+        /* Ours, or (EEXIST) the same version another process published
+         * first: opened by its name, which is what /proc/PID/maps shows. */
+        close(tfd);
+        tfd = open(name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (tfd < 0) {
+            rv = failf(err, p, APR_EAGAIN, "the private copy %s went away",
+                       name);
         }
     }
     unlink(tmp);
