@@ -74,11 +74,26 @@ for s in "${SAMPLES[@]}"; do
     [ "$user" = w4a100010 ] && flags=log,rewrite
     echo "$names $user $uid $uid $docroot $PHPV $state $flags" >> "$map.new"
 done
+# The map and its index name every hosting's domains, users and paths:
+# root writes them, httpd's group reads the index, the hostings neither.
+chmod 640 "$map.new"
 mv "$map.new" "$map"
-"$SBIN/w4a-vhostmap" compile --base "$BASE" --check-dirs "$map" "$ETC/hostings.index"
+"$SBIN/w4a-vhostmap" compile --base "$BASE" --check-dirs --group www-data \
+    "$map" "$ETC/hostings.index"
 
 # --- PHP-FPM: one master of our own, pools from the map ---------------------
-mkdir -p "$ETC/fpm/pool.d" /run/php/w4a/"$PHPV"
+# pool files (0640, written by w4a-fpm-pools) are for the root master
+# only; httpd (www-data) only passes through the socket directory to
+# connect (the sockets are 0600 www-data); the hostings can do neither.
+# pool files (0640 root) for the root master; the .settings beside them
+# (0640 root:www-data) for mod_w4a_htcompat in httpd's children
+install -d -m 750 -g www-data "$ETC/fpm" "$ETC/fpm/pool.d"
+chgrp www-data "$ETC/fpm" "$ETC/fpm/pool.d"
+chmod 750 "$ETC/fpm" "$ETC/fpm/pool.d"
+install -d -m 755 /run/php
+install -d -m 710 -g www-data /run/php/w4a /run/php/w4a/"$PHPV"
+chgrp www-data /run/php/w4a /run/php/w4a/"$PHPV"
+chmod 710 /run/php/w4a /run/php/w4a/"$PHPV"
 cat > "$ETC/fpm/php-fpm.conf" <<CONF
 [global]
 pid = /run/php/w4a-php$PHPV-fpm.pid
@@ -122,6 +137,9 @@ printf '%s\npublic_html/cgi-bin\n' "$BASE" > /etc/apache2/suexec/www-data
 
 # --- httpd -------------------------------------------------------------------
 mkdir -p /var/log/w4a /run/w4a "$ETC/htdocs"
+# every hosting's requests and errors: not for the hostings (Debian's
+# /var/log/apache2 is root:adm 0750 likewise)
+chgrp adm /var/log/w4a && chmod 750 /var/log/w4a
 echo "default server: this Host is not in the map" > "$ETC/htdocs/index.html"
 cat > "$ETC/httpd.conf" <<CONF
 # Written by scripts/node.sh.

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -431,16 +432,45 @@ static char *read_small(apr_pool_t *p, const char *path)
     return buf;
 }
 
+/* Pool files name hostings, users, sockets and paths: for the FPM master
+ * (root) only, whatever the umask.  The settings file beside each is read
+ * by mod_w4a_htcompat in httpd's children: root's, group www-data, and the
+ * pool directory the same, so that no hosting's uid reads either. */
+#define POOL_FILE_MODE 0640
+#define POOL_DIR_MODE  0750
+#define READER_GROUP   "www-data"
+
+static int has_suffix(const char *name, const char *suffix)
+{
+    size_t n = strlen(name);
+    return n > strlen(POOL_PREFIX) + strlen(suffix)
+           && !strncmp(name, POOL_PREFIX, strlen(POOL_PREFIX))
+           && !strcmp(name + n - strlen(suffix), suffix);
+}
+
+/* The group the settings files and a new pool directory get: httpd's. */
+static gid_t reader_gid(void)
+{
+    struct group *gr = getgrnam(READER_GROUP);
+    return gr ? gr->gr_gid : 0;
+}
+
 static int write_atomic(apr_pool_t *p, const char *path, const char *text)
 {
     const char *tmp = apr_psprintf(p, "%s.tmp.%ld", path, (long)getpid());
     size_t len = strlen(text);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd;
 
+    unlink(tmp);                    /* left by a crashed run */
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+              0600);
     if (fd < 0) {
         return -1;
     }
-    if (write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
+    if ((has_suffix(path, SETTINGS_SUFFIX) && geteuid() == 0
+         && fchown(fd, 0, reader_gid()) != 0)
+        || fchmod(fd, POOL_FILE_MODE) != 0
+        || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
         close(fd);
         unlink(tmp);
         return -1;
@@ -499,13 +529,26 @@ static int prepare_dirs(const options *o, const pool_t *pl, apr_pool_t *p)
     return 0;
 }
 
-static int has_suffix(const char *name, const char *suffix)
+/* An existing pool file (not a symlink) made POOL_FILE_MODE. */
+static int fix_mode(const char *path)
 {
-    size_t n = strlen(name);
-    return n > strlen(POOL_PREFIX) + strlen(suffix)
-           && !strncmp(name, POOL_PREFIX, strlen(POOL_PREFIX))
-           && !strcmp(name + n - strlen(suffix), suffix);
+    struct stat st;
+    int rc = 0, fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0) {
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = -1;
+    }
+    else if ((st.st_mode & 07777) != POOL_FILE_MODE) {
+        rc = fchmod(fd, POOL_FILE_MODE);
+    }
+    close(fd);
+    return rc;
 }
+
+
 
 /* Ours: a pool file, or the settings file beside one. */
 static int is_pool_file(const char *name)
@@ -520,7 +563,15 @@ static int sync_version(gen_ctx *g, version_t *v)
     struct dirent *de;
     apr_pool_t *p = g->p;
 
-    if (!g->o->dry_run && mkdir(v->dir, 0755) != 0 && errno != EEXIST) {
+    /* A new pool directory is the master's only; an existing one (the
+     * distribution's pool.d) is left as it is: the files are 0640. */
+    if (!g->o->dry_run && mkdir(v->dir, POOL_DIR_MODE) == 0
+        && geteuid() == 0 && chown(v->dir, 0, reader_gid()) != 0) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00902: cannot give %s to group "
+                READER_GROUP ": %s\n", v->dir, strerror(errno));
+        return -1;
+    }
+    if (!g->o->dry_run && access(v->dir, F_OK) != 0) {
         fprintf(stderr, "w4a-fpm-pools: W4A00902: cannot create %s: %s\n",
                 v->dir, strerror(errno));
         return -1;
@@ -535,6 +586,13 @@ static int sync_version(gen_ctx *g, version_t *v)
 
         if (old && !strcmp(old, text)) {
             v->unchanged += counted;
+            /* written by an older version 0644: take it back */
+            if (!g->o->dry_run && counted && fix_mode(path) != 0) {
+                fprintf(stderr, "w4a-fpm-pools: W4A00175: cannot make %s "
+                        "mode %04o: %s\n", path, POOL_FILE_MODE,
+                        strerror(errno));
+                return -1;
+            }
             continue;
         }
         v->written += counted;

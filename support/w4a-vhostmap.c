@@ -73,8 +73,12 @@ static const cmd_t commands[] = {
 
 /* Options of the map checks (compile, check) and the common -h. */
 enum {
-    OPT_MIN_UID = 1001, OPT_BASE, OPT_CHECK_DIRS, OPT_STRICT, OPT_SKIP_BAD
+    OPT_MIN_UID = 1001, OPT_BASE, OPT_CHECK_DIRS, OPT_STRICT, OPT_SKIP_BAD,
+    OPT_GROUP
 };
+
+/* The group of the index when --group is not given: httpd's on Debian. */
+#define DEFAULT_GROUP "www-data"
 
 /* (described in usage()) */
 static const apr_getopt_option_t map_options[] = {
@@ -83,6 +87,7 @@ static const apr_getopt_option_t map_options[] = {
     { "check-dirs", OPT_CHECK_DIRS, 0, "" },
     { "strict",     OPT_STRICT,     0, "" },
     { "skip-bad",   OPT_SKIP_BAD,   0, "" },
+    { "group",      OPT_GROUP,      1, "GROUP" },
     { "quiet",      'q',            0, "" },
     { "help",       'h',            0, "" },
     { NULL, 0, 0, NULL }
@@ -96,6 +101,7 @@ static const apr_getopt_option_t help_only[] = {
 typedef struct {
     w4a_map_checks_t    checks;
     apr_array_header_t *bases;
+    const char         *group;      /* of the index; NULL: DEFAULT_GROUP */
     int                 quiet;
     int                 help;
     int                 ind;        /* first operand */
@@ -129,6 +135,9 @@ static void usage(FILE *f, const cmd_t *only, int full)
 "  --strict       missing directories are errors and, for check, warnings\n"
 "                 make the exit status 1 (implies --check-dirs)\n"
 "  --skip-bad     compile: report bad lines, leave them out, write the rest\n"
+"  --group GROUP  compile: the index is written mode 0640, this group (httpd's\n"
+"                 User/Group: it reads the index, the hostings do not)\n"
+"                 [" DEFAULT_GROUP ", if it exists]\n"
 "  -q, --quiet    no summary line\n");
     }
     fprintf(f, "  -h, --help     this text\n");
@@ -226,6 +235,9 @@ static int parse_opts(const cmd_t *cmd, int argc, const char *const *argv,
         case OPT_SKIP_BAD:
             o->checks.skip_bad = 1;
             break;
+        case OPT_GROUP:
+            o->group = arg;
+            break;
         case 'q':
             o->quiet = 1;
             break;
@@ -264,6 +276,47 @@ static void to_stderr(void *baton, int level, const char *msg)
             msg);
 }
 
+/* The index's permissions from --group: 0 or an exit status. */
+static int index_perms(const tool_opts *o, w4a_map_perms_t *perms)
+{
+    const char *name = o->group ? o->group : DEFAULT_GROUP;
+    struct group *g = getgrnam(name);
+    apr_int64_t v;
+
+    perms->mode = W4A_MAP_INDEX_MODE;
+    perms->gid = -1;
+    if (g) {
+        perms->gid = (long)g->gr_gid;
+    }
+    else if (o->group && w4a_parse_number(o->group, 0, 0xFFFFFFFEll, &v)) {
+        perms->gid = (long)v;
+    }
+    else if (o->group) {
+        fprintf(stderr, PROG ": --group: no group '%s'\n", o->group);
+        return EXIT_USAGE;
+    }
+    else {
+        fprintf(stderr, "warning: W4A00174: no group '" DEFAULT_GROUP "': "
+                "the index gets this process's group (gid %ld), mode 0640; "
+                "give httpd's group with --group\n", (long)getegid());
+    }
+    return 0;
+}
+
+/* The text map names every hosting's domains, users and paths: the
+ * hostings' users must not read it (nor the index, see index_perms). */
+static void warn_if_world_readable(const char *text)
+{
+    struct stat sb;
+
+    if (stat(text, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 0004)) {
+        fprintf(stderr, "warning: W4A00173: %s is readable by every user "
+                "(mode %04o): any hosting's code can list every hosting; "
+                "chmod o-r it (0640 or 0600)\n", text,
+                (unsigned)(sb.st_mode & 07777));
+    }
+}
+
 /* compile and check. */
 static int compile_or_check(const cmd_t *cmd, int argc,
                             const char *const *argv, apr_pool_t *p, int write)
@@ -271,6 +324,7 @@ static int compile_or_check(const cmd_t *cmd, int argc,
     tool_opts o;
     w4a_logger_t log = { to_stderr, NULL };
     w4a_map_stats_t st;
+    w4a_map_perms_t perms;
     apr_status_t rv;
     apr_time_t t0, t1;
     const char *text, *index;
@@ -282,8 +336,13 @@ static int compile_or_check(const cmd_t *cmd, int argc,
     }
     text = argv[o.ind];
     index = write ? argv[o.ind + 1] : NULL;
+    if (write && (rc = index_perms(&o, &perms)) != 0) {
+        return rc;
+    }
+    warn_if_world_readable(text);
     t0 = apr_time_now();
-    rv = w4a_map_compile(text, index, &o.checks, &log, &st, p);
+    rv = w4a_map_compile_ex(text, index, &o.checks, write ? &perms : NULL,
+                            &log, &st, p);
     t1 = apr_time_now();
     if (rv == APR_EINVAL) {
         fprintf(stderr, PROG ": %s: %u line(s) with errors, %u warning(s); "

@@ -39,6 +39,7 @@
 
 #include "w4a_host.h"
 #include "w4a_map.h"
+#include "w4a_map_private.h"
 #include "w4a_util.h"
 
 #define MAGIC        "W4AMAPv1"
@@ -98,8 +99,10 @@ typedef char record_is_40_bytes[sizeof(map_record_t) == 40 ? 1 : -1];
 
 /* The opened index: values of the header in host byte order. */
 struct w4a_map_t {
-    void               *base;
-    apr_size_t          size;
+    void               *base;       /* a private mapping: see w4a_map.h */
+    apr_size_t          size;       /* of the index */
+    apr_size_t          size_mapped;
+    char               *copy_path;  /* malloc'ed; NULL: not a copy */
     apr_uint64_t        generation;
     apr_uint32_t        nrecords;
     apr_uint32_t        nnames;
@@ -218,6 +221,9 @@ static void sum_update(sum64_t *s, const void *data, apr_size_t len)
 {
     const unsigned char *p = data;
 
+    if (len == 0) {
+        return;             /* data may be NULL (an empty section) */
+    }
     s->total += len;
     if (s->nbuf) {
         apr_size_t take = 32 - s->nbuf < len ? 32 - s->nbuf : len;
@@ -234,7 +240,9 @@ static void sum_update(sum64_t *s, const void *data, apr_size_t len)
     sum_blocks(s, p, len / 32);
     p += len & ~(apr_size_t)31;
     len &= 31;
-    memcpy(s->buf, p, len);
+    if (len) {
+        memcpy(s->buf, p, len);
+    }
     s->nbuf = len;
 }
 
@@ -400,56 +408,100 @@ static apr_status_t validate(w4a_map_t *m, const char **err, apr_pool_t *p)
     return APR_SUCCESS;
 }
 
-apr_status_t w4a_map_open(w4a_map_t **map, const char *path,
-                          const char **err, apr_pool_t *p)
+/* Everything of fd, from where it is, into buf (len bytes); 1 byte more
+ * is asked for, so that a file grown meanwhile is seen.  @return the bytes
+ * read, or -1. */
+static apr_ssize_t read_fully(int fd, char *buf, apr_size_t len)
+{
+    apr_size_t got = 0;
+
+    while (got < len) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -1;
+        }
+        if (n == 0) {
+            break;
+        }
+        got += (apr_size_t)n;
+    }
+    return (apr_ssize_t)got;
+}
+
+apr_status_t w4a_map__load_fd(w4a_map_t **map, int fd, int shared,
+                              const char *name, const char **err,
+                              apr_pool_t *p)
 {
     struct stat st;
     w4a_map_t *m;
     apr_status_t rv;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    apr_ssize_t got;
 
-    if (fd < 0) {
-        rv = APR_FROM_OS_ERROR(errno);
-        return failf(err, p, rv, "cannot open %s: %s", path,
-                     strerror(errno));
-    }
     if (fstat(fd, &st) != 0) {
         rv = APR_FROM_OS_ERROR(errno);
-        close(fd);
-        return failf(err, p, rv, "cannot stat %s: %s", path,
+        return failf(err, p, rv, "cannot stat %s: %s", name,
                      strerror(APR_TO_OS_ERROR(rv)));
     }
     if (!S_ISREG(st.st_mode)) {
-        close(fd);
         return fail(err, "not a regular file", APR_EINVAL);
     }
     if (st.st_size < (off_t)sizeof(map_header_t)) {
-        close(fd);
         return failf(err, p, APR_EINVAL, "index is %" APR_OFF_T_FMT " bytes: "
                      "file shorter than an index header (empty or "
                      "truncated?)", (apr_off_t)st.st_size);
     }
-    if ((apr_uint64_t)st.st_size > (apr_uint64_t)(~(apr_size_t)0 >> 1)) {
-        close(fd);
+    if ((apr_uint64_t)st.st_size >= (apr_uint64_t)(~(apr_size_t)0 >> 1)) {
         return fail(err, "index too large for this process", APR_EINVAL);
     }
     m = calloc(1, sizeof(*m));
     if (!m) {
-        close(fd);
         return fail(err, "out of memory", APR_ENOMEM);
     }
     m->size = (apr_size_t)st.st_size;
-    m->base = mmap(NULL, m->size, PROT_READ, MAP_SHARED, fd, 0);
-    rv = APR_FROM_OS_ERROR(errno);
-    close(fd);
+    if (shared) {
+        /* Only for a file nobody writes again (a private copy). */
+        m->base = mmap(NULL, m->size, PROT_READ, MAP_SHARED, fd, 0);
+    }
+    else {
+        /* One byte more than the file: a file that grew is seen. */
+        m->base = mmap(NULL, m->size + 1, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    }
     if (m->base == MAP_FAILED) {
+        rv = APR_FROM_OS_ERROR(errno);
         free(m);
-        return failf(err, p, rv, "cannot map %s: %s", path,
+        return failf(err, p, rv, "cannot map %s: %s", name,
                      strerror(APR_TO_OS_ERROR(rv)));
+    }
+    if (!shared) {
+        got = read_fully(fd, m->base, m->size + 1);
+        if (got < 0) {
+            rv = APR_FROM_OS_ERROR(errno);
+            munmap(m->base, m->size + 1);
+            free(m);
+            return failf(err, p, rv, "cannot read %s: %s", name,
+                         strerror(APR_TO_OS_ERROR(rv)));
+        }
+        if ((apr_size_t)got != m->size) {
+            munmap(m->base, m->size + 1);
+            free(m);
+            return failf(err, p, APR_EAGAIN, "index changed size while it "
+                         "was read (%" APR_OFF_T_FMT " bytes, then %"
+                         APR_SSIZE_T_FMT "+): being written in place?",
+                         (apr_off_t)st.st_size, got);
+        }
+        mprotect(m->base, m->size + 1, PROT_READ);
+        m->size_mapped = m->size + 1;
+    }
+    else {
+        m->size_mapped = m->size;
     }
     rv = validate(m, err, p);
     if (rv != APR_SUCCESS) {
-        munmap(m->base, m->size);
+        munmap(m->base, m->size_mapped);
         free(m);
         return rv;
     }
@@ -457,10 +509,37 @@ apr_status_t w4a_map_open(w4a_map_t **map, const char *path,
     return APR_SUCCESS;
 }
 
+apr_status_t w4a_map_open(w4a_map_t **map, const char *path,
+                          const char **err, apr_pool_t *p)
+{
+    apr_status_t rv;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+
+    if (fd < 0) {
+        rv = APR_FROM_OS_ERROR(errno);
+        return failf(err, p, rv, "cannot open %s: %s", path,
+                     strerror(errno));
+    }
+    rv = w4a_map__load_fd(map, fd, 0, path, err, p);
+    close(fd);
+    return rv;
+}
+
+void w4a_map__set_copy(w4a_map_t *map, char *copy_path)
+{
+    map->copy_path = copy_path;
+}
+
+const char *w4a_map__copy_path(const w4a_map_t *map)
+{
+    return map->copy_path;
+}
+
 void w4a_map_close(w4a_map_t *map)
 {
     if (map) {
-        munmap(map->base, map->size);
+        munmap(map->base, map->size_mapped);
+        free(map->copy_path);
         free(map);
     }
 }
@@ -601,6 +680,7 @@ typedef struct {
     apr_pool_t             *p;
     const char             *path;
     w4a_map_checks_t        checks;
+    w4a_map_perms_t         perms;  /* of the index file */
     const w4a_logger_t     *log;
     w4a_map_stats_t        *stats;
     apr_uint32_t            line;
@@ -1406,16 +1486,29 @@ static apr_status_t write_index(compile_ctx *c, const char *index_path)
 
     tmp = apr_psprintf(c->p, "%s.tmp.%ld", index_path, (long)getpid());
     unlink(tmp);                    /* left over by a crashed run */
+    /* Created 0600: nobody else can open it before it has its group and
+     * mode (and open descriptors keep what they were opened with). */
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-              0644);
+              0600);
     if (fd < 0) {
         rv = APR_FROM_OS_ERROR(errno);
         say(c->log, W4A_LOG_ERR, "%s: cannot create: %s (old index kept)",
             tmp, apr_strerror(rv, ebuf, sizeof(ebuf)));
         return rv;
     }
-    /* Readable by httpd's children whatever the umask. */
-    if (fchmod(fd, 0644) != 0) {
+    /* The group first (fchown may clear set-id bits), then the mode,
+     * whatever the umask: readable by httpd's children (the group), not
+     * by the hostings' users. */
+    if (c->perms.gid >= 0 && fchown(fd, (uid_t)-1, (gid_t)c->perms.gid) != 0) {
+        rv = APR_FROM_OS_ERROR(errno);
+        say(c->log, W4A_LOG_ERR, "%s: cannot give the index group %ld: %s "
+            "(old index kept)", tmp, c->perms.gid,
+            apr_strerror(rv, ebuf, sizeof(ebuf)));
+        close(fd);
+        unlink(tmp);
+        return rv;
+    }
+    if (fchmod(fd, (mode_t)c->perms.mode) != 0) {
         rv = APR_FROM_OS_ERROR(errno);
     }
     if (rv == APR_SUCCESS) {
@@ -1517,6 +1610,16 @@ apr_status_t w4a_map_compile(const char *text_path, const char *index_path,
                              const w4a_logger_t *log, w4a_map_stats_t *stats,
                              apr_pool_t *p)
 {
+    return w4a_map_compile_ex(text_path, index_path, checks, NULL, log, stats,
+                              p);
+}
+
+apr_status_t w4a_map_compile_ex(const char *text_path, const char *index_path,
+                                const w4a_map_checks_t *checks,
+                                const w4a_map_perms_t *perms,
+                                const w4a_logger_t *log,
+                                w4a_map_stats_t *stats, apr_pool_t *p)
+{
     compile_ctx c;
     w4a_map_stats_t local;
     apr_size_t len;
@@ -1546,6 +1649,9 @@ apr_status_t w4a_map_compile(const char *text_path, const char *index_path,
     if (checks) {
         c.checks = *checks;
     }
+    c.perms.mode = perms && perms->mode ? perms->mode & 07777
+                                        : W4A_MAP_INDEX_MODE;
+    c.perms.gid = perms ? perms->gid : -1;
     c.log = log;
     c.stats = stats;
     str_add(&c, "", 0);             /* offset 0: "" */

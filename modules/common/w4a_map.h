@@ -21,11 +21,18 @@
  *   "media=<host>" (the media host name of the domain).
  *
  * Index: a single file written by w4a_map_compile() (temp file, fsync,
- * rename, so readers never see it half-written), mapped read-only by
- * w4a_map_open() and shared by every process: a header (magic, format
- * version, generation, counts, section offsets, checksum of the body),
- * an open-addressing hash table of names, the records, a string table.
- * Lookups are O(1), allocate nothing and return pointers into the mapping.
+ * rename, so readers never see it half-written; mode 0640): a header
+ * (magic, format version, generation, counts, section offsets, checksum
+ * of the body), an open-addressing hash table of names, the records, a
+ * string table.  Lookups are O(1), allocate nothing and return pointers
+ * into the loaded index.
+ *
+ * The index file itself is never mapped: an operator who copies a new
+ * index over it in place (cp) or truncates it would make every access to
+ * a mapped page past the new end a SIGBUS.  w4a_map_open() reads it into
+ * private memory; w4a_map_open_copy() (httpd) copies it into a private
+ * directory and maps the copy, which nothing ever writes again, so that
+ * all the processes sharing that directory share one copy.
  */
 #ifndef W4A_MAP_H
 #define W4A_MAP_H
@@ -80,26 +87,109 @@ apr_status_t w4a_map_compile(const char *text_path, const char *index_path,
                              const w4a_logger_t *log, w4a_map_stats_t *stats,
                              apr_pool_t *p);
 
+/** How w4a_map_compile_ex() writes the index file. */
+typedef struct w4a_map_perms_t {
+    unsigned int mode;           /**< permission bits; 0 = 0640 */
+    long         gid;            /**< group of the file; -1 = the writer's */
+} w4a_map_perms_t;
+
+/** Mode of the index when none is given: the owner (root) writes it,
+ *  its group (httpd's) reads it, others (tenants) do not. */
+#define W4A_MAP_INDEX_MODE 0640
+
+/**
+ * w4a_map_compile() with the index file's mode and group: the temporary
+ * file gets them before anything is written into it, so the index is
+ * never visible with other permissions.
+ * @param perms  NULL: mode W4A_MAP_INDEX_MODE, the writer's group
+ * @return as w4a_map_compile(); an error from fchown (not allowed to give
+ *         that group) leaves the old index in place.
+ */
+apr_status_t w4a_map_compile_ex(const char *text_path, const char *index_path,
+                                const w4a_map_checks_t *checks,
+                                const w4a_map_perms_t *perms,
+                                const w4a_logger_t *log,
+                                w4a_map_stats_t *stats, apr_pool_t *p);
+
 /** An opened, validated index. Not pool-bound: see w4a_map_close(). */
 typedef struct w4a_map_t w4a_map_t;
 
 /**
- * Open an index: map it read-only and validate it completely (magic,
- * version, size, every offset and length in bounds, strings terminated,
- * body checksum) before returning it.
+ * Open an index: read it into private memory (never mapping the file, so
+ * that nothing done to it later can fault this process) and validate it
+ * completely (magic, version, size, every offset and length in bounds,
+ * strings terminated, body checksum) before returning it.
  * @param map     set to the opened map on success
  * @param path    the index file
  * @param err     on failure, set to a message saying why (static or
  *                allocated from @a p); may be NULL
  * @param p       pool for @a err only
  * @return APR_SUCCESS; APR_EGENERAL/APR_EINVAL for a corrupt or truncated
- *         index; an APR error from open/mmap.
+ *         index; APR_EAGAIN when the file changed size while it was read;
+ *         an APR error from open/read/mmap.
  */
 apr_status_t w4a_map_open(w4a_map_t **map, const char *path,
                           const char **err, apr_pool_t *p);
 
+/** What tells one version of a file from another without reading it. */
+typedef struct w4a_map_fid_t {
+    apr_uint64_t dev;
+    apr_uint64_t ino;
+    apr_int64_t  size;           /**< -1, -2: sentinels of the caller's */
+    apr_int64_t  mtime_ns;
+    apr_int64_t  ctime_ns;
+    unsigned int mode;           /**< permission bits (not compared) */
+} w4a_map_fid_t;
+
+/** stat() @a path (following symlinks) into @a id.
+ *  @return APR_SUCCESS or the error of stat(). */
+apr_status_t w4a_map_fid_stat(w4a_map_fid_t *id, const char *path);
+
+/** 1 when @a a and @a b name the same version of the same file. */
+int w4a_map_fid_same(const w4a_map_fid_t *a, const w4a_map_fid_t *b);
+
+/**
+ * Open an index through a private, shared copy.  The file at @a path is
+ * opened; when its identity (device, inode, size, mtime, ctime) is not
+ * @a expected, APR_EAGAIN.  When @a dir holds a copy of that identity
+ * already (made by another process), that copy is used; else the file is
+ * read (never mapped) into a new file of @a dir, which is kept only when
+ * the source did not change while it was read, and published under a name
+ * made of the identity (link: a published copy is never replaced nor
+ * written again).  The copy is mapped read-only and validated as by
+ * w4a_map_open(); a copy that fails validation is removed.
+ *
+ * @a dir must be a directory (not a symlink) owned by this process's
+ * euid (or this process is root), writable by nobody else: everything in
+ * it is trusted not to change.
+ * @param expected  the identity the caller saw (w4a_map_fid_stat)
+ * @return as w4a_map_open(); APR_EAGAIN when the file is not (or no
+ *         longer) the one expected or changed while copied: try again at
+ *         the next check; APR_EACCES when @a dir is not safe.
+ */
+apr_status_t w4a_map_open_copy(w4a_map_t **map, const char *path,
+                               const w4a_map_fid_t *expected,
+                               const char *dir, const char **err,
+                               apr_pool_t *p);
+
+/**
+ * Make (or check) the private directory of w4a_map_open_copy(): created
+ * mode 0700 if missing; when this process is root, given to @a uid:@a gid
+ * (the processes that will use it); copies in it are removed when
+ * @a clean.  Refused when it is a symlink, not a directory, or writable
+ * by group or others.
+ * @return APR_SUCCESS, or an error with @a err set.
+ */
+apr_status_t w4a_map_copy_dir(const char *dir, long uid, long gid, int clean,
+                              const char **err, apr_pool_t *p);
+
 /** Unmap and free.  Pointers from w4a_map_lookup() die with it. */
 void w4a_map_close(w4a_map_t *map);
+
+/** w4a_map_close(), and remove the map's private copy from its
+ *  directory (processes that have it mapped keep it): for the process
+ *  that replaces it by a newer one. */
+void w4a_map_discard(w4a_map_t *map);
 
 /**
  * Look a normalised host up: exact name first, then wildcards from the

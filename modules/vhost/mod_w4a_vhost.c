@@ -11,11 +11,14 @@
  * is published to the other w4a modules through the optional function
  * w4a_hosting() (include/mod_w4a_vhost.h).
  *
- * The index is mapped read-only and shared by every process.  Each process
- * re-checks the file at most every W4AVhostMapCheckInterval; a changed file
- * is opened and validated completely before it replaces the current one
- * under the write lock, so a request in flight never sees a half-swapped
- * or broken map.
+ * The index file is never mapped (a cp over it would SIGBUS a child that
+ * had): a version is copied into the private directory
+ * <DefaultRuntimeDir>/w4a-vhost (httpd's user, 0700) and that copy is
+ * mapped read-only, one copy per version shared by every process (see
+ * modules/common/w4a_map_copy.c).  Each process re-checks the file at
+ * most every W4AVhostMapCheckInterval; a changed file is copied and
+ * validated completely before it replaces the current one under the write
+ * lock, so a request in flight never sees a half-swapped or broken map.
  */
 
 #include <httpd.h>
@@ -77,29 +80,11 @@ void vhost_count(vhost_counter_e c)
 /* Per-process state of one index file.                                */
 
 /* What tells one index file from another without reading it. */
-typedef struct {
-    apr_ino_t  ino;
-    apr_dev_t  dev;
-    apr_off_t  size;
-    apr_time_t mtime;
-} file_id;
-
-static void file_id_of(file_id *id, const apr_finfo_t *fi)
-{
-    id->ino = fi->inode;
-    id->dev = fi->device;
-    id->size = fi->size;
-    id->mtime = fi->mtime;
-}
-
-static int file_id_eq(const file_id *a, const file_id *b)
-{
-    return a->ino == b->ino && a->dev == b->dev && a->size == b->size
-           && a->mtime == b->mtime;
-}
+typedef w4a_map_fid_t file_id;
 
 typedef struct map_state {
     const char          *path;
+    const char          *copy_dir;   /* private copies; NULL: private memory */
     apr_interval_time_t  interval;
     apr_thread_rwlock_t *lock;       /* guards map and the identity below */
     w4a_map_t           *map;        /* current index, or NULL */
@@ -434,14 +419,12 @@ static retained_map *retained_find(const char *path)
  */
 static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
 {
-    apr_finfo_t fi;
     apr_status_t rv;
     w4a_map_t *fresh, *old;
     const char *err = NULL;
     file_id now;
 
-    rv = apr_stat(&fi, st->path, APR_FINFO_IDENT | APR_FINFO_SIZE
-                  | APR_FINFO_MTIME, p);
+    rv = w4a_map_fid_stat(&now, st->path);
     if (rv != APR_SUCCESS) {
         if (st->bad.size != -1) {           /* not said already */
             st->bad.size = -1;
@@ -455,15 +438,29 @@ static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
         }
         return;
     }
-    file_id_of(&now, &fi);
-    if (st->map && file_id_eq(&now, &st->id)) {
+    if (st->map && w4a_map_fid_same(&now, &st->id)) {
         return;                                 /* unchanged */
     }
-    if (file_id_eq(&now, &st->bad)) {
+    if (w4a_map_fid_same(&now, &st->bad)) {
         return;                                 /* refused already */
     }
 
-    rv = w4a_map_open(&fresh, st->path, &err, p);
+    /* Never the file itself: a copy nothing can change (or private
+     * memory), so that an index copied over in place or truncated while
+     * in use cannot fault this process. */
+    rv = st->copy_dir ? w4a_map_open_copy(&fresh, st->path, &now,
+                                          st->copy_dir, &err, p)
+                      : w4a_map_open(&fresh, st->path, &err, p);
+    if (APR_STATUS_IS_EAGAIN(rv)) {
+        /* Being written (cp) or replaced right now: not refused, looked
+         * at again at the next check. */
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, W4ALOGNO(00172)
+                     "map index %s is changing (%s); %s until the next "
+                     "check", st->path, err ? err : "busy",
+                     st->map ? "keeping the index already loaded"
+                             : "no index");
+        return;
+    }
     if (rv != APR_SUCCESS) {
         st->bad = now;
         apr_snprintf(st->last_error, sizeof(st->last_error), "%s",
@@ -485,7 +482,7 @@ static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
     st->last_error[0] = '\0';
     apr_thread_rwlock_unlock(st->lock);
     if (old) {
-        w4a_map_close(old);
+        w4a_map_discard(old);       /* its copy, once no longer the current */
     }
     vhost_count(CNT_RELOADS);
     ap_log_error(APLOG_MARK, old ? APLOG_NOTICE : APLOG_INFO, 0, s,
@@ -1179,6 +1176,35 @@ static const char *read_page(apr_pool_t *p, const char *path, const char **err)
     return buf + 1;
 }
 
+/*
+ * The private directory of the index copies, <DefaultRuntimeDir>/w4a-vhost,
+ * owned by the children's user, 0700: only httpd writes there, so a copy
+ * mapped from it never changes.  Copies of an earlier run are removed on
+ * the first start (not on a restart: the retained maps and the children
+ * of the previous generation still use theirs).  "" when it cannot be
+ * made: each process then reads the index into its own memory.
+ */
+static const char *map_copy_dir(apr_pool_t *pconf, apr_pool_t *ptemp,
+                                server_rec *s, int clean)
+{
+    const char *dir = ap_runtime_dir_relative(pconf, "w4a-vhost");
+    const char *err = NULL;
+    apr_status_t rv;
+
+    if (!dir) {
+        return "";
+    }
+    rv = w4a_map_copy_dir(dir, (long)ap_unixd_config.user_id,
+                          (long)ap_unixd_config.group_id, clean, &err, ptemp);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, W4ALOGNO(00171)
+                     "%s; every process reads the map index into memory "
+                     "of its own instead of sharing one copy", err);
+        return "";
+    }
+    return dir;
+}
+
 static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                              apr_pool_t *ptemp, server_rec *s)
 {
@@ -1187,6 +1213,8 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     apr_shm_t *shm;
     apr_status_t rv;
     server_rec *sv;
+    const char *copy_dir = NULL;
+    int first_start = 0;
 
     media_module_loaded = ap_find_linked_module("mod_w4a_media.c") != NULL;
     vhost_guard_post_config();
@@ -1194,6 +1222,7 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     if (!retained) {
         retained = ap_retained_data_create(RETAINED_KEY,
                                            sizeof(*retained) * MAX_RETAINED);
+        first_start = 1;
     }
     rv = apr_shm_create(&shm, sizeof(apr_uint64_t) * CNT_MAX, NULL, pconf);
     if (rv == APR_SUCCESS) {
@@ -1255,10 +1284,25 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         if (!c->map_path) {
             continue;
         }
+        if (!copy_dir) {
+            copy_dir = map_copy_dir(pconf, ptemp, sv, first_start);
+        }
         st = apr_hash_get(states, c->map_path, APR_HASH_KEY_STRING);
         if (!st) {
+            file_id fid;
             st = apr_pcalloc(pconf, sizeof(*st));
             st->path = c->map_path;
+            st->copy_dir = *copy_dir ? copy_dir : NULL;
+            if (w4a_map_fid_stat(&fid, c->map_path) == APR_SUCCESS
+                && (fid.mode & 0004)) {
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, sv,
+                             W4ALOGNO(00170) "map index %s is readable by "
+                             "every user (mode %04o): any hosting's code "
+                             "can list every hosting's domains, users and "
+                             "document roots; make it 0640 root:%s "
+                             "(w4a-vhostmap compile does)", c->map_path,
+                             fid.mode, ap_unixd_config.group_name);
+            }
             st->interval = conf_interval(c);
             st->bad.size = -2;      /* nothing refused yet */
             rv = apr_thread_rwlock_create(&st->lock, pconf);

@@ -184,6 +184,7 @@ class Tree:
         index = index or os.path.join(self.root, "map.index")
         with open(text, "w") as f:
             f.write("\n".join(lines) + "\n")
+        os.chmod(text, 0o640)       # as on a node: not for the hostings
         r = subprocess.run([VHOSTMAP, "compile", "--base", self.base,
                             *extra, text, index],
                            capture_output=True, text=True)

@@ -665,16 +665,174 @@ START_TEST(test_map_refused_keeps_old_index)
 }
 END_TEST
 
-START_TEST(test_map_index_readable_whatever_the_umask)
+START_TEST(test_map_index_is_0640_whatever_the_umask)
 {
-    mode_t old = umask(077);
+    mode_t old = umask(0);
     w4a_map_t *m = compile_open(MAP, NULL, NULL);
     struct stat sb;
 
     umask(old);
     w4a_map_close(m);
     ck_assert_int_eq(stat(path_of("map.index"), &sb), 0);
-    ck_assert_uint_eq(sb.st_mode & 0777, 0644);
+    ck_assert_uint_eq(sb.st_mode & 0777, 0640);
+    old = umask(077);
+    w4a_map_close(compile_open(MAP, NULL, NULL));
+    umask(old);
+    ck_assert_int_eq(stat(path_of("map.index"), &sb), 0);
+    ck_assert_uint_eq(sb.st_mode & 0777, 0640);
+}
+END_TEST
+
+/* The group is given before the file gets its name: never visible with
+ * another group or mode. */
+START_TEST(test_map_index_mode_and_group_as_asked)
+{
+    const char *src = write_text("map.txt", MAP);
+    const char *idx = path_of("map.index");
+    w4a_map_perms_t perms = { 0600, 12345 };
+    w4a_map_stats_t st;
+    struct stat sb;
+
+    if (geteuid() != 0) {
+        perms.gid = (long)getegid();
+    }
+    ck_assert_int_eq(w4a_map_compile_ex(src, idx, NULL, &perms, &logger, &st,
+                                        pool), APR_SUCCESS);
+    ck_assert_int_eq(stat(idx, &sb), 0);
+    ck_assert_uint_eq(sb.st_mode & 07777, 0600);
+    ck_assert_uint_eq(sb.st_gid, (unsigned)perms.gid);
+    ck_assert_int_eq(files_with(".tmp."), 0);
+}
+END_TEST
+
+/* A map opened by w4a_map_open() is the file's content at open time: the
+ * file copied over in place (cp), truncated or rewritten afterwards does
+ * not fault the reader (it was mapped: SIGBUS past the new end). */
+START_TEST(test_map_open_survives_the_file_truncated_in_place)
+{
+    w4a_map_t *m = compile_open(MAP, NULL, NULL);
+    w4a_hosting_t r;
+    FILE *f;
+
+    f = fopen(path_of("map.index"), "r+b");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(ftruncate(fileno(f), 0), 0);
+    fclose(f);
+    ck_assert(find(m, "home.example", &r));
+    ck_assert_str_eq(r.hosting, "w4a100014");
+    ck_assert(find(m, "exact.b.example.org", &r));
+    ck_assert_str_eq(r.docroot, "/datas/vol1/w4a100013/var/www/exact");
+    w4a_map_close(m);
+}
+END_TEST
+
+/* UBSan (issue 14): an empty map has no records and no names: the
+ * checksum saw NULL + 0 and memcpy(…, NULL, 0).  A text map of zero bytes
+ * compiles to a valid index that resolves nothing. */
+START_TEST(test_map_empty_text_file_compiles_to_a_valid_index)
+{
+    w4a_map_stats_t st;
+    w4a_map_t *m = compile_open("", NULL, &st);
+    w4a_hosting_t r;
+
+    ck_assert_uint_eq(st.lines, 0);
+    ck_assert_uint_eq(st.records, 0);
+    ck_assert_uint_eq(w4a_map_records(m), 0);
+    ck_assert_uint_eq(w4a_map_names(m), 0);
+    ck_assert(!find(m, "example.com", &r));
+    ck_assert_int_eq(w4a_map_iterate(m, NULL, NULL), 0);
+    w4a_map_close(m);
+}
+END_TEST
+
+static int files_in(const char *d, const char *part)
+{
+    DIR *dd = opendir(d);
+    struct dirent *e;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(dd);
+    while ((e = readdir(dd)) != NULL) {
+        n += strstr(e->d_name, part) != NULL;
+    }
+    closedir(dd);
+    return n;
+}
+
+/* The private copy: one per version, shared by whoever opens the same
+ * version through the same directory; the live file truncated in place
+ * changes nothing for an open map; discard removes the copy. */
+START_TEST(test_map_open_copy_one_shared_copy_immune_to_the_live_file)
+{
+    w4a_map_t *m, *m2;
+    const char *idx = path_of("map.index");
+    const char *cdir = path_of("copies");
+    const char *err = NULL;
+    w4a_map_fid_t id;
+    w4a_hosting_t r;
+    FILE *f;
+
+    w4a_map_close(compile_open(MAP, NULL, NULL));
+    ck_assert_int_eq(w4a_map_copy_dir(cdir, -1, -1, 1, &err, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_map_fid_stat(&id, idx), APR_SUCCESS);
+    ck_assert_msg(w4a_map_open_copy(&m, idx, &id, cdir, &err, pool)
+                  == APR_SUCCESS, "%s", err);
+    ck_assert_int_eq(files_in(cdir, "map-"), 1);
+    ck_assert_int_eq(files_in(cdir, ".tmp"), 0);
+    ck_assert_int_eq(w4a_map_open_copy(&m2, idx, &id, cdir, &err, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(files_in(cdir, "map-"), 1);
+
+    f = fopen(idx, "r+b");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(ftruncate(fileno(f), 100), 0);
+    fclose(f);
+    ck_assert(find(m, "home.example", &r));
+    ck_assert(find(m2, "www.example.com", &r));
+    ck_assert_str_eq(r.hosting, "w4a100010");
+
+    /* not the version expected any more: try again later */
+    ck_assert_int_eq(w4a_map_open_copy(&m2, idx, &id, cdir, &err, pool),
+                     APR_EAGAIN);
+    /* the truncated version itself: refused, and its bad copy removed */
+    ck_assert_int_eq(w4a_map_fid_stat(&id, idx), APR_SUCCESS);
+    ck_assert_int_ne(w4a_map_open_copy(&m2, idx, &id, cdir, &err, pool),
+                     APR_SUCCESS);
+    ck_assert_ptr_nonnull(strstr(err, "header"));
+    ck_assert_int_eq(files_in(cdir, "map-"), 1);
+
+    w4a_map_discard(m);
+    ck_assert_int_eq(files_in(cdir, "map-"), 0);
+    ck_assert(find(m2, "home.example", &r));    /* still mapped */
+    w4a_map_close(m2);
+}
+END_TEST
+
+START_TEST(test_map_open_copy_refuses_an_unsafe_directory)
+{
+    const char *idx = path_of("map.index");
+    const char *cdir = path_of("copies");
+    const char *err = NULL;
+    w4a_map_t *m;
+
+    w4a_map_close(compile_open(MAP, NULL, NULL));
+    ck_assert_int_eq(mkdir(cdir, 0777), 0);
+    ck_assert_int_eq(chmod(cdir, 0777), 0);
+    ck_assert_int_eq(w4a_map_open_copy(&m, idx, NULL, cdir, &err, pool),
+                     APR_EACCES);
+    ck_assert_ptr_nonnull(strstr(err, "writable by group or others"));
+    ck_assert_int_ne(w4a_map_copy_dir(path_of("map.txt"), -1, -1, 0, &err,
+                                      pool), APR_SUCCESS);
+    ck_assert_int_eq(symlink(cdir, path_of("link")), 0);
+    ck_assert_int_ne(w4a_map_copy_dir(path_of("link"), -1, -1, 0, &err,
+                                      pool), APR_SUCCESS);
+    /* copy_dir repairs the mode of a directory it owns */
+    ck_assert_int_eq(w4a_map_copy_dir(cdir, -1, -1, 0, &err, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_map_open_copy(&m, idx, NULL, cdir, &err, pool),
+                     APR_SUCCESS);
+    w4a_map_discard(m);
 }
 END_TEST
 
@@ -1109,7 +1267,12 @@ Suite *map_suite(void)
     tcase_add_test(tc, test_map_missing_dirs_warn_or_fail);
     tcase_add_test(tc, test_map_skip_bad);
     tcase_add_test(tc, test_map_refused_keeps_old_index);
-    tcase_add_test(tc, test_map_index_readable_whatever_the_umask);
+    tcase_add_test(tc, test_map_index_is_0640_whatever_the_umask);
+    tcase_add_test(tc, test_map_index_mode_and_group_as_asked);
+    tcase_add_test(tc, test_map_open_survives_the_file_truncated_in_place);
+    tcase_add_test(tc, test_map_empty_text_file_compiles_to_a_valid_index);
+    tcase_add_test(tc, test_map_open_copy_one_shared_copy_immune_to_the_live_file);
+    tcase_add_test(tc, test_map_open_copy_refuses_an_unsafe_directory);
     tcase_add_test(tc, test_map_empty_map);
     tcase_add_test(tc, test_map_unreadable_text);
     tcase_add_test(tc, test_map_checksum_is_as_documented);
