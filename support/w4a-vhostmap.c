@@ -496,8 +496,7 @@ static int cmd_info(const cmd_t *cmd, int argc, const char *const *argv,
     return EXIT_OK;
 }
 
-enum { OPT_MEMCACHED = 2001, OPT_PREFIX, OPT_ALL, OPT_KEY, OPT_NO_KEY,
-       OPT_GROUP };
+enum { OPT_MEMCACHED = 2001, OPT_PREFIX, OPT_ALL, OPT_KEY, OPT_NO_KEY };
 
 static const apr_getopt_option_t invalidate_options[] = {
     { "memcached", OPT_MEMCACHED, 1, "SERVERS" },

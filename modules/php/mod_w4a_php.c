@@ -830,7 +830,7 @@ static int php_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 /* For mod_w4a_vhost's handler guard: this module's own dispatch. */
 static int w4a_php_dispatched(request_rec *r)
 {
-    return is_our_dispatch(r);
+    return our_dispatch(r) != NULL;
 }
 
 static void register_hooks(apr_pool_t *p)
