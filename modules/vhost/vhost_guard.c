@@ -274,7 +274,8 @@ static const char *const dangerous[] = {
     "Lua", "Perl", "Python", "WSGI", "Fcgid", "FCGIWrapper", "Proxy",
     "XSendFile", "EnableMMAP", "EnableSendfile", "PassEnv", "Action",
     "Script", "ISAPI", "AuthLDAP", "AuthDBD", "AuthnzFcgi", "DBD",
-    "Session", "ExtFilter", "SSIExec", "JkMount", NULL
+    "Session", "ExtFilter", "SSIExec", "JkMount", "FilterDeclare",
+    "FilterProvider", "FilterChain", "FilterProtocol", NULL
 };
 
 static int is_dangerous(const char *name)
