@@ -467,7 +467,9 @@ static int write_atomic(apr_pool_t *p, const char *path, const char *text)
     if (fd < 0) {
         return -1;
     }
-    if ((has_suffix(path, SETTINGS_SUFFIX) && geteuid() == 0
+    const char *base = strrchr(path, '/');
+
+    if ((has_suffix(base ? base + 1 : path, SETTINGS_SUFFIX) && geteuid() == 0
          && fchown(fd, 0, reader_gid()) != 0)
         || fchmod(fd, POOL_FILE_MODE) != 0
         || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {

@@ -64,7 +64,7 @@ static const char *const counter_names[CNT_MAX] = {
     "bad_cache_values", "memcached_forged", "memcached_expired",
     "db_queries", "db_errors", "bad_records",
     "stale_serves", "unavailable", "handlers_refused",
-    "htaccess_refused", "special_denied"
+    "htaccess_refused", "headers_removed", "special_denied"
 };
 
 static volatile apr_uint64_t *counters;   /* CNT_MAX slots, or NULL */
@@ -1217,7 +1217,7 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     int first_start = 0;
 
     media_module_loaded = ap_find_linked_module("mod_w4a_media.c") != NULL;
-    vhost_guard_post_config();
+    vhost_guard_post_config(pconf);
     retained = ap_retained_data_get(RETAINED_KEY);
     if (!retained) {
         retained = ap_retained_data_create(RETAINED_KEY,

@@ -41,6 +41,7 @@
 #include "vhost_private.h"
 #include "mod_w4a_vhost.h"
 #include "mod_w4a_php.h"
+#include "w4a_envhdr.h"
 #include "w4a_util.h"
 
 #define OP_HANDLER_KEY "w4a-vhost-operator-handler"
@@ -52,6 +53,7 @@ typedef struct {
 } op_handler;
 
 static APR_OPTIONAL_FN_TYPE(w4a_php_dispatched) *php_dispatched;
+static w4a_envhdr_set_t *our_vars;   /* W4A_*: headers that stand for them */
 
 /* Handlers that serve a hosting's own files as the hosting, whoever named
  * them.  Content types ("text/html") are handler names too.  Not
@@ -61,6 +63,27 @@ static APR_OPTIONAL_FN_TYPE(w4a_php_dispatched) *php_dispatched;
 static const char *const safe_handlers[] = {
     "default-handler", "server-parsed", "type-map", "redirect-handler", NULL
 };
+
+/* First of all: a request header that stands for one of our W4A_*
+ * variables ("W4A-Hosting", "w4a.log"), which CGI and PHP would see as
+ * HTTP_W4A_HOSTING and mod_setenvif would match by name, is removed before
+ * any module reads it.  Counted; said at debug level. */
+static void removed_header(void *baton, const char *header, const char *name)
+{
+    request_rec *r = baton;
+    vhost_count(CNT_HEADERS_REMOVED);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00156)
+                  "request header '%s' stands for our variable %s: removed",
+                  ap_escape_logitem(r->pool, header), name);
+}
+
+static int guard_post_read_request(request_rec *r)
+{
+    if (our_vars && vhost_engine_on(r->server)) {
+        w4a_envhdr_strip(our_vars, r->headers_in, removed_header, r);
+    }
+    return DECLINED;
+}
 
 /* Taken before the directory walk: at translate_name, r->per_dir_config
  * holds the server's, <Location>'s and <If>'s sections only.  Nothing is
@@ -362,13 +385,21 @@ void vhost_guard_check_overrides(server_rec *s,
     }
 }
 
-void vhost_guard_post_config(void)
+void vhost_guard_post_config(apr_pool_t *pconf)
 {
+    static const char *const names[] = { "W4A_*" };
+
     php_dispatched = APR_RETRIEVE_OPTIONAL_FN(w4a_php_dispatched);
+    if (w4a_envhdr_set_make(&our_vars, names, 1, pconf) != APR_SUCCESS) {
+        our_vars = NULL;
+    }
 }
 
 void vhost_guard_register_hooks(void)
 {
+    /* Before mod_setenvif's server-level rules and everyone else. */
+    ap_hook_post_read_request(guard_post_read_request, NULL, NULL,
+                              APR_HOOK_REALLY_FIRST);
     ap_hook_translate_name(guard_translate_name, NULL, NULL,
                            APR_HOOK_REALLY_FIRST);
     ap_hook_handler(guard_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);

@@ -24,7 +24,7 @@ typedef enum {
     CNT_MC_FORGED, CNT_MC_EXPIRED,
     CNT_DB_QUERIES, CNT_DB_ERRORS, CNT_BAD_RECORDS,
     CNT_STALE, CNT_UNAVAILABLE,
-    CNT_HANDLER_REFUSED, CNT_HTACCESS_REFUSED,
+    CNT_HANDLER_REFUSED, CNT_HTACCESS_REFUSED, CNT_HEADERS_REMOVED,
     /* the static files (vhost_static.c) */
     CNT_SPECIAL_DENIED,
     CNT_MAX
@@ -72,7 +72,7 @@ void vhost_guard_check_overrides(server_rec *s,
                                  const apr_array_header_t *bases);
 
 /** Fetches the other modules' optional functions. */
-void vhost_guard_post_config(void);
+void vhost_guard_post_config(apr_pool_t *pconf);
 
 /** Registers the guard's hooks. */
 void vhost_guard_register_hooks(void);

@@ -7,6 +7,7 @@ its own to B's pool would run B's code, as B, with the PHP_VALUE it
 chose). And nothing an operator does to the live index (cp over it,
 truncate it) may crash a child: httpd maps a private copy, never the file.
 """
+import grp
 import os
 import re
 import shutil
@@ -178,14 +179,21 @@ def test_pool_files_not_readable_by_a_hosting(w4a):
     shutil.rmtree(fpm.pool_dir)             # the tool makes it
     rc, out = fpm.generate(index)
     assert rc in (0, 1), out
-    pools = sorted(os.listdir(fpm.pool_dir))
+    names = sorted(os.listdir(fpm.pool_dir))
+    pools = [n for n in names if n.endswith(".conf")]
     assert pools == ["w4a-%s.conf" % A, "w4a-%s.conf" % B]
-    assert os.stat(fpm.pool_dir).st_mode & 0o777 == 0o750
-    for name in pools:
+    # beside each pool, its settings for mod_w4a_htcompat (httpd's group)
+    assert sorted(set(names) - set(pools)) == ["w4a-%s.settings" % A,
+                                               "w4a-%s.settings" % B]
+    www = grp.getgrnam("www-data").gr_gid
+    st = os.stat(fpm.pool_dir)
+    assert st.st_mode & 0o777 == 0o750 and st.st_gid == www
+    for name in names:
         path = os.path.join(fpm.pool_dir, name)
         st = os.stat(path)
         assert st.st_mode & 0o777 == 0o640, oct(st.st_mode)
         assert st.st_uid == 0
+        assert st.st_gid == (www if name.endswith(".settings") else 0), name
         assert not readable_by(A, path)
     assert not listable_by(A, fpm.pool_dir)
     # a pool rewritten (content changed) keeps the mode

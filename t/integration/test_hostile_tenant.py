@@ -416,3 +416,31 @@ def test_htaccess_of_another_owner_is_not_read(w4a):
     assert httpd.get("a.example", "/own/")[1].get("x-own") == "1"
     assert_b_served(httpd)
     assert httpd.get("b.example", "/")[1].get("x-b") == "1"
+
+
+# -- request headers that stand for our variables ---------------------
+
+def test_headers_named_like_our_variables_are_removed(w4a):
+    """A client's W4A-Hosting / w4a.log / W4A_DOMAIN headers never reach a
+    customer's SetEnvIfNoCase (nor PHP as HTTP_W4A_*): removed, counted."""
+    import json
+    ht = """SetEnvIfNoCase ^w4a.hosting$ "(.+)" SEEN_HOSTING=$1
+SetEnvIfNoCase ^w4a.log$ "(.+)" SEEN_LOG=$1
+SetEnvIfNoCase ^w4a.domain$ "(.+)" SEEN_DOMAIN=$1
+SetEnvIfNoCase ^x.other$ "(.+)" SEEN_OTHER=$1
+Header always set X-Seen "%{SEEN_HOSTING}e/%{SEEN_LOG}e/%{SEEN_DOMAIN}e/%{SEEN_OTHER}e"
+Header always set X-Hosting "%{W4A_HOSTING}e"
+"""
+    _, _, httpd = map_server(w4a, {".htaccess": ht}, log_level="debug")
+    httpd.start()
+    st, h, _ = httpd.get("a.example", "/", headers={
+        "W4A-Hosting": "w4a100011", "w4a.log": "1",
+        "W4A_DOMAIN": "b.example", "X-Other": "kept"})
+    assert st == 200
+    assert h["x-seen"] == "(null)/(null)/(null)/kept", h["x-seen"]
+    assert h["x-hosting"] == "w4a100010"
+    assert httpd.wait_log(r"W4A00156: request header 'W4A-Hosting' stands "
+                          r"for our variable W4A_\*: removed"), httpd.log()
+    s = json.loads(httpd.get("localhost", "/w4a-vhost-status")[2])
+    assert s["counters"]["headers_removed"] == 3
+    assert_b_served(httpd)

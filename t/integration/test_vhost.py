@@ -434,7 +434,7 @@ def test_vhost_status_counters_count_each_outcome_exactly(w4a):
                            "memcached_expired", "db_queries", "db_errors",
                            "bad_records", "stale_serves", "unavailable",
                            "handlers_refused", "htaccess_refused",
-                           "special_denied")}
+                           "headers_removed", "special_denied")}
     assert s0["counters"] == {"lookups": 1, "hits": 1, "unknown": 0,
                               "suspended": 0, "bad_host": 0, "refused": 0,
                               "owner_denied": 0, "reloads": 0,
