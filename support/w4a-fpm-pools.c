@@ -40,6 +40,7 @@
 #include "htcompat_pool.h"
 #include "htcompat_table.h"
 #include "w4a_map.h"
+#include "w4a_util.h"
 
 #define POOL_PREFIX "w4a-"
 #define POOL_SUFFIX ".conf"
@@ -172,19 +173,6 @@ static const char *extra_text(apr_pool_t *p, const pool_t *pl)
     return apr_array_pstrcat(p, out, 0);
 }
 
-static int setting_name_ok(const char *s)
-{
-    if (!*s) {
-        return 0;
-    }
-    for (; *s; s++) {
-        if (!apr_isalnum(*s) && *s != '_' && *s != '.' && *s != '-') {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 /* The operator's <settings_dir>/<hosting>.conf: lines "php_value NAME
  * VALUE", "php_flag NAME on|off", "php_admin_value …", "php_admin_flag
  * …"; '#' comments.  -1 (said on stderr) on any line that is not one of
@@ -244,7 +232,7 @@ static int read_extra(apr_pool_t *p, const options *o, pool_t *pl)
             || (strcmp(dir, "php_value") && strcmp(dir, "php_flag")
                 && strcmp(dir, "php_admin_value")
                 && strcmp(dir, "php_admin_flag"))
-            || !setting_name_ok(name)) {
+            || !w4a_ini_name_ok(name)) {
             fprintf(stderr, "w4a-fpm-pools: W4A00250: %s:%d: expected "
                     "php_value|php_flag|php_admin_value|php_admin_flag NAME "
                     "VALUE\n", path, lineno);

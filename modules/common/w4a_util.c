@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include <apr_lib.h>
 #include <apr_strings.h>
 
 #include "w4a_util.h"
@@ -32,5 +33,37 @@ int w4a_parse_number(const char *s, apr_int64_t min, apr_int64_t max,
         return 0;
     }
     *out = v;
+    return 1;
+}
+
+const char *w4a_pool_pattern_check(const char *pattern)
+{
+    const char *q;
+
+    for (q = pattern; *q; q++) {
+        if (*q == '%') {
+            q++;
+            if (*q != 'h' && *q != 'v' && *q != '%') {
+                return "only %h (hosting), %v (PHP version) and %% may "
+                       "follow '%'";
+            }
+        }
+    }
+    if (!strstr(pattern, "%h")) {
+        return "the pattern must hold %h: each hosting has its own pool";
+    }
+    return NULL;
+}
+
+int w4a_ini_name_ok(const char *s)
+{
+    if (!*s) {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!apr_isalnum(*s) && *s != '_' && *s != '.' && *s != '-') {
+            return 0;
+        }
+    }
     return 1;
 }

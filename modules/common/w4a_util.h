@@ -22,4 +22,18 @@ int w4a_path_under(const char *path, const char *base);
 int w4a_parse_number(const char *s, apr_int64_t min, apr_int64_t max,
                      apr_int64_t *out);
 
+/**
+ * Check a per-pool path pattern: only %h (hosting), %v (PHP version) and
+ * %% may follow '%', and %h must be there (each hosting its own file).
+ * @return NULL when fine, or what is wrong (a static string)
+ */
+const char *w4a_pool_pattern_check(const char *pattern);
+
+/**
+ * Whether @a s is a PHP INI setting name: letters, digits, '_', '.', '-',
+ * not empty.
+ * @return 1 or 0
+ */
+int w4a_ini_name_ok(const char *s);
+
 #endif /* W4A_UTIL_H */

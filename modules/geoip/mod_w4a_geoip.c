@@ -1233,23 +1233,6 @@ static void count(geoip_slot *slot, int which)
     }
 }
 
-/* The request whose lookup this one shares: sub-requests and internal
- * redirects are not looked up again. */
-static request_rec *initial_of(request_rec *r)
-{
-    for (;;) {
-        if (r->main) {
-            r = r->main;
-        }
-        else if (r->prev) {
-            r = r->prev;
-        }
-        else {
-            return r;
-        }
-    }
-}
-
 static int may_be_ours(const geoip_conf *c, const char *key)
 {
     unsigned char ch = (unsigned char)key[0];
@@ -1501,7 +1484,7 @@ static int geoip_post_read_request(request_rec *r)
  * phase costs every request.) */
 static int geoip_restore(request_rec *r)
 {
-    request_rec *r0 = initial_of(r);
+    request_rec *r0 = w4a_initial_request(r);
     geoip_req *rq = ap_get_module_config(r0->request_config,
                                          &w4a_geoip_module);
     if (rq) {

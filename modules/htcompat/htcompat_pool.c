@@ -17,6 +17,7 @@
 #endif
 
 #include "htcompat_pool.h"
+#include "w4a_util.h"
 
 static int hexval(char c)
 {
@@ -39,19 +40,6 @@ static int unescape(char *s)
         }
     }
     *w = '\0';
-    return 1;
-}
-
-static int name_ok(const char *s)
-{
-    if (!*s) {
-        return 0;
-    }
-    for (; *s; s++) {
-        if (!apr_isalnum(*s) && *s != '_' && *s != '.' && *s != '-') {
-            return 0;
-        }
-    }
     return 1;
 }
 
@@ -111,7 +99,7 @@ apr_status_t htc_pool_parse(htc_pool_t **out, const char *text,
         }
         if (!kind || !name || !val || extra
             || (strcmp(kind, "admin") && strcmp(kind, "value"))
-            || !name_ok(name) || val[0] != '=' || !unescape(val + 1)) {
+            || !w4a_ini_name_ok(name) || val[0] != '=' || !unescape(val + 1)) {
             *err = apr_psprintf(p, "line %d: expected 'admin|value name "
                                 "=value'", lineno);
             return APR_EINVAL;

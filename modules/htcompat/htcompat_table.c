@@ -9,6 +9,7 @@
 #include <apr_strings.h>
 
 #include "htcompat_table.h"
+#include "w4a_util.h"
 
 static const char *const reason_names[HTC_NREASONS] = {
     "applied", "unknown", "removed", "system", "admin", "locked", "unsafe",
@@ -179,19 +180,6 @@ const htc_setting_t *htc_table_get(const htc_table_t *t, const char *name)
     return apr_hash_get(t->by_name, name, APR_HASH_KEY_STRING);
 }
 
-static int name_ok(const char *s)
-{
-    if (!*s) {
-        return 0;
-    }
-    for (; *s; s++) {
-        if (!apr_isalnum(*s) && *s != '_' && *s != '.' && *s != '-') {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static int hexval(char c)
 {
     return apr_isdigit(c) ? c - '0' : apr_tolower(c) - 'a' + 10;
@@ -264,7 +252,7 @@ apr_status_t htc_table_load(htc_table_t **tp, const char *path,
             t->version = apr_pstrdup(p, acc);
             continue;
         }
-        if (!name || !acc || !def || extra || !name_ok(name)
+        if (!name || !acc || !def || extra || !w4a_ini_name_ok(name)
             || acc[1] || acc[0] < '1' || acc[0] > '7'
             || (def[0] != '=' && strcmp(def, "!"))
             || (def[0] == '=' && !unescape(def + 1))) {

@@ -413,7 +413,7 @@ static const char *set_log_interval(cmd_parms *cmd, void *d, const char *arg)
 static const char *set_pool_settings(cmd_parms *cmd, void *d,
                                      const char *arg)
 {
-    const char *q;
+    const char *why;
 
     if (!strcasecmp(arg, "none")) {
         srv_conf(cmd)->pool_settings = "";
@@ -423,18 +423,8 @@ static const char *set_pool_settings(cmd_parms *cmd, void *d,
         return "W4AHtcompatPoolSettings: expected an absolute path pattern "
                "or none";
     }
-    for (q = arg; *q; q++) {
-        if (*q == '%') {
-            q++;
-            if (*q != 'h' && *q != 'v' && *q != '%') {
-                return "W4AHtcompatPoolSettings: only %h (hosting), %v (PHP "
-                       "version) and %% may follow '%'";
-            }
-        }
-    }
-    if (!strstr(arg, "%h")) {
-        return "W4AHtcompatPoolSettings: the file name must hold %h (each "
-               "pool has its own file)";
+    if ((why = w4a_pool_pattern_check(arg)) != NULL) {
+        return apr_pstrcat(cmd->pool, "W4AHtcompatPoolSettings: ", why, NULL);
     }
     srv_conf(cmd)->pool_settings = arg;
     return NULL;

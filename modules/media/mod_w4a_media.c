@@ -475,27 +475,11 @@ static const command_rec media_cmds[] = {
 /* ------------------------------------------------------------------ */
 /* helpers                                                              */
 
-/* The initial request, where mod_w4a_vhost left its note. */
-static request_rec *initial_request(request_rec *r)
-{
-    for (;;) {
-        if (r->main) {
-            r = r->main;
-        }
-        else if (r->prev) {
-            r = r->prev;
-        }
-        else {
-            return r;
-        }
-    }
-}
-
 /* The media host name when r is a media request, else NULL.  Notes are
  * set by modules only, never by per-directory configuration. */
 static const char *media_host_of(request_rec *r)
 {
-    return apr_table_get(initial_request(r)->notes, NOTE_MEDIA);
+    return apr_table_get(w4a_initial_request(r)->notes, NOTE_MEDIA);
 }
 
 static const char *extension_of(const char *filename)
@@ -869,7 +853,7 @@ static rw_ctx *rw_start(ap_filter_t *f, const w4a_hosting_t *rec)
     request_rec *r = f->r;
     media_conf *c = req_conf(r);
     rw_ctx *ctx = apr_pcalloc(r->pool, sizeof(*ctx));
-    request_rec *top = initial_request(r);
+    request_rec *top = w4a_initial_request(r);
     int n = 0, i;
 
     ctx->f = f;

@@ -171,22 +171,12 @@ static const char *set_engine(cmd_parms *cmd, void *d, int on)
 
 static const char *set_socket(cmd_parms *cmd, void *d, const char *arg)
 {
-    const char *q;
+    const char *why;
     if (arg[0] != '/') {
         return "W4APHPSocket: expected an absolute path pattern";
     }
-    for (q = arg; *q; q++) {
-        if (*q == '%') {
-            q++;
-            if (*q != 'h' && *q != 'v' && *q != '%') {
-                return "W4APHPSocket: only %h (hosting), %v (PHP version) "
-                       "and %% may follow '%'";
-            }
-        }
-    }
-    if (!strstr(arg, "%h")) {
-        return "W4APHPSocket: the pattern must hold %h, or every hosting "
-               "would share one pool";
+    if ((why = w4a_pool_pattern_check(arg)) != NULL) {
+        return apr_pstrcat(cmd->pool, "W4APHPSocket: ", why, NULL);
     }
     srv_conf(cmd)->socket = arg;
     return NULL;
@@ -557,7 +547,7 @@ static int php_fixups(request_rec *r)
     }
     /* The owner of what the path is now, on a descriptor (opened without
      * blocking on a FIFO): r->finfo is the walk's earlier stat.  FPM opens
-     * the path again: docs/security-notes/static.md says what that leaves. */
+     * the path again: docs/security.md (section 4) says what that leaves. */
     {
         apr_file_t *fd;
         apr_status_t rv = apr_file_open(&fd, r->filename, APR_FOPEN_READ

@@ -3,7 +3,7 @@ a symlink to another tenant's file between our check and the open
 (renameat2 RENAME_EXCHANGE in a loop), hard links, FIFOs, files truncated
 while they are served, and the same race on a PHP script and on the media
 host.  A is the attacker, B the victim, C a bystander that must stay
-served.  See docs/security-notes/static.md.
+served.  See docs/security.md, section 4.
 """
 import os
 import pwd
@@ -355,7 +355,7 @@ def php_race(w4a, b_home_private):
         "b.php": "<?php echo 'B-CODE-RAN';\n"})
     da, db = tree.docroot(A, "a.example"), tree.docroot(B, "b.example")
     if b_home_private:
-        # docs/security-notes/static.md: a hosting's home is not readable
+        # docs/security.md, section 4: a hosting's home is not readable
         # by the other hostings' uids, only by its own and httpd's group
         os.chown(tree.home(B), pwd.getpwnam(B).pw_uid,
                  pwd.getpwnam("www-data").pw_gid)
@@ -395,7 +395,7 @@ def test_php_script_swap_never_runs_the_other_tenants_code_when_homes_are_privat
                    "swap any name of its tree after our check, and PHP "
                    "applies no open_basedir to the primary script: with a "
                    "world-readable home, B's code runs in A's pool "
-                   "(docs/security-notes/static.md)", strict=False)
+                   "(docs/security.md, section 4)", strict=False)
 def test_php_script_swap_with_world_readable_homes_still_runs_the_other_tenants_code(w4a):
     ran_b, results = php_race(w4a, b_home_private=False)
     assert not ran_b, "B's script ran %d times of %d" % (len(ran_b),
