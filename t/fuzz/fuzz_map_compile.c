@@ -26,8 +26,14 @@
 #define FUZZ_EMPTY_MAPS 0
 #endif
 
-static char index_path[64];
+static char index_dir[64], index_path[80];
 static char text_path[32];
+
+static void remove_index_dir(void)
+{
+    unlink(index_path);
+    rmdir(index_dir);
+}
 
 typedef struct {
     unsigned n;
@@ -57,11 +63,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *err = NULL;
 
     if (!index_path[0]) {
-        char dir[] = "/dev/shm/w4a-fuzz-map.XXXXXX";
-        if (!mkdtemp(dir)) {
+        strcpy(index_dir, "/dev/shm/w4a-fuzz-map.XXXXXX");
+        if (!mkdtemp(index_dir)) {
             abort();
         }
-        snprintf(index_path, sizeof(index_path), "%s/index", dir);
+        snprintf(index_path, sizeof(index_path), "%s/index", index_dir);
+        atexit(remove_index_dir);
     }
     if (size < 1) {
         return 0;
