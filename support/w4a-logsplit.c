@@ -602,10 +602,62 @@ static ls_file *get_file(const char *dir, size_t dirlen, int base, uid_t uid,
 /* ------------------------------------------------------------------ */
 /* One line.                                                           */
 
+/* The "<uid>:<gid>:<dir> " prefix of @a line (@a len bytes): on success
+ * the ids, the directory (its trailing '/' dropped, NUL-terminated in
+ * place), the index of its base and the rest of the line; else why not.
+ * No file system access (t/fuzz/fuzz_logsplit.c calls it). */
+static const char *parse_prefix(char *line, size_t len, unsigned long *uid,
+                                unsigned long *gid, char **dirp,
+                                size_t *dirlenp, int *basep, char **restp)
+{
+    char *sp, *c1, *c2, *dir;
+    size_t dirlen;
+    const char *why;
+    int base;
+
+    sp = memchr(line, ' ', len);
+    if (!sp || sp == line) {
+        return "no \"<uid>:<gid>:<dir> \" prefix";
+    }
+    if (sp - line == 1 && line[0] == '-') {
+        return "no w4a-log note: CustomLog without env=W4A_LOG?";
+    }
+    c1 = memchr(line, ':', (size_t)(sp - line));
+    c2 = c1 ? memchr(c1 + 1, ':', (size_t)(sp - c1 - 1)) : NULL;
+    if (!c2) {
+        return "malformed \"<uid>:<gid>:<dir>\" prefix";
+    }
+    if (!parse_id(line, c1, uid) || !parse_id(c1 + 1, c2, gid)) {
+        return "uid or gid not a number";
+    }
+    if (*uid < min_uid || *gid < min_uid || *uid == 0 || *gid == 0) {
+        /* root's identity never writes into a hosting's tree, whatever
+         * --min-uid says */
+        return "uid or gid below --min-uid (or 0)";
+    }
+    dir = c2 + 1;
+    dirlen = (size_t)(sp - dir);
+    if (dirlen > 1 && dir[dirlen - 1] == '/') {
+        dirlen--;
+    }
+    if ((why = dir_problem(dir, dirlen)) != NULL) {
+        return why;
+    }
+    if ((base = base_of(dir, dirlen)) < 0) {
+        return "log directory not below any --base";
+    }
+    dir[dirlen] = '\0';
+    *dirp = dir;
+    *dirlenp = dirlen;
+    *basep = base;
+    *restp = sp + 1;
+    return NULL;
+}
+
 /* @a line holds @a len bytes ending with '\n'; it may be modified. */
 static void handle(char *line, size_t len)
 {
-    char *sp, *c1, *c2, *dir, *rest;
+    char *dir, *rest;
     unsigned long uid, gid;
     size_t dirlen, n;
     const char *why;
@@ -614,45 +666,11 @@ static void handle(char *line, size_t len)
     ssize_t w;
     int base;
 
-    sp = memchr(line, ' ', len);
-    if (!sp || sp == line) {
-        refuse("no \"<uid>:<gid>:<dir> \" prefix", line, len);
-        return;
-    }
-    if (sp - line == 1 && line[0] == '-') {
-        refuse("no w4a-log note: CustomLog without env=W4A_LOG?", line, len);
-        return;
-    }
-    c1 = memchr(line, ':', (size_t)(sp - line));
-    c2 = c1 ? memchr(c1 + 1, ':', (size_t)(sp - c1 - 1)) : NULL;
-    if (!c2) {
-        refuse("malformed \"<uid>:<gid>:<dir>\" prefix", line, len);
-        return;
-    }
-    if (!parse_id(line, c1, &uid) || !parse_id(c1 + 1, c2, &gid)) {
-        refuse("uid or gid not a number", line, len);
-        return;
-    }
-    if (uid < min_uid || gid < min_uid || uid == 0 || gid == 0) {
-        /* root's identity never writes into a hosting's tree, whatever
-         * --min-uid says */
-        refuse("uid or gid below --min-uid (or 0)", line, len);
-        return;
-    }
-    dir = c2 + 1;
-    dirlen = (size_t)(sp - dir);
-    if (dirlen > 1 && dir[dirlen - 1] == '/') {
-        dirlen--;
-    }
-    if ((why = dir_problem(dir, dirlen)) != NULL) {
+    if ((why = parse_prefix(line, len, &uid, &gid, &dir, &dirlen, &base,
+                            &rest)) != NULL) {
         refuse(why, line, len);
         return;
     }
-    if ((base = base_of(dir, dirlen)) < 0) {
-        refuse("log directory not below any --base", line, len);
-        return;
-    }
-    dir[dirlen] = '\0';
 
     h = hash_of(dir, dirlen, (uid_t)uid, (gid_t)gid);
     f = get_file(dir, dirlen, base, (uid_t)uid, (gid_t)gid, h, &why);
@@ -661,7 +679,6 @@ static void handle(char *line, size_t len)
         return;
     }
     /* the rest of the line, with its newline, in a single write() */
-    rest = sp + 1;
     n = len - (size_t)(rest - line);
     do {
         w = write(f->fd, rest, n);

@@ -1193,6 +1193,11 @@ static void parse_flags(compile_ctx *c, src_record_t *r, char *flags,
                    "%s has no <home>/var/www/ to find the hosting's home from",
                    r->docroot);
         }
+        else if (memchr(r->docroot, ',', (apr_size_t)(vw - r->docroot))) {
+            /* its cache line's "log=DIR" would split at the comma */
+            report(c, W4A_LOG_ERR, "flag 'log' needs log=DIR: the home of "
+                   "document root %s holds a ','", r->docroot);
+        }
         else {
             memcpy(log_buf, r->docroot, (apr_size_t)(vw - r->docroot));
             strcpy(log_buf + (vw - r->docroot), "/log/apache2");

@@ -244,10 +244,12 @@ apr_status_t htc_table_load(htc_table_t **tp, const char *path,
         if (!line[0] || line[0] == '#') {
             continue;
         }
+        /* apr_strtok() sets last only when it finds a token: a line of
+         * blanks must not go on from an unset pointer */
         name = apr_strtok(line, " ", &last);
-        acc = apr_strtok(NULL, " ", &last);
-        def = apr_strtok(NULL, " ", &last);
-        extra = apr_strtok(NULL, " ", &last);
+        acc = name ? apr_strtok(NULL, " ", &last) : NULL;
+        def = acc ? apr_strtok(NULL, " ", &last) : NULL;
+        extra = def ? apr_strtok(NULL, " ", &last) : NULL;
         if (name && !strcmp(name, "version") && acc && !def && !t->version) {
             t->version = apr_pstrdup(p, acc);
             continue;

@@ -168,6 +168,16 @@ START_TEST(each_line_gets_its_verdict)
 }
 END_TEST
 
+/* Found by t/fuzz fuzz_htcompat_table: a line of blanks only made
+ * apr_strtok() go on from an unset pointer (a crash or garbage). */
+START_TEST(blank_only_line_is_refused_not_read_past)
+{
+    ck_assert_ptr_nonnull(strstr(load_err(" "), ":1: expected"));
+    ck_assert_ptr_nonnull(strstr(load_err("version 8.2\n   \nx 7 =1\n"),
+                                 ":2: expected"));
+}
+END_TEST
+
 START_TEST(slots_are_stable_and_in_range)
 {
     ck_assert_uint_eq(htc_bit("memory_limit"), htc_bit("memory_limit"));
@@ -240,6 +250,7 @@ Suite *htcompat_suite(void)
     tcase_add_test(tc, slots_are_stable_and_in_range);
     tcase_add_test(tc, pool_settings_parse_and_escape_round_trip);
     tcase_add_test(tc, bad_pool_settings_are_refused_with_the_line);
+    tcase_add_test(tc, blank_only_line_is_refused_not_read_past);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -166,6 +166,31 @@ START_TEST(test_record_cache_line_round_trip)
 }
 END_TEST
 
+/* Found by t/fuzz/fuzz_record: the default log directory comes from the
+ * docroot; with a ',' in the docroot its cache line's "log=DIR" flag split
+ * at the comma and the record's own cache line was refused. */
+START_TEST(test_record_log_dir_from_docroot_with_comma_refused)
+{
+    w4a_hosting_t rec, back;
+    const char *err;
+    char *line;
+
+    ck_assert_int_eq(parse(&rec, "a.example", "", "w4a1", "1000", "1000",
+                           "/datas/a,b/var/www/a", "8.2", "active", "log",
+                           &err), APR_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "log=DIR"));
+    /* a comma in a docroot alone is fine, and round-trips */
+    ck_assert_int_eq(parse(&rec, "a.example", "", "w4a1", "1000", "1000",
+                           "/datas/a,b/var/www/a", "8.2", "active",
+                           "log=/datas/logs/a", &err), APR_SUCCESS);
+    line = w4a_record_format(&rec, pool);
+    ck_assert_int_eq(w4a_record_parse_line(&back, line, &checks, &err, pool),
+                     APR_SUCCESS);
+    ck_assert_str_eq(back.docroot, "/datas/a,b/var/www/a");
+    ck_assert_str_eq(back.log_dir, "/datas/logs/a");
+}
+END_TEST
+
 Suite *record_suite(void)
 {
     Suite *s = suite_create("record");
@@ -175,6 +200,7 @@ Suite *record_suite(void)
     tcase_add_test(tc, test_record_parse_fields);
     tcase_add_test(tc, test_record_parse_refuses_what_the_map_refuses);
     tcase_add_test(tc, test_record_cache_line_round_trip);
+    tcase_add_test(tc, test_record_log_dir_from_docroot_with_comma_refused);
     suite_add_tcase(s, tc);
     return s;
 }
