@@ -14,5 +14,8 @@ if ! make check; then
     exit 1
 fi
 
+echo "== fuzz targets, a short run each (scripts/fuzz.sh SECONDS for more)"
+FUZZ_NICE=19 bash scripts/fuzz.sh 5
+
 echo "== integration tests (pytest)"
 exec /usr/bin/python3 -m pytest -ra -p no:cacheprovider t/integration "$@"
