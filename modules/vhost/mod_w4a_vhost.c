@@ -897,6 +897,8 @@ static int vhost_post_read_request(request_rec *r)
  * made of it.  Every request of an internal redirect chain is set, since
  * mod_log_config reads notes of the last one.
  */
+static int customer_config(const request_rec *r);
+
 static int vhost_log_transaction(request_rec *r)
 {
     vhost_conf *c = ap_get_module_config(r->server->module_config,
@@ -910,6 +912,11 @@ static int vhost_log_transaction(request_rec *r)
     }
     req = find_req(r);
     note = req && req->rec ? req->log_note : NULL;
+    for (rr = r; rr && !customer_config(rr); rr = rr->next) {
+    }
+    if (!rr && !r->next) {
+        return DECLINED;    /* one request, no .htaccess: ours stand */
+    }
     for (rr = r; rr; rr = rr->next) {
         if (note) {
             apr_table_setn(rr->notes, "w4a-log", note);

@@ -160,7 +160,13 @@ static int guard_handler(request_rec *r)
     const w4a_hosting_t *rec;
     const char *op;
 
-    if (!r->handler || !*r->handler || !(rec = vhost_request_hosting(r))) {
+    if (!r->handler || !*r->handler) {
+        return DECLINED;
+    }
+    if (is_safe_handler(r, r->handler)) {
+        return DECLINED;            /* the common case: a static file */
+    }
+    if (!(rec = vhost_request_hosting(r))) {
         return DECLINED;
     }
     op = vhost_operator_handler(r);
@@ -185,9 +191,6 @@ static int guard_handler(request_rec *r)
                       ap_unixd_config.suexec_disabled_reason
                       ? ap_unixd_config.suexec_disabled_reason : "-");
         return HTTP_FORBIDDEN;
-    }
-    else if (is_safe_handler(r, r->handler)) {
-        return DECLINED;
     }
     else if (!strncmp(r->handler, "w4a-", 4)
              && ap_strstr_c(r->handler, "-status")) {
@@ -278,7 +281,8 @@ static apr_status_t guard_open_htaccess(request_rec *r, const char *dir_name,
         fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     }
     ofd = fd;
-    if (apr_os_file_put(&f, &ofd, APR_FOPEN_READ, r->pool) != APR_SUCCESS) {
+    if (apr_os_file_put(&f, &ofd, APR_FOPEN_READ | APR_FOPEN_BUFFERED,
+                        r->pool) != APR_SUCCESS) {
         close(fd);
         return APR_EGENERAL;
     }
