@@ -136,8 +136,8 @@ static int is_safe_handler(request_rec *r, const char *h)
     const apr_array_header_t *extra;
     int i;
 
-    if (ap_strchr_c(h, '/')) {
-        return 1;                   /* a content type */
+    if (ap_strchr_c(h, '/') && !ap_strchr_c(h, ':')) {
+        return 1;                   /* a content type (not proxy:unix:/…) */
     }
     for (i = 0; safe_handlers[i]; i++) {
         if (!strcasecmp(h, safe_handlers[i])) {
