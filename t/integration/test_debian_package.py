@@ -211,13 +211,42 @@ def test_two_hostings_served_by_debians_apache2_and_php_fpm_each_as_its_user(nod
     assert code == 404
 
 
+def test_debians_server_status_not_for_the_hostings_php(node):
+    """Debian enables mod_status with /server-status "Require local"; every
+    hosting's PHP is local, and the page lists every tenant's requests
+    (URLs with their query strings, clients). The shipped w4a_vhost.conf
+    answers it to the monitoring host only."""
+    port = node["port"]
+    assert os.path.exists("/etc/apache2/mods-enabled/status.load")
+    user, uid, domain = USERS[0]
+    probe = "%s/%s/var/www/%s/probe.php" % (BASE, user, domain)
+    with open(probe, "w") as f:
+        f.write('<?php $c = curl_init("http://127.0.0.1:%d/server-status?auto");'
+                ' curl_setopt($c, CURLOPT_RETURNTRANSFER, 1);'
+                ' curl_setopt($c, CURLOPT_HTTPHEADER, ["Host: %s"]); curl_exec($c);'
+                ' echo curl_getinfo($c, CURLINFO_HTTP_CODE), "\\n";\n' % (port, domain)
+                if os.path.exists("/etc/php/%s/mods-available/curl.ini" % PHPV) else
+                '<?php $s = fsockopen("127.0.0.1", %d); fwrite($s, "GET /server-status?auto'
+                ' HTTP/1.0\\r\\nHost: %s\\r\\n\\r\\n");'
+                ' echo explode(" ", fgets($s))[1], "\\n";\n' % (port, domain))
+    os.chown(probe, uid, uid)
+    code, body = http(port, domain, "/probe.php")
+    assert (code, body) == (200, "403\n")
+    code, _ = http(port, USERS[1][2], "/server-status")
+    assert code == 403
+    with open("/var/log/apache2/error.log") as f:
+        assert "AH01630: client denied by server configuration" in f.read()
+
+
 def test_packaged_files_have_the_modes_security_md_asks(node):
+    www = int(run(["getent", "group", "www-data"]).stdout.split(":")[2])
     st = os.stat("/etc/w4a/hostings.index")
-    assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == (
-        "0o640", 0, int(run(["getent", "group", "www-data"]).stdout.split(":")[2]))
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, 0, www)
     for user, _, _ in USERS:
         st = os.stat("%s/w4a-%s.conf" % (POOL_DIR, user))
-        assert (st.st_mode & 0o777, st.st_uid) == (0o640, 0)
+        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, 0, 0)
+        st = os.stat("%s/w4a-%s.settings" % (POOL_DIR, user))
+        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, 0, www)
     for d in ("/run/w4a-php", "/run/w4a-php/" + PHPV):
         st = os.stat(d)
         assert (st.st_mode & 0o777, st.st_uid) == (0o710, 0), d
@@ -226,7 +255,11 @@ def test_packaged_files_have_the_modes_security_md_asks(node):
     # the key, as docs/security.md says it is made
     run(["w4a-vhostmap", "keygen", "--group", "www-data", "/etc/w4a/memcached.key"])
     st = os.stat("/etc/w4a/memcached.key")
-    assert st.st_mode & 0o777 == 0o640
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o640, 0, www)
+    # what the package itself installs
+    for p in ("/etc/w4a/w4a-overrides.conf", "/etc/apache2/mods-available/w4a_vhost.conf"):
+        st = os.stat(p)
+        assert (st.st_mode & 0o777, st.st_uid) == (0o644, 0), p
 
 
 def test_per_hosting_logs_rotate_as_the_hosting_without_losing_lines(node):
