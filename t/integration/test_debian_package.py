@@ -269,6 +269,9 @@ def test_per_hosting_logs_rotate_as_the_hosting_without_losing_lines(node):
     http(port, domain, "/?before")
     wait_for("the line of /?before in " + logf,
              lambda: os.path.exists(logf) and "/?before" in open(logf).read())
+    # Debian's daily logrotate run reads the stanza through the includes
+    r = run(["logrotate", "-d", "-s", "/run/w4a-pkgtest-logrotate.state", "/etc/logrotate.conf"])
+    assert "considering log " + logf in r.stdout, r.stdout[-3000:]
     r = run(["logrotate", "-f", "-v", "-s", "/run/w4a-pkgtest-logrotate.state",
              "/etc/logrotate.d/w4a-tools"])
     assert "switching euid from 0 to %d" % uid in r.stdout, r.stdout
