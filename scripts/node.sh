@@ -91,9 +91,9 @@ install -d -m 750 -g www-data "$ETC/fpm" "$ETC/fpm/pool.d"
 chgrp www-data "$ETC/fpm" "$ETC/fpm/pool.d"
 chmod 750 "$ETC/fpm" "$ETC/fpm/pool.d"
 install -d -m 755 /run/php
-install -d -m 710 -g www-data /run/php/w4a /run/php/w4a/"$PHPV"
-chgrp www-data /run/php/w4a /run/php/w4a/"$PHPV"
-chmod 710 /run/php/w4a /run/php/w4a/"$PHPV"
+install -d -m 710 -g www-data /run/w4a-php /run/w4a-php/"$PHPV"
+chgrp www-data /run/w4a-php /run/w4a-php/"$PHPV"
+chmod 710 /run/w4a-php /run/w4a-php/"$PHPV"
 cat > "$ETC/fpm/php-fpm.conf" <<CONF
 [global]
 pid = /run/php/w4a-php$PHPV-fpm.pid
@@ -200,7 +200,7 @@ W4AVhostMap $ETC/hostings.index
 W4AVhostDocRootBase $BASE
 W4AVhostUnknown default
 W4APHPEngine on
-W4APHPSocket /run/php/w4a/%v/%h.sock
+W4APHPSocket /run/w4a-php/%v/%h.sock
 CustomLog "|$SBIN/w4a-logsplit --base $BASE" "%{w4a-log}n %h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\"" env=W4A_LOG
 <Location /w4a-vhost-status>
     SetHandler w4a-vhost-status

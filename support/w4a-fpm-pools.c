@@ -647,7 +647,7 @@ static void usage(FILE *f)
 "\n"
 "Options:\n"
 "  --pool-dir PATTERN   pool directory per version (%%v) [/etc/php/%%v/fpm/pool.d]\n"
-"  --socket PATTERN     pool socket, as W4APHPSocket (%%h, %%v) [/run/php/w4a/%%v/%%h.sock]\n"
+"  --socket PATTERN     pool socket, as W4APHPSocket (%%h, %%v) [/run/w4a-php/%%v/%%h.sock]\n"
 "  --pid-file PATTERN   FPM master pid file per version (%%v), '' for no reload\n"
 "                       [/run/php/php%%v-fpm.pid]\n"
 "  --slowlog PATTERN    slow log file (%%h, %%v), written by the root FPM master,\n"
@@ -692,7 +692,7 @@ int main(int argc, const char *const *argv)
         {NULL, 0, 0, NULL}
     };
     options o = {
-        NULL, "/etc/php/%v/fpm/pool.d", "/run/php/w4a/%v/%h.sock",
+        NULL, "/etc/php/%v/fpm/pool.d", "/run/w4a-php/%v/%h.sock",
         "/run/php/php%v-fpm.pid", "/var/log/php/w4a/%h-%v.slow.log",
         "www-data", DEFAULT_EXTENSIONS, NULL, 5, 10, 500, 5, 64, 0, 0
     };

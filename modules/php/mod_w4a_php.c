@@ -56,7 +56,7 @@
 module AP_MODULE_DECLARE_DATA w4a_php_module;
 
 #define W4A_UNSET          (-1)
-#define DEFAULT_SOCKET     "/run/php/w4a/%v/%h.sock"
+#define DEFAULT_SOCKET     "/run/w4a-php/%v/%h.sock"
 #define DEFAULT_MIN_UID    1000
 #define DEFAULT_RETRY      10
 
