@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <sched.h>
 
 #include <apr_atomic.h>
 #include <apr_strings.h>
@@ -148,17 +149,29 @@ static apr_uint32_t key_hash(const guard_key_t *k)
 
 static void slot_lock(guard_slot_t *s)
 {
+    /* the lock word is the time it was taken (ms, odd: never 0), for a
+     * takeover after a crash */
+    apr_uint32_t now = (apr_uint32_t)(apr_time_now() / 1000) | 1u;
+    int spins = 0;
+
     for (;;) {
-        apr_uint32_t now = (apr_uint32_t)(apr_time_now() / 1000) | 1u;
-        apr_uint32_t held = apr_atomic_cas32(&s->lock, now, 0);
-        if (held == 0) {
+        apr_uint32_t held = s->lock;
+        if (held == 0 && apr_atomic_cas32(&s->lock, now, 0) == 0) {
             return;
         }
+        if (++spins < 64) {
+            continue;
+        }
+        spins = 0;
+        now = (apr_uint32_t)(apr_time_now() / 1000) | 1u;
         /* Held by a process that was killed holding it: take it over. */
-        if ((apr_uint32_t)(now - held) > GUARD_LOCK_STALE_MS
+        if (held && (apr_uint32_t)(now - held) > GUARD_LOCK_STALE_MS
+            && (apr_int32_t)(now - held) > 0
             && apr_atomic_cas32(&s->lock, now, held) == held) {
             return;
         }
+        /* its holder may be a thread that lost its core: let it run */
+        sched_yield();
     }
 }
 
@@ -275,6 +288,7 @@ static void ban_locked(guard_slot_t *s, apr_int64_t now_ms, int reason,
 
 void guard_charge(guard_table_t *t, const guard_key_t *k,
                   const guard_bucket_t *b, apr_int64_t units, int count,
+                  int refuse_banned,
                   apr_int64_t now_ms, int (*exempt)(void *), void *baton,
                   const guard_key_t *ban_key, int reason, const char *hosting,
                   const guard_banpol_t *pol, guard_verdict_t *v)
@@ -286,6 +300,13 @@ void guard_charge(guard_table_t *t, const guard_key_t *k,
                          || !memcmp(ban_key, k, sizeof(*k));
 
     memset(v, 0, sizeof(*v));
+    if (refuse_banned && s->ban_until_ms > now_ms
+        && !(exempt && exempt(baton))) {
+        s->refused++;
+        fill(s, NULL, v);
+        slot_unlock(s);
+        return;
+    }
     if (el > 0) {
         s->tokens += el * b->rate / 1000;   /* rate: milli-units per s */
         if (s->tokens > b->burst * 1000) {

@@ -14,8 +14,9 @@
  * clients first and bans last (counter "evicted").
  *
  * Each slot has its own lock, a word taken with a compare-and-swap and
- * held for a few dozen instructions; a lock older than GUARD_LOCK_STALE_MS
- * (its holder was killed) is taken over.
+ * held for a few dozen instructions (a waiter spins 64 times, then yields
+ * its core); a lock older than GUARD_LOCK_STALE_MS (its holder was
+ * killed) is taken over.
  */
 #ifndef GUARD_TABLE_H
 #define GUARD_TABLE_H
@@ -152,9 +153,12 @@ int guard_check(guard_table_t *t, const guard_key_t *k, apr_int64_t now_ms,
  * lock: a memory test) says 0, ban @a ban_key (the client's own key,
  * may be @a k) for @a reason, the duration growing with its strikes.
  * @param count 1: a request is counted in the slot's figures
+ * @param refuse_banned 1: when @a k is banned (and not exempt), charge
+ *        nothing, count a refusal, return v->banned set (v->new_ban 0)
  */
 void guard_charge(guard_table_t *t, const guard_key_t *k,
                   const guard_bucket_t *b, apr_int64_t units, int count,
+                  int refuse_banned,
                   apr_int64_t now_ms, int (*exempt)(void *), void *baton,
                   const guard_key_t *ban_key, int reason, const char *hosting,
                   const guard_banpol_t *pol, guard_verdict_t *v);

@@ -764,18 +764,15 @@ static int guard_post_read_request(request_rec *r)
 
     fleet_poll(now, r->pool);
     wl_maybe_reload(r->pool, 0);
-    if (guard_check(G->table, &q->key, now, 0, &v)) {
-        if (!exempt_cb(q)) {
-            guard_check(G->table, &q->key, now, 1, &v);
-            return refuse(r, &v, now);
-        }
-    }
     if (r->method_number == M_POST) {
         units += G->w_post;
     }
+    guard_charge(G->table, &q->key, &G->bucket, units, 1, 1, now, exempt_cb,
+                 q, &q->key, GUARD_R_RATE, NULL, &G->pol, &v);
+    if (v.banned && !v.new_ban) {
+        return refuse(r, &v, now);          /* banned before: not charged */
+    }
     guard_count(G->table, GC_REQUESTS, 1);
-    guard_charge(G->table, &q->key, &G->bucket, units, 1, now, exempt_cb, q,
-                 &q->key, GUARD_R_RATE, NULL, &G->pol, &v);
     if (v.exempted) {
         guard_count(G->table, GC_WHITELISTED, 1);
     }
@@ -822,7 +819,7 @@ static int guard_fixups(request_rec *r)
     lk.hosting = guard_hash_str(hosting);
     now = apr_time_now() / 1000;
     guard_count(G->table, GC_LOGIN_POSTS, 1);
-    guard_charge(G->table, &lk, &G->login, 1, 1, now, exempt_cb, q, &q->key,
+    guard_charge(G->table, &lk, &G->login, 1, 1, 0, now, exempt_cb, q, &q->key,
                  GUARD_R_LOGIN, hosting, &G->pol, &v);
     if (v.exempted) {
         guard_count(G->table, GC_WHITELISTED, 1);
@@ -867,7 +864,7 @@ static int guard_log_transaction(request_rec *r)
     if (!units) {
         return DECLINED;
     }
-    guard_charge(G->table, &q->key, &G->bucket, units, 0,
+    guard_charge(G->table, &q->key, &G->bucket, units, 0, 0,
                  apr_time_now() / 1000, exempt_cb, q, &q->key, GUARD_R_RATE,
                  NULL, &G->pol, &v);
     if (v.exempted) {
