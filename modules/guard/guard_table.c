@@ -387,7 +387,7 @@ int guard_ban_remove(guard_table_t *t, const guard_key_t *k,
         s->unbanned_ms = when_ms;
     }
     if (s->ban_until_ms && s->ban_since_ms <= when_ms) {
-        removed = s->ban_until_ms > apr_time_now() / 1000;
+        removed = s->ban_until_ms > when_ms;
         s->ban_until_ms = 0;
         s->strikes = 0;
     }
