@@ -138,20 +138,22 @@ const char *guard_key_text(const guard_key_t *k, apr_pool_t *p)
 
 static apr_uint32_t key_hash(const guard_key_t *k)
 {
-    const unsigned char *b = (const unsigned char *)k;
-    apr_uint32_t h = 2166136261u;
-    apr_size_t i;
-    for (i = 0; i < sizeof(*k); i++) {
-        h = (h ^ b[i]) * 16777619u;
-    }
-    return h;
+    apr_uint32_t w[6];
+    apr_uint64_t h;
+
+    memcpy(w, k, sizeof(w));
+    h = ((apr_uint64_t)(w[0] ^ w[1]) << 32 | (w[2] ^ w[5]))
+        * APR_UINT64_C(0x9e3779b97f4a7c15);
+    h ^= (apr_uint64_t)w[3] * APR_UINT64_C(0xc2b2ae3d27d4eb4f);
+    h ^= (apr_uint64_t)(w[4] ^ k->bits) * APR_UINT64_C(0x165667b19e3779f9);
+    return (apr_uint32_t)(h >> 32) ^ (apr_uint32_t)h;
 }
 
-static void slot_lock(guard_slot_t *s)
+static void slot_lock(guard_slot_t *s, apr_int64_t now_ms)
 {
     /* the lock word is the time it was taken (ms, odd: never 0), for a
      * takeover after a crash */
-    apr_uint32_t now = (apr_uint32_t)(apr_time_now() / 1000) | 1u;
+    apr_uint32_t now = (apr_uint32_t)now_ms | 1u;
     int spins = 0;
 
     for (;;) {
@@ -193,7 +195,7 @@ static guard_slot_t *slot_get(guard_table_t *t, const guard_key_t *k,
 
     for (i = 0; i < GUARD_PROBE; i++) {
         s = &t->slots[(h + i) % t->nslots];
-        slot_lock(s);
+        slot_lock(s, now_ms);
         if (s->used && !memcmp(&s->key, k, sizeof(*k))) {
             return s;
         }
@@ -214,7 +216,7 @@ static guard_slot_t *slot_get(guard_table_t *t, const guard_key_t *k,
         return NULL;
     }
     s = &t->slots[victim];
-    slot_lock(s);
+    slot_lock(s, now_ms);
     if (s->used) {
         guard_count(t, GC_EVICTED, 1);
     }
@@ -375,9 +377,9 @@ int guard_ban_set(guard_table_t *t, const guard_key_t *k, apr_int64_t since_ms,
 }
 
 int guard_ban_remove(guard_table_t *t, const guard_key_t *k,
-                     apr_int64_t when_ms)
+                     apr_int64_t when_ms, apr_int64_t now_ms)
 {
-    guard_slot_t *s = slot_get(t, k, 0, when_ms, NULL);
+    guard_slot_t *s = slot_get(t, k, 0, now_ms, NULL);
     int removed = 0;
 
     if (!s) {
@@ -397,7 +399,7 @@ int guard_ban_remove(guard_table_t *t, const guard_key_t *k,
 
 int guard_lookup(guard_table_t *t, const guard_key_t *k, guard_slot_t *out)
 {
-    guard_slot_t *s = slot_get(t, k, 0, 0, NULL);
+    guard_slot_t *s = slot_get(t, k, 0, apr_time_now() / 1000, NULL);
     if (!s) {
         return 0;
     }
@@ -410,13 +412,14 @@ void guard_walk(guard_table_t *t, void (*fn)(void *baton,
                                              const guard_slot_t *s),
                 void *baton)
 {
+    apr_int64_t now_ms = apr_time_now() / 1000;
     apr_uint32_t i;
     for (i = 0; i < t->nslots; i++) {
         guard_slot_t c, *s = &t->slots[i];
         if (!s->used) {
             continue;
         }
-        slot_lock(s);
+        slot_lock(s, now_ms);
         c = *s;
         slot_unlock(s);
         if (c.used) {

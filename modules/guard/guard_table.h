@@ -172,10 +172,11 @@ int guard_ban_set(guard_table_t *t, const guard_key_t *k, apr_int64_t since_ms,
                   apr_int64_t until_ms, int reason, const char *hosting,
                   apr_int64_t now_ms);
 
-/** Remove the ban of @a k at @a when_ms (a ban set before it ends).
+/** Remove the ban of @a k at @a when_ms (a ban set before it ends);
+ * @a now_ms is the current time.
  * @return 1 when a ban was removed. */
 int guard_ban_remove(guard_table_t *t, const guard_key_t *k,
-                     apr_int64_t when_ms);
+                     apr_int64_t when_ms, apr_int64_t now_ms);
 
 /** Copy of the slot of @a k. @return 1 found, 0 not. */
 int guard_lookup(guard_table_t *t, const guard_key_t *k, guard_slot_t *out);

@@ -678,7 +678,7 @@ static void fleet_poll(apr_int64_t now_ms, apr_pool_t *p)
             continue;
         }
         if (b->until_ms == 0) {
-            if (guard_ban_remove(t, &k, b->since_ms)) {
+            if (guard_ban_remove(t, &k, b->since_ms, now_ms)) {
                 guard_count(t, GC_FLEET_REMOVED, 1);
                 ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, G->server,
                              W4ALOGNO(00602) "client %s: ban removed by the "
@@ -755,7 +755,7 @@ static int guard_post_read_request(request_rec *r)
     if (!G || !G->on || r->main || r->prev || !sa) {
         return DECLINED;
     }
-    now = apr_time_now() / 1000;
+    now = r->request_time / 1000;
     q = apr_pcalloc(r->pool, sizeof(*q));
     q->addr = sa;
     q->exempt = -1;

@@ -128,7 +128,7 @@ START_TEST(test_guard_fleet_ban_and_removal)
     ck_assert_int_eq(guard_ban_set(t, &k, 1000, 9000, GUARD_R_FLEET, "h1",
                                    2000), 0);     /* the same: no change */
     ck_assert_int_eq(guard_check(t, &k, 3000, 0, &v), 1);
-    ck_assert_int_eq(guard_ban_remove(t, &k, 3500), 1);
+    ck_assert_int_eq(guard_ban_remove(t, &k, 3500, 3500), 1);
     ck_assert_int_eq(guard_check(t, &k, 4000, 0, &v), 0);
     /* the old ban read again from the list does not come back */
     ck_assert_int_eq(guard_ban_set(t, &k, 1000, 9000, GUARD_R_FLEET, "h1",
