@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <apr_lib.h>
 #include <apr_strings.h>
 
 #include "guard_fleet.h"
@@ -25,6 +26,20 @@ static void parse(const char *val, apr_array_header_t *out, apr_pool_t *p)
         }
         if (n != 5) {
             continue;
+        }
+        /* a list sealed by the key is the nodes' own; with no key it is
+         * anyone's: keep the names printable in logs and JSON */
+        for (tok = f[3]; *tok; tok++) {
+            if (!apr_isalnum(*tok)) {
+                f[3] = "fleet";
+                break;
+            }
+        }
+        for (tok = f[4]; *tok; tok++) {
+            if (!apr_isalnum(*tok) && !strchr("._-", *tok)) {
+                f[4] = "-";
+                break;
+            }
         }
         b = apr_array_push(out);
         b->addr = f[0];

@@ -140,6 +140,7 @@ typedef struct guard_req {
     guard_key_t key;
     apr_sockaddr_t *addr;
     int exempt;                 /* -1 unknown */
+    int php;                    /* mod_w4a_php sends it to the pool */
 } guard_req;
 
 /* ------------------------------------------------------------------ */
@@ -682,7 +683,8 @@ static void fleet_poll(apr_int64_t now_ms, apr_pool_t *p)
                 guard_count(t, GC_FLEET_REMOVED, 1);
                 ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, G->server,
                              W4ALOGNO(00602) "client %s: ban removed by the "
-                             "fleet list (w4a-ban remove)", b->addr);
+                             "fleet list (w4a-ban remove)",
+                             guard_key_text(&k, p));
             }
         }
         else if (guard_ban_set(t, &k, b->since_ms, b->until_ms,
@@ -694,7 +696,7 @@ static void fleet_poll(apr_int64_t now_ms, apr_pool_t *p)
             ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, G->server,
                          W4ALOGNO(00601) "client %s banned for %" 
                          APR_INT64_T_FMT " s by the fleet list (reason %s, "
-                         "hosting %s)", b->addr,
+                         "hosting %s)", guard_key_text(&k, p),
                          (b->until_ms - now_ms + 999) / 1000, b->reason,
                          b->hosting);
         }
@@ -783,15 +785,25 @@ static int guard_post_read_request(request_rec *r)
     return DECLINED;
 }
 
-static int is_login_path(const char *uri)
+/* @a uri, without its path info when it names an existing file
+ * (/wp-login.php/x runs wp-login.php; /user/login, a path that does not
+ * exist, is Drupal's login rewritten to index.php: matched whole). */
+static int is_login_path(const char *uri, const char *path_info)
 {
     apr_size_t ulen = strlen(uri);
     int i;
 
+    if (path_info && *path_info) {
+        apr_size_t plen = strlen(path_info);
+        if (ulen > plen && !strcmp(uri + ulen - plen, path_info)) {
+            ulen -= plen;
+        }
+    }
+
     for (i = 0; i < G->login_paths->nelts; i++) {
         const char *p = APR_ARRAY_IDX(G->login_paths, i, const char *);
         apr_size_t plen = strlen(p);
-        if (ulen >= plen && !strcmp(uri + ulen - plen, p)) {
+        if (ulen >= plen && !strncmp(uri + ulen - plen, p, plen)) {
             return 1;
         }
     }
@@ -810,7 +822,9 @@ static int guard_fixups(request_rec *r)
 
     if (!G || !G->on || r->main || r->prev || r->method_number != M_POST
         || !(q = ap_get_module_config(r->request_config, &w4a_guard_module))
-        || !r->uri || !is_login_path(r->uri)) {
+        || !r->uri
+        || !is_login_path(r->uri, r->finfo.filetype == APR_REG
+                                  ? r->path_info : NULL)) {
         return DECLINED;
     }
     rec = hosting_of ? hosting_of(r) : NULL;
@@ -838,6 +852,34 @@ static int guard_fixups(request_rec *r)
     return DECLINED;
 }
 
+/* After mod_w4a_php's decision: note a PHP request (for its weight: at
+ * log time mod_proxy has made it a proxy request, no longer seen as
+ * mod_w4a_php's dispatch); and a request refused by the guard must not
+ * reach PHP through an ErrorDocument (a hosting's .htaccess may name a
+ * PHP page for 429) or a sub-request: refuse such a dispatch. */
+static int guard_fixups_late(request_rec *r)
+{
+    request_rec *first;
+    guard_req *q;
+
+    if (!G || !G->on || !php_dispatched || !php_dispatched(r)) {
+        return DECLINED;
+    }
+    first = w4a_initial_request(r);
+    if ((q = ap_get_module_config(first->request_config, &w4a_guard_module))
+        != NULL) {
+        q->php = 1;
+    }
+    if ((!r->prev && !r->main) || !apr_table_get(first->notes, "w4a-guard")) {
+        return DECLINED;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00609)
+                  "%s of a refused client's request goes to PHP: refused",
+                  r->prev ? "internal redirect (ErrorDocument)"
+                          : "sub-request");
+    return G->status;
+}
+
 /* What costs more is known now: PHP, 404. */
 static int guard_log_transaction(request_rec *r)
 {
@@ -858,7 +900,7 @@ static int guard_log_transaction(request_rec *r)
     if (last->status == HTTP_NOT_FOUND) {
         units += G->w_404;
     }
-    if (php_dispatched && (php_dispatched(r) || php_dispatched(last))) {
+    if (q->php) {
         units += G->w_php;
     }
     if (!units) {
@@ -1132,6 +1174,8 @@ static void register_hooks(apr_pool_t *p)
     /* First fixup: the login quota is checked before mod_w4a_php picks
      * the pool, and a refusal means no handler runs at all. */
     ap_hook_fixups(guard_fixups, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    /* After mod_w4a_php's decision (APR_HOOK_LAST). */
+    ap_hook_fixups(guard_fixups_late, NULL, NULL, APR_HOOK_REALLY_LAST);
     ap_hook_handler(guard_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_log_transaction(guard_log_transaction, NULL, NULL,
                             APR_HOOK_MIDDLE);

@@ -361,3 +361,75 @@ def test_guard_w4a_ban_add_list_remove_fleet_wide_and_show(w4a):
         assert r.returncode == 1 and "W4A00652" in r.stderr, r.stderr
     finally:
         mc.stop()
+
+
+HITS_PHP = """<?php
+file_put_contents(__DIR__ . '/hits.txt', "x", FILE_APPEND);
+echo "login page\\n";
+"""
+
+
+def test_guard_refused_client_never_reaches_php_even_by_errordocument(w4a):
+    """Real PHP-FPM pools: the PHP login page counts its runs in a file.
+    Past the login quota the client is answered 429 and PHP does not run,
+    not even through the hosting's own `ErrorDocument 429 /wp-login.php`;
+    a PHP request costs W4AGuardWeight php more than a static one."""
+    tree = w4a.tree
+    tree.site(A, "a.example", {"wp-login.php": HITS_PHP,
+                               "info.php": "<?php echo 'info';\n",
+                               ".htaccess": "ErrorDocument 429 /wp-login.php\n",
+                               "index.html": "static a\n"})
+    tree.site(B, "b.example", {"index.html": "site b\n"})
+    tree.site(C, "c.example", {"index.html": "site c\n"})
+    rc, out, index = tree.compile_map([tree.line("a.example", A, "a.example"),
+                                       tree.line("b.example", B, "b.example"),
+                                       tree.line("localhost", C, "c.example")])
+    assert rc == 0, out
+    fpm = w4a.fpm()
+    rc, out = fpm.generate(index)
+    assert rc in (0, 1), out
+    fpm.start()
+    h = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {tree.base}
+W4APHPEngine on
+W4APHPSocket {fpm.socket_pattern}
+DirectoryIndex index.html
+{hostings_dir_block(tree.base)}
+W4AGuardEngine on
+W4AGuardRate 1 12
+W4AGuardWeight post 0
+W4AGuardWeight php 2
+W4AGuardLoginQuota 3 60
+W4AGuardWhitelist 127.0.0.1
+{STATUS}
+""", with_php=True, ours=OURS).start()
+    hits = os.path.join(tree.docroot(A, "a.example"), "hits.txt")
+
+    def runs():
+        try:
+            return len(open(hits).read())
+        except FileNotFoundError:
+            return 0
+
+    codes = flood(h, "127.0.0.12", 3, path="/wp-login.php", method="POST")
+    assert codes == [200] * 3 and runs() == 3, (codes, runs())
+    st, hd = req(h, "127.0.0.12", path="/wp-login.php", method="POST")
+    assert st == 429 and "retry-after" in hd, (st, hd)
+    assert req(h, "127.0.0.12", path="/wp-login.php")[0] == 429
+    assert req(h, "127.0.0.12", path="/wp-login.php/x", method="POST")[0] \
+        == 429
+    assert runs() == 3, runs()
+    assert "reason login, hosting %s" % A in bans_logged(h, "127.0.0.12")[0]
+    # /wp-login.php/x (path info) runs wp-login.php: it is a login path
+    codes = flood(h, "127.0.0.14", 4, path="/wp-login.php/x", method="POST")
+    assert codes[:3] == [200] * 3 and codes[3] == 429, codes
+    assert runs() == 6, runs()
+    # PHP costs 1 + 2: four PHP requests of a burst of 12, not twelve
+    codes = flood(h, "127.0.0.13", 8, path="/info.php")
+    assert codes.index(429) in (4, 5), codes
+    # a static client keeps its full burst; another hosting is served
+    codes = flood(h, "127.0.0.15", 8)
+    assert codes == [200] * 8, codes
+    assert req(h, "127.0.0.15", host="b.example")[0] == 200
