@@ -40,16 +40,18 @@ def until(what, fn, timeout=5.0, step=0.02):
         time.sleep(step)
 
 
-def req(h, src, host="a.example", path="/", method="GET", timeout=5.0):
+def req(h, src, host="a.example", path="/", method="GET", timeout=5.0,
+        headers=None):
     """One request from source address src: (status, headers)."""
+    extra = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
     s = socket.socket()
     s.settimeout(timeout)
     try:
         s.bind((src, 0))
         s.connect(("127.0.0.1", h.port))
         s.sendall(("%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
-                   "Content-Length: 0\r\n\r\n" % (method, path, host))
-                  .encode())
+                   "%sContent-Length: 0\r\n\r\n" % (method, path, host,
+                                                     extra)).encode())
         buf = b""
         while True:
             b = s.recv(65536)
@@ -104,7 +106,7 @@ def sites(w4a):
     return os.path.join(w4a.root, "map.index")
 
 
-def node(w4a, guard="", mc=None, rate="1 10"):
+def node(w4a, guard="", mc=None, rate="1 10", modules=()):
     """An httpd with the hostings A, B (and localhost: the status page)
     and mod_w4a_guard on: rate, whitelist 127.0.0.1, the given lines."""
     index = sites(w4a)
@@ -124,7 +126,7 @@ W4AGuardWhitelist 127.0.0.1
 {fleet}
 {guard}
 {STATUS}
-""", ours=OURS)
+""", ours=OURS, modules=modules)
     return h.start()
 
 
@@ -433,3 +435,27 @@ W4AGuardWhitelist 127.0.0.1
     codes = flood(h, "127.0.0.15", 8)
     assert codes == [200] * 8, codes
     assert req(h, "127.0.0.15", host="b.example")[0] == 200
+
+
+def test_guard_counts_the_client_behind_the_load_balancer_only(w4a):
+    """mod_remoteip with the load balancer (127.0.0.20) as the only
+    internal proxy: the guard counts the client it names; any other
+    source naming a client in X-Forwarded-For is counted as itself."""
+    h = node(w4a, modules=["remoteip"], guard="RemoteIPHeader X-Forwarded-For\n"
+                                             "RemoteIPInternalProxy 127.0.0.20")
+    lb = {"X-Forwarded-For": "192.0.2.77"}
+    codes = [req(h, "127.0.0.20", headers=lb)[0] for _ in range(15)]
+    assert 429 in codes, codes
+    assert len(bans_logged(h, "192.0.2.77")) == 1, h.log()
+    assert not bans_logged(h, "127.0.0.20")
+    # the balancer's other clients are served
+    assert req(h, "127.0.0.20", headers={"X-Forwarded-For": "192.0.2.78"})[0] \
+        == 200
+    # a tenant's PHP (loopback, not a trusted proxy) naming a victim is
+    # counted as itself: the victim 192.0.2.79 is never banned
+    fake = {"X-Forwarded-For": "192.0.2.79"}
+    codes = [req(h, "127.0.0.21", headers=fake)[0] for _ in range(15)]
+    assert 429 in codes, codes
+    assert len(bans_logged(h, "127.0.0.21")) == 1 and \
+        not bans_logged(h, "192.0.2.79"), h.log()
+    assert req(h, "127.0.0.20", headers=fake)[0] == 200
