@@ -141,6 +141,7 @@ typedef struct guard_req {
     apr_sockaddr_t *addr;
     int exempt;                 /* -1 unknown */
     int php;                    /* mod_w4a_php sends it to the pool */
+    int refused;                /* answered the ban status */
 } guard_req;
 
 /* ------------------------------------------------------------------ */
@@ -706,13 +707,15 @@ static void fleet_poll(apr_int64_t now_ms, apr_pool_t *p)
 /* ------------------------------------------------------------------ */
 /* Requests.                                                          */
 
-static int refuse(request_rec *r, const guard_verdict_t *v, apr_int64_t now)
+static int refuse(request_rec *r, guard_req *q, const guard_verdict_t *v,
+                  apr_int64_t now)
 {
     apr_int64_t left = (v->until_ms - now + 999) / 1000;
     apr_table_setn(r->err_headers_out, "Retry-After",
                    apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
                                 left > 0 ? left : 1));
     apr_table_setn(r->notes, "w4a-guard", guard_reason_name(v->reason));
+    q->refused = 1;
     guard_count(G->table, GC_REFUSED, 1);
     return G->status;
 }
@@ -772,7 +775,7 @@ static int guard_post_read_request(request_rec *r)
     guard_charge(G->table, &q->key, &G->bucket, units, 1, 1, now, exempt_cb,
                  q, &q->key, GUARD_R_RATE, NULL, &G->pol, &v);
     if (v.banned && !v.new_ban) {
-        return refuse(r, &v, now);          /* banned before: not charged */
+        return refuse(r, q, &v, now);          /* banned before: not charged */
     }
     guard_count(G->table, GC_REQUESTS, 1);
     if (v.exempted) {
@@ -780,7 +783,7 @@ static int guard_post_read_request(request_rec *r)
     }
     if (v.new_ban) {
         new_ban(r, q, &v, NULL, rate_why(r));
-        return refuse(r, &v, now);
+        return refuse(r, q, &v, now);
     }
     return DECLINED;
 }
@@ -847,7 +850,7 @@ static int guard_fixups(request_rec *r)
                                                                   r->uri)));
     }
     if (v.banned) {
-        return refuse(r, &v, now);
+        return refuse(r, q, &v, now);
     }
     return DECLINED;
 }
@@ -891,7 +894,7 @@ static int guard_log_transaction(request_rec *r)
 
     if (!G || !G->on || r->main
         || !(q = ap_get_module_config(r->request_config, &w4a_guard_module))
-        || apr_table_get(r->notes, "w4a-guard")) {
+        || q->refused) {
         return DECLINED;
     }
     while (last->next) {
