@@ -459,3 +459,40 @@ def test_guard_counts_the_client_behind_the_load_balancer_only(w4a):
     assert len(bans_logged(h, "127.0.0.21")) == 1 and \
         not bans_logged(h, "192.0.2.79"), h.log()
     assert req(h, "127.0.0.20", headers=fake)[0] == 200
+
+
+def test_guard_tenant_htaccess_cannot_whitelist_itself_even_with_override_all(w4a):
+    """Every directive is the server's (RSRC_CONF, main server only): a
+    hosting's .htaccess naming one is a 500 for that hosting alone, even
+    on a node configured with AllowOverride All; its flooder is still
+    banned and the other hosting still served."""
+    index = sites(w4a)
+    w4a.tree.write(A, "a.example", ".htaccess",
+                   "W4AGuardWhitelist 127.0.0.0/8\nW4AGuardEngine off\n")
+    h = w4a.httpd(f"""
+DirectoryIndex index.html
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {w4a.tree.base}
+{hostings_dir_block(w4a.tree.base, overrides="All")}
+W4AGuardEngine on
+W4AGuardRate 1 10
+W4AGuardWhitelist 127.0.0.1
+{STATUS}
+""", ours=OURS).start()
+    h.expect_error(r"W4AGuardWhitelist not allowed here")
+    codes = flood(h, "127.0.0.2", 15)
+    assert codes[0] == 500 and 429 in codes, codes
+    assert h.wait_log(r"\.htaccess: W4AGuardWhitelist not allowed here")
+    assert len(bans_logged(h, "127.0.0.2")) == 1
+    assert req(h, "127.0.0.3", host="b.example")[0] == 200
+    # a VirtualHost cannot hold the directives either (start-up refused)
+    conf = os.path.join(w4a.root, "vhost-guard.conf")
+    with open(conf, "w") as f:
+        f.write("<VirtualHost 127.0.0.1:1>\nW4AGuardEngine off\n"
+                "</VirtualHost>\n")
+    r = subprocess.run(["/usr/sbin/apache2", "-t", "-f", h.conf, "-c",
+                        "Include " + conf], capture_output=True, text=True)
+    assert r.returncode != 0 and re.search(
+        r"W4AGuardEngine cannot occur within <VirtualHost> section",
+        r.stderr), r.stderr
