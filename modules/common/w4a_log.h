@@ -36,7 +36,8 @@ typedef struct w4a_logger_t {
  * Our own message tags, "W4Annnnn: ", in every message at debug level or
  * above (httpd's AHnnnnn numbers are httpd's).  Never reuse a number:
  * 001xx mod_w4a_vhost, 002xx mod_w4a_php, 003xx mod_w4a_geoip,
- * 004xx mod_w4a_htcompat, 005xx mod_w4a_media, 009xx support tools.
+ * 004xx mod_w4a_htcompat, 005xx mod_w4a_media, 00600-00649
+ * mod_w4a_guard (00650-00659 w4a-ban), 009xx support tools.
  */
 #define W4ALOGNO(n) "W4A" #n ": "
 

@@ -31,4 +31,7 @@ Suite *htcompat_suite(void);
 /** Request headers standing for our variables (check_envhdr.c). */
 Suite *envhdr_suite(void);
 
+/** The client table of mod_w4a_guard (check_guard.c). */
+Suite *guard_suite(void);
+
 #endif /* CHECK_W4A_H */

@@ -1,0 +1,179 @@
+/* The node's client table of mod_w4a_guard (guard_table.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <apr_pools.h>
+
+#include "check_w4a.h"
+#include "guard_table.h"
+
+static apr_pool_t *pool;
+static guard_table_t *t;
+static const guard_bucket_t bucket = { 1000, 3 };        /* 1/s, burst 3 */
+static const guard_banpol_t pol = { 10000, 40000, 600000 };
+
+static void setup(void)
+{
+    apr_pool_create(&pool, NULL);
+    t = guard_table_init(calloc(1, guard_table_size(64)), 64);
+}
+
+static void teardown(void)
+{
+    free(t);
+    apr_pool_destroy(pool);
+}
+
+static guard_key_t key(const char *text)
+{
+    guard_key_t k;
+    ck_assert_int_eq(guard_key_parse(&k, text, 64), APR_SUCCESS);
+    return k;
+}
+
+static int never(void *b) { (void)b; return 0; }
+static int always(void *b) { (void)b; return 1; }
+
+START_TEST(test_guard_ipv6_clients_are_their_prefix_ipv4_mapped_is_ipv4)
+{
+    guard_key_t a = key("2001:db8:1:2:aaaa::1"), b = key("2001:db8:1:2::ffff");
+    guard_key_t m = key("::ffff:192.0.2.7"), v4 = key("192.0.2.7");
+    ck_assert_mem_eq(&a, &b, sizeof(a));
+    ck_assert_str_eq(guard_key_text(&a, pool), "2001:db8:1:2::/64");
+    ck_assert_mem_eq(&m, &v4, sizeof(m));
+    ck_assert_str_eq(guard_key_text(&v4, pool), "192.0.2.7");
+    ck_assert_int_eq(guard_key_parse(&a, "not-an-address", 64), APR_EINVAL);
+}
+END_TEST
+
+START_TEST(test_guard_burst_then_ban_then_refused_without_charge)
+{
+    guard_key_t k = key("192.0.2.1");
+    guard_verdict_t v;
+    guard_slot_t s;
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        guard_charge(t, &k, &bucket, 1, 1, 1, 1000, never, NULL, &k,
+                     GUARD_R_RATE, NULL, &pol, &v);
+        ck_assert_int_eq(v.banned, 0);
+    }
+    guard_charge(t, &k, &bucket, 1, 1, 1, 1000, never, NULL, &k,
+                 GUARD_R_RATE, NULL, &pol, &v);
+    ck_assert_int_eq(v.new_ban, 1);
+    ck_assert_int_eq(v.until_ms, 11000);
+    guard_charge(t, &k, &bucket, 1, 1, 1, 2000, never, NULL, &k,
+                 GUARD_R_RATE, NULL, &pol, &v);
+    ck_assert_int_eq(v.banned, 1);
+    ck_assert_int_eq(v.new_ban, 0);
+    ck_assert_int_eq(guard_lookup(t, &k, &s), 1);
+    ck_assert_uint_eq(s.requests, 4);
+    ck_assert_uint_eq(s.refused, 1);
+}
+END_TEST
+
+START_TEST(test_guard_ban_doubles_up_to_max_and_is_forgotten)
+{
+    guard_key_t k = key("192.0.2.2");
+    guard_verdict_t v;
+    apr_int64_t now = 1000, want[] = { 10000, 20000, 40000, 40000 };
+    int i, n;
+
+    for (i = 0; i < 4; i++) {
+        for (n = 0; n < 10 && !v.new_ban; n++) {
+            guard_charge(t, &k, &bucket, 1, 1, 1, now, never, NULL, &k,
+                         GUARD_R_RATE, NULL, &pol, &v);
+        }
+        ck_assert_int_eq(v.until_ms - v.since_ms, want[i]);
+        now = v.until_ms;
+        memset(&v, 0, sizeof(v));
+    }
+    /* quiet for longer than forget: a first ban again */
+    now += pol.forget_ms + 1;
+    for (n = 0; n < 10 && !v.new_ban; n++) {
+        guard_charge(t, &k, &bucket, 1, 1, 1, now, never, NULL, &k,
+                     GUARD_R_RATE, NULL, &pol, &v);
+    }
+    ck_assert_int_eq(v.until_ms - v.since_ms, 10000);
+}
+END_TEST
+
+START_TEST(test_guard_exempt_client_counted_never_banned)
+{
+    guard_key_t k = key("192.0.2.3");
+    guard_verdict_t v;
+    int i, over = 0;
+
+    for (i = 0; i < 50; i++) {
+        guard_charge(t, &k, &bucket, 1, 1, 1, 1000, always, NULL, &k,
+                     GUARD_R_RATE, NULL, &pol, &v);
+        ck_assert_int_eq(v.banned, 0);
+        over += v.exempted;
+    }
+    ck_assert_int_eq(over, 47);
+}
+END_TEST
+
+START_TEST(test_guard_fleet_ban_and_removal)
+{
+    guard_key_t k = key("192.0.2.4");
+    guard_verdict_t v;
+
+    ck_assert_int_eq(guard_ban_set(t, &k, 1000, 9000, GUARD_R_FLEET, "h1",
+                                   2000), 1);
+    ck_assert_int_eq(guard_ban_set(t, &k, 1000, 9000, GUARD_R_FLEET, "h1",
+                                   2000), 0);     /* the same: no change */
+    ck_assert_int_eq(guard_check(t, &k, 3000, 0, &v), 1);
+    ck_assert_int_eq(guard_ban_remove(t, &k, 3500, 3500), 1);
+    ck_assert_int_eq(guard_check(t, &k, 4000, 0, &v), 0);
+    /* the old ban read again from the list does not come back */
+    ck_assert_int_eq(guard_ban_set(t, &k, 1000, 9000, GUARD_R_FLEET, "h1",
+                                   4000), 0);
+    ck_assert_int_eq(guard_check(t, &k, 4000, 0, &v), 0);
+    /* a newer one does */
+    ck_assert_int_eq(guard_ban_set(t, &k, 5000, 9000, GUARD_R_ADMIN, "-",
+                                   5000), 1);
+    ck_assert_int_eq(guard_check(t, &k, 5000, 0, &v), 1);
+}
+END_TEST
+
+START_TEST(test_guard_full_table_evicts_quiet_clients_keeps_bans)
+{
+    guard_verdict_t v;
+    guard_key_t banned = key("198.51.100.1");
+    char buf[64];
+    int i;
+
+    ck_assert_int_eq(guard_ban_set(t, &banned, 1, 1000000, GUARD_R_FLEET,
+                                   "", 1), 1);
+    /* 64 slots: a flood of 5000 fresh addresses */
+    for (i = 0; i < 5000; i++) {
+        guard_key_t k;
+        snprintf(buf, sizeof(buf), "2001:db8:%x:%x::1", i >> 8, i & 0xff);
+        k = key(buf);
+        guard_charge(t, &k, &bucket, 1, 1, 1, 1000 + i, never, NULL, &k,
+                     GUARD_R_RATE, NULL, &pol, &v);
+    }
+    ck_assert_uint_gt(t->counters[GC_EVICTED], 4000);
+    ck_assert_int_eq(guard_check(t, &banned, 10000, 0, &v), 1);
+}
+END_TEST
+
+Suite *guard_suite(void)
+{
+    Suite *s = suite_create("guard");
+    TCase *tc = tcase_create("table");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_guard_ipv6_clients_are_their_prefix_ipv4_mapped_is_ipv4);
+    tcase_add_test(tc, test_guard_burst_then_ban_then_refused_without_charge);
+    tcase_add_test(tc, test_guard_ban_doubles_up_to_max_and_is_forgotten);
+    tcase_add_test(tc, test_guard_exempt_client_counted_never_banned);
+    tcase_add_test(tc, test_guard_fleet_ban_and_removal);
+    tcase_add_test(tc, test_guard_full_table_evicts_quiet_clients_keeps_bans);
+    suite_add_tcase(s, tc);
+    return s;
+}
