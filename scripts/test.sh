@@ -2,8 +2,8 @@
 # The test command: installs what is needed, builds, runs the C unit tests
 # (Check) and the integration tests (pytest against a real httpd, real
 # PHP-FPM pools as real users), then the same unit tests and the vhost,
-# php, htcompat and media integration tests again against an ASan + UBSan
-# build (build-san/; see docs/testing-sanitizers-soak.md). Run as root on
+# php, htcompat, media, geoip and hostile integration tests again against
+# an ASan + UBSan build (build-san/; see docs/testing-sanitizers-soak.md). Run as root on
 # Debian 12.
 #
 # Arguments go to the first pytest run (e.g. -k NAME, or test files).
@@ -37,6 +37,9 @@ if [ "${W4A_SANITIZE_PASS:-1}" = 1 ]; then
     echo "== integration tests under ASan + UBSan (httpd with the runtime preloaded)"
     W4A_SANITIZE=1 /usr/bin/python3 -m pytest -ra -p no:cacheprovider \
         t/integration/test_vhost.py t/integration/test_php.py \
-        t/integration/test_htcompat.py t/integration/test_media.py || rc=$?
+        t/integration/test_htcompat.py t/integration/test_media.py \
+        t/integration/test_geoip.py t/integration/test_hostile_static.py \
+        t/integration/test_hostile_files.py t/integration/test_hostile_php.py \
+        t/integration/test_hostile_tenant.py || rc=$?
 fi
 exit "$rc"
