@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # The test command: installs what is needed, builds, runs the C unit tests
 # (Check) and the integration tests (pytest against a real httpd, real
-# PHP-FPM pools as real users). Run as root on Debian 12.
+# PHP-FPM pools as real users), then the same unit tests and the vhost,
+# php, htcompat, media, geoip and hostile integration tests again against
+# an ASan + UBSan build (build-san/; see docs/testing-sanitizers-soak.md). Run as root on
+# Debian 12.
+#
+# Arguments go to the first pytest run (e.g. -k NAME, or test files).
+# W4A_SANITIZE_PASS=0 skips the sanitizer pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +24,25 @@ echo "== fuzz targets, a short run each (scripts/fuzz.sh SECONDS for more)"
 FUZZ_NICE=19 bash scripts/fuzz.sh 5
 
 echo "== integration tests (pytest)"
-exec /usr/bin/python3 -m pytest -ra -p no:cacheprovider t/integration "$@"
+rc=0
+/usr/bin/python3 -m pytest -ra -p no:cacheprovider t/integration "$@" || rc=$?
+
+if [ "${W4A_SANITIZE_PASS:-1}" = 1 ]; then
+    echo "== sanitizer build (ASan + UBSan, build-san/)"
+    W4A_SANITIZE=1 bash scripts/build.sh
+    echo "== unit tests under ASan + UBSan (make check in build-san/)"
+    if ! ASAN_OPTIONS=abort_on_error=1:halt_on_error=1 \
+         UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+         make -C build-san check; then
+        cat build-san/test-suite.log build-san/t/unit/*.log 2>/dev/null || true
+        rc=1
+    fi
+    echo "== integration tests under ASan + UBSan (httpd with the runtime preloaded)"
+    W4A_SANITIZE=1 /usr/bin/python3 -m pytest -ra -p no:cacheprovider \
+        t/integration/test_vhost.py t/integration/test_php.py \
+        t/integration/test_htcompat.py t/integration/test_media.py \
+        t/integration/test_geoip.py t/integration/test_hostile_static.py \
+        t/integration/test_hostile_files.py t/integration/test_hostile_php.py \
+        t/integration/test_hostile_tenant.py || rc=$?
+fi
+exit "$rc"

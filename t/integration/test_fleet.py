@@ -13,7 +13,7 @@ import threading
 import time
 
 from fleet_servers import Mariadb, Memcached, Postgres, Sqlite, QUERY
-from w4a_harness import VHOSTMAP, STATUS_BLOCK, hostings_dir_block
+from w4a_harness import HTTPD, VHOSTMAP, STATUS_BLOCK, hostings_dir_block
 
 A, B, C = "w4a100010", "w4a100011", "w4a100012"
 UID = {A: 100010, B: 100011, C: 100012}
@@ -384,7 +384,7 @@ def test_fleet_configuration_errors_are_refused_at_start(w4a):
 W4AVhostEngine on
 W4AVhostDBDQuery "SELECT 1"
 """)
-    r = subprocess.run(["/usr/sbin/apache2", "-t", "-f", h.conf],
+    r = subprocess.run([HTTPD, "-t", "-f", h.conf],
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "W4AVhostDBDQuery: mod_dbd is not loaded" in r.stderr
@@ -392,14 +392,14 @@ W4AVhostDBDQuery "SELECT 1"
 W4AVhostEngine on
 W4AVhostDBDQuery "SELECT 1"
 """, modules=("dbd",))
-    r = subprocess.run(["/usr/sbin/apache2", "-t", "-f", h2.conf],
+    r = subprocess.run([HTTPD, "-t", "-f", h2.conf],
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "W4AVhostDBDQuery: the query must take the name as %s" in r.stderr
     h3 = w4a.httpd(f"""
 W4AVhostMemcached 127.0.0.1:99999
 """, modules=("dbd",))
-    r = subprocess.run(["/usr/sbin/apache2", "-t", "-f", h3.conf],
+    r = subprocess.run([HTTPD, "-t", "-f", h3.conf],
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "port is not a number from 1 to 65535" in r.stderr

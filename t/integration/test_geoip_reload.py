@@ -10,6 +10,7 @@ import threading
 import time
 
 from geoip_mmdb import OURS, FR, US, UA, IP, IP6, make_mmdb, mmdb_bytes, xff
+from w4a_harness import wait_until
 
 INTERVAL = 1
 
@@ -152,12 +153,14 @@ def reload_under_load(w4a, replace, **kw):
     httpd = server(w4a, path)
     assert cc(httpd) == (FR, "0")
     with Hammer(httpd.port, IP[FR]) as hammer:
-        time.sleep(1.0)
+        wait_until(lambda: len(hammer.since(0)) > 20,
+                   "20 answers before the database is replaced")
         t0 = time.time()
         replace(path, new, **kw)
         t1 = time.time()
         last_fr = hammer.wait_all(US)
-        time.sleep(1.0)
+        wait_until(lambda: len(hammer.since(last_fr + 1e-6)) > 40,
+                   "40 answers after the last FR one")
     assert hammer.failures == []
     before = [r for r in hammer.results if r[0] < t0]
     after = [r for r in hammer.results if r[0] > last_fr]

@@ -321,8 +321,12 @@ def test_cp_over_the_live_index_under_load_no_child_dies(w4a):
             n += 1
     finally:
         subprocess.run(["cp", new, index], check=True)
-        time.sleep(0.3)
-        done.set()
+        try:
+            # keep hammering until the final copy is in use
+            wait_for(lambda: httpd.get("c.example")[2] == b"site c\n",
+                     "the final index copy (with c.example) to be served")
+        finally:
+            done.set()
         for t in threads:
             t.join()
     no_child_died(httpd)

@@ -18,7 +18,7 @@ import time
 
 from fleet_servers import Memcached, Sqlite, seal, unseal
 from test_fleet import A, B, fleet_key, node, put, sites, status
-from w4a_harness import VHOSTMAP
+from w4a_harness import HTTPD, VHOSTMAP
 
 WRONG_KEY = b"0123456789abcdef0123456789abcdef"   # A's guess: not the key
 
@@ -272,7 +272,7 @@ def test_memcached_without_a_key_is_refused_at_start_unless_told(w4a):
     try:
         def refused(key, why):
             h = node(w4a, db, mc, driver="sqlite3", key=key)
-            r = subprocess.run(["/usr/sbin/apache2", "-f", h.conf, "-k",
+            r = subprocess.run([HTTPD, "-f", h.conf, "-k",
                                 "start"], capture_output=True, text=True)
             text = r.stdout + r.stderr + h.log()
             assert r.returncode != 0, text

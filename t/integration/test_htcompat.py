@@ -590,9 +590,10 @@ def test_htcompat_resets_survive_an_httpd_restart(w4a):
     pid = v["pid"]
     # Stopping right after a request can catch its connection in lingering
     # close: the event MPM then logs AH03092 while it shuts down (httpd's
-    # own, harmless); give it a moment, and allow the line.
+    # own, harmless); wait until the connection is closed, and allow
+    # the line.
     httpd.expect_error(r"AH03092: process_lingering_close")
-    time.sleep(0.5)
+    httpd.wait_connections_closed()
     httpd.stop()
     httpd.start()
     v = get_vals(httpd, "a.example", "/plain/ini.php")

@@ -19,6 +19,7 @@ import http.client
 
 import pytest
 
+from w4a_harness import wait_until
 from w4a_harness import (LOGSPLIT, VHOSTMAP, VHOST_SO, HTTPD,  # noqa: F401
                          MODDIR, ensure_users)
 
@@ -338,19 +339,25 @@ def test_logsplit_reopens_a_rotated_file_and_on_sighup(tree):
     p = subprocess.Popen([LOGSPLIT, "--base", tree.base, "--check-every", "1"],
                          stdin=subprocess.PIPE, text=True)
 
-    def send(s):
+    def send(s, into):
         p.stdin.write("%s %s\n" % (prefix(UID_A, a), s))
         p.stdin.flush()
-        time.sleep(0.2)
+        wait_until(lambda: read_or_empty(into).endswith(s + "\n"),
+                   "line %r in %s" % (s, into), 5)
 
-    send("one")
+    def open_logs():
+        return [os.readlink("/proc/%d/fd/%s" % (p.pid, fd))
+                for fd in os.listdir("/proc/%d/fd" % p.pid)]
+
+    send("one", log)
     os.rename(log, log + ".1")              # logrotate, no postrotate
-    time.sleep(1.1)
-    send("two")                             # checked: reopened
+    time.sleep(1.1)                         # the --check-every 1 s interval
+    send("two", log)                        # checked: reopened
     os.rename(log, log + ".2")
     p.send_signal(signal.SIGHUP)            # logrotate with postrotate
-    time.sleep(0.2)
-    send("three")
+    wait_until(lambda: not [x for x in open_logs() if x.endswith(".2")],
+               "w4a-logsplit to close the rotated file on SIGHUP", 5)
+    send("three", log)
     p.stdin.close()
     assert p.wait(10) == 0
     assert read(log + ".1") == "one\n"
@@ -367,9 +374,10 @@ def test_logsplit_sigterm_still_writes_what_is_in_the_pipe(tree):
                          stderr=subprocess.PIPE, text=True)
     p.stdin.write("%s before\n" % prefix(UID_A, a))
     p.stdin.flush()
-    time.sleep(0.2)
+    wait_until(lambda: read_or_empty(tree.access_log(UID_A)) == "before\n",
+               "the line sent before SIGTERM in the log")
     p.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    time.sleep(0.2)                         # a window to exit in: it must not
     assert p.poll() is None                 # still draining
     p.stdin.write("%s after\n" % prefix(UID_A, a))
     p.stdin.close()
@@ -380,6 +388,14 @@ def test_logsplit_sigterm_still_writes_what_is_in_the_pipe(tree):
 
 # ---------------------------------------------------------------------------
 # Under httpd, with mod_w4a_vhost's log flag.
+
+def read_or_empty(path):
+    """The file's text, "" while it does not exist yet."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        return ""
+
 
 def free_port():
     with socket.socket() as s:
@@ -496,10 +512,22 @@ CustomLog "|{LOGSPLIT} --base {tree.base}" "%{{w4a-log}}n %h %>s \\"%r\\"" env=W
         threads = [threading.Thread(target=load, args=(t,)) for t in range(4)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
-        subprocess.run([HTTPD, "-f", conf, "-k", "graceful"], check=True)
-        time.sleep(1.0)
-        stop.set()
+
+        def served(n):
+            with lock:
+                return ok["a"] >= n
+        try:
+            wait_until(lambda: served(200), "200 requests of a before the "
+                       "graceful restart", 30)
+            subprocess.run([HTTPD, "-f", conf, "-k", "graceful"], check=True)
+            wait_until(lambda: elog().count("resuming normal operations") >= 2,
+                       "the new generation after the graceful restart", 15)
+            with lock:
+                after = ok["a"]
+            wait_until(lambda: served(after + 200), "200 more requests of a "
+                       "after the graceful restart", 30)
+        finally:
+            stop.set()
         for t in threads:
             t.join()
     finally:

@@ -3,7 +3,7 @@ import os
 import re
 import subprocess
 
-from w4a_harness import hostings_dir_block
+from w4a_harness import hostings_dir_block, wait_until
 
 A, B = "w4a100010", "w4a100011"
 
@@ -266,12 +266,8 @@ def test_fpm_pools_written_once_removed_when_gone_and_master_reloaded(w4a):
     assert rc == 0 and "1 removed; 1 FPM master(s) reloaded" in out, out
     assert sorted(os.listdir(fpm.pool_dir)) == ["w4a-%s.conf" % A,
                                                 "w4a-%s.settings" % A]
-    for _ in range(100):
-        if not os.path.exists(fpm.socket(B)):
-            break
-        import time
-        time.sleep(0.05)
-    assert not os.path.exists(fpm.socket(B))
+    wait_until(lambda: not os.path.exists(fpm.socket(B)),
+               "B's FPM socket %s to go" % fpm.socket(B), 5)
     assert fpm.pid()        # SIGUSR2 re-executes the master (a new pid when daemonized)
     st, h, body = httpd.get("a.example", "/info.php")
     assert st == 200 and vars_of(body)["user"] == A
@@ -331,7 +327,8 @@ W4APHPPoolLimit 1
     threads = [threading.Thread(target=one) for _ in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    wait_until(lambda: any(r[0] == 503 for r in results),
+               "a's pool to be full (a 503 for one of its requests)")
     st, h, body = httpd.get("b.example", "/info.php")      # b is not held up
     assert st == 200 and vars_of(body)["user"] == B
     for t in threads:

@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from w4a_harness import VHOSTMAP, STATUS_BLOCK, hostings_dir_block
+from w4a_harness import VHOSTMAP, STATUS_BLOCK, hostings_dir_block, wait_until
 
 A, B, C = "w4a100010", "w4a100011", "w4a100012"
 
@@ -321,8 +321,9 @@ def test_vhost_index_replaced_under_load_no_failed_request(w4a):
                       for j in range(i * 50)]
             rc, out, _ = tree.compile_map(base + extra)
             assert rc == 0, out
-            time.sleep(0.1)
-        time.sleep(0.5)
+            time.sleep(0.1)             # pacing: one index every 0.1 s
+        wait_until(lambda: seen_new, "new.example (only in the last index) "
+                   "to be served", 10)
     finally:
         done.set()
         for t in threads:

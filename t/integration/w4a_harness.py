@@ -13,13 +13,19 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SOURCE = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# W4A_SANITIZE=1: the modules and tools of the ASan + UBSan build
+# (W4A_SANITIZE=1 bash scripts/build.sh, in build-san/); httpd runs with
+# the sanitizer runtime preloaded and any sanitizer report fails the test.
+SANITIZE = os.environ.get("W4A_SANITIZE", "0") == "1"
+REPO = os.path.join(SOURCE, "build-san") if SANITIZE else SOURCE
 HTTPD = "/usr/sbin/apache2"
 MODDIR = "/usr/lib/apache2/modules"
 VHOST_SO = os.path.join(REPO, "modules/vhost/.libs/mod_w4a_vhost.so")
@@ -30,6 +36,59 @@ HTCOMPAT_SO = os.path.join(REPO, "modules/htcompat/.libs/mod_w4a_htcompat.so")
 VHOSTMAP = os.path.join(REPO, "support/w4a-vhostmap")
 FPM_POOLS = os.path.join(REPO, "support/w4a-fpm-pools")
 LOGSPLIT = os.path.join(REPO, "support/w4a-logsplit")
+
+# Where the sanitizer reports of the tools (run by the tests, or by httpd
+# as piped loggers) go; each httpd's own go to its san/ directory.
+SAN_DIR = os.path.join(tempfile.gettempdir(), "w4a-san-%d" % os.getpid())
+
+
+def sanitizer_env(report_dir):
+    """Environment variables that make ASan/UBSan report into report_dir
+    (and stop at the first report). Leak detection is off: httpd's pools
+    are freed at exit by design, which LeakSanitizer calls leaks."""
+    base = os.path.join(report_dir, "san")
+    return {
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1:halt_on_error=1:"
+                        "detect_odr_violation=0:log_path=%s" % base,
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:"
+                         "log_path=%s" % base,
+    }
+
+
+def make_report_dir(path):
+    """A directory httpd's children (www-data) and the hostings' piped
+    loggers can write their reports into."""
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o1777)
+    return path
+
+
+def sanitizer_reports(report_dir):
+    """The sanitizer report files in report_dir, with their text."""
+    out = []
+    try:
+        names = sorted(os.listdir(report_dir))
+    except OSError:
+        return out
+    for n in names:
+        if n.startswith("san."):
+            with open(os.path.join(report_dir, n), errors="replace") as f:
+                out.append("%s:\n%s" % (n, f.read()))
+    return out
+
+
+if SANITIZE:
+    make_report_dir(SAN_DIR)
+    os.environ.update(sanitizer_env(SAN_DIR))
+    # Every apache2 a test starts (directly too, e.g. `apache2 -t`) gets
+    # the runtime preloaded: our modules need it to come first.
+    HTTPD = os.path.join(SAN_DIR, "apache2-san")
+    with open(HTTPD, "w") as f:
+        f.write("#!/bin/sh\nLD_PRELOAD=%s exec /usr/sbin/apache2 \"$@\"\n"
+                % subprocess.run(["gcc", "-print-file-name=libasan.so"],
+                                 capture_output=True, text=True,
+                                 check=True).stdout.strip())
+    os.chmod(HTTPD, 0o755)
 PHP_FPM = shutil.which("php-fpm8.2") or "/usr/sbin/php-fpm8.2"
 
 HOSTINGS = [("w4a%d" % uid, uid) for uid in range(100010, 100015)]
@@ -80,6 +139,35 @@ STATUS_BLOCK = """<Location /w4a-vhost-status>
 """
 
 
+def wait_until(cond, what, timeout=10.0, pace=0.05):
+    """Poll cond() until it is true; on timeout fail saying what was
+    waited for."""
+    end = time.time() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.time() >= end:
+            raise AssertionError("timed out after %.1f s waiting for %s"
+                                 % (timeout, what))
+        time.sleep(pace)
+
+
+def tcp_connections(port):
+    """Loopback TCP connections to or from port, other than the listener
+    and TIME_WAIT (from /proc/net/tcp)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote, st = fields[1], fields[2], fields[3]
+            ports = (int(local.split(":")[1], 16), int(remote.split(":")[1], 16))
+            if port in ports and st not in ("0A", "06"):
+                n += 1
+    return n
+
+
 def wait_gone(pid, timeout=10.0):
     """Wait until process pid has exited."""
     end = time.time() + timeout
@@ -98,6 +186,15 @@ def read_pid(path):
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
+
+
+def socket_listens(path):
+    """Whether a Unix socket is at path (php-fpm binds and listens in one
+    go; connecting would make an ondemand pool fork a child)."""
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def free_port():
@@ -203,6 +300,7 @@ class Httpd:
         self.error_log = os.path.join(root, "error.log")
         self.access_log = os.path.join(root, "access.log")
         self.pidfile = os.path.join(root, "httpd.pid")
+        self.san_dir = os.path.join(root, "san")
         self.expected = []
         mods = list(BASE_MODULES) + list(modules)
         if with_php:
@@ -253,9 +351,26 @@ DocumentRoot {root}/htdocs
 {body}
 """)
 
+    def env(self):
+        """httpd's environment: with W4A_SANITIZE=1 the ASan runtime
+        preloaded (httpd is not built with it, our modules are) and the
+        reports into this server's san/ directory."""
+        env = dict(os.environ)
+        if SANITIZE:
+            env.update(sanitizer_env(make_report_dir(self.san_dir)))
+        return env
+
+    def sanitizer_reports(self):
+        return sanitizer_reports(self.san_dir)
+
+    def ctl(self, *args, check=False):
+        """apache2 -f CONF ARGS, in httpd's environment."""
+        return subprocess.run([HTTPD, "-f", self.conf, *args],
+                              capture_output=True, text=True, env=self.env(),
+                              check=check)
+
     def start(self):
-        r = subprocess.run([HTTPD, "-f", self.conf, "-k", "start"],
-                           capture_output=True, text=True)
+        r = self.ctl("-k", "start")
         assert r.returncode == 0, r.stdout + r.stderr + self.log()
         assert wait_port(self.port), "httpd did not listen:\n" + self.log()
         # The port listens before the daemon's own configuration pass has
@@ -265,13 +380,33 @@ DocumentRoot {root}/htdocs
 
     def stop(self):
         pid = self.pid()
-        subprocess.run([HTTPD, "-f", self.conf, "-k", "stop"],
-                       capture_output=True)
+        self.ctl("-k", "stop")
         wait_gone(pid)
 
-    def graceful(self):
-        subprocess.run([HTTPD, "-f", self.conf, "-k", "graceful"], check=True)
-        time.sleep(0.5)
+    def wait_connections_closed(self, timeout=10.0):
+        """Until no connection to this server is open (none in lingering
+        close either)."""
+        wait_until(lambda: tcp_connections(self.port) == 0,
+                   "every connection to port %d to be closed" % self.port,
+                   timeout)
+
+    def generations(self):
+        """How many times httpd has said it serves (start + restarts)."""
+        return len(re.findall(r"resuming normal operations", self.log()))
+
+    def graceful(self, timeout=10.0):
+        """Graceful restart; returns once the new generation serves (its
+        'resuming normal operations' line is in the error log)."""
+        before = self.generations()
+        self.ctl("-k", "graceful", check=True)
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.generations() > before:
+                return
+            time.sleep(0.05)
+        raise AssertionError("graceful restart: no new 'resuming normal "
+                             "operations' line within %.0f s:\n%s"
+                             % (timeout, self.log()[-3000:]))
 
     def pid(self):
         return read_pid(self.pidfile)
@@ -396,11 +531,37 @@ include = {self.pool_dir}/*.conf
         r = subprocess.run([PHP_FPM, "-y", self.conf], capture_output=True,
                            text=True)
         assert r.returncode == 0, r.stdout + r.stderr
+        # Serving once the pid file is written and every pool's socket
+        # is there (as w4a-fpm-pools wrote them into the pool files).
         end = time.time() + 10
-        while time.time() < end and not os.path.exists(self.pidfile):
+        while time.time() < end:
+            missing = [p for p in self.sockets() if not socket_listens(p)]
+            if self.pid() and not missing:
+                return self
             time.sleep(0.05)
-        time.sleep(0.2)
-        return self
+        raise AssertionError("php-fpm: no pid file or sockets not listening "
+                             "within 10 s: pid=%s missing=%s\n%s"
+                             % (self.pid(), missing, self.log_text()))
+
+    def sockets(self):
+        """The listen = sockets of the generated pool files."""
+        out = []
+        for name in sorted(os.listdir(self.pool_dir)):
+            if not name.endswith(".conf"):
+                continue
+            with open(os.path.join(self.pool_dir, name)) as f:
+                for line in f:
+                    m = re.match(r"\s*listen\s*=\s*(/\S+)", line)
+                    if m:
+                        out.append(m.group(1))
+        return out
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-3000:]
+        except OSError:
+            return ""
 
     def pid(self):
         return read_pid(self.pidfile)
@@ -451,6 +612,18 @@ def w4a(request):
     for f in fpms:
         f.stop()
     errors = [e for h in servers for e in h.unexpected_errors()]
-    if not os.environ.get("W4A_KEEP"):
+    reports = []
+    if SANITIZE:
+        reports = [r for h in servers for r in h.sanitizer_reports()]
+        reports += sanitizer_reports(SAN_DIR)
+        # The tools' reports are per session: move them aside once seen,
+        # so that they fail only the test that made them.
+        for n in os.listdir(SAN_DIR):
+            if n.startswith("san."):
+                os.rename(os.path.join(SAN_DIR, n),
+                          os.path.join(SAN_DIR, "seen-" + n))
+    if not os.environ.get("W4A_KEEP") and not reports:
         shutil.rmtree(root, ignore_errors=True)
+    assert not reports, ("sanitizer reports (tree kept in %s):\n" % root
+                         + "\n".join(reports))
     assert not errors, "unexpected errors in the error log:\n" + "\n".join(errors)
