@@ -3,7 +3,7 @@
 # (Check) and the integration tests (pytest against a real httpd, real
 # PHP-FPM pools as real users), then the same unit tests and the vhost,
 # php, htcompat, media, geoip and hostile integration tests again against
-# an ASan + UBSan build (build-san/; see docs/testing-sanitizers-soak.md). Run as root on
+# an ASan + UBSan build (build-san/; see docs/testing.md). Run as root on
 # Debian 12.
 #
 # Arguments go to the first pytest run (e.g. -k NAME, or test files).

@@ -1,5 +1,5 @@
 """Resource bounds: a cache the modules keep, filled past its bound
-(docs/testing-sanitizers-soak.md, "Resource bounds")."""
+(docs/testing.md, "Resource bounds")."""
 from fleet_servers import Sqlite
 from test_fleet import A, node, put, sites, status
 
