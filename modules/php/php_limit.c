@@ -221,19 +221,15 @@ int php_limit_enter(const char *hosting, apr_uint32_t limit,
     php_limit_slot *sl;
     apr_uint32_t b;
 
-    if (!table) {
+    if (!table || (my_row < 0 && !private_count)) {
         *inflight = 0;
-        return -1;
+        return -1;              /* no table, or before child_init */
     }
     b = bucket_of(hosting);
     sl = apr_palloc(p, sizeof(*sl));
     sl->counter = my_row >= 0
                   ? &table->count[(apr_size_t)b * table->rows + my_row]
                   : &private_count[b];
-    if (my_row < 0 && !private_count) {
-        *inflight = 0;
-        return -1;              /* not a child (one_process before init) */
-    }
     /* Count first, then look: two requests racing for the last place
      * both see each other, so the limit is never passed (at worst both
      * are refused). */
