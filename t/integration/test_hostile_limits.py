@@ -242,3 +242,24 @@ def test_hosting_limit_bad_value_is_a_config_error(w4a):
                        text=True)
     assert r.returncode != 0
     assert "W4APHPHostingLimit: expected auto, or a number" in r.stderr
+
+
+def test_directory_index_of_a_hosting_at_its_limit_never_shows_php(w4a):
+    """DirectoryIndex index.php index.html: at its limit, the hosting's
+    "/" is never its PHP source; mod_dir passes the refused index.php by
+    and serves index.html."""
+    tree = w4a.tree
+    httpd = limits_server(w4a, "W4APHPHostingLimit 1", slow_us=3000000)
+    tree.write(A, "a.example", "index.php", "<?php echo 'secret php';\n")
+    tree.write(A, "a.example", "index.html", "static a\n")
+    flood = Flood(httpd, "a.example", "/slow.php", 1)
+    wait_status(httpd, lambda s: s["hosting"]["inflight"] == 1,
+                "A's slow request in flight", A)
+    st, h, body = httpd.get("a.example", "/")
+    assert b"<?php" not in body and b"secret php" not in body
+    assert (st, body) == (200, b"static a\n"), (st, body)
+    st, h, body = httpd.get("a.example", "/index.php")
+    assert st == 503 and b"<?php" not in body
+    assert flood.join()[0][0] == 200
+    st, h, body = httpd.get("a.example", "/")
+    assert (st, body) == (200, b"secret php"), (st, body)
