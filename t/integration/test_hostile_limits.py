@@ -263,3 +263,46 @@ def test_directory_index_of_a_hosting_at_its_limit_never_shows_php(w4a):
     assert flood.join()[0][0] == 200
     st, h, body = httpd.get("a.example", "/")
     assert (st, body) == (200, b"secret php"), (st, body)
+
+
+def test_shipped_node_conf_cuts_a_slowloris_client_others_served(w4a):
+    """conf/w4a-node.conf (mod_reqtimeout): a client that trickles its
+    headers a byte a second is cut (408, connection closed) within the
+    header timeout of 10 s (mod_reqtimeout's own default: 20 s), while
+    another hosting is served meanwhile."""
+    import socket
+    from w4a_harness import REPO
+    tree = w4a.tree
+    tree.site(B, "b.example", {"index.html": "static b\n"})
+    rc, out, index = tree.compile_map([tree.line("b.example", B,
+                                                 "b.example")])
+    assert rc == 0, out
+    httpd = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+Include {os.path.join(REPO, "conf/w4a-node.conf")}
+{hostings_dir_block(tree.base)}
+""", modules=("reqtimeout",)).start()
+    s = socket.create_connection(("127.0.0.1", httpd.port), timeout=25)
+    t0 = time.time()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: b.example\r\n")
+    got = b""
+    try:
+        while time.time() - t0 < 25:
+            s.sendall(b"X")             # one byte a second, never a header end
+            st, h, body = httpd.get("b.example", "/")
+            assert (st, body) == (200, b"static b\n")
+            s.settimeout(1.0)
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                continue
+            if not b:
+                break
+            got += b
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    took = time.time() - t0
+    s.close()
+    assert 9 <= took < 15, took      # mod_reqtimeout alone: 20 s
+    assert got == b"" or got.startswith(b"HTTP/1.1 408"), got[:80]
