@@ -25,6 +25,9 @@ typedef enum {
 #define W4A_FLAG_LOG     0x0001u  /**< copy access log lines to the hosting's log_dir */
 #define W4A_FLAG_REWRITE 0x0002u  /**< mod_w4a_media rewrites asset URLs of its HTML to media_host */
 
+/** Largest per-hosting PHP limit a record may give (flag php_limit=N). */
+#define W4A_PHP_LIMIT_MAX 65535u
+
 /**
  * One hosting record as seen for one domain.  Every string is
  * NUL-terminated; those that may be absent are NULL, never "".
@@ -41,6 +44,9 @@ typedef struct w4a_hosting_t {
     apr_uint32_t flags;       /**< W4A_FLAG_* */
     const char  *log_dir;     /**< per-hosting log directory; NULL unless W4A_FLAG_LOG */
     const char  *media_host;  /**< media host name, e.g. "media.example.com"; NULL if none */
+    apr_uint32_t php_limit;   /**< PHP requests in flight for the hosting on the
+                                   node (flag php_limit=N, 1..W4A_PHP_LIMIT_MAX);
+                                   0: the node's W4APHPHostingLimit */
 } w4a_hosting_t;
 
 /** Name of a state as written in the map ("active", "suspended"). */

@@ -27,6 +27,8 @@ SAMPLES=(
 )
 mkdir -p "$ETC" "$BASE/vol1"
 install -m 0644 conf/w4a-overrides.conf "$ETC/w4a-overrides.conf"
+# slow clients and noisy neighbours: docs/security.md, "Slow clients"
+install -m 0644 conf/w4a-node.conf "$ETC/w4a-node.conf"
 chmod 755 "$BASE" "$BASE/vol1"
 map="$ETC/hostings.map"
 {
@@ -163,6 +165,7 @@ LoadModule rewrite_module $MODDIR/mod_rewrite.so
 LoadModule setenvif_module $MODDIR/mod_setenvif.so
 LoadModule env_module $MODDIR/mod_env.so
 LoadModule headers_module $MODDIR/mod_headers.so
+LoadModule reqtimeout_module $MODDIR/mod_reqtimeout.so
 LoadModule proxy_module $MODDIR/mod_proxy.so
 LoadModule proxy_fcgi_module $MODDIR/mod_proxy_fcgi.so
 LoadModule cgid_module $MODDIR/mod_cgid.so
@@ -173,6 +176,8 @@ LoadModule w4a_geoip_module $MODDIR/mod_w4a_geoip.so
 LoadModule w4a_htcompat_module $MODDIR/mod_w4a_htcompat.so
 LoadModule w4a_media_module $MODDIR/mod_w4a_media.so
 TypesConfig /etc/mime.types
+# slow clients (mod_reqtimeout, Timeout, keep-alive), per-hosting PHP limit
+Include $ETC/w4a-node.conf
 DocumentRoot $ETC/htdocs
 DirectoryIndex index.php index.html
 LogFormat "%h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\"" combined

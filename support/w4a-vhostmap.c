@@ -145,7 +145,7 @@ static void usage(FILE *f, const cmd_t *only, int full)
         fprintf(f,
 "\n"
 "lookup prints key=value lines: host domain matched hosting uid gid\n"
-"docroot php state flags log_dir media (\"-\" for none).\n");
+"docroot php state flags log_dir media php_limit (\"-\" for none).\n");
     }
     if (!only || only->run == cmd_invalidate) {
         fprintf(f,
@@ -179,7 +179,8 @@ static void usage(FILE *f, const cmd_t *only, int full)
 "/datas/vol1/w4a100010/var/www/example.com 8.2 active log\n"
 "names: comma list, first = canonical domain, \"*.suffix\" = wildcard;\n"
 "php: version or \"-\"; state: active | suspended; flags: \"-\" or a comma\n"
-"list of log, log=DIR, media=HOST.  See docs/w4a-vhostmap.md.\n"
+"list of log, log=DIR, media=HOST, rewrite, php_limit=N.  See\n"
+"docs/w4a-vhostmap.md.\n"
 "\n"
 "Exit status: 0 success (compiled, clean, found, valid); 1 errors in the\n"
 "map (with --skip-bad: the index was written without the bad lines), or\n"
@@ -461,6 +462,12 @@ static int cmd_lookup(const cmd_t *cmd, int argc, const char *const *argv,
            or_dash(r.php_version), w4a_state_name(r.state),
            flag_names(r.flags, p), or_dash(r.log_dir),
            or_dash(r.media_host));
+    if (r.php_limit) {
+        printf("php_limit=%u\n", r.php_limit);
+    }
+    else {
+        printf("php_limit=-\n");
+    }
     w4a_map_close(m);
     return EXIT_OK;
 }

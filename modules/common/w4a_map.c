@@ -14,7 +14,10 @@
  *            least 2 x nnames (load <= 0.5); record 0xFFFFFFFF = free
  *   records  nrecords x 40 bytes {domain, hosting, docroot, php, log_dir,
  *            media: u32 string offsets, 0xFFFFFFFF = none; uid, gid,
- *            state, flags: u32}
+ *            state, flags: u32}; flags holds the W4A_FLAG_* bits in its
+ *            low 16 bits and the record's php_limit (0: none given) in
+ *            its high 16 bits (an index without php_limit is the same,
+ *            byte for byte, as before that flag existed)
  *   strings  NUL-terminated strings; offset 0 holds ""; the section ends
  *            with a NUL, so any offset inside it names a terminated string
  *
@@ -96,6 +99,8 @@ typedef char record_is_40_bytes[sizeof(map_record_t) == 40 ? 1 : -1];
 
 #define CHECKSUM_AT  offsetof(map_header_t, checksum)
 #define KNOWN_FLAGS  (W4A_FLAG_LOG | W4A_FLAG_REWRITE)
+#define LIMIT_SHIFT  16    /* php_limit in the high half of flags */
+#define FLAG_BITS    0xFFFFu
 
 /* The opened index: values of the header in host byte order. */
 struct w4a_map_t {
@@ -399,7 +404,8 @@ static apr_status_t validate(w4a_map_t *m, const char **err, apr_pool_t *p)
             return failf(err, p, APR_EINVAL, "index record %u points out of "
                          "bounds", i);
         }
-        if (LE32(r->state) > W4A_STATE_SUSPENDED || (flags & ~KNOWN_FLAGS)
+        if (LE32(r->state) > W4A_STATE_SUSPENDED
+            || (flags & FLAG_BITS & ~KNOWN_FLAGS)
             || !(flags & W4A_FLAG_LOG) != (log_dir == NONE)) {
             return failf(err, p, APR_EINVAL, "index record %u has an unknown "
                          "state or inconsistent flags", i);
@@ -562,7 +568,8 @@ static void fill(const w4a_map_t *m, const map_record_t *r, w4a_hosting_t *rec)
     rec->docroot = str_at(m, r->docroot);
     rec->php_version = str_at(m, r->php);
     rec->state = (w4a_state_e)LE32(r->state);
-    rec->flags = LE32(r->flags);
+    rec->flags = LE32(r->flags) & FLAG_BITS;
+    rec->php_limit = LE32(r->flags) >> LIMIT_SHIFT;
     rec->log_dir = str_at(m, r->log_dir);
     rec->media_host = str_at(m, r->media);
 }
@@ -1124,6 +1131,7 @@ static int cmp_line_names(const void *a, const void *b)
 typedef struct {
     const char  *hosting, *docroot, *php, *log_dir, *media;
     apr_uint32_t uid, gid, state, flags;
+    apr_uint32_t php_limit;         /* 0: none given */
 } src_record_t;
 
 static void parse_flags(compile_ctx *c, src_record_t *r, char *flags,
@@ -1175,9 +1183,22 @@ static void parse_flags(compile_ctx *c, src_record_t *r, char *flags,
                 r->media = media_buf;
             }
         }
+        else if (!strncmp(item, "php_limit=", 10)) {
+            apr_int64_t v;
+            if (r->php_limit) {
+                report(c, W4A_LOG_ERR, "flag php_limit given twice");
+            }
+            else if (!w4a_parse_number(item + 10, 1, W4A_PHP_LIMIT_MAX, &v)) {
+                report(c, W4A_LOG_ERR, "php_limit '%s' is not a number of "
+                       "requests from 1 to %u", item + 10, W4A_PHP_LIMIT_MAX);
+            }
+            else {
+                r->php_limit = (apr_uint32_t)v;
+            }
+        }
         else {
             report(c, W4A_LOG_ERR, "unknown flag '%s' (expected log, log=DIR, "
-                   "media=HOST, rewrite)", item);
+                   "media=HOST, rewrite, php_limit=N)", item);
         }
     }
     /* The default log directory: <home>/log/apache2, <home> being the
@@ -1399,7 +1420,7 @@ static void parse_line(compile_ctx *c, char *line)
     out->uid = r.uid;
     out->gid = r.gid;
     out->state = r.state;
-    out->flags = r.flags;
+    out->flags = r.flags | (r.php_limit << LIMIT_SHIFT);
     c->rec_line[recno] = c->line;
     if (!c->nomem) {
         c->nrec++;
@@ -1813,6 +1834,7 @@ apr_status_t w4a_record_parse(w4a_hosting_t *rec, const char *key,
     rec->flags = r.flags;
     rec->log_dir = r.log_dir ? apr_pstrdup(p, r.log_dir) : NULL;
     rec->media_host = r.media ? apr_pstrdup(p, r.media) : NULL;
+    rec->php_limit = r.php_limit;
     return APR_SUCCESS;
 }
 
@@ -1828,6 +1850,9 @@ char *w4a_record_format(const w4a_hosting_t *rec, apr_pool_t *p)
     }
     if (rec->flags & W4A_FLAG_REWRITE) {
         flags = apr_pstrcat(p, flags, ",rewrite", NULL);
+    }
+    if (rec->php_limit) {
+        flags = apr_psprintf(p, "%s,php_limit=%u", flags, rec->php_limit);
     }
     flags = *flags ? flags + 1 : "-";
     return apr_psprintf(p, "%s %s %s %u %u %s %s %s %s", rec->matched,

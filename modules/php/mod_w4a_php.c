@@ -48,6 +48,8 @@
 #include <apr_strings.h>
 
 #include "php_private.h"
+#include "php_limit.h"
+#include "w4a_httpd.h"
 #include "mod_w4a_vhost.h"
 #include "mod_w4a_htcompat.h"
 #include "mod_w4a_php.h"
@@ -59,6 +61,9 @@ module AP_MODULE_DECLARE_DATA w4a_php_module;
 #define DEFAULT_SOCKET     "/run/w4a-php/%v/%h.sock"
 #define DEFAULT_MIN_UID    1000
 #define DEFAULT_RETRY      10
+#define LIMIT_AUTO         (-2)    /* W4APHPHostingLimit auto */
+#define LIMIT_LOG_EVERY    5       /* seconds between two W4A00260 per hosting */
+#define STATUS_HANDLER     "w4a-php-status"
 
 /*
  * What this module knows of a request, in r->request_config (private to
@@ -105,7 +110,13 @@ typedef struct {
     int                 status[CHK_MAX];   /* 0: unset */
     int                 retry_after;       /* W4A_UNSET: unset */
     int                 pool_limit;        /* W4A_UNSET: unset; 0: none */
+    int                 hosting_limit;     /* W4A_UNSET: unset (auto);
+                                              LIMIT_AUTO; 0: none; N */
 } php_conf;
+
+/* W4APHPHostingLimit auto: max(4, MaxRequestWorkers / 8), from the MPM at
+ * post_config. */
+static int auto_hosting_limit = 4;
 
 static APR_OPTIONAL_FN_TYPE(w4a_hosting) *get_hosting;
 static APR_OPTIONAL_FN_TYPE(w4a_htcompat_engine) *htcompat_engine;
@@ -119,6 +130,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->min_uid = W4A_UNSET;
     c->retry_after = W4A_UNSET;
     c->pool_limit = W4A_UNSET;
+    c->hosting_limit = W4A_UNSET;
     return c;
 }
 
@@ -140,6 +152,8 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
                                                    : base->retry_after;
     c->pool_limit = add->pool_limit != W4A_UNSET ? add->pool_limit
                                                  : base->pool_limit;
+    c->hosting_limit = add->hosting_limit != W4A_UNSET ? add->hosting_limit
+                                                       : base->hosting_limit;
     return c;
 }
 
@@ -247,6 +261,22 @@ static const char *set_pool_limit(cmd_parms *cmd, void *d, const char *arg)
     return NULL;
 }
 
+static const char *set_hosting_limit(cmd_parms *cmd, void *d,
+                                     const char *arg)
+{
+    apr_int64_t v;
+    if (!strcasecmp(arg, "auto")) {
+        srv_conf(cmd)->hosting_limit = LIMIT_AUTO;
+        return NULL;
+    }
+    if (!w4a_parse_number(arg, 0, W4A_PHP_LIMIT_MAX, &v)) {
+        return "W4APHPHostingLimit: expected auto, or a number of requests "
+               "from 0 (no node default) to 65535";
+    }
+    srv_conf(cmd)->hosting_limit = (int)v;
+    return NULL;
+}
+
 static const command_rec php_cmds[] = {
     AP_INIT_FLAG("W4APHPEngine", set_engine, NULL, RSRC_CONF,
                  "On: hand hostings' PHP to their own PHP-FPM pools"),
@@ -260,6 +290,9 @@ static const command_rec php_cmds[] = {
                   "Status of a failed check: outside|owner|uid|nophp|proxy|busy|engine CODE"),
     AP_INIT_TAKE1("W4APHPPoolLimit", set_pool_limit, NULL, RSRC_CONF,
                   "Requests in flight per pool and httpd process (0: no limit)"),
+    AP_INIT_TAKE1("W4APHPHostingLimit", set_hosting_limit, NULL, RSRC_CONF,
+                  "PHP requests in flight per hosting on the whole node: "
+                  "auto (default), N, or 0 (only records' php_limit)"),
     AP_INIT_TAKE1("W4APHPRetryAfter", set_retry_after, NULL, RSRC_CONF,
                   "Retry-After seconds sent with 503 when a pool is down"),
     {NULL}
@@ -617,6 +650,34 @@ static int php_fixups(request_rec *r)
         return HTTP_SERVICE_UNAVAILABLE;
     }
 
+    /* The node-wide limit of the hosting (every child, every pool of it):
+     * the record's php_limit, else W4APHPHostingLimit. */
+    {
+        apr_uint32_t limit = rec->php_limit, n;
+        if (!limit) {
+            limit = c->hosting_limit == W4A_UNSET
+                    || c->hosting_limit == LIMIT_AUTO
+                    ? (apr_uint32_t)auto_hosting_limit
+                    : (apr_uint32_t)c->hosting_limit;
+        }
+        if (limit && php_limit_enter(rec->hosting, limit, &n, r->pool) == 0) {
+            apr_uint32_t refused;
+            if (php_limit_refused(rec->hosting, LIMIT_LOG_EVERY, &refused)) {
+                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                              W4ALOGNO(00260) "hosting %s: PHP requests in "
+                              "flight on the node at its limit of %u (%s); "
+                              "answered %d (%u refused so far; logged at "
+                              "most every %d s)", rec->hosting, limit,
+                              rec->php_limit ? "record's php_limit"
+                                             : "W4APHPHostingLimit",
+                              conf_status(c, CHK_BUSY), refused,
+                              LIMIT_LOG_EVERY);
+            }
+            add_retry_after(r, c);
+            return conf_status(c, CHK_BUSY);
+        }
+    }
+
     if (c->pool_limit > 0) {
         apr_uint32_t *slot = &inflight[bucket_of(sock)];
         apr_uint32_t n = apr_atomic_inc32(slot) + 1;
@@ -794,10 +855,49 @@ static void php_insert_error_filter(request_rec *r)
                   r->status);
 }
 
+/* The node's PHP figures: JSON, through the operator's <Location> only
+ * (w4a_status_begin); ?hosting=NAME adds that hosting's. */
+static int php_status_handler(request_rec *r)
+{
+    php_limit_stats_t st;
+    int rv;
+
+    if (!w4a_status_begin(r, STATUS_HANDLER, &rv)) {
+        return rv;
+    }
+    php_limit_stats(&st);
+    ap_rprintf(r, "{\"hosting_limit_auto\": %d, \"rows\": %u, "
+               "\"children\": %u, \"buckets\": %u, \"inflight\": %"
+               APR_UINT64_T_FMT ", \"refused\": %" APR_UINT64_T_FMT
+               ", \"busy_buckets\": %u", auto_hosting_limit, st.rows,
+               st.children, st.buckets, st.inflight, st.refused, st.busy);
+    if (r->args && !strncmp(r->args, "hosting=", 8)) {
+        const char *name = r->args + 8;
+        apr_uint32_t n, refused;
+        const char *q;
+        for (q = name; *q; q++) {
+            if (!apr_isalnum(*q) && *q != '_' && *q != '-' && *q != '.') {
+                return HTTP_BAD_REQUEST;
+            }
+        }
+        php_limit_hosting(name, &n, &refused);
+        ap_rprintf(r, ", \"hosting\": {\"name\": \"%s\", \"inflight\": %u, "
+                   "\"refused\": %u}", name, n, refused);
+    }
+    ap_rputs("}\n", r);
+    return OK;
+}
+
+static void php_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    php_limit_child_init(pchild, s);
+}
+
 static int php_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                            apr_pool_t *ptemp, server_rec *s)
 {
     server_rec *sv;
+    int daemons = 0, threads = 0, any = 0;
 
     /* Here rather than in optional_fn_retrieve, which httpd runs only
      * after post_config. */
@@ -813,6 +913,17 @@ static int php_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                          "W4APHPEngine on needs mod_w4a_vhost (load it)");
             return HTTP_INTERNAL_SERVER_ERROR;
         }
+        any |= c->engine == 1;
+    }
+    /* MaxRequestWorkers = daemons x threads (prefork: threads 1). */
+    if (ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons) == APR_SUCCESS
+        && ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) == APR_SUCCESS
+        && daemons > 0) {
+        int mrw = daemons * (threads > 0 ? threads : 1);
+        auto_hosting_limit = mrw / 8 > 4 ? mrw / 8 : 4;
+    }
+    if (any) {
+        php_limit_post_config(s);   /* a failure is logged; not fatal */
     }
     return OK;
 }
@@ -831,6 +942,9 @@ static void register_hooks(apr_pool_t *p)
                                          NULL };
 
     ap_hook_post_config(php_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(php_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_status(php_limit_child_status, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(php_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     /* Before core's directory walk applies .htaccess. */
     ap_hook_map_to_storage(php_map_to_storage_mark, NULL, NULL,
                            APR_HOOK_REALLY_FIRST);

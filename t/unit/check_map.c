@@ -505,6 +505,14 @@ START_TEST(test_map_check_fields_state_flags)
             "bad.txt:1: flag 'log' needs log=DIR", k);
     refused("a.com w 1000 1000 /var/www/a 8.2 active log\n",
             "flag 'log' needs log=DIR", NULL);
+    refused("a.com w 1000 1000 /datas/a 8.2 active php_limit=0\n",
+            "php_limit '0' is not a number of requests from 1 to 65535", k);
+    refused("a.com w 1000 1000 /datas/a 8.2 active php_limit=65536\n",
+            "php_limit '65536' is not a number", k);
+    refused("a.com w 1000 1000 /datas/a 8.2 active php_limit=-3\n",
+            "php_limit '-3' is not a number", k);
+    refused("a.com w 1000 1000 /datas/a 8.2 active php_limit=4,php_limit=5\n",
+            "flag php_limit given twice", k);
     refused("a.com w 1000 1000 /datas/a 8;2 active\n",
             "PHP version '8;2' is not a version", k);
     refused("a.com w 1000 1000 /datas/a php8 active\n",
@@ -514,6 +522,34 @@ START_TEST(test_map_check_fields_state_flags)
             "php state [flags]), found 5", k);
     refused("a.com w 1000 1000 /datas/a 8.2 active - extra\n",
             "found more than 8", k);
+}
+END_TEST
+
+/* php_limit=N rides in the high half of the record's flags word: it comes
+ * back from the index with the other flags intact, and a record without
+ * it reads 0 (the node's default). */
+START_TEST(test_map_php_limit_flag_round_trip)
+{
+    w4a_map_t *m = compile_open(
+        "a.example w4a100010 100010 100010 /datas/vol1/a/var/www/a 8.2 active "
+            "rewrite,php_limit=65535,media=m.a.example\n"
+        "b.example w4a100011 100011 100011 /datas/vol1/b/var/www/b 8.2 active "
+            "php_limit=3\n"
+        "c.example w4a100012 100012 100012 /datas/vol1/c/var/www/c 8.2 active "
+            "rewrite\n", NULL, NULL);
+    w4a_hosting_t r;
+
+    ck_assert(find(m, "a.example", &r));
+    ck_assert_uint_eq(r.php_limit, 65535);
+    ck_assert_uint_eq(r.flags, W4A_FLAG_REWRITE);
+    ck_assert_str_eq(r.media_host, "m.a.example");
+    ck_assert(find(m, "b.example", &r));
+    ck_assert_uint_eq(r.php_limit, 3);
+    ck_assert_uint_eq(r.flags, 0);
+    ck_assert(find(m, "c.example", &r));
+    ck_assert_uint_eq(r.php_limit, 0);
+    ck_assert_uint_eq(r.flags, W4A_FLAG_REWRITE);
+    w4a_map_close(m);
 }
 END_TEST
 
@@ -1263,6 +1299,7 @@ Suite *map_suite(void)
     tcase_add_test(tc, test_map_check_ids);
     tcase_add_test(tc, test_map_check_docroots);
     tcase_add_test(tc, test_map_check_fields_state_flags);
+    tcase_add_test(tc, test_map_php_limit_flag_round_trip);
     tcase_add_test(tc, test_map_every_error_of_a_line_is_reported);
     tcase_add_test(tc, test_map_missing_dirs_warn_or_fail);
     tcase_add_test(tc, test_map_skip_bad);

@@ -107,6 +107,12 @@ START_TEST(test_record_parse_refuses_what_the_map_refuses)
           "active", "-" }, "gid" },
         { "a.example", NULL, { "w4a1", "1000", "1000", "/datas/a", "8.2",
           "active", "rewrite,rewrite" }, "flag twice" },
+        { "a.example", NULL, { "w4a1", "1000", "1000", "/datas/a", "8.2",
+          "active", "php_limit=0" }, "php_limit 0" },
+        { "a.example", NULL, { "w4a1", "1000", "1000", "/datas/a", "8.2",
+          "active", "php_limit=99999" }, "php_limit too large" },
+        { "a.example", NULL, { "w4a1", "1000", "1000", "/datas/a", "8.2",
+          "active", "php_limit=x" }, "php_limit not a number" },
     };
     apr_size_t i;
 
@@ -134,8 +140,10 @@ START_TEST(test_record_cache_line_round_trip)
                            "w4a100011", "100011", "100011",
                            "/datas/vol2/w4a100011/var/www/shop", "7.4",
                            "active", "rewrite,log=/datas/logs/w4a100011,"
-                           "media=cdn.example.net", &err), APR_SUCCESS);
+                           "php_limit=12,media=cdn.example.net", &err),
+                     APR_SUCCESS);
     ck_assert_uint_eq(rec.flags, W4A_FLAG_LOG | W4A_FLAG_REWRITE);
+    ck_assert_uint_eq(rec.php_limit, 12);
     line = w4a_record_format(&rec, pool);
     ck_assert_int_eq(w4a_record_parse_line(&back, line, &checks, &err, pool),
                      APR_SUCCESS);
@@ -149,6 +157,7 @@ START_TEST(test_record_cache_line_round_trip)
     ck_assert_str_eq(back.log_dir, "/datas/logs/w4a100011");
     ck_assert_str_eq(back.media_host, "cdn.example.net");
     ck_assert_uint_eq(back.flags, W4A_FLAG_LOG | W4A_FLAG_REWRITE);
+    ck_assert_uint_eq(back.php_limit, 12);
     ck_assert_str_eq(w4a_record_format(&back, pool), line);
 
     /* a cache line is checked like the database: a forged one is refused */
