@@ -53,7 +53,7 @@ END_TEST
 START_TEST(test_guard_burst_then_ban_then_refused_without_charge)
 {
     guard_key_t k = key("192.0.2.1");
-    guard_verdict_t v;
+    guard_verdict_t v = { 0 };
     guard_slot_t s;
     int i;
 
@@ -79,7 +79,7 @@ END_TEST
 START_TEST(test_guard_ban_doubles_up_to_max_and_is_forgotten)
 {
     guard_key_t k = key("192.0.2.2");
-    guard_verdict_t v;
+    guard_verdict_t v = { 0 };
     apr_int64_t now = 1000, want[] = { 10000, 20000, 40000, 40000 };
     int i, n;
 
@@ -105,7 +105,7 @@ END_TEST
 START_TEST(test_guard_exempt_client_counted_never_banned)
 {
     guard_key_t k = key("192.0.2.3");
-    guard_verdict_t v;
+    guard_verdict_t v = { 0 };
     int i, over = 0;
 
     for (i = 0; i < 50; i++) {
@@ -121,7 +121,7 @@ END_TEST
 START_TEST(test_guard_fleet_ban_and_removal)
 {
     guard_key_t k = key("192.0.2.4");
-    guard_verdict_t v;
+    guard_verdict_t v = { 0 };
 
     ck_assert_int_eq(guard_ban_set(t, &k, 1000, 9000, GUARD_R_FLEET, "h1",
                                    2000), 1);
@@ -143,7 +143,7 @@ END_TEST
 
 START_TEST(test_guard_full_table_evicts_quiet_clients_keeps_bans)
 {
-    guard_verdict_t v;
+    guard_verdict_t v = { 0 };
     guard_key_t banned = key("198.51.100.1");
     char buf[64];
     int i;
