@@ -49,6 +49,7 @@ typedef struct {
 } sbuf;
 
 #define MAX_ATTRS 64
+#define TNAME_MAX 10   /* longer than every tag name tag_kind knows */
 
 struct w4a_html_t {
     const w4a_html_opts_t *o;
@@ -71,6 +72,11 @@ struct w4a_html_t {
     int             bom;         /* 0: no byte yet, 1: FE/FF seen, 2: done */
     int             bom_first;
     int             has_base;    /* a <base> tag: relative URLs left alone */
+    /* the name of an overlong start tag whose name the feed cut: its kind
+     * is known only when the name ends (in a later feed) */
+    char            tname[TNAME_MAX];
+    apr_size_t      tname_len;   /* bytes of the name so far */
+    int             tname_open;  /* still inside the name */
 
     char           *hold;
     apr_size_t      hold_len, hold_cap;  /* grown as needed, up to max */
@@ -955,16 +961,43 @@ static void after_cons(w4a_html_t *h)
     }
 }
 
+/* More bytes t[0..n) of an overlong tag whose name is not complete yet:
+ * once it is, the tag's kind (as tag_kind gives it for the whole tag). */
+static void tname_more(w4a_html_t *h, const char *t, apr_size_t n)
+{
+    apr_size_t i;
+    for (i = 0; i < n && h->tname_open; i++) {
+        if (CLS(t[i], C_NAMEEND)) {
+            const char *raw = NULL;
+            h->tname_open = 0;
+            if (h->tname_len < TNAME_MAX) {
+                h->tname[h->tname_len] = '>';
+                h->kind = tag_kind(h->tname, h->tname_len + 1, &raw);
+                h->raw_name = raw;
+            }
+            if (h->kind == K_BASE) {
+                h->has_base = 1;
+            }
+        }
+        else if (h->tname_len < TNAME_MAX) {
+            h->tname[h->tname_len++] = t[i];
+        }
+        else {
+            h->tname_len = TNAME_MAX;           /* no name we know */
+        }
+    }
+}
+
+/* A construct passed through for its length; t[0..n) its bytes so far. */
 static void overlong_kind(w4a_html_t *h, const char *t, apr_size_t n)
 {
     h->st.overlong++;
     if (h->cons == C_TAG) {
-        const char *raw = NULL;
-        h->kind = tag_kind(t, n, &raw);
-        h->raw_name = raw;
-        if (h->kind == K_BASE) {
-            h->has_base = 1;
-        }
+        h->kind = K_OTHER;
+        h->raw_name = NULL;
+        h->tname_len = 0;
+        h->tname_open = 1;
+        tname_more(h, t, n);
     }
 }
 
@@ -1247,6 +1280,9 @@ apr_status_t w4a_html_feed(w4a_html_t *h, const char *data, apr_size_t len)
                 }
                 if (h->hold_len + n > h->max) {
                     overlong_kind(h, h->hold, h->hold_len);
+                    if (h->cons == C_TAG) {
+                        tname_more(h, p, n);
+                    }
                     if ((rv = emit(h, h->hold, h->hold_len)) != APR_SUCCESS) {
                         return rv;
                     }
@@ -1286,6 +1322,10 @@ apr_status_t w4a_html_feed(w4a_html_t *h, const char *data, apr_size_t len)
         case M_SKIPCONS:
             {
                 apr_ssize_t e = cons_end(h, p, end - p);
+                if (h->cons == C_TAG && h->tname_open) {
+                    tname_more(h, p, e >= 0 ? (apr_size_t)e + 1
+                                            : (apr_size_t)(end - p));
+                }
                 if (CSS_GAVE_UP(e)) {
                     p += CSS_GAVE_UP_AT(e);
                     h->mode = M_CSS;

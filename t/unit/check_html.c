@@ -369,6 +369,35 @@ START_TEST(test_html_max_token_is_the_same_in_place_and_held)
 }
 END_TEST
 
+START_TEST(test_html_overlong_raw_tag_cut_in_its_name)
+{
+    /* an overlong <script>/<style> start tag still opens raw text when a
+     * feed ends inside its name: the <img> inside stays as it is, as it
+     * does when the page comes whole (found by fuzz_html) */
+    static const char *const pages[] = {
+        "<script type=\"text/javascript\"><img src=/a.png></script>x",
+        "<STYLE media=\"screen and (min-width: 1px)\"><img src=/a.png>"
+        "</style>x",
+        "<plaintext class=\"a-rather-long-class\"><img src=/a.png>",
+        NULL };
+    apr_size_t max = 20, i;
+    int k;
+    for (k = 0; pages[k]; k++) {
+        const char *in = pages[k];
+        char *whole = run_cuts(in, strlen(in), NULL, 0, max, NULL);
+        ck_assert_str_eq(whole, in);
+        for (i = 0; i <= strlen(in); i++) {
+            apr_size_t cuts[2] = { i, i + 1 < strlen(in) ? i + 1 : i };
+            char *got = run_cuts(in, strlen(in), cuts, 2, max, NULL);
+            ck_assert_msg(!strcmp(got, whole), "page %d, cut at %zu: %s",
+                          k, i, got);
+            free(got);
+        }
+        free(whole);
+    }
+}
+END_TEST
+
 START_TEST(test_html_charsets)
 {
     ck_assert_int_eq(w4a_html_charset_ok("utf-8", 5), 1);
@@ -401,6 +430,7 @@ Suite *html_suite(void)
     tcase_add_test(tc, test_html_utf16_bom_passes_whatever_the_cut);
     tcase_add_test(tc, test_html_multi_megabyte_attribute_passes_unchanged);
     tcase_add_test(tc, test_html_max_token_is_the_same_in_place_and_held);
+    tcase_add_test(tc, test_html_overlong_raw_tag_cut_in_its_name);
     tcase_add_test(tc, test_html_charsets);
     suite_add_tcase(s, tc);
     return s;
