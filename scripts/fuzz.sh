@@ -11,7 +11,12 @@
 # and findings; exits 1 when any target found something.
 #
 # Environment: FUZZ_NICE (nice level, default 0: use 19 on a shared
-# machine), FUZZ_ARGS (more libFuzzer options, e.g. "-jobs=2").
+# machine), FUZZ_ARGS (more libFuzzer options, e.g. "-jobs=2"),
+# FUZZ_RUNS (stop each target after that many inputs; SECONDS is then only
+# a cap) and FUZZ_SEED (libFuzzer's random seed, default 1 when FUZZ_RUNS
+# is set): with both, a run from the committed seeds is the same run every
+# time, which is what the test command uses (a CI pass that finds a new
+# bug only by luck would fail at random; long runs are what find them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,8 +55,14 @@ for t in "${targets[@]}"; do
     mkdir -p "t/fuzz/work/$t"
     before=$(ls t/fuzz/artifacts | grep -c "^$t-" || true)
     start=$(date +%s)
+    fixed=()
+    if [ -n "${FUZZ_RUNS:-}" ]; then
+        fixed=(-runs="$FUZZ_RUNS" -seed="${FUZZ_SEED:-1}")
+    elif [ -n "${FUZZ_SEED:-}" ]; then
+        fixed=(-seed="$FUZZ_SEED")
+    fi
     # shellcheck disable=SC2086
-    nice -n "${FUZZ_NICE:-0}" "$bin" -max_total_time="$secs" \
+    nice -n "${FUZZ_NICE:-0}" "$bin" -max_total_time="$secs" "${fixed[@]}" \
         -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="t/fuzz/artifacts/$t-" ${FUZZ_ARGS:-} \
         "t/fuzz/work/$t" "t/fuzz/corpus/$t" >"$logdir/$t.log" 2>&1
