@@ -1,283 +1,149 @@
 #!/usr/bin/env bash
-# Run a w4a web node on this machine (Debian 12, as root): install, build,
-# install the modules and tools, create sample hostings (Unix users, trees,
-# map), generate their PHP-FPM pools, a sample GeoIP database and the PHP
-# INI table, and start PHP-FPM and httpd with every w4a module.
-# Re-runnable. PORT (default 8080) and BASE (default /datas) may be set.
+# Run a w4a web node the way an operator runs one (Debian 12, as root, with
+# or without systemd, with or without sudo): build the Debian packages from
+# this tree, install them, enable the modules in Debian's apache2, create
+# sample hostings (Unix users, trees, map), their pools in Debian's
+# php8.2-fpm, a sample GeoIP database and the PHP INI table, start (or
+# reload) both services, and print examples.  docs/install.md explains
+# each step.  Re-runnable.  PORT (default 80, Debian's) and BASE (default
+# /datas) may be set.  scripts/node-dev.sh runs a node from the build tree
+# instead (for development).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PORT=${PORT:-8080}
+PORT=${PORT:-80}
 BASE=${BASE:-/datas}
 ETC=/etc/w4a
+MODS="w4a_vhost w4a_php w4a_geoip w4a_htcompat w4a_media w4a_guard"
+export DEBIAN_FRONTEND=noninteractive
 bash scripts/deps.sh
 PHPV=$(php -r 'echo PHP_MAJOR_VERSION.".".PHP_MINOR_VERSION;')
-bash scripts/build.sh
-make install >/dev/null
-SBIN=$(sed -n 's/^prefix = //p' Makefile)/sbin
-MODDIR=$(apxs -q LIBEXECDIR)
+apt-get install -y -q --no-install-recommends apache2-suexec-custom >/dev/null
 
-# --- sample hostings -------------------------------------------------------
-# hosting    uid     domains
-SAMPLES=(
-  "w4a100010 100010 example.com,www.example.com"
-  "w4a100011 100011 shop.example.net"
-  "w4a100012 100012 *.sites.example.org"
-  "w4a100013 100013 closed.example.com"
-)
-mkdir -p "$ETC" "$BASE/vol1"
-install -m 0644 conf/w4a-overrides.conf "$ETC/w4a-overrides.conf"
-# slow clients and noisy neighbours: docs/security.md, "Slow clients"
-install -m 0644 conf/w4a-node.conf "$ETC/w4a-node.conf"
-chmod 755 "$BASE" "$BASE/vol1"
-map="$ETC/hostings.map"
-{
-  echo "# Sample map written by scripts/node.sh: see docs/w4a-vhostmap.md"
-  echo "# names hosting uid gid docroot php state flags"
-} > "$map.new"
-for s in "${SAMPLES[@]}"; do
-    read -r user uid names <<<"$s"
-    getent group "$user" >/dev/null || groupadd -g "$uid" "$user"
-    getent passwd "$user" >/dev/null || \
-        useradd -u "$uid" -g "$uid" -M -d "$BASE/vol1/$user" -s /usr/sbin/nologin "$user" 2>/dev/null
-    first=${names%%,*}
-    domain=${first#\*.}
-    home="$BASE/vol1/$user"
-    docroot="$home/var/www/$domain"
-    mkdir -p "$docroot" "$home/log/apache2"
-    printf '<!doctype html><title>%s</title><link rel="stylesheet" href="/style.css">\n<h1>%s</h1><p><img src="img/logo.svg" alt=""> hosting %s</p>\n' \
-        "$domain" "$domain" "$user" > "$docroot/index.html"
-    printf 'h1 { color: #246; }\n' > "$docroot/style.css"
-    mkdir -p "$docroot/img"
-    printf '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><rect width="16" height="16" fill="#246"/></svg>\n' \
-        > "$docroot/img/logo.svg"
-    printf '<?php\nheader("Content-Type: text/plain");\necho "PHP ", PHP_VERSION, " as ", posix_getpwuid(posix_geteuid())["name"], " for ", $_SERVER["HTTP_HOST"], "\\n";\necho "memory_limit ", ini_get("memory_limit"), ", country ", $_SERVER["GEOIP_COUNTRY_CODE"] ?? "-", ", supervisor ", $_SERVER["BTW_FORBIDDEN_GEOIP"] ?? "-", "\\n";\n' \
-        > "$docroot/info.php"
-    mkdir -p "$docroot/cgi-bin"
-    printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "CGI as $(id -un)"\n' > "$docroot/cgi-bin/whoami.cgi"
-    printf 'Options +ExecCGI\nSetHandler cgi-script\n' > "$docroot/cgi-bin/.htaccess"
-    chmod 755 "$docroot/cgi-bin/whoami.cgi"
-    # example.com: a mod_php-era .htaccess line (mod_w4a_htcompat delivers
-    # it to that directory only; the other hostings keep PHP's default)
-    if [ "$user" = w4a100010 ]; then
-        printf 'php_value memory_limit 256M\n' > "$docroot/.htaccess"
-    else
-        rm -f "$docroot/.htaccess"
+say() { printf 'node: %s\n' "$*"; }
+
+# --- the build-tree node (scripts/node-dev.sh) would hold the same sockets ---
+for pidfile in /run/w4a/httpd.pid /run/php/w4a-php"$PHPV"-fpm.pid; do
+    if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        say "stopping the build-tree node's $(basename "$pidfile" .pid) (scripts/node-dev.sh)"
+        pid=$(cat "$pidfile")
+        kill -TERM "$pid"
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
-    chown -R "$uid:$uid" "$home"
-    chmod 755 "$home/var" "$home/var/www" "$docroot"
-    # the home: the hosting's and httpd's group's, closed to the other
-    # hostings (whose PHP and CGI run as their own uids)
-    chown "$user:www-data" "$home"
-    chmod 0750 "$home"
-    state=active; flags=-
-    [ "$user" = w4a100013 ] && state=suspended
-    # example.com: per-hosting access log, asset URLs rewritten to media.
-    [ "$user" = w4a100010 ] && flags=log,rewrite
-    echo "$names $user $uid $uid $docroot $PHPV $state $flags" >> "$map.new"
 done
-# The map and its index name every hosting's domains, users and paths:
-# root writes them, httpd's group reads the index, the hostings neither.
-chmod 640 "$map.new"
-mv "$map.new" "$map"
-"$SBIN/w4a-vhostmap" compile --base "$BASE" --check-dirs --group www-data \
+
+# --- 1. the packages, built from a copy of the tree -------------------------
+build=/var/tmp/w4a-node-build
+rm -rf "$build"
+mkdir -p "$build/w4a-httpd"
+git ls-files -z | xargs -0 cp --parents -t "$build/w4a-httpd"
+say "building the packages in $build (dpkg-buildpackage -us -uc -b)"
+( cd "$build/w4a-httpd" && DEB_BUILD_OPTIONS="nocheck parallel=$(nproc)" \
+      dpkg-buildpackage -us -uc -b >"$build/build.log" 2>&1 ) || {
+    echo "node: dpkg-buildpackage failed; the end of $build/build.log:" >&2
+    tail -n 30 "$build/build.log" >&2
+    exit 1
+}
+
+# --- 2. install ----------------------------------------------------------------
+say "installing $(cd "$build" && echo libapache2-mod-w4a_*.deb w4a-tools_*.deb)"
+apt-get install -y -q -o Dpkg::Options::=--force-confold \
+    "$build"/libapache2-mod-w4a_*.deb "$build"/w4a-tools_*.deb >/dev/null
+# the pools' socket directories (systemd-tmpfiles does it at boot)
+/etc/init.d/w4a-tools start >/dev/null
+
+# --- 3./4. the hostings and the map (the panel's job on a real node) ----------
+. scripts/lib/node-samples.sh
+map="$ETC/hostings.map"
+w4a_samples "$map"
+w4a-vhostmap compile --base "$BASE" --check-dirs --group www-data \
     "$map" "$ETC/hostings.index"
-
-# --- PHP-FPM: one master of our own, pools from the map ---------------------
-# pool files (0640, written by w4a-fpm-pools) are for the root master
-# only; httpd (www-data) only passes through the socket directory to
-# connect (the sockets are 0600 www-data); the hostings can do neither.
-# pool files (0640 root) for the root master; the .settings beside them
-# (0640 root:www-data) for mod_w4a_htcompat in httpd's children
-install -d -m 750 -g www-data "$ETC/fpm" "$ETC/fpm/pool.d"
-chgrp www-data "$ETC/fpm" "$ETC/fpm/pool.d"
-chmod 750 "$ETC/fpm" "$ETC/fpm/pool.d"
-install -d -m 755 /run/php
-install -d -m 710 -g www-data /run/w4a-php /run/w4a-php/"$PHPV"
-chgrp www-data /run/w4a-php /run/w4a-php/"$PHPV"
-chmod 710 /run/w4a-php /run/w4a-php/"$PHPV"
-cat > "$ETC/fpm/php-fpm.conf" <<CONF
-[global]
-pid = /run/php/w4a-php$PHPV-fpm.pid
-error_log = /var/log/w4a-php$PHPV-fpm.log
-daemonize = yes
-include = $ETC/fpm/pool.d/*.conf
-CONF
-fpmpid=/run/php/w4a-php$PHPV-fpm.pid
-if [ -s "$fpmpid" ] && kill -0 "$(cat "$fpmpid")" 2>/dev/null; then
-    # running: the tool reloads it when a pool changed
-    "$SBIN/w4a-fpm-pools" --pool-dir "$ETC/fpm/pool.d" --pid-file "$fpmpid" "$ETC/hostings.index"
-else
-    "$SBIN/w4a-fpm-pools" --pool-dir "$ETC/fpm/pool.d" --pid-file '' "$ETC/hostings.index"
-    "php-fpm$PHPV" -y "$ETC/fpm/php-fpm.conf"
-fi
-
-# --- PHP's own INI table, for mod_w4a_htcompat's checks -----------------------
+w4a-logrotate-hostings
 mkdir -p "$ETC/php"
-"$SBIN/w4a-htcheck" --dump-table "$PHPV" -o "$ETC/php/$PHPV.table" >/dev/null
+w4a-htcheck --dump-table "$PHPV" -o "$ETC/php/$PHPV.table" >/dev/null
+w4a_geoip_sample /var/lib/w4a/geoip/country.mmdb
 
-# --- a sample GeoIP database (a real node installs MaxMind's monthly file) ---
-# Loopback is FR; 192.0.2.0/24 US, 198.51.100.0/24 UA, 203.0.113.0/24 BR:
-# try them through X-Forwarded-For (127.0.0.1 is a trusted proxy here).
-mkdir -p /var/lib/w4a/geoip
-cat > "$ETC/geoip-sample.json" <<'JSON'
-{"ip_version":6,"database_type":"W4A-Sample-Country","networks":[
- ["127.0.0.0/8",{"country":{"iso_code":"FR"},"continent":{"code":"EU"}}],
- ["::1/128",{"country":{"iso_code":"FR"},"continent":{"code":"EU"}}],
- ["192.0.2.0/24",{"country":{"iso_code":"US"},"continent":{"code":"NA"}}],
- ["198.51.100.0/24",{"country":{"iso_code":"UA"},"continent":{"code":"EU"}}],
- ["203.0.113.0/24",{"country":{"iso_code":"BR"},"continent":{"code":"SA"}}]]}
-JSON
-perl t/integration/mkmmdb.pl /var/lib/w4a/geoip/country.mmdb.new "$ETC/geoip-sample.json"
-chmod 644 /var/lib/w4a/geoip/country.mmdb.new
-mv /var/lib/w4a/geoip/country.mmdb.new /var/lib/w4a/geoip/country.mmdb
-# our monitoring: BTW_FORBIDDEN_GEOIP=1 for these clients
-printf '# supervisors (CIDR, one a line)\n192.0.2.250/32\n' > "$ETC/geoip-supervisors.txt"
-
-# --- suEXEC: CGI runs as the hosting (apache2-suexec-custom's docroot) ------
+# --- 5. the modules, in Debian's apache2 -----------------------------------------
+a2enmod -q $MODS suexec cgid
+a2enconf -q w4a-node
+# Debian's ScriptAlias /cgi-bin/ -> /usr/lib/cgi-bin would take every
+# hosting's /cgi-bin/ (docs/install.md)
+[ ! -e /etc/apache2/conf-enabled/serve-cgi-bin.conf ] || a2disconf -q serve-cgi-bin
+# suEXEC (apache2-suexec-custom): CGI below /datas runs as the hosting
 printf '%s\npublic_html/cgi-bin\n' "$BASE" > /etc/apache2/suexec/www-data
-
-# --- httpd -------------------------------------------------------------------
-mkdir -p /var/log/w4a /run/w4a "$ETC/htdocs"
-# every hosting's requests and errors: not for the hostings (Debian's
-# /var/log/apache2 is root:adm 0750 likewise)
-chgrp adm /var/log/w4a && chmod 750 /var/log/w4a
-echo "default server: this Host is not in the map" > "$ETC/htdocs/index.html"
-cat > "$ETC/httpd.conf" <<CONF
-# Written by scripts/node.sh.
-ServerRoot $ETC
-Listen 127.0.0.1:$PORT
-ServerName localhost
-PidFile /run/w4a/httpd.pid
-DefaultRuntimeDir /run/w4a
-Mutex file:/run/w4a default
-ErrorLog /var/log/w4a/error.log
-LogLevel warn
-User www-data
-Group www-data
-LoadModule mpm_event_module $MODDIR/mod_mpm_event.so
-LoadModule authz_core_module $MODDIR/mod_authz_core.so
-LoadModule authz_host_module $MODDIR/mod_authz_host.so
-LoadModule mime_module $MODDIR/mod_mime.so
-LoadModule dir_module $MODDIR/mod_dir.so
-LoadModule alias_module $MODDIR/mod_alias.so
-LoadModule rewrite_module $MODDIR/mod_rewrite.so
-LoadModule setenvif_module $MODDIR/mod_setenvif.so
-LoadModule env_module $MODDIR/mod_env.so
-LoadModule headers_module $MODDIR/mod_headers.so
-LoadModule reqtimeout_module $MODDIR/mod_reqtimeout.so
-LoadModule proxy_module $MODDIR/mod_proxy.so
-LoadModule proxy_fcgi_module $MODDIR/mod_proxy_fcgi.so
-LoadModule cgid_module $MODDIR/mod_cgid.so
-ScriptSock /run/w4a/cgid.sock
-LoadModule w4a_vhost_module $MODDIR/mod_w4a_vhost.so
-LoadModule w4a_php_module $MODDIR/mod_w4a_php.so
-LoadModule w4a_geoip_module $MODDIR/mod_w4a_geoip.so
-LoadModule w4a_htcompat_module $MODDIR/mod_w4a_htcompat.so
-LoadModule w4a_media_module $MODDIR/mod_w4a_media.so
-TypesConfig /etc/mime.types
-# slow clients (mod_reqtimeout, Timeout, keep-alive), per-hosting PHP limit
-Include $ETC/w4a-node.conf
-DocumentRoot $ETC/htdocs
-DirectoryIndex index.php index.html
-LogFormat "%h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\"" combined
-CustomLog /var/log/w4a/access.log combined
-<Directory />
-    AllowOverride None
-    Require all denied
-</Directory>
-<Directory $ETC/htdocs>
-    Require all granted
-</Directory>
-<Directory $BASE>
-    # what customers' .htaccess may say: conf/w4a-overrides.conf
-    Include $ETC/w4a-overrides.conf
-    Options SymLinksIfOwnerMatch
-    Require all granted
-</Directory>
-# customers' .htaccess (and w4a-htcheck's .htaccess.w4a-orig) are not served
-<FilesMatch "^\.ht">
-    Require all denied
-</FilesMatch>
-
-W4AVhostEngine on
-W4AVhostMap $ETC/hostings.index
-W4AVhostDocRootBase $BASE
-W4AVhostUnknown default
-W4APHPEngine on
-W4APHPSocket /run/w4a-php/%v/%h.sock
-CustomLog "|$SBIN/w4a-logsplit --base $BASE" "%{w4a-log}n %h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\"" env=W4A_LOG
-<Location /w4a-vhost-status>
-    SetHandler w4a-vhost-status
-    Require local
-</Location>
-
-# GeoIP: GEOIP_COUNTRY_CODE, MM_COUNTRY_CODE, BTW_FORBIDDEN_GEOIP for every hosting
-W4AGeoIPDatabase country /var/lib/w4a/geoip/country.mmdb
-W4AGeoIPEnv GEOIP_CONTINENT_CODE continent/code
-W4AGeoIPTrustedProxy 127.0.0.1 ::1
-W4AGeoIPSupervisorFile $ETC/geoip-supervisors.txt
-<Location /w4a-geoip-status>
-    SetHandler w4a-geoip-status
-    Require local
-</Location>
-
-# php_value & co. from customers' .htaccess, checked against PHP's own table
-W4AHtcompatIniTable $PHPV $ETC/php/$PHPV.table
-# each pool's own settings, written by w4a-fpm-pools beside the pool file
-W4AHtcompatPoolSettings $ETC/fpm/pool.d/w4a-%h.settings
-<Location /w4a-htcompat-status>
-    SetHandler w4a-htcompat-status
-    Require local
-</Location>
-
-# media.<domain>: static files only; rewriting for records with the rewrite flag
-W4AVhostMediaPrefix media.
-W4AMediaSameSite www.%d
-W4AMediaCORSOrigin https://www.%d http://www.%d
-<Location /w4a-media-status>
-    SetHandler w4a-media-status
-    Require local
-</Location>
-CONF
-# Stop and start (not restart): a parent that did not have mod_cgid loaded
-# cannot start its CGI daemon on a restart.
-if [ -s /run/w4a/httpd.pid ] && kill -0 "$(cat /run/w4a/httpd.pid)" 2>/dev/null; then
-    pid=$(cat /run/w4a/httpd.pid)
-    /usr/sbin/apache2 -f "$ETC/httpd.conf" -k stop
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if [ "$PORT" != 80 ]; then
+    printf '# scripts/node.sh (PORT=%s)\nListen %s\n' "$PORT" "$PORT" \
+        > /etc/apache2/conf-available/w4a-node-port.conf
+    a2enconf -q w4a-node-port
+elif [ -e /etc/apache2/conf-enabled/w4a-node-port.conf ]; then
+    a2disconf -q w4a-node-port
 fi
-/usr/sbin/apache2 -f "$ETC/httpd.conf" -k start
-up=
-for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && { up=1; break; }
+
+# --- 6. the pools, in Debian's php-fpm ------------------------------------------
+systemd=
+[ -d /run/systemd/system ] && systemd=1
+fpm_pid=/run/php/php"$PHPV"-fpm.pid
+fpm_running() { [ -s "$fpm_pid" ] && kill -0 "$(cat "$fpm_pid")" 2>/dev/null; }
+rc=0
+w4a-fpm-pools "$ETC/hostings.index" || rc=$?
+# exit 1: pools written, FPM not running yet (W4A00904); started below
+[ "$rc" -le 1 ] || exit "$rc"
+
+# --- 7. start or reload both services ---------------------------------------------
+apache2ctl configtest 2>/dev/null || { apache2ctl configtest; exit 1; }
+if [ -n "$systemd" ]; then
+    systemctl reload-or-restart "php$PHPV-fpm" apache2
+else
+    fpm_running || service "php$PHPV-fpm" start >/dev/null
+    if [ -s /run/apache2/apache2.pid ] && kill -0 "$(cat /run/apache2/apache2.pid)" 2>/dev/null; then
+        # a parent without mod_cgid cannot start its CGI daemon on a
+        # graceful restart: stop and start when it was not loaded
+        if [ -e /run/apache2/cgisock."$(cat /run/apache2/apache2.pid)" ]; then
+            apache2ctl graceful
+        else
+            apache2ctl stop
+            for _ in $(seq 100); do [ -s /run/apache2/apache2.pid ] || break; sleep 0.1; done
+            service apache2 start >/dev/null
+        fi
+    else
+        service apache2 start >/dev/null
+    fi
+fi
+
+# --- wait until both hostings answer, PHP included ----------------------------
+ok=
+for _ in $(seq 100); do
+    if curl -s -m 2 -H 'Host: shop.example.net' "http://127.0.0.1:$PORT/info.php" \
+            | grep -q "as w4a100011"; then
+        ok=1
+        break
+    fi
     sleep 0.2
 done
-if [ -z "$up" ]; then
-    echo "node: httpd does not answer on 127.0.0.1:$PORT; /var/log/w4a/error.log says:" >&2
-    tail -n 20 /var/log/w4a/error.log >&2 || true
+if [ -z "$ok" ]; then
+    echo "node: http://127.0.0.1:$PORT/info.php of shop.example.net does not answer; /var/log/apache2/error.log says:" >&2
+    tail -n 20 /var/log/apache2/error.log >&2 || true
     exit 1
 fi
-sleep 0.5
+[ "$PORT" = 80 ] && u="http://127.0.0.1" || u="http://127.0.0.1:$PORT"
 
 cat <<MSG
 
-w4a web node running on 127.0.0.1:$PORT (map: $map, index: $ETC/hostings.index)
-  curl -H 'Host: example.com' http://127.0.0.1:$PORT/
-  curl -H 'Host: www.example.com' http://127.0.0.1:$PORT/info.php
-  curl -H 'Host: shop.example.net' http://127.0.0.1:$PORT/info.php
-  curl -H 'Host: anything.sites.example.org' http://127.0.0.1:$PORT/
-  curl -H 'Host: shop.example.net' http://127.0.0.1:$PORT/cgi-bin/whoami.cgi   (suEXEC)
-  curl -H 'Host: closed.example.com' http://127.0.0.1:$PORT/        (suspended: 403)
-  curl http://127.0.0.1:$PORT/w4a-vhost-status
-  curl -H 'Host: example.com' -H 'X-Forwarded-For: 192.0.2.7' http://127.0.0.1:$PORT/info.php
-                                     (country US; memory_limit 256M from .htaccess)
-  curl -H 'Host: example.com' http://127.0.0.1:$PORT/                (assets on media.example.com)
-  curl -i -H 'Host: media.example.com' http://127.0.0.1:$PORT/style.css  (CORS, caching, static only)
-  curl -H 'Host: media.example.com' http://127.0.0.1:$PORT/info.php  (never runs PHP: 403)
-  curl http://127.0.0.1:$PORT/w4a-geoip-status, /w4a-htcompat-status, /w4a-media-status
-  $SBIN/w4a-htcheck --map $ETC/hostings.index   (mod_php-era .htaccess lines)
-Edit $map, then: $SBIN/w4a-vhostmap compile --base $BASE $map $ETC/hostings.index
-                 $SBIN/w4a-fpm-pools --pool-dir $ETC/fpm/pool.d --pid-file /run/php/w4a-php$PHPV-fpm.pid $ETC/hostings.index
-(no restart needed). Logs: /var/log/w4a/, per hosting: $BASE/vol1/w4a100010/log/apache2/access.log
+w4a web node running in Debian's apache2 and php$PHPV-fpm on $u
+(packages: libapache2-mod-w4a, w4a-tools; map: $map, index: $ETC/hostings.index)
+  curl -H 'Host: example.com' $u/
+  curl -H 'Host: www.example.com' $u/info.php          (PHP as w4a100010; memory_limit 256M from .htaccess)
+  curl -H 'Host: shop.example.net' $u/info.php         (PHP as w4a100011)
+  curl -H 'Host: anything.sites.example.org' $u/
+  curl -H 'Host: shop.example.net' $u/cgi-bin/whoami.cgi   (suEXEC)
+  curl -H 'Host: closed.example.com' $u/               (suspended: 403)
+  curl -H 'Host: example.com' $u/                      (assets on media.example.com)
+  curl -i -H 'Host: media.example.com' $u/style.css    (CORS, caching, static only)
+  curl -H 'Host: media.example.com' $u/info.php        (never runs PHP: 403)
+  w4a-htcheck --map $ETC/hostings.index                 (mod_php-era .htaccess lines)
+Status pages (/w4a-vhost-status, ...) answer the monitoring host of
+/etc/apache2/mods-available/w4a_*.conf only (192.0.2.10 as shipped).
+Edit $map, then: w4a-vhostmap compile --base $BASE --group www-data $map $ETC/hostings.index
+                 w4a-fpm-pools $ETC/hostings.index
+(no restart needed). Logs: /var/log/apache2/, per hosting: $BASE/vol1/w4a100010/log/apache2/access.log
 MSG

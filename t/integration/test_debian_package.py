@@ -122,6 +122,7 @@ def node(debs):
     if had_w4a:
         shutil.copytree("/etc/w4a", os.path.join(saved, "w4a"), symlinks=True)
     mods_before = set(os.listdir("/etc/apache2/mods-enabled"))
+    confs_before = set(os.listdir("/etc/apache2/conf-enabled"))
     pools_before = set(os.listdir(POOL_DIR))
     made = [d for d in ("/datas", "/run/w4a-php") if not os.path.exists(d)]
     port = free_port()
@@ -147,6 +148,12 @@ def node(debs):
             os.makedirs(home + "/log/apache2", exist_ok=True)
             with open(docroot + "/index.html", "w") as f:
                 f.write("static page of %s\n" % domain)
+            # a mod_php-era .htaccess: what w4a-overrides.conf grants needs
+            # rewrite, headers and expires (a2enmod w4a_vhost enables them)
+            with open(docroot + "/.htaccess", "w") as f:
+                f.write("RewriteEngine On\nRewriteRule ^old-page$ index.html [L]\n"
+                        "Header set X-W4A-Test yes\nExpiresActive On\n"
+                        "ExpiresDefault \"access plus 1 hour\"\n")
             with open(docroot + "/info.php", "w") as f:
                 f.write('<?php echo "php of ", $_SERVER["HTTP_HOST"], " as ", '
                         'posix_getpwuid(posix_geteuid())["name"], "\\n";\n')
@@ -165,17 +172,23 @@ def node(debs):
         run(["w4a-logrotate-hostings"])
         r = run(["a2enmod"] + MODS)
         log.append(r.stdout)
+        # slow clients, noisy neighbours: the package's conf-available
+        r = run(["a2enconf", "w4a-node"])
+        log.append(r.stdout)
+        assert os.path.exists("/etc/apache2/conf-enabled/w4a-node.conf"), r.stdout
         # FPM is not running yet: pools written, no reload (exit 1, W4A00904)
         r = run(["w4a-fpm-pools", "/etc/w4a/hostings.index"], check=False)
         assert r.returncode in (0, 1), r.stdout
         run(["service", "php%s-fpm" % PHPV, "start"])
         wait_for("php%s-fpm's pid file" % PHPV, lambda: alive(FPM_PID))
         run(["apache2ctl", "configtest"])
+        errlog = "/var/log/apache2/error.log"
+        errlog_at = os.path.getsize(errlog) if os.path.exists(errlog) else 0
         run(["service", "apache2", "start"])
         wait_for("Debian's apache2 on port %d" % port, lambda: alive(APACHE_PID))
         wait_port(port)
         print("installed and started in %.1f s" % (time.time() - t))
-        yield {"port": port, "log": log, "debs": debs}
+        yield {"port": port, "log": log, "debs": debs, "errlog_at": errlog_at}
     finally:
         if alive(APACHE_PID):
             run(["apache2ctl", "stop"], check=False)
@@ -185,6 +198,8 @@ def node(debs):
             env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
         for m in set(os.listdir("/etc/apache2/mods-enabled")) - mods_before:
             os.unlink(os.path.join("/etc/apache2/mods-enabled", m))
+        for c in set(os.listdir("/etc/apache2/conf-enabled")) - confs_before:
+            os.unlink(os.path.join("/etc/apache2/conf-enabled", c))
         for p in set(os.listdir(POOL_DIR)) - pools_before:
             os.unlink(os.path.join(POOL_DIR, p))
         shutil.copy2(os.path.join(saved, "ports.conf"), "/etc/apache2/ports.conf")
@@ -209,6 +224,37 @@ def test_two_hostings_served_by_debians_apache2_and_php_fpm_each_as_its_user(nod
         assert (code, body) == (200, "php of www.%s as %s\n" % (domain, user))
     code, _ = http(port, "unknown.example", "/")
     assert code == 404
+
+
+def test_mod_php_era_htaccess_rewrite_headers_expires_work(node):
+    """The overrides the package grants are usable on a stock Debian
+    apache2: RewriteRule, Header and Expires* in a hosting's .htaccess
+    (their modules come with a2enmod w4a_vhost); none of the granted
+    directive names was discarded at start-up (AH00116)."""
+    port = node["port"]
+    for _, _, domain in USERS:
+        r = run(["curl", "-sS", "-m", "10", "-D", "-", "-H", "Host: " + domain,
+                 "http://127.0.0.1:%d/old-page" % port])
+        # (run() reads text: curl's CRLFs arrive as newlines)
+        head, _, body = r.stdout.partition("\n\n")
+        assert head.startswith("HTTP/1.1 200"), r.stdout
+        assert body == "static page of %s\n" % domain, r.stdout
+        assert re.search(r"(?mi)^X-W4A-Test: yes$", head), head
+        assert re.search(r"(?mi)^Cache-Control: max-age=3600$", head), head
+    with open("/var/log/apache2/error.log", errors="replace") as f:
+        f.seek(node["errlog_at"])
+        errors = f.read()
+    assert "AH00116" not in errors, [l for l in errors.splitlines() if "AH00116" in l]
+
+
+def test_node_conf_from_conf_available_is_read_by_debians_apache2(node):
+    """a2enconf w4a-node: Debian's apache2 reads the package's
+    /etc/apache2/conf-available/w4a-node.conf (reqtimeout, Timeout 60,
+    the per-hosting PHP limit) after its own apache2.conf."""
+    r = run(["apache2ctl", "-t", "-D", "DUMP_INCLUDES"])
+    assert re.search(r"\(\d+\)\s+/etc/apache2/conf-enabled/w4a-node\.conf", r.stdout), r.stdout
+    text = open("/etc/apache2/conf-available/w4a-node.conf").read()
+    assert "RequestReadTimeout" in text and "W4APHPHostingLimit" in text
 
 
 def test_debians_server_status_not_for_the_hostings_php(node):
