@@ -319,14 +319,27 @@ def test_logsplit_lru_keeps_at_most_max_files_open_and_loses_nothing(tree):
         dirs.append(d)
     p = subprocess.Popen([LOGSPLIT, "--base", tree.base, "--max-files", "4"],
                          stdin=subprocess.PIPE, text=True)
+
+    def open_logs():
+        out = []
+        for fd in os.listdir("/proc/%d/fd" % p.pid):
+            try:
+                out.append(os.readlink("/proc/%d/fd/%s" % (p.pid, fd)))
+            except FileNotFoundError:
+                pass                # closed between the listing and here
+        return [x for x in out if x.endswith("/access.log")]
+
+    want = ""
     for rnd in range(5):
         for i, d in enumerate(dirs):
             p.stdin.write("%s r%d\n" % (prefix(UID_A, d), rnd))
         p.stdin.flush()
-        time.sleep(0.1)
-        open_logs = [os.readlink("/proc/%d/fd/%s" % (p.pid, fd))
-                     for fd in os.listdir("/proc/%d/fd" % p.pid)]
-        assert len([x for x in open_logs if x.endswith("/access.log")]) <= 4
+        want += "r%d\n" % rnd
+        # every line of the round written (each file reopened in turn)
+        wait_until(lambda: all(read_or_empty(os.path.join(d, "access.log")) == want
+                               for d in dirs),
+                   "round %d in all 20 files" % rnd, 20)
+        assert len(open_logs()) <= 4, open_logs()
     p.stdin.close()
     assert p.wait(30) == 0
     for d in dirs:
