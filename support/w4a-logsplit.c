@@ -559,6 +559,10 @@ static ls_file *get_file(const char *dir, size_t dirlen, int base, uid_t uid,
         return f;
     }
 
+    if (!free_slot() && lru_tail) {
+        /* room first: never more than max_files open, even for a moment */
+        file_close(lru_tail);
+    }
     for (tries = 0; ; tries++) {
         fd = open_log(dir, base, uid, gid, &st, why);
         if (fd >= 0 || (errno != EMFILE && errno != ENFILE) || !lru_tail

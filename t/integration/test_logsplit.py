@@ -330,16 +330,22 @@ def test_logsplit_lru_keeps_at_most_max_files_open_and_loses_nothing(tree):
         return [x for x in out if x.endswith("/access.log")]
 
     want = ""
+    seen = []                       # open logs at each look, never above 4
+
+    def round_written():
+        seen.append(open_logs())
+        return all(read_or_empty(os.path.join(d, "access.log")) == want
+                   for d in dirs)
+
     for rnd in range(5):
         for i, d in enumerate(dirs):
             p.stdin.write("%s r%d\n" % (prefix(UID_A, d), rnd))
         p.stdin.flush()
         want += "r%d\n" % rnd
         # every line of the round written (each file reopened in turn)
-        wait_until(lambda: all(read_or_empty(os.path.join(d, "access.log")) == want
-                               for d in dirs),
-                   "round %d in all 20 files" % rnd, 20)
-        assert len(open_logs()) <= 4, open_logs()
+        wait_until(round_written, "round %d in all 20 files" % rnd, 20)
+        seen.append(open_logs())
+        assert max(len(x) for x in seen) <= 4, [x for x in seen if len(x) > 4][:1]
     p.stdin.close()
     assert p.wait(30) == 0
     for d in dirs:
