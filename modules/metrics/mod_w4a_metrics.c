@@ -57,8 +57,9 @@ typedef struct {
  * (a sub-request's pool is its child, an internal redirect shares it),
  * where no per-directory configuration reaches. */
 typedef struct {
-    apr_time_t dispatched;
-    apr_time_t done;
+    apr_time_t dispatched;   /* our fixup after mod_w4a_php's dispatch */
+    apr_time_t done;         /* EOS through our filter */
+    int        php;          /* the handler run was that dispatch */
 } metrics_req;
 
 static metrics_global *G;
@@ -199,9 +200,19 @@ static int metrics_fixups(request_rec *r)
     return DECLINED;
 }
 
+/* The handler about to run is mod_w4a_php's dispatch: a PHP request.
+ * (At log time mod_proxy has made it a proxy request, which the optional
+ * function no longer recognises: the mark is taken here.) */
 static void metrics_insert_filter(request_rec *r)
 {
+    metrics_req *q;
+
     if (G && php_dispatched && php_dispatched(r)) {
+        q = req_of(r, 1);
+        q->php = 1;
+        if (!q->dispatched) {
+            q->dispatched = apr_time_now();
+        }
         ap_add_output_filter(FILTER, NULL, r, r->connection);
     }
 }
@@ -220,10 +231,21 @@ static apr_status_t metrics_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     return ap_pass_brigade(f->next, bb);
 }
 
+/* Refused by one of our checks: the note each module sets when it
+ * refuses (mod_w4a_vhost: owner, file type, record, handler, .htaccess;
+ * mod_w4a_php: its checks and limits; mod_w4a_guard: bans and quotas). */
+static int refused(request_rec *r)
+{
+    return apr_table_get(r->notes, "w4a-vhost-refused")
+           || apr_table_get(r->notes, "w4a-php-refused")
+           || apr_table_get(r->notes, "w4a-guard");
+}
+
 static int metrics_log_transaction(request_rec *r)
 {
     const w4a_hosting_t *rec;
     w4a_metrics_row_t *row;
+    metrics_req *q;
     request_rec *last = r;
     int full, status, klass;
 
@@ -258,19 +280,20 @@ static int metrics_log_transaction(request_rec *r)
     if (r->method_number == M_POST) {
         w4a_metrics_add(row, W4A_MC_POSTS, 1);
     }
-    /* Refused by our checks: mod_w4a_guard's refusals (its note) and
-     * mod_w4a_php's (its note; W4APHPHostingLimit included). */
-    if (apr_table_get(r->notes, "w4a-guard")
-        || apr_table_get(r->notes, "w4a-php-refused")
-        || (last != r && (apr_table_get(last->notes, "w4a-guard")
-                          || apr_table_get(last->notes, "w4a-php-refused")))) {
+    if (refused(r) || (last != r && refused(last))) {
         w4a_metrics_add(row, W4A_MC_REFUSED, 1);
     }
-    if (php_dispatched && php_dispatched(last)) {
-        metrics_req *q = req_of(r, 0);
+    /* mod_w4a_php found no socket for the hosting's pool: 503 before any
+     * dispatch, a backend error all the same. */
+    if (apr_table_get(r->notes, "w4a-php-backend")
+        || (last != r && apr_table_get(last->notes, "w4a-php-backend"))) {
+        w4a_metrics_add(row, W4A_MC_BACKEND_ERR, 1);
+    }
+    q = req_of(r, 0);
+    if (q && q->php) {
         apr_time_t now = apr_time_now();
         w4a_metrics_add(row, W4A_MC_PHP, 1);
-        if (q && q->dispatched) {
+        if (q->dispatched) {
             apr_time_t end = q->done ? q->done : now;
             if (end > q->dispatched) {
                 w4a_metrics_add(row, W4A_MC_PHP_US,
@@ -317,8 +340,8 @@ static const family families[] = {
       "PHP requests of the hosting answered 503 or 504 (pool refused, "
       "died or timed out)." },
     { W4A_MC_REFUSED, "w4a_hosting_refused_total",
-      "Requests of the hosting refused by mod_w4a_guard or mod_w4a_php's "
-      "checks." },
+      "Requests of the hosting refused by a check of mod_w4a_vhost, "
+      "mod_w4a_php or mod_w4a_guard." },
     { W4A_MC_RECENT, "w4a_hosting_php_recent_script_requests_total",
       "PHP requests of a script modified within W4AMetricsRecentScript "
       "minutes." },
