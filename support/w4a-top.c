@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <apr_general.h>
@@ -197,7 +198,9 @@ int main(int argc, const char *const *argv)
     const w4a_metrics_table_t *t = NULL;
     apr_array_header_t *before, *now;
     apr_getopt_t *g;
-    apr_pool_t *pool, *iter;
+    apr_pool_t *pool, *iter, *tpool;
+    struct stat st;
+    ino_t ino = 0;
     double interval = 1.0;
     int once = 0, json = 0, limit = 20, ch, i, n, alive;
     apr_status_t rv;
@@ -251,7 +254,11 @@ int main(int argc, const char *const *argv)
         fprintf(stderr, "w4a-top: --json needs --once\n");
         return 2;
     }
-    rv = w4a_metrics_file_open(&t, file, &err, pool);
+    if (stat(file, &st) == 0) {
+        ino = st.st_ino;
+    }
+    apr_pool_create(&tpool, pool);
+    rv = w4a_metrics_file_open(&t, file, &err, tpool);
     if (rv != APR_SUCCESS) {
         fprintf(stderr, "w4a-top: %s%s\n", err,
                 rv == APR_FROM_OS_ERROR(EACCES)
@@ -283,6 +290,25 @@ int main(int argc, const char *const *argv)
         apr_pool_destroy(iter);
         iter = next;
         before = now;
+        /* httpd started anew: a new table replaced the file */
+        if (stat(file, &st) == 0 && st.st_ino != ino) {
+            const w4a_metrics_table_t *t2 = NULL;
+            apr_pool_t *tp;
+            apr_pool_create(&tp, pool);
+            if (w4a_metrics_file_open(&t2, file, &err, tp) == APR_SUCCESS) {
+                apr_pool_destroy(tpool);
+                tpool = tp;
+                t = t2;
+                ino = st.st_ino;
+                apr_pool_destroy(iter);
+                apr_pool_create(&iter, pool);
+                before = w4a_metrics_snapshot(t, iter);
+            }
+            else {
+                apr_pool_destroy(tp);
+            }
+        }
+        alive = t->pid && (kill((pid_t)t->pid, 0) == 0 || errno == EPERM);
     }
     apr_pool_destroy(pool);
     apr_terminate();

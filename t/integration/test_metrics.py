@@ -192,6 +192,35 @@ def test_metrics_counts_each_hosting_exactly_whichever_child_served(w4a):
     assert names.index(A) < names.index(B)
 
 
+def test_metrics_counts_of_old_and_new_children_add_up_across_graceful(w4a):
+    """Requests served before a graceful restart (old children) and after
+    (new children, other processes for certain, as the access log's %P
+    shows) add up in the one table, which the restart keeps."""
+    pids_log = os.path.join(w4a.root, "pids.log")
+    tree, fpm, httpd = metrics_server(w4a, extra=(
+        'LogFormat "%%P %%v" pids\nCustomLog %s pids\n' % pids_log))
+    for _ in range(4):
+        assert httpd.get("a.example", "/index.html")[0] == 200
+    assert httpd.get("b.example", "/hello.php")[0] == 200
+    wait_requests(httpd, {A: 4, B: 1})
+
+    def pids():
+        with open(pids_log) as f:
+            return [ln.split()[0] for ln in f if ln.strip()]
+    before = set(pids())
+    httpd.graceful()
+    n0 = len(pids())
+    for _ in range(3):
+        assert httpd.get("a.example", "/hello.php")[0] == 200
+    assert httpd.get("b.example", "/index.html")[0] == 200
+    m = wait_requests(httpd, {A: 7, B: 2})
+    assert value(m, "w4a_hosting_php_requests_total", A) == 3
+    assert value(m, "w4a_hosting_php_requests_total", B) == 1
+    after = set(pids()[n0:])
+    assert after and not (after & before), (before, after)
+    assert top_json(httpd)["httpd_running"] is True
+
+
 def test_metrics_php_time_of_a_slow_script_from_the_httpd_side(w4a):
     tree, fpm, httpd = metrics_server(w4a)
     t0 = time.monotonic()
@@ -389,3 +418,34 @@ def test_w4a_top_text_once_and_rates_while_serving(w4a):
     r = subprocess.run([TOP, "--file", httpd.shm, "--sort", "nope"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "unknown key" in r.stderr
+
+
+def test_w4a_top_live_refreshes_and_follows_a_new_table(w4a):
+    """Without --once: a screen every interval until SIGINT; when httpd is
+    started anew (a new table replaces the file) it reads the new one."""
+    import signal
+    tree, fpm, httpd = metrics_server(w4a)
+    assert httpd.get("a.example", "/index.html")[0] == 200
+    wait_requests(httpd, {A: 1})
+    out_path = os.path.join(w4a.root, "top.out")
+    with open(out_path, "w") as out:
+        p = subprocess.Popen([TOP, "--file", httpd.shm, "--interval", "0.2"],
+                             stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def text():
+            with open(out_path, errors="replace") as f:
+                return f.read()
+        until("two screens of w4a-top", lambda: text().count("HOSTING") >= 2)
+        assert re.search(r"^%s\s" % A, text(), re.M), text()
+        assert not re.search(r"^%s\s" % C, text(), re.M)
+        httpd.stop()
+        httpd.start()
+        assert httpd.get("c.example", "/index.html")[0] == 200
+        until("w4a-top showing c's row of the new table",
+              lambda: re.search(r"^%s\s" % C, text().rsplit("HOSTING", 1)[-1],
+                                re.M))
+        last = text().rsplit("w4a-top:", 1)[-1]
+        assert "not running" not in last, last
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
