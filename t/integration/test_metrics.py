@@ -449,3 +449,42 @@ def test_w4a_top_live_refreshes_and_follows_a_new_table(w4a):
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
+
+
+def test_metrics_directives_are_global_and_checked(w4a):
+    tree, fpm, httpd = metrics_server(w4a, start=False)
+    conf = open(httpd.conf).read()
+    for bad, msg in (
+            ("<VirtualHost *:*>\nW4AMetricsTableSize 8\n</VirtualHost>\n",
+             r"cannot occur within <VirtualHost> section"),
+            ("W4AMetricsTableSize 0\n", r"W4AMetricsTableSize: '0' is not"),
+            ("W4AMetricsRecentScript soon\n",
+             r"W4AMetricsRecentScript: 'soon' is not")):
+        with open(httpd.conf, "w") as f:
+            f.write(conf + bad)
+        r = httpd.ctl("-t")
+        assert r.returncode != 0 and re.search(msg, r.stdout + r.stderr), \
+            (bad, r.stdout + r.stderr)
+    with open(httpd.conf, "w") as f:
+        f.write(conf)
+
+
+def test_metrics_graceful_keeps_the_table_and_says_a_new_size_waits(w4a):
+    tree, fpm, httpd = metrics_server(w4a)
+    assert httpd.get("a.example", "/index.html")[0] == 200
+    wait_requests(httpd, {A: 1})
+    with open(httpd.conf, "a") as f:
+        f.write("W4AMetricsTableSize 8\n")
+    httpd.graceful()
+    assert httpd.wait_log(r"W4A00702: W4AMetricsFile/W4AMetricsTableSize "
+                          r"changed: the table stays .*metrics.shm \(4096 "
+                          r"rows\) until a full restart"), httpd.log()
+    assert httpd.get("a.example", "/index.html")[0] == 200
+    m = wait_requests(httpd, {A: 2})
+    assert m[("w4a_metrics_table_rows",)] == 4096
+    # a full restart makes the table anew, with the new size
+    httpd.stop()
+    httpd.start()
+    assert httpd.get("a.example", "/index.html")[0] == 200
+    m = wait_requests(httpd, {A: 1})
+    assert m[("w4a_metrics_table_rows",)] == 8
