@@ -192,6 +192,34 @@ def test_metrics_counts_each_hosting_exactly_whichever_child_served(w4a):
     assert names.index(A) < names.index(B)
 
 
+def test_metrics_exact_under_concurrency_from_many_threads(w4a):
+    """8 client threads at once (both children busy, many threads each):
+    no count is lost or doubled by the lock-free adds."""
+    import threading
+    tree, fpm, httpd = metrics_server(w4a)
+    errors = []
+
+    def client(k):
+        for i in range(25):
+            host = "a.example" if (i + k) % 2 else "b.example"
+            try:
+                st = httpd.get(host, "/index.html")[0]
+                if st != 200:
+                    errors.append(st)
+            except OSError as e:
+                errors.append(e)
+    ts = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors, errors
+    m = wait_requests(httpd, {A: 100, B: 100})
+    assert value(m, "w4a_hosting_sent_bytes_total", A) == 100 * len(
+        b"static a\n")
+    assert value(m, "w4a_hosting_responses_total", B, "2xx") == 100
+
+
 def test_metrics_counts_of_old_and_new_children_add_up_across_graceful(w4a):
     """Requests served before a graceful restart (old children) and after
     (new children, other processes for certain, as the access log's %P
