@@ -7,7 +7,7 @@ PKGS=(
     build-essential autoconf automake libtool pkg-config
     apache2 apache2-dev libapr1-dev libaprutil1-dev
     check valgrind clang libclang-rt-14-dev
-    python3 python3-pytest python3-requests
+    python3 python3-pytest python3-requests python3-prometheus-client
     curl wrk apache2-utils procps passwd openssl
     php-fpm php-cli apache2-suexec-custom
     libmaxminddb-dev mmdb-bin libmaxmind-db-writer-perl

@@ -43,6 +43,6 @@ if [ "${W4A_SANITIZE_PASS:-1}" = 1 ]; then
         t/integration/test_htcompat.py t/integration/test_media.py \
         t/integration/test_geoip.py t/integration/test_hostile_static.py \
         t/integration/test_hostile_files.py t/integration/test_hostile_php.py \
-        t/integration/test_hostile_tenant.py || rc=$?
+        t/integration/test_hostile_tenant.py t/integration/test_metrics.py || rc=$?
 fi
 exit "$rc"

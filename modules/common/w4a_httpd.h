@@ -38,7 +38,8 @@ static APR_INLINE request_rec *w4a_initial_request(request_rec *r)
 
 /**
  * The common start of the node's status handlers (vhost, geoip, htcompat,
- * media): r->handler is @a name; a hosting's request may reach it only
+ * media, and metrics, which then sets its own text content type):
+ * r->handler is @a name; a hosting's request may reach it only
  * through the operator's own <Location> (never through a customer's
  * SetHandler, AddHandler or RewriteRule [H=]); GET only; a JSON answer
  * that no cache keeps.

@@ -37,7 +37,8 @@ typedef struct w4a_logger_t {
  * above (httpd's AHnnnnn numbers are httpd's).  Never reuse a number:
  * 001xx mod_w4a_vhost, 002xx mod_w4a_php, 003xx mod_w4a_geoip,
  * 004xx mod_w4a_htcompat, 005xx mod_w4a_media, 00600-00649
- * mod_w4a_guard (00650-00659 w4a-ban), 009xx support tools.
+ * mod_w4a_guard (00650-00659 w4a-ban), 00700-00749 mod_w4a_metrics
+ * (00750-00759 w4a-top), 009xx support tools.
  */
 #define W4ALOGNO(n) "W4A" #n ": "
 

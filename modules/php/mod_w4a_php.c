@@ -507,9 +507,15 @@ static php_req *our_dispatch(request_rec *r)
     return NULL;
 }
 
+/* For mod_w4a_metrics (its "refused" counter): this module refused r. */
+#define NOTE_REFUSED "w4a-php-refused"
+/* ... and the hosting's pool was not there (a backend error). */
+#define NOTE_BACKEND "w4a-php-backend"
+
 static int refuse(request_rec *r, const php_conf *c, check_e k,
                   const char *fmt_reason)
 {
+    apr_table_setn(r->notes, NOTE_REFUSED, "check");
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s", fmt_reason);
     return conf_status(c, k);
 }
@@ -646,6 +652,7 @@ static int php_fixups(request_rec *r)
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00210)
                       "hosting %s: PHP %s pool socket %s is missing; "
                       "answered 503", rec->hosting, version, sock);
+        apr_table_setn(r->notes, NOTE_BACKEND, "missing");
         add_retry_after(r, c);
         return HTTP_SERVICE_UNAVAILABLE;
     }
@@ -673,6 +680,7 @@ static int php_fixups(request_rec *r)
                               conf_status(c, CHK_BUSY), refused,
                               LIMIT_LOG_EVERY);
             }
+            apr_table_setn(r->notes, NOTE_REFUSED, "busy");
             add_retry_after(r, c);
             return conf_status(c, CHK_BUSY);
         }
@@ -688,6 +696,7 @@ static int php_fixups(request_rec *r)
                           "flight in this process, W4APHPPoolLimit %d); "
                           "answered %d", rec->hosting, sock, n - 1,
                           c->pool_limit, conf_status(c, CHK_BUSY));
+            apr_table_setn(r->notes, NOTE_REFUSED, "busy");
             add_retry_after(r, c);
             return conf_status(c, CHK_BUSY);
         }

@@ -76,6 +76,12 @@ void vhost_count(vhost_counter_e c)
     }
 }
 
+void vhost_refused(request_rec *r, vhost_counter_e c)
+{
+    vhost_count(c);
+    apr_table_setn(r->notes, "w4a-vhost-refused", counter_names[c]);
+}
+
 /* ------------------------------------------------------------------ */
 /* Per-process state of one index file.                                */
 
@@ -859,7 +865,7 @@ static int vhost_post_read_request(request_rec *r)
     }
     vhost_count(CNT_HITS);
     if (record_refused(r, c, rec)) {
-        vhost_count(CNT_REFUSED);
+        vhost_refused(r, CNT_REFUSED);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (rec->state == W4A_STATE_SUSPENDED) {
@@ -1025,7 +1031,7 @@ static int vhost_fixups(request_rec *r)
         r->finfo.valid |= APR_FINFO_USER;
     }
     if ((apr_uint32_t)r->finfo.user != rec->uid) {
-        vhost_count(CNT_OWNER_DENIED);
+        vhost_refused(r, CNT_OWNER_DENIED);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00106)
                       "hosting %s: %s belongs to uid %ld, not the hosting's "
                       "uid %u; answered 403", rec->hosting, r->filename,

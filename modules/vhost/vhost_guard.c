@@ -183,7 +183,7 @@ static int guard_handler(request_rec *r)
         if (ap_unixd_config.suexec_enabled) {
             return DECLINED;        /* run as the hosting, by suEXEC */
         }
-        vhost_count(CNT_HANDLER_REFUSED);
+        vhost_refused(r, CNT_HANDLER_REFUSED);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00152)
                       "hosting %s: CGI %s refused: suEXEC is not enabled, so "
                       "it would run as httpd's user (%s); answered 403",
@@ -196,7 +196,7 @@ static int guard_handler(request_rec *r)
              && ap_strstr_c(r->handler, "-status")) {
         return DECLINED;            /* ours: w4a_status_begin() decides */
     }
-    vhost_count(CNT_HANDLER_REFUSED);
+    vhost_refused(r, CNT_HANDLER_REFUSED);
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00151)
                   "hosting %s: handler '%s' for %s was not set by the "
                   "operator's configuration and is not one that serves a "
@@ -270,7 +270,7 @@ static apr_status_t guard_open_htaccess(request_rec *r, const char *dir_name,
     }
     if (why) {
         close(fd);
-        vhost_count(CNT_HTACCESS_REFUSED);
+        vhost_refused(r, CNT_HTACCESS_REFUSED);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00155)
                       "hosting %s: %s %s; not read, answered 403",
                       rec->hosting, *full_name, why);

@@ -33,6 +33,10 @@ typedef enum {
 /** Adds one to a counter (a no-op without shared memory). */
 void vhost_count(vhost_counter_e c);
 
+/** Adds one to a refusal counter and notes the refusal in r->notes
+ * ("w4a-vhost-refused" = the counter's name), for mod_w4a_metrics. */
+void vhost_refused(request_rec *r, vhost_counter_e c);
+
 /** The hosting of a request (of its main request, or the one it was
  *  redirected from), or NULL. */
 const w4a_hosting_t *vhost_request_hosting(const request_rec *r);

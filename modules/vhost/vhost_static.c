@@ -53,7 +53,7 @@ const char *vhost_filetype_name(apr_filetype_e t)
 int vhost_refuse_type(request_rec *r, const w4a_hosting_t *rec,
                       apr_filetype_e t)
 {
-    vhost_count(CNT_SPECIAL_DENIED);
+    vhost_refused(r, CNT_SPECIAL_DENIED);
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00161)
                   "hosting %s: %s is a %s, not a regular file or directory; "
                   "answered 403", rec->hosting, r->filename,
@@ -145,7 +145,7 @@ static int vhost_static_handler(request_rec *r)
     }
     if (vhost_owner_check_on(r) && (apr_uint32_t)fi.user != rec->uid) {
         apr_file_close(fd);
-        vhost_count(CNT_OWNER_DENIED);
+        vhost_refused(r, CNT_OWNER_DENIED);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00160)
                       "hosting %s: %s (the file opened) belongs to uid %ld, "
                       "not the hosting's uid %u; answered 403", rec->hosting,

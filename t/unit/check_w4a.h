@@ -34,4 +34,7 @@ Suite *envhdr_suite(void);
 /** The client table of mod_w4a_guard (check_guard.c). */
 Suite *guard_suite(void);
 
+/** The node's per-hosting counters (check_metrics.c). */
+Suite *metrics_suite(void);
+
 #endif /* CHECK_W4A_H */

@@ -1,0 +1,315 @@
+/**
+ * @file w4a_metrics.c
+ * @brief The node's per-hosting counters (see w4a_metrics.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <apr_strings.h>
+#include <apr_time.h>
+
+#include "w4a_metrics.h"
+
+#define METRICS_MAGIC   0x77346d31u     /* "w4m1" */
+#define METRICS_VERSION 1u
+#define CLAIM_SPINS     1000
+
+const char *const w4a_metrics_counter_names[W4A_MC_MAX] = {
+    "requests", "bytes", "1xx", "2xx", "3xx", "4xx", "5xx", "posts",
+    "php_requests", "php_us", "backend_errors", "refused", "recent_script"
+};
+
+apr_size_t w4a_metrics_size(apr_uint32_t nrows)
+{
+    return sizeof(w4a_metrics_table_t)
+           + (apr_size_t)(nrows - 1) * sizeof(w4a_metrics_row_t);
+}
+
+static void special(w4a_metrics_row_t *row, const char *name)
+{
+    apr_cpystrn(row->name, name, sizeof(row->name));
+    row->state = 2;
+}
+
+w4a_metrics_table_t *w4a_metrics_init(void *mem, apr_uint32_t nrows,
+                                      apr_uint32_t pid, apr_uint64_t now_us)
+{
+    w4a_metrics_table_t *t = mem;
+
+    memset(t, 0, w4a_metrics_size(nrows));
+    t->version = METRICS_VERSION;
+    t->nrows = nrows;
+    t->pid = pid;
+    t->started_us = now_us;
+    special(&t->other, W4A_METRICS_OTHER);
+    special(&t->none, W4A_METRICS_NONE);
+    __atomic_store_n(&t->magic, METRICS_MAGIC, __ATOMIC_RELEASE);
+    return t;
+}
+
+apr_status_t w4a_metrics_check(const void *mem, apr_size_t len)
+{
+    const w4a_metrics_table_t *t = mem;
+
+    if (len < sizeof(*t)
+        || __atomic_load_n(&t->magic, __ATOMIC_ACQUIRE) != METRICS_MAGIC
+        || t->version != METRICS_VERSION
+        || t->nrows < W4A_METRICS_MIN_ROWS || t->nrows > W4A_METRICS_MAX_ROWS
+        || w4a_metrics_size(t->nrows) != len) {
+        return APR_EINVAL;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_uint32_t hash_of(const char *s, apr_size_t *len)
+{
+    apr_uint32_t h = 2166136261u;
+    const char *q;
+
+    for (q = s; *q; q++) {
+        h = (h ^ (unsigned char)*q) * 16777619u;
+    }
+    *len = (apr_size_t)(q - s);
+    return h;
+}
+
+w4a_metrics_row_t *w4a_metrics_row(w4a_metrics_table_t *t, const char *hosting,
+                                   int *full)
+{
+    apr_uint32_t h, i, n, probe;
+    apr_size_t len;
+
+    *full = 0;
+    if (!hosting || !*hosting) {
+        return &t->none;
+    }
+    h = hash_of(hosting, &len);
+    if (len >= W4A_METRICS_NAME_MAX) {
+        return &t->other;
+    }
+    probe = t->nrows < W4A_METRICS_PROBE ? t->nrows : W4A_METRICS_PROBE;
+    for (n = 0, i = h % t->nrows; n < probe; n++, i = (i + 1) % t->nrows) {
+        w4a_metrics_row_t *row = &t->rows[i];
+        apr_uint32_t st = __atomic_load_n(&row->state, __ATOMIC_ACQUIRE);
+        int spins;
+
+        if (st == 0) {
+            apr_uint32_t expect = 0;
+            if (__atomic_compare_exchange_n(&row->state, &expect, 1, 0,
+                                            __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE)) {
+                row->hash = h;
+                memcpy(row->name, hosting, len + 1);
+                __atomic_store_n(&row->state, 2, __ATOMIC_RELEASE);
+                __atomic_fetch_add(&t->used, 1, __ATOMIC_RELAXED);
+                return row;
+            }
+            st = expect;
+        }
+        /* Another process is writing this row's name: a few stores. */
+        for (spins = 0; st == 1 && spins < CLAIM_SPINS; spins++) {
+            if (spins >= 64) {
+                sched_yield();
+            }
+            st = __atomic_load_n(&row->state, __ATOMIC_ACQUIRE);
+        }
+        if (st == 2 && row->hash == h && !strcmp(row->name, hosting)) {
+            return row;
+        }
+        /* st 1 still: its claimer died; the row is lost, go on */
+    }
+    *full = 1;
+    return &t->other;
+}
+
+int w4a_metrics_full_due(w4a_metrics_table_t *t, apr_uint32_t now_s,
+                         apr_uint32_t every)
+{
+    apr_uint32_t last;
+
+    __atomic_fetch_add(&t->full_hits, 1, __ATOMIC_RELAXED);
+    last = __atomic_load_n(&t->full_logged, __ATOMIC_ACQUIRE);
+    if (last && now_s - last < every) {
+        return 0;
+    }
+    return __atomic_compare_exchange_n(&t->full_logged, &last, now_s, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+static void copy_row(w4a_metrics_snap_t *s, const w4a_metrics_row_t *row)
+{
+    int c;
+
+    for (c = 0; c < W4A_MC_MAX; c++) {
+        s->c[c] += __atomic_load_n(&row->c[c], __ATOMIC_RELAXED);
+    }
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const w4a_metrics_snap_t *)a)->name,
+                  ((const w4a_metrics_snap_t *)b)->name);
+}
+
+apr_array_header_t *w4a_metrics_snapshot(const w4a_metrics_table_t *t,
+                                         apr_pool_t *p)
+{
+    apr_array_header_t *a = apr_array_make(p, 64, sizeof(w4a_metrics_snap_t));
+    w4a_metrics_snap_t *s;
+    apr_uint32_t i;
+    int j, k;
+
+    for (i = 0; i < t->nrows; i++) {
+        const w4a_metrics_row_t *row = &t->rows[i];
+        if (__atomic_load_n(&row->state, __ATOMIC_ACQUIRE) != 2) {
+            continue;
+        }
+        s = apr_array_push(a);
+        memset(s, 0, sizeof(*s));
+        memcpy(s->name, row->name, sizeof(s->name));
+        s->name[sizeof(s->name) - 1] = '\0';
+        copy_row(s, row);
+    }
+    qsort(a->elts, (size_t)a->nelts, sizeof(*s), by_name);
+    /* rows of one name (a claim that raced another) are one hosting */
+    for (j = 0, k = 1; k < a->nelts; k++) {
+        w4a_metrics_snap_t *x = &APR_ARRAY_IDX(a, j, w4a_metrics_snap_t);
+        w4a_metrics_snap_t *y = &APR_ARRAY_IDX(a, k, w4a_metrics_snap_t);
+        if (!strcmp(x->name, y->name)) {
+            int c;
+            for (c = 0; c < W4A_MC_MAX; c++) {
+                x->c[c] += y->c[c];
+            }
+        }
+        else if (++j != k) {
+            APR_ARRAY_IDX(a, j, w4a_metrics_snap_t) = *y;
+        }
+    }
+    if (a->nelts) {
+        a->nelts = j + 1;
+    }
+    s = apr_array_push(a);
+    memset(s, 0, sizeof(*s));
+    apr_cpystrn(s->name, W4A_METRICS_NONE, sizeof(s->name));
+    copy_row(s, &t->none);
+    s = apr_array_push(a);
+    memset(s, 0, sizeof(*s));
+    apr_cpystrn(s->name, W4A_METRICS_OTHER, sizeof(s->name));
+    copy_row(s, &t->other);
+    return a;
+}
+
+/* ------------------------------------------------------------------ */
+/* The file.                                                          */
+
+typedef struct {
+    void       *mem;
+    apr_size_t  len;
+} mapping;
+
+static apr_status_t unmap(void *data)
+{
+    mapping *m = data;
+    munmap(m->mem, m->len);
+    return APR_SUCCESS;
+}
+
+apr_status_t w4a_metrics_file_create(w4a_metrics_table_t **t, const char *path,
+                                     apr_uint32_t nrows, int mode,
+                                     apr_uint32_t pid, const char **err,
+                                     apr_pool_t *p)
+{
+    apr_size_t len = w4a_metrics_size(nrows);
+    const char *tmp = apr_psprintf(p, "%s.%u.tmp", path, pid);
+    mapping *m;
+    void *mem;
+    int fd, e;
+
+    unlink(tmp);
+    fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0) {
+        e = errno;
+        *err = apr_psprintf(p, "cannot create %s: %s", tmp, strerror(e));
+        return APR_FROM_OS_ERROR(e);
+    }
+    /* the mode asked for, whatever the umask */
+    if (fchmod(fd, (mode_t)mode) != 0 || ftruncate(fd, (off_t)len) != 0) {
+        e = errno;
+        *err = apr_psprintf(p, "cannot size %s to %" APR_SIZE_T_FMT
+                            " bytes: %s", tmp, len, strerror(e));
+        goto fail;
+    }
+    mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mem == MAP_FAILED) {
+        e = errno;
+        *err = apr_psprintf(p, "cannot map %s: %s", tmp, strerror(e));
+        goto fail;
+    }
+    *t = w4a_metrics_init(mem, nrows, pid,
+                          (apr_uint64_t)apr_time_now());
+    if (rename(tmp, path) != 0) {
+        e = errno;
+        munmap(mem, len);
+        *err = apr_psprintf(p, "cannot rename %s to %s: %s", tmp, path,
+                            strerror(e));
+        goto fail;
+    }
+    close(fd);
+    m = apr_palloc(p, sizeof(*m));
+    m->mem = mem;
+    m->len = len;
+    apr_pool_cleanup_register(p, m, unmap, apr_pool_cleanup_null);
+    return APR_SUCCESS;
+fail:
+    close(fd);
+    unlink(tmp);
+    return APR_FROM_OS_ERROR(e);
+}
+
+apr_status_t w4a_metrics_file_open(const w4a_metrics_table_t **t,
+                                   const char *path, const char **err,
+                                   apr_pool_t *p)
+{
+    struct stat st;
+    mapping *m;
+    void *mem;
+    int fd, e;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        e = errno;
+        *err = apr_psprintf(p, "cannot open %s: %s", path, strerror(e));
+        return APR_FROM_OS_ERROR(e);
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)
+        || st.st_size < (off_t)sizeof(w4a_metrics_table_t)) {
+        close(fd);
+        *err = apr_psprintf(p, "%s is not a metrics table", path);
+        return APR_EINVAL;
+    }
+    mem = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    e = errno;
+    close(fd);
+    if (mem == MAP_FAILED) {
+        *err = apr_psprintf(p, "cannot map %s: %s", path, strerror(e));
+        return APR_FROM_OS_ERROR(e);
+    }
+    m = apr_palloc(p, sizeof(*m));
+    m->mem = mem;
+    m->len = (apr_size_t)st.st_size;
+    apr_pool_cleanup_register(p, m, unmap, apr_pool_cleanup_null);
+    if (w4a_metrics_check(mem, m->len) != APR_SUCCESS) {
+        *err = apr_psprintf(p, "%s is not a metrics table of this version",
+                            path);
+        return APR_EINVAL;
+    }
+    *t = mem;
+    return APR_SUCCESS;
+}

@@ -1,0 +1,154 @@
+/**
+ * @file w4a_metrics.h
+ * @brief The node's per-hosting counters (httpd-free, APR and POSIX only):
+ *        one table in a file-backed shared mapping that every httpd child
+ *        writes and w4a-top reads.
+ *
+ * The table is a fixed number of rows, open-addressed by the hosting's
+ * name: a hosting hashes to a row and is looked for in at most
+ * W4A_METRICS_PROBE rows from there.  A row, once claimed, is that
+ * hosting's until the table is made again (a full restart): the counters
+ * are monotonic totals (Prometheus counters), never reset, never moved.
+ * A hosting that finds no free row in its probe window (the table is
+ * full, or nearly), or whose name is longer than W4A_METRICS_NAME_MAX - 1,
+ * is counted in the overflow row, reported as hosting "(other)".
+ * Requests without a hosting (a Host not in the map, the default server)
+ * have their own row, "(none)".
+ *
+ * Counters are added with atomic adds (no lock, no per-child slot): a
+ * child that dies leaves only what it had already added, which is true.
+ * A row is claimed with a compare-and-swap of its state (free -> claiming
+ * -> ready); its name is written between the two and published with a
+ * release store.  A claimer killed in between leaves a row that nobody
+ * uses again (skipped by lookups, never shown).
+ */
+#ifndef W4A_METRICS_H
+#define W4A_METRICS_H
+
+#include <apr.h>
+#include <apr_errno.h>
+#include <apr_pools.h>
+#include <apr_tables.h>
+
+#define W4A_METRICS_NAME_MAX  48
+#define W4A_METRICS_PROBE     32
+#define W4A_METRICS_MIN_ROWS  1
+#define W4A_METRICS_MAX_ROWS  (1u << 20)
+
+/** Names of the special rows (no Unix user name has parentheses). */
+#define W4A_METRICS_OTHER "(other)"
+#define W4A_METRICS_NONE  "(none)"
+
+/** The counters of a row. */
+enum {
+    W4A_MC_REQUESTS = 0, /* requests logged */
+    W4A_MC_BYTES,        /* bytes sent (bodies, as %B) */
+    W4A_MC_1XX, W4A_MC_2XX, W4A_MC_3XX, W4A_MC_4XX, W4A_MC_5XX,
+    W4A_MC_POSTS,        /* POST requests */
+    W4A_MC_PHP,          /* requests mod_w4a_php dispatched to the pool */
+    W4A_MC_PHP_US,       /* their time, dispatch to end of response, us */
+    W4A_MC_BACKEND_ERR,  /* PHP requests answered 503 or 504 */
+    W4A_MC_REFUSED,      /* refused by our checks (see docs/metrics.md) */
+    W4A_MC_RECENT,       /* PHP requests of a recently modified script */
+    W4A_MC_MAX
+};
+
+/** Short names of the counters (JSON keys of w4a-top, sort keys). */
+extern const char *const w4a_metrics_counter_names[W4A_MC_MAX];
+
+typedef struct w4a_metrics_row_t {
+    volatile apr_uint32_t state;     /* 0 free, 1 claiming, 2 ready */
+    apr_uint32_t          hash;
+    char                  name[W4A_METRICS_NAME_MAX];
+    volatile apr_uint64_t c[W4A_MC_MAX];
+} w4a_metrics_row_t;
+
+typedef struct w4a_metrics_table_t {
+    apr_uint32_t          magic;
+    apr_uint32_t          version;
+    apr_uint32_t          nrows;
+    apr_uint32_t          pid;          /* the httpd parent that made it */
+    apr_uint64_t          started_us;   /* when it was made (apr_time_t) */
+    volatile apr_uint32_t used;         /* rows claimed */
+    volatile apr_uint32_t full_logged;  /* second of the last "full" log */
+    volatile apr_uint64_t full_hits;    /* requests that found no row */
+    w4a_metrics_row_t     other;
+    w4a_metrics_row_t     none;
+    w4a_metrics_row_t     rows[1];
+} w4a_metrics_table_t;
+
+/** Bytes of a table of @a nrows rows. */
+apr_size_t w4a_metrics_size(apr_uint32_t nrows);
+
+/** Initialise a table in @a mem (w4a_metrics_size bytes). */
+w4a_metrics_table_t *w4a_metrics_init(void *mem, apr_uint32_t nrows,
+                                      apr_uint32_t pid, apr_uint64_t now_us);
+
+/**
+ * Whether @a len bytes at @a mem hold a table this code can read.
+ * @return APR_SUCCESS, APR_EINVAL (not a table, another version, or a
+ *         size that does not match its row count).
+ */
+apr_status_t w4a_metrics_check(const void *mem, apr_size_t len);
+
+/**
+ * The row of @a hosting, claimed when it has none yet.
+ * @param hosting the hosting's name; NULL or "" for the "(none)" row
+ * @param full set to 1 when the hosting got the overflow row because no
+ *        row was free in its probe window (not for a too long name)
+ * @return the row (never NULL).
+ */
+w4a_metrics_row_t *w4a_metrics_row(w4a_metrics_table_t *t, const char *hosting,
+                                   int *full);
+
+/** Counter @a c of @a row += @a n (atomic). */
+static APR_INLINE void w4a_metrics_add(w4a_metrics_row_t *row, int c,
+                                       apr_uint64_t n)
+{
+    __atomic_fetch_add(&row->c[c], n, __ATOMIC_RELAXED);
+}
+
+/**
+ * Count a request that found the table full, and say whether it is to be
+ * logged: at most once per @a every seconds node-wide.
+ * @return 1 when the caller logs now, 0 otherwise.
+ */
+int w4a_metrics_full_due(w4a_metrics_table_t *t, apr_uint32_t now_s,
+                         apr_uint32_t every);
+
+/** A copy of one row. */
+typedef struct w4a_metrics_snap_t {
+    char         name[W4A_METRICS_NAME_MAX];
+    apr_uint64_t c[W4A_MC_MAX];
+} w4a_metrics_snap_t;
+
+/**
+ * Copy every ready row, the special rows included (last, "(none)" then
+ * "(other)"), sorted by name otherwise; rows of one name (a claim that
+ * raced) are summed.
+ * @return an array of w4a_metrics_snap_t from @a p.
+ */
+apr_array_header_t *w4a_metrics_snapshot(const w4a_metrics_table_t *t,
+                                         apr_pool_t *p);
+
+/**
+ * Make a new table file: written beside @a path and renamed over it (a
+ * reader of the old one keeps its mapping), mode @a mode, mapped shared
+ * and writable.
+ * @param err set to a message on failure, from @a p
+ * @return APR_SUCCESS or the errno of the step that failed.
+ */
+apr_status_t w4a_metrics_file_create(w4a_metrics_table_t **t, const char *path,
+                                     apr_uint32_t nrows, int mode,
+                                     apr_uint32_t pid, const char **err,
+                                     apr_pool_t *p);
+
+/**
+ * Map a table file read-only (w4a-top); unmapped when @a p goes.
+ * @return APR_SUCCESS, an errno (open, mmap), or APR_EINVAL (not a table).
+ */
+apr_status_t w4a_metrics_file_open(const w4a_metrics_table_t **t,
+                                   const char *path, const char **err,
+                                   apr_pool_t *p);
+
+#endif /* W4A_METRICS_H */

@@ -1,0 +1,541 @@
+/*
+ * mod_w4a_metrics: which hosting is it?  Per-hosting counters of the
+ * node, in one table every child shares (modules/common/w4a_metrics.c),
+ * exposed to Prometheus at the handler "w4a-metrics" and read directly by
+ * w4a-top.  See docs/metrics.md.
+ *
+ * Every request is counted once, in log_transaction, for the hosting
+ * mod_w4a_vhost gave it, with the figures of the last request of its
+ * internal-redirect chain (the one whose status and bytes mod_log_config
+ * logs).  A PHP request is one mod_w4a_php dispatched to the hosting's
+ * pool (its optional function, which no configuration can fake); its time
+ * runs from our fixup just after the dispatch to the end of the
+ * response passing our output filter.
+ */
+#include <httpd.h>
+#include <http_config.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <util_filter.h>
+#include <apr_optional.h>
+#include <apr_strings.h>
+#include <unistd.h>
+
+#include "metrics_private.h"
+#include "w4a_httpd.h"
+#include "mod_w4a_php.h"
+#include "w4a_metrics.h"
+
+module AP_MODULE_DECLARE_DATA w4a_metrics_module;
+
+#define HANDLER        "w4a-metrics"
+#define FILTER         "W4A_METRICS"
+#define USERDATA_KEY   "w4a_metrics_table"
+#define REQ_KEY        "w4a_metrics_req"
+#define DEF_ROWS       4096
+#define DEF_FILE       "w4a-metrics.shm"   /* in DefaultRuntimeDir */
+#define FULL_LOG_EVERY 60                  /* seconds */
+
+typedef struct {
+    int          engine;       /* -1 unset, 0 off, 1 on */
+    int          rows;         /* -1 unset */
+    const char  *file;         /* NULL unset */
+    int          recent_min;   /* -1 unset, 0 off */
+} metrics_conf;
+
+/* The table, once per httpd process (it lives in the process pool: a
+ * graceful restart keeps its counts). */
+typedef struct {
+    w4a_metrics_table_t *t;
+    const char          *file;
+    apr_uint32_t         rows;
+} metrics_global;
+
+/* One request's PHP timing: in the pool userdata of the initial request
+ * (a sub-request's pool is its child, an internal redirect shares it),
+ * where no per-directory configuration reaches. */
+typedef struct {
+    apr_time_t dispatched;   /* our fixup after mod_w4a_php's dispatch */
+    apr_time_t done;         /* EOS through our filter */
+    int        php;          /* the handler run was that dispatch */
+} metrics_req;
+
+static metrics_global *G;
+static int recent_min;           /* the main server's W4AMetricsRecentScript */
+static APR_OPTIONAL_FN_TYPE(w4a_hosting) *hosting_of;
+static APR_OPTIONAL_FN_TYPE(w4a_php_dispatched) *php_dispatched;
+
+/* ------------------------------------------------------------------ */
+/* Configuration: every directive is global (main server only).       */
+
+static void *create_srv_conf(apr_pool_t *p, server_rec *s)
+{
+    metrics_conf *c = apr_pcalloc(p, sizeof(*c));
+    c->engine = -1;
+    c->rows = -1;
+    c->file = NULL;
+    c->recent_min = -1;
+    return c;
+}
+
+static const char *global_only(cmd_parms *cmd)
+{
+    return ap_check_cmd_context(cmd, GLOBAL_ONLY);
+}
+
+static const char *set_engine(cmd_parms *cmd, void *dummy, int on)
+{
+    metrics_conf *c = ap_get_module_config(cmd->server->module_config,
+                                           &w4a_metrics_module);
+    const char *err = global_only(cmd);
+    if (err) {
+        return err;
+    }
+    c->engine = on;
+    return NULL;
+}
+
+static const char *set_rows(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    metrics_conf *c = ap_get_module_config(cmd->server->module_config,
+                                           &w4a_metrics_module);
+    const char *err = global_only(cmd);
+    char *end;
+    long n;
+
+    if (err) {
+        return err;
+    }
+    n = strtol(arg, &end, 10);
+    if (*end || n < W4A_METRICS_MIN_ROWS || n > (long)W4A_METRICS_MAX_ROWS) {
+        return apr_psprintf(cmd->pool, "W4AMetricsTableSize: '%s' is not a "
+                            "number of rows from %d to %u", arg,
+                            W4A_METRICS_MIN_ROWS, W4A_METRICS_MAX_ROWS);
+    }
+    c->rows = (int)n;
+    return NULL;
+}
+
+static const char *set_file(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    metrics_conf *c = ap_get_module_config(cmd->server->module_config,
+                                           &w4a_metrics_module);
+    const char *err = global_only(cmd);
+    if (err) {
+        return err;
+    }
+    c->file = ap_runtime_dir_relative(cmd->pool, arg);
+    if (!c->file) {
+        return apr_psprintf(cmd->pool, "W4AMetricsFile: invalid path '%s'",
+                            arg);
+    }
+    return NULL;
+}
+
+static const char *set_recent(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    metrics_conf *c = ap_get_module_config(cmd->server->module_config,
+                                           &w4a_metrics_module);
+    const char *err = global_only(cmd);
+    char *end;
+    long n;
+
+    if (err) {
+        return err;
+    }
+    n = strtol(arg, &end, 10);
+    if (*end || n < 0 || n > 525600) {
+        return apr_psprintf(cmd->pool, "W4AMetricsRecentScript: '%s' is not "
+                            "a number of minutes from 0 (off) to 525600",
+                            arg);
+    }
+    c->recent_min = (int)n;
+    return NULL;
+}
+
+static const command_rec metrics_cmds[] = {
+    AP_INIT_FLAG("W4AMetrics", set_engine, NULL, RSRC_CONF,
+                 "On: count every request per hosting (default Off)"),
+    AP_INIT_TAKE1("W4AMetricsTableSize", set_rows, NULL, RSRC_CONF,
+                  "rows of the per-hosting table (default 4096); hostings "
+                  "beyond it are counted as (other)"),
+    AP_INIT_TAKE1("W4AMetricsFile", set_file, NULL, RSRC_CONF,
+                  "the table's file, read by w4a-top (default "
+                  DEF_FILE " in DefaultRuntimeDir)"),
+    AP_INIT_TAKE1("W4AMetricsRecentScript", set_recent, NULL, RSRC_CONF,
+                  "minutes: count PHP requests of scripts modified that "
+                  "recently (default 0: off)"),
+    { NULL }
+};
+
+/* ------------------------------------------------------------------ */
+/* Counting.                                                          */
+
+static metrics_req *req_of(request_rec *r, int create)
+{
+    apr_pool_t *p = w4a_initial_request(r)->pool;
+    metrics_req *q = NULL;
+
+    apr_pool_userdata_get((void **)&q, REQ_KEY, p);
+    if (!q && create) {
+        q = apr_pcalloc(p, sizeof(*q));
+        apr_pool_userdata_setn(q, REQ_KEY, NULL, p);
+    }
+    return q;
+}
+
+/* Just after mod_w4a_php's dispatch (its fixups run APR_HOOK_LAST). */
+static int metrics_fixups(request_rec *r)
+{
+    metrics_req *q;
+
+    if (!G || !php_dispatched || !php_dispatched(r)) {
+        return DECLINED;
+    }
+    q = req_of(r, 1);
+    q->dispatched = apr_time_now();
+    q->done = 0;
+    return DECLINED;
+}
+
+/* The handler about to run is mod_w4a_php's dispatch: a PHP request.
+ * (At log time mod_proxy has made it a proxy request, which the optional
+ * function no longer recognises: the mark is taken here.) */
+static void metrics_insert_filter(request_rec *r)
+{
+    metrics_req *q;
+
+    if (G && php_dispatched && php_dispatched(r)) {
+        q = req_of(r, 1);
+        q->php = 1;
+        if (!q->dispatched) {
+            q->dispatched = apr_time_now();
+        }
+        ap_add_output_filter(FILTER, NULL, r, r->connection);
+    }
+}
+
+/* The end of the backend's response: the EOS passing here. */
+static apr_status_t metrics_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    if (!APR_BRIGADE_EMPTY(bb)
+        && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(bb))) {
+        metrics_req *q = req_of(f->r, 0);
+        if (q && !q->done) {
+            q->done = apr_time_now();
+        }
+        ap_remove_output_filter(f);
+    }
+    return ap_pass_brigade(f->next, bb);
+}
+
+/* Refused by one of our checks: the note each module sets when it
+ * refuses (mod_w4a_vhost: owner, file type, record, handler, .htaccess;
+ * mod_w4a_php: its checks and limits; mod_w4a_guard: bans and quotas). */
+static int refused(request_rec *r)
+{
+    return apr_table_get(r->notes, "w4a-vhost-refused")
+           || apr_table_get(r->notes, "w4a-php-refused")
+           || apr_table_get(r->notes, "w4a-guard");
+}
+
+static int metrics_log_transaction(request_rec *r)
+{
+    const w4a_hosting_t *rec;
+    w4a_metrics_row_t *row;
+    metrics_req *q;
+    request_rec *last = r;
+    int full, status, klass;
+
+    if (!G || r->main) {
+        return DECLINED;
+    }
+    while (last->next) {
+        last = last->next;
+    }
+    rec = hosting_of ? hosting_of(r) : NULL;
+    row = w4a_metrics_row(G->t, rec ? rec->hosting : NULL, &full);
+    if (full && w4a_metrics_full_due(G->t,
+                                     (apr_uint32_t)apr_time_sec(apr_time_now()),
+                                     FULL_LOG_EVERY)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00700)
+                      "metrics table full (%u rows, W4AMetricsTableSize): "
+                      "hosting %s is counted as " W4A_METRICS_OTHER " with "
+                      "every other hosting that finds no row (%"
+                      APR_UINT64_T_FMT " requests so far; logged at most "
+                      "every %d s)", G->t->nrows, rec->hosting,
+                      G->t->full_hits, FULL_LOG_EVERY);
+    }
+    status = last->status;
+    klass = status / 100;
+    w4a_metrics_add(row, W4A_MC_REQUESTS, 1);
+    if (last->bytes_sent > 0) {
+        w4a_metrics_add(row, W4A_MC_BYTES, (apr_uint64_t)last->bytes_sent);
+    }
+    if (klass >= 1 && klass <= 5) {
+        w4a_metrics_add(row, W4A_MC_1XX + klass - 1, 1);
+    }
+    if (r->method_number == M_POST) {
+        w4a_metrics_add(row, W4A_MC_POSTS, 1);
+    }
+    if (refused(r) || (last != r && refused(last))) {
+        w4a_metrics_add(row, W4A_MC_REFUSED, 1);
+    }
+    /* mod_w4a_php found no socket for the hosting's pool: 503 before any
+     * dispatch, a backend error all the same. */
+    if (apr_table_get(r->notes, "w4a-php-backend")
+        || (last != r && apr_table_get(last->notes, "w4a-php-backend"))) {
+        w4a_metrics_add(row, W4A_MC_BACKEND_ERR, 1);
+    }
+    q = req_of(r, 0);
+    if (q && q->php) {
+        apr_time_t now = apr_time_now();
+        w4a_metrics_add(row, W4A_MC_PHP, 1);
+        if (q->dispatched) {
+            apr_time_t end = q->done ? q->done : now;
+            if (end > q->dispatched) {
+                w4a_metrics_add(row, W4A_MC_PHP_US,
+                                (apr_uint64_t)(end - q->dispatched));
+            }
+        }
+        if (status == HTTP_SERVICE_UNAVAILABLE
+            || status == HTTP_GATEWAY_TIME_OUT) {
+            w4a_metrics_add(row, W4A_MC_BACKEND_ERR, 1);
+        }
+        /* r->finfo: the walk's stat of the script, no new system call */
+        if (recent_min > 0 && last->finfo.filetype == APR_REG
+            && (last->finfo.valid & APR_FINFO_MTIME)
+            && now - last->finfo.mtime
+               < apr_time_from_sec((apr_time_t)recent_min * 60)) {
+            w4a_metrics_add(row, W4A_MC_RECENT, 1);
+        }
+    }
+    return DECLINED;
+}
+
+/* ------------------------------------------------------------------ */
+/* Prometheus exposition (text format 0.0.4).                         */
+
+typedef struct {
+    int         counter;     /* W4A_MC_* */
+    const char *name;
+    const char *help;
+} family;
+
+static const family families[] = {
+    { W4A_MC_REQUESTS, "w4a_hosting_requests_total",
+      "Requests of the hosting, counted when logged." },
+    { W4A_MC_BYTES, "w4a_hosting_sent_bytes_total",
+      "Response body bytes sent for the hosting." },
+    { W4A_MC_POSTS, "w4a_hosting_post_requests_total",
+      "POST requests of the hosting." },
+    { W4A_MC_PHP, "w4a_hosting_php_requests_total",
+      "Requests dispatched to the hosting's PHP-FPM pool." },
+    { W4A_MC_PHP_US, "w4a_hosting_php_seconds_total",
+      "Time of the hosting's PHP requests, from dispatch to the end of the "
+      "backend's response, seen from httpd." },
+    { W4A_MC_BACKEND_ERR, "w4a_hosting_php_backend_errors_total",
+      "PHP requests of the hosting answered 503 or 504 (pool refused, "
+      "died or timed out)." },
+    { W4A_MC_REFUSED, "w4a_hosting_refused_total",
+      "Requests of the hosting refused by a check of mod_w4a_vhost, "
+      "mod_w4a_php or mod_w4a_guard." },
+    { W4A_MC_RECENT, "w4a_hosting_php_recent_script_requests_total",
+      "PHP requests of a script modified within W4AMetricsRecentScript "
+      "minutes." },
+};
+
+/* A label value as the text format wants it: \\, \" and \n escaped. */
+static const char *label(apr_pool_t *p, const char *v)
+{
+    const char *q;
+    char *out, *o;
+
+    for (q = v; *q && *q != '\\' && *q != '"' && *q != '\n'; q++) {
+    }
+    if (!*q) {
+        return v;
+    }
+    o = out = apr_palloc(p, strlen(v) * 2 + 1);
+    for (q = v; *q; q++) {
+        if (*q == '\\' || *q == '"') {
+            *o++ = '\\';
+            *o++ = *q;
+        }
+        else if (*q == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        }
+        else {
+            *o++ = *q;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static void print_value(request_rec *r, const family *f, const char *name,
+                        const w4a_metrics_snap_t *s)
+{
+    if (f->counter == W4A_MC_PHP_US) {
+        ap_rprintf(r, "%s{hosting=\"%s\"} %" APR_UINT64_T_FMT ".%06"
+                   APR_UINT64_T_FMT "\n", f->name, name,
+                   s->c[f->counter] / 1000000, s->c[f->counter] % 1000000);
+    }
+    else {
+        ap_rprintf(r, "%s{hosting=\"%s\"} %" APR_UINT64_T_FMT "\n", f->name,
+                   name, s->c[f->counter]);
+    }
+}
+
+static int metrics_handler(request_rec *r)
+{
+    apr_array_header_t *a;
+    const char **names;
+    apr_size_t i;
+    int rv, j, k;
+
+    if (!w4a_status_begin(r, HANDLER, &rv)) {
+        if (rv == OK) {
+            ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+        }
+        return rv;
+    }
+    ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+    if (!G) {
+        ap_rputs("# W4AMetrics is off\n", r);
+        return OK;
+    }
+    a = w4a_metrics_snapshot(G->t, r->pool);
+    names = apr_palloc(r->pool, sizeof(*names) * (apr_size_t)(a->nelts + 1));
+    for (j = 0; j < a->nelts; j++) {
+        names[j] = label(r->pool, APR_ARRAY_IDX(a, j, w4a_metrics_snap_t).name);
+    }
+    for (i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+        const family *f = &families[i];
+        ap_rprintf(r, "# HELP %s %s\n# TYPE %s counter\n", f->name, f->help,
+                   f->name);
+        for (j = 0; j < a->nelts; j++) {
+            print_value(r, f, names[j],
+                        &APR_ARRAY_IDX(a, j, w4a_metrics_snap_t));
+        }
+    }
+    ap_rputs("# HELP w4a_hosting_responses_total Responses of the hosting by "
+             "status class.\n# TYPE w4a_hosting_responses_total counter\n", r);
+    for (j = 0; j < a->nelts; j++) {
+        const w4a_metrics_snap_t *s = &APR_ARRAY_IDX(a, j, w4a_metrics_snap_t);
+        for (k = 0; k < 5; k++) {
+            ap_rprintf(r, "w4a_hosting_responses_total{hosting=\"%s\","
+                       "code=\"%dxx\"} %" APR_UINT64_T_FMT "\n", names[j],
+                       k + 1, s->c[W4A_MC_1XX + k]);
+        }
+    }
+    ap_rprintf(r, "# HELP w4a_metrics_table_rows Rows of the per-hosting "
+               "table (W4AMetricsTableSize).\n"
+               "# TYPE w4a_metrics_table_rows gauge\n"
+               "w4a_metrics_table_rows %u\n"
+               "# HELP w4a_metrics_table_used_rows Rows held by a hosting.\n"
+               "# TYPE w4a_metrics_table_used_rows gauge\n"
+               "w4a_metrics_table_used_rows %u\n"
+               "# HELP w4a_metrics_table_full_total Requests whose hosting "
+               "found no free row (counted as hosting \"(other)\").\n"
+               "# TYPE w4a_metrics_table_full_total counter\n"
+               "w4a_metrics_table_full_total %" APR_UINT64_T_FMT "\n",
+               G->t->nrows, __atomic_load_n(&G->t->used, __ATOMIC_RELAXED),
+               __atomic_load_n(&G->t->full_hits, __ATOMIC_RELAXED));
+    return OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Start-up.                                                          */
+
+static int metrics_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                               apr_pool_t *ptemp, server_rec *s)
+{
+    metrics_conf *c = ap_get_module_config(s->module_config,
+                                           &w4a_metrics_module);
+    apr_pool_t *pglobal = s->process->pool;
+    metrics_global *g = NULL;
+    const char *file, *err = NULL;
+    apr_uint32_t rows;
+    apr_status_t rv;
+
+    /* Here rather than in optional_fn_retrieve, which httpd runs only
+     * after post_config. */
+    hosting_of = APR_RETRIEVE_OPTIONAL_FN(w4a_hosting);
+    php_dispatched = APR_RETRIEVE_OPTIONAL_FN(w4a_php_dispatched);
+    G = NULL;
+    recent_min = c->recent_min > 0 ? c->recent_min : 0;
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG
+        || c->engine != 1) {
+        return OK;
+    }
+    if (!hosting_of) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, W4ALOGNO(00701)
+                     "W4AMetrics on without mod_w4a_vhost: every request is "
+                     "counted as " W4A_METRICS_NONE);
+    }
+    file = c->file ? c->file : ap_runtime_dir_relative(pconf, DEF_FILE);
+    rows = (apr_uint32_t)(c->rows > 0 ? c->rows : DEF_ROWS);
+    apr_pool_userdata_get((void **)&g, USERDATA_KEY, pglobal);
+    if (g) {
+        if (strcmp(g->file, file) || g->rows != rows) {
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, W4ALOGNO(00702)
+                         "W4AMetricsFile/W4AMetricsTableSize changed: the "
+                         "table stays %s (%u rows) until a full restart",
+                         g->file, g->rows);
+        }
+        G = g;
+        return OK;
+    }
+    g = apr_pcalloc(pglobal, sizeof(*g));
+    g->file = apr_pstrdup(pglobal, file);
+    g->rows = rows;
+    /* 0600, the parent's (root's): neither a hosting's PHP nor httpd's
+     * user can open it; the children use the mapping they inherit. */
+    rv = w4a_metrics_file_create(&g->t, g->file, rows, 0600,
+                                 (apr_uint32_t)getpid(), &err, pglobal);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, W4ALOGNO(00703)
+                     "W4AMetricsFile: %s", err);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    apr_pool_userdata_set(g, USERDATA_KEY, apr_pool_cleanup_null, pglobal);
+    G = g;
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, W4ALOGNO(00704)
+                 "per-hosting metrics: %u rows, %" APR_SIZE_T_FMT
+                 " bytes in %s", rows, w4a_metrics_size(rows), g->file);
+    return OK;
+}
+
+static void register_hooks(apr_pool_t *p)
+{
+    /* After mod_w4a_php's dispatch (fixups APR_HOOK_LAST) and its
+     * PHP_VALUE fixup (APR_HOOK_REALLY_LAST + 10): the clock starts when
+     * nothing of ours is left before the handler. */
+    static const char *const after_php[] = { "mod_w4a_php.c", NULL };
+
+    ap_hook_post_config(metrics_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_fixups(metrics_fixups, after_php, NULL, APR_HOOK_REALLY_LAST + 20);
+    ap_hook_insert_filter(metrics_insert_filter, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_register_output_filter(FILTER, metrics_filter, NULL,
+                              AP_FTYPE_RESOURCE);
+    ap_hook_handler(metrics_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_log_transaction(metrics_log_transaction, NULL, NULL,
+                            APR_HOOK_MIDDLE);
+}
+
+/* Every directive is global (GLOBAL_ONLY): a virtual host's configuration
+ * holds nothing, so there is nothing to merge. */
+module AP_MODULE_DECLARE_DATA w4a_metrics_module = {
+    STANDARD20_MODULE_STUFF,
+    NULL,                   /* per-directory config creator */
+    NULL,                   /* dir config merger */
+    create_srv_conf,        /* server config creator */
+    NULL,                   /* server config merger: global directives */
+    metrics_cmds,           /* command table */
+    register_hooks,         /* set up other request processing hooks */
+    AP_MODULE_FLAG_NONE     /* flags */
+};

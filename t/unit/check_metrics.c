@@ -1,0 +1,226 @@
+/* The node's per-hosting counters (w4a_metrics). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <apr_pools.h>
+#include <apr_strings.h>
+#include <apr_tables.h>
+
+#include "check_w4a.h"
+#include "w4a_metrics.h"
+
+static apr_pool_t *pool;
+
+static void setup(void)
+{
+    apr_pool_create(&pool, NULL);
+}
+
+static void teardown(void)
+{
+    apr_pool_destroy(pool);
+}
+
+static w4a_metrics_table_t *table_of(apr_uint32_t nrows)
+{
+    void *mem = apr_palloc(pool, w4a_metrics_size(nrows));
+    return w4a_metrics_init(mem, nrows, 1, 0);
+}
+
+static const w4a_metrics_snap_t *find(apr_array_header_t *a, const char *name)
+{
+    int i;
+    for (i = 0; i < a->nelts; i++) {
+        const w4a_metrics_snap_t *s = &APR_ARRAY_IDX(a, i, w4a_metrics_snap_t);
+        if (!strcmp(s->name, name)) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_metrics_one_row_per_hosting_counts_add_up)
+{
+    w4a_metrics_table_t *t = table_of(64);
+    int full, i;
+    apr_array_header_t *a;
+
+    for (i = 0; i < 10; i++) {
+        w4a_metrics_row_t *r = w4a_metrics_row(t, i % 2 ? "w4a100011"
+                                                        : "w4a100010", &full);
+        ck_assert_int_eq(full, 0);
+        w4a_metrics_add(r, W4A_MC_REQUESTS, 1);
+        w4a_metrics_add(r, W4A_MC_BYTES, 100);
+    }
+    ck_assert_ptr_eq(w4a_metrics_row(t, "w4a100010", &full),
+                     w4a_metrics_row(t, "w4a100010", &full));
+    ck_assert_uint_eq(t->used, 2);
+    a = w4a_metrics_snapshot(t, pool);
+    ck_assert_int_eq(a->nelts, 4);      /* two hostings, (none), (other) */
+    ck_assert_str_eq(APR_ARRAY_IDX(a, 0, w4a_metrics_snap_t).name, "w4a100010");
+    ck_assert_str_eq(APR_ARRAY_IDX(a, 2, w4a_metrics_snap_t).name,
+                     W4A_METRICS_NONE);
+    ck_assert_str_eq(APR_ARRAY_IDX(a, 3, w4a_metrics_snap_t).name,
+                     W4A_METRICS_OTHER);
+    ck_assert_uint_eq(find(a, "w4a100010")->c[W4A_MC_REQUESTS], 5);
+    ck_assert_uint_eq(find(a, "w4a100011")->c[W4A_MC_BYTES], 500);
+    ck_assert_uint_eq(find(a, W4A_METRICS_OTHER)->c[W4A_MC_REQUESTS], 0);
+}
+END_TEST
+
+START_TEST(test_metrics_no_hosting_is_the_none_row)
+{
+    w4a_metrics_table_t *t = table_of(4);
+    int full;
+
+    ck_assert_ptr_eq(w4a_metrics_row(t, NULL, &full), &t->none);
+    ck_assert_ptr_eq(w4a_metrics_row(t, "", &full), &t->none);
+    ck_assert_int_eq(full, 0);
+    ck_assert_uint_eq(t->used, 0);
+}
+END_TEST
+
+START_TEST(test_metrics_full_table_counts_in_other_and_logs_once)
+{
+    w4a_metrics_table_t *t = table_of(2);
+    int full;
+
+    ck_assert_ptr_ne(w4a_metrics_row(t, "w4a100010", &full), &t->other);
+    ck_assert_ptr_ne(w4a_metrics_row(t, "w4a100011", &full), &t->other);
+    ck_assert_int_eq(full, 0);
+    ck_assert_ptr_eq(w4a_metrics_row(t, "w4a100012", &full), &t->other);
+    ck_assert_int_eq(full, 1);
+    /* the rows already held keep counting */
+    ck_assert_ptr_ne(w4a_metrics_row(t, "w4a100011", &full), &t->other);
+    ck_assert_int_eq(full, 0);
+    ck_assert_int_eq(w4a_metrics_full_due(t, 1000, 60), 1);
+    ck_assert_int_eq(w4a_metrics_full_due(t, 1001, 60), 0);
+    ck_assert_int_eq(w4a_metrics_full_due(t, 1059, 60), 0);
+    ck_assert_int_eq(w4a_metrics_full_due(t, 1060, 60), 1);
+    ck_assert_uint_eq(t->full_hits, 4);
+}
+END_TEST
+
+START_TEST(test_metrics_name_too_long_is_other_not_full)
+{
+    w4a_metrics_table_t *t = table_of(8);
+    char name[W4A_METRICS_NAME_MAX + 1];
+    int full;
+
+    memset(name, 'a', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    ck_assert_ptr_eq(w4a_metrics_row(t, name, &full), &t->other);
+    ck_assert_int_eq(full, 0);
+    name[W4A_METRICS_NAME_MAX - 1] = '\0';      /* the longest that fits */
+    ck_assert_ptr_ne(w4a_metrics_row(t, name, &full), &t->other);
+}
+END_TEST
+
+START_TEST(test_metrics_stuck_claim_is_skipped_and_snapshot_merges_names)
+{
+    w4a_metrics_table_t *t = table_of(8);
+    w4a_metrics_row_t *r;
+    apr_array_header_t *a;
+    int full, i;
+
+    /* the hosting's home row held by a claimer that died mid-claim */
+    for (i = 0; i < 8; i++) {
+        t->rows[i].state = 1;
+    }
+    t->rows[3].state = 0;
+    r = w4a_metrics_row(t, "w4a100010", &full);
+    ck_assert_ptr_eq(r, &t->rows[3]);
+    w4a_metrics_add(r, W4A_MC_REQUESTS, 2);
+    /* a duplicate row of the same name (two claims that raced) */
+    t->rows[5].state = 2;
+    strcpy(t->rows[5].name, "w4a100010");
+    t->rows[5].c[W4A_MC_REQUESTS] = 3;
+    a = w4a_metrics_snapshot(t, pool);
+    ck_assert_int_eq(a->nelts, 3);
+    ck_assert_uint_eq(find(a, "w4a100010")->c[W4A_MC_REQUESTS], 5);
+}
+END_TEST
+
+START_TEST(test_metrics_file_shared_across_processes_and_read_only_mapped)
+{
+    char dir[] = "/tmp/w4a-metrics-XXXXXX";
+    const char *path, *err = NULL;
+    w4a_metrics_table_t *t = NULL;
+    const w4a_metrics_table_t *ro = NULL;
+    apr_array_header_t *a;
+    struct stat st;
+    int i, full, status;
+    pid_t kids[4];
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    path = apr_pstrcat(pool, dir, "/metrics.shm", NULL);
+    ck_assert_int_eq(w4a_metrics_file_create(&t, path, 16, 0600, 42, &err,
+                                             pool), APR_SUCCESS);
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_int_eq(st.st_mode & 07777, 0600);
+    for (i = 0; i < 4; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            int n;
+            for (n = 0; n < 1000; n++) {
+                w4a_metrics_row_t *r = w4a_metrics_row(t, n % 2 ? "w4a100011"
+                                                           : "w4a100010", &full);
+                w4a_metrics_add(r, W4A_MC_REQUESTS, 1);
+            }
+            _exit(0);
+        }
+    }
+    for (i = 0; i < 4; i++) {
+        ck_assert_int_eq(waitpid(kids[i], &status, 0), kids[i]);
+        ck_assert_int_eq(status, 0);
+    }
+    ck_assert_int_eq(w4a_metrics_file_open(&ro, path, &err, pool),
+                     APR_SUCCESS);
+    ck_assert_uint_eq(ro->pid, 42);
+    a = w4a_metrics_snapshot(ro, pool);
+    ck_assert_int_eq(a->nelts, 4);
+    ck_assert_uint_eq(find(a, "w4a100010")->c[W4A_MC_REQUESTS], 2000);
+    ck_assert_uint_eq(find(a, "w4a100011")->c[W4A_MC_REQUESTS], 2000);
+    /* a new table replaces the file; the old mapping stays readable */
+    ck_assert_int_eq(w4a_metrics_file_create(&t, path, 16, 0600, 43, &err,
+                                             pool), APR_SUCCESS);
+    ck_assert_uint_eq(ro->pid, 42);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
+START_TEST(test_metrics_check_refuses_what_is_no_table)
+{
+    char junk[4096];
+    w4a_metrics_table_t *t = table_of(4);
+
+    memset(junk, 0, sizeof(junk));
+    ck_assert_int_eq(w4a_metrics_check(junk, sizeof(junk)), APR_EINVAL);
+    ck_assert_int_eq(w4a_metrics_check(t, w4a_metrics_size(4)), APR_SUCCESS);
+    ck_assert_int_eq(w4a_metrics_check(t, w4a_metrics_size(4) - 1),
+                     APR_EINVAL);
+    ck_assert_int_eq(w4a_metrics_check(t, 8), APR_EINVAL);
+}
+END_TEST
+
+Suite *metrics_suite(void)
+{
+    Suite *s = suite_create("metrics");
+    TCase *tc = tcase_create("metrics");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_metrics_one_row_per_hosting_counts_add_up);
+    tcase_add_test(tc, test_metrics_no_hosting_is_the_none_row);
+    tcase_add_test(tc, test_metrics_full_table_counts_in_other_and_logs_once);
+    tcase_add_test(tc, test_metrics_name_too_long_is_other_not_full);
+    tcase_add_test(tc, test_metrics_stuck_claim_is_skipped_and_snapshot_merges_names);
+    tcase_add_test(tc, test_metrics_file_shared_across_processes_and_read_only_mapped);
+    tcase_add_test(tc, test_metrics_check_refuses_what_is_no_table);
+    suite_add_tcase(s, tc);
+    return s;
+}
