@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-80}
 BASE=${BASE:-/datas}
 ETC=/etc/w4a
-MODS="w4a_vhost w4a_php w4a_geoip w4a_htcompat w4a_media w4a_guard"
+MODS="w4a_vhost w4a_php w4a_geoip w4a_htcompat w4a_media w4a_guard w4a_metrics"
 export DEBIAN_FRONTEND=noninteractive
 bash scripts/deps.sh
 PHPV=$(php -r 'echo PHP_MAJOR_VERSION.".".PHP_MINOR_VERSION;')
@@ -141,7 +141,8 @@ w4a web node running in Debian's apache2 and php$PHPV-fpm on $u
   curl -i -H 'Host: media.example.com' $u/style.css    (CORS, caching, static only)
   curl -H 'Host: media.example.com' $u/info.php        (never runs PHP: 403)
   w4a-htcheck --map $ETC/hostings.index                 (mod_php-era .htaccess lines)
-Status pages (/w4a-vhost-status, ...) answer the monitoring host of
+  w4a-top                                               (the busiest hostings, live; --once --json for scripts)
+Status pages (/w4a-vhost-status, ..., /w4a-metrics) answer the monitoring host of
 /etc/apache2/mods-available/w4a_*.conf only (192.0.2.10 as shipped).
 Edit $map, then: w4a-vhostmap compile --base $BASE --group www-data $map $ETC/hostings.index
                  w4a-fpm-pools $ETC/hostings.index
