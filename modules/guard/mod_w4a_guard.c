@@ -68,10 +68,22 @@ module AP_MODULE_DECLARE_DATA w4a_guard_module;
 #define DEF_MC_PREFIX   "w4a-guard:"
 #define DEF_MC_TIMEOUT  50
 
+/* Login paths: the end of the decoded URL path, and optionally one
+ * argument of the query ("PATH?NAME=VALUE": the argument NAME, decoded,
+ * is VALUE or starts with VALUE/).  Drupal without clean URLs logs in at
+ * /?q=user/login or /index.php?q=user (both end in "/" or "/index.php");
+ * Joomla's site login posts task=user.login to index.php. */
 static const char *const default_login_paths[] = {
     "/wp-login.php", "/xmlrpc.php", "/administrator/index.php",
-    "/user/login", NULL
+    "/user/login", "/?q=user", "/index.php?q=user",
+    "/index.php?task=user.login", NULL
 };
+
+typedef struct login_path {
+    const char *path;           /* suffix of the decoded URL path */
+    const char *arg;            /* NULL, or the query argument's name */
+    const char *value;          /* its decoded value (or VALUE/...) */
+} login_path;
 
 /* A whitelist read from the file: reference-counted, swapped on reload. */
 typedef struct guard_netlist {
@@ -241,13 +253,40 @@ static const char *set_login_quota(cmd_parms *cmd, void *d, const char *n,
     return num_arg(cmd, secs, 1, 86400, &c->login_s);
 }
 
+/* "PATH" or "PATH?NAME=VALUE" into @a lp; @return NULL or what is wrong. */
+static const char *login_path_parse(apr_pool_t *p, const char *text,
+                                    login_path *lp)
+{
+    char *path = apr_pstrdup(p, text), *q = strchr(path, '?'), *eq;
+
+    lp->arg = lp->value = NULL;
+    if (q) {
+        *q++ = '\0';
+        eq = strchr(q, '=');
+        if (!eq || eq == q || !eq[1] || strpbrk(q, "&=%+;#") != eq
+            || strpbrk(eq + 1, "&=%+;#")) {
+            return "expected PATH?NAME=VALUE: one argument, a name and a "
+                   "value, neither encoded";
+        }
+        *eq = '\0';
+        lp->arg = q;
+        lp->value = eq + 1;
+    }
+    if (path[0] != '/' || strchr(path, '%')) {
+        return "expected a decoded path starting with /";
+    }
+    lp->path = path;
+    return NULL;
+}
+
 static const char *add_login_path(cmd_parms *cmd, void *d, const char *arg)
 {
+    login_path lp;
+    const char *why;
+
     GLOBAL_CHECK(cmd);
-    if (arg[0] != '/' || strchr(arg, '?') || strchr(arg, '%')) {
-        return apr_psprintf(cmd->pool, "W4AGuardLoginPath: %s: expected a "
-                            "decoded path starting with /, without a query",
-                            arg);
+    if ((why = login_path_parse(cmd->pool, arg, &lp)) != NULL) {
+        return apr_psprintf(cmd->pool, "W4AGuardLoginPath: %s: %s", arg, why);
     }
     APR_ARRAY_PUSH(conf_of(cmd)->login_paths, const char *) = arg;
     return NULL;
@@ -791,7 +830,33 @@ static int guard_post_read_request(request_rec *r)
 /* @a uri, without its path info when it names an existing file
  * (/wp-login.php/x runs wp-login.php; /user/login, a path that does not
  * exist, is Drupal's login rewritten to index.php: matched whole). */
-static int is_login_path(const char *uri, const char *path_info)
+/* Whether the query @a args has the argument @a name with the value
+ * @a value, or one starting with value/ (q=user/login for q=user). */
+static int query_has(const char *args, const char *name, const char *value,
+                     apr_pool_t *p)
+{
+    apr_size_t nlen = strlen(name), vlen = strlen(value);
+    const char *a = args;
+
+    while (a && *a) {
+        const char *end = a + strcspn(a, "&;");
+        if ((apr_size_t)(end - a) > nlen && a[nlen] == '='
+            && !strncmp(a, name, nlen)) {
+            char *v = apr_pstrmemdup(p, a + nlen + 1, end - a - nlen - 1);
+            /* as a form value: + is a space, %2F a slash; one that does
+             * not decode is not a login (the application refuses it too) */
+            if (ap_unescape_urlencoded(v) == OK && !strncmp(v, value, vlen)
+                && (v[vlen] == '\0' || v[vlen] == '/')) {
+                return 1;
+            }
+        }
+        a = *end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+static int is_login_path(const char *uri, const char *path_info,
+                         const char *args, apr_pool_t *p)
 {
     apr_size_t ulen = strlen(uri);
     int i;
@@ -804,9 +869,10 @@ static int is_login_path(const char *uri, const char *path_info)
     }
 
     for (i = 0; i < G->login_paths->nelts; i++) {
-        const char *p = APR_ARRAY_IDX(G->login_paths, i, const char *);
-        apr_size_t plen = strlen(p);
-        if (ulen >= plen && !strncmp(uri + ulen - plen, p, plen)) {
+        const login_path *lp = &APR_ARRAY_IDX(G->login_paths, i, login_path);
+        apr_size_t plen = strlen(lp->path);
+        if (ulen >= plen && !strncmp(uri + ulen - plen, lp->path, plen)
+            && (!lp->arg || query_has(args, lp->arg, lp->value, p))) {
             return 1;
         }
     }
@@ -827,7 +893,7 @@ static int guard_fixups(request_rec *r)
         || !(q = ap_get_module_config(r->request_config, &w4a_guard_module))
         || !r->uri
         || !is_login_path(r->uri, r->finfo.filetype == APR_REG
-                                  ? r->path_info : NULL)) {
+                                  ? r->path_info : NULL, r->args, r->pool)) {
         return DECLINED;
     }
     rec = hosting_of ? hosting_of(r) : NULL;
@@ -1064,11 +1130,16 @@ static int guard_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     g->pol.forget_ms = DEF(c->ban_forget, DEF_BAN_FORGET) * 1000;
     g->status = c->status >= 0 ? c->status : DEF_STATUS;
     g->v6bits = c->v6bits >= 0 ? c->v6bits : DEF_V6BITS;
-    g->login_paths = apr_array_make(pconf, 8, sizeof(const char *));
+    g->login_paths = apr_array_make(pconf, 16, sizeof(login_path));
     for (i = 0; default_login_paths[i]; i++) {
-        APR_ARRAY_PUSH(g->login_paths, const char *) = default_login_paths[i];
+        login_path_parse(pconf, default_login_paths[i],
+                         apr_array_push(g->login_paths));
     }
-    apr_array_cat(g->login_paths, c->login_paths);
+    for (i = 0; i < c->login_paths->nelts; i++) {
+        login_path_parse(pconf, APR_ARRAY_IDX(c->login_paths, i,
+                                              const char *),
+                         apr_array_push(g->login_paths));
+    }
     g->wl_nets = c->wl_nets;
     g->wl_file = c->wl_file;
     g->wl_check_us = apr_time_from_sec(DEF(c->wl_check, DEF_WL_CHECK));
