@@ -44,6 +44,7 @@
 #include "mod_w4a_php.h"
 #include "guard_table.h"
 #include "guard_fleet.h"
+#include "guard_hosting.h"
 
 module AP_MODULE_DECLARE_DATA w4a_guard_module;
 
@@ -67,6 +68,7 @@ module AP_MODULE_DECLARE_DATA w4a_guard_module;
 #define DEF_POLL_MS     500
 #define DEF_MC_PREFIX   "w4a-guard:"
 #define DEF_MC_TIMEOUT  50
+#define DEF_H_RETRY     10
 
 /* Login paths: the end of the decoded URL path, and optionally one
  * argument of the query ("PATH?NAME=VALUE": the argument NAME, decoded,
@@ -110,6 +112,8 @@ typedef struct guard_conf {
     const char         *mc_key;          /* path, "" for none */
     const char         *mc_prefix;
     apr_int64_t         poll_ms;
+    int                 hlimit;          /* -1 unset (off), GUARD_HLIMIT_* */
+    apr_int64_t         hretry;          /* -1 unset */
 } guard_conf;
 
 #define DEF(v, d) ((v) >= 0 ? (v) : (d))
@@ -178,6 +182,8 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->mc_key = NULL;
     c->mc_prefix = NULL;
     c->poll_ms = -1;
+    c->hlimit = -1;
+    c->hretry = -1;
     return c;
 }
 
@@ -439,6 +445,29 @@ static const char *set_poll(cmd_parms *cmd, void *d, const char *arg)
     return num_arg(cmd, arg, 50, 60000, &conf_of(cmd)->poll_ms);
 }
 
+static const char *set_hosting_limit(cmd_parms *cmd, void *d,
+                                     const char *arg, const char *retry)
+{
+    guard_conf *c = conf_of(cmd);
+    apr_int64_t v;
+    GLOBAL_CHECK(cmd);
+    if (!strcasecmp(arg, "off")) {
+        c->hlimit = GUARD_HLIMIT_OFF;
+    }
+    else if (!strcasecmp(arg, "auto")) {
+        c->hlimit = GUARD_HLIMIT_AUTO;
+    }
+    else if (w4a_parse_number(arg, 1, W4A_REQ_LIMIT_MAX, &v)) {
+        c->hlimit = (int)v;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "W4AGuardHostingLimit: %s: expected "
+                            "off, auto, or a number of requests from 1 to "
+                            "%u", arg, W4A_REQ_LIMIT_MAX);
+    }
+    return retry ? num_arg(cmd, retry, 1, 3600, &c->hretry) : NULL;
+}
+
 static const command_rec guard_cmds[] = {
     AP_INIT_FLAG("W4AGuardEngine", set_engine, NULL, RSRC_CONF,
                  "Rate limits and bans of clients: on or off"),
@@ -474,6 +503,10 @@ static const command_rec guard_cmds[] = {
                   "Prefix of the guard's memcached keys (w4a-guard:)"),
     AP_INIT_TAKE1("W4AGuardFleetPoll", set_poll, NULL, RSRC_CONF,
                   "Milliseconds between two reads of the fleet list (500)"),
+    AP_INIT_TAKE12("W4AGuardHostingLimit", set_hosting_limit, NULL, RSRC_CONF,
+                   "Requests of every kind in flight per hosting on the "
+                   "node: off (default: only records' req_limit), auto, or "
+                   "N; and the seconds of Retry-After (10)"),
     { NULL }
 };
 
@@ -921,6 +954,19 @@ static int guard_fixups(request_rec *r)
     return DECLINED;
 }
 
+/* The hosting's requests in flight on the node (every kind): before any
+ * handler, after the login quota (a banned client is refused first). */
+static int guard_hosting_fixups(request_rec *r)
+{
+    const w4a_hosting_t *rec;
+
+    if (!G || !G->on || r->main || r->prev || !hosting_of
+        || !(rec = hosting_of(r)) || !rec->hosting) {
+        return DECLINED;
+    }
+    return guard_hosting_enter(r, rec->hosting, rec->req_limit);
+}
+
 /* After mod_w4a_php's decision: note a PHP request (for its weight: at
  * log time mod_proxy has made it a proxy request, no longer seen as
  * mod_w4a_php's dispatch); and a request refused by the guard must not
@@ -1069,6 +1115,12 @@ static int guard_status_handler(request_rec *r)
         ap_unescape_url((char *)client);
         return status_client(r, client, now);
     }
+    if (r->args && !strncmp(r->args, "hosting=", 8)) {
+        char *h = apr_pstrdup(r->pool, r->args + 8);
+        ap_unescape_url(h);
+        guard_hosting_status_one(r, h);
+        return OK;
+    }
     ap_rprintf(r, "{\"engine\":%s,\"slots\":%u,\"rate\":%" APR_INT64_T_FMT
                ",\"burst\":%" APR_INT64_T_FMT ",\"ban_status\":%d,"
                "\"counters\":{", G->on ? "true" : "false", G->table->nslots,
@@ -1083,9 +1135,11 @@ static int guard_status_handler(request_rec *r)
     w.now = now;
     w.n = w.used = 0;
     guard_walk(G->table, walk_ban, &w);
-    ap_rprintf(r, "],\"used\":%d,\"fleet\":{\"memcached\":%s,\"sealed\":%s},"
+    ap_rprintf(r, "],\"used\":%d", w.used);
+    guard_hosting_status(r);
+    ap_rprintf(r, ",\"fleet\":{\"memcached\":%s,\"sealed\":%s},"
                "\"whitelist\":{\"inline\":%d,\"file\":%s%s%s,\"error\":\"%s\"}"
-               "}\n", w.used, G->mc ? "true" : "false",
+               "}\n", G->mc ? "true" : "false",
                G->mac_key ? "true" : "false", G->wl_nets->nelts,
                G->wl_file ? "\"" : "", G->wl_file ? G->wl_file : "null",
                G->wl_file ? "\"" : "",
@@ -1184,6 +1238,10 @@ static int guard_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     g->table = guard_table_init(apr_shm_baseaddr_get(shm), slots);
+    /* a failure is logged there; the client guard goes on without it */
+    guard_hosting_post_config(s, c->hlimit == -1 ? GUARD_HLIMIT_OFF
+                                                 : c->hlimit,
+                              (int)DEF(c->hretry, DEF_H_RETRY));
     G = g;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, W4ALOGNO(00607)
                  "client table: %u slots, %" APR_SIZE_T_FMT " bytes; %"
@@ -1200,6 +1258,7 @@ static void guard_child_init(apr_pool_t *pchild, server_rec *s)
     if (!G) {
         return;
     }
+    guard_hosting_child_init(pchild, s);
     apr_thread_mutex_create(&G->wl_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
     if (G->wl_file) {
         wl_maybe_reload(pchild, 1);
@@ -1248,6 +1307,11 @@ static void register_hooks(apr_pool_t *p)
     /* First fixup: the login quota is checked before mod_w4a_php picks
      * the pool, and a refusal means no handler runs at all. */
     ap_hook_fixups(guard_fixups, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    /* Then the hosting's requests in flight, before mod_w4a_php (which
+     * counts its PHP requests in its own table). */
+    ap_hook_fixups(guard_hosting_fixups, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    ap_hook_child_status(guard_hosting_child_status, NULL, NULL,
+                         APR_HOOK_MIDDLE);
     /* After mod_w4a_php's decision (APR_HOOK_LAST). */
     ap_hook_fixups(guard_fixups_late, NULL, NULL, APR_HOOK_REALLY_LAST);
     ap_hook_handler(guard_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
