@@ -113,7 +113,6 @@ typedef struct guard_conf {
     const char         *mc_prefix;
     apr_int64_t         poll_ms;
     int                 hlimit;          /* -1 unset (off), GUARD_HLIMIT_* */
-    int                 ban_keepalive;   /* -1 unset (off) */
     apr_int64_t         hretry;          /* -1 unset */
 } guard_conf;
 
@@ -129,7 +128,6 @@ typedef struct guard_global {
     apr_int64_t          w_post, w_php, w_404;
     apr_array_header_t  *login_paths;
     int                  status, v6bits;
-    int                  ban_keepalive;
     apr_array_header_t  *wl_nets;
     const char          *wl_file;
     apr_int64_t          wl_check_us;
@@ -186,7 +184,6 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->poll_ms = -1;
     c->hlimit = -1;
     c->hretry = -1;
-    c->ban_keepalive = -1;
     return c;
 }
 
@@ -448,13 +445,6 @@ static const char *set_poll(cmd_parms *cmd, void *d, const char *arg)
     return num_arg(cmd, arg, 50, 60000, &conf_of(cmd)->poll_ms);
 }
 
-static const char *set_ban_keepalive(cmd_parms *cmd, void *d, int on)
-{
-    GLOBAL_CHECK(cmd);
-    conf_of(cmd)->ban_keepalive = on;
-    return NULL;
-}
-
 static const char *set_hosting_limit(cmd_parms *cmd, void *d,
                                      const char *arg, const char *retry)
 {
@@ -513,9 +503,6 @@ static const command_rec guard_cmds[] = {
                   "Prefix of the guard's memcached keys (w4a-guard:)"),
     AP_INIT_TAKE1("W4AGuardFleetPoll", set_poll, NULL, RSRC_CONF,
                   "Milliseconds between two reads of the fleet list (500)"),
-    AP_INIT_FLAG("W4AGuardBanKeepAlive", set_ban_keepalive, NULL, RSRC_CONF,
-                 "Keep the connection of a refused client open (off: "
-                 "closed after the refusal)"),
     AP_INIT_TAKE12("W4AGuardHostingLimit", set_hosting_limit, NULL, RSRC_CONF,
                    "Requests of every kind in flight per hosting on the "
                    "node: off (default: only records' req_limit), auto, or "
@@ -800,13 +787,12 @@ static int refuse(request_rec *r, guard_req *q, const guard_verdict_t *v,
                    apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
                                 left > 0 ? left : 1));
     apr_table_setn(r->notes, "w4a-guard", guard_reason_name(v->reason));
-    if (!G->ban_keepalive) {
-        /* A banned client holds no connection: none of the children's
-         * connection slots (mpm_event stops accepting past its share, and
-         * everyone else's new connections wait in the listen queue), and
-         * each try costs it a new connection (a round trip). */
-        r->connection->keepalive = AP_CONN_CLOSE;
-    }
+    /* A banned client holds no connection (no slot of a child's share,
+     * AsyncRequestWorkerFactor), and each try costs it a new connection:
+     * a round trip.  A refusal at post_read_request closes it anyway
+     * (httpd ends the connection when ap_read_request fails); this one
+     * also closes after the login quota's refusal, at the fixups. */
+    r->connection->keepalive = AP_CONN_CLOSE;
     q->refused = 1;
     guard_count(G->table, GC_REFUSED, 1);
     return G->status;
@@ -1203,7 +1189,6 @@ static int guard_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                         ? g->pol.base_ms / 1000 : DEF_BAN_MAX) * 1000;
     g->pol.forget_ms = DEF(c->ban_forget, DEF_BAN_FORGET) * 1000;
     g->status = c->status >= 0 ? c->status : DEF_STATUS;
-    g->ban_keepalive = c->ban_keepalive == 1;
     g->v6bits = c->v6bits >= 0 ? c->v6bits : DEF_V6BITS;
     g->login_paths = apr_array_make(pconf, 16, sizeof(login_path));
     for (i = 0; default_login_paths[i]; i++) {

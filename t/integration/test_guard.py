@@ -274,6 +274,73 @@ def test_guard_without_memcached_bans_stay_node_wide_and_end(w4a):
           lambda: req(h, "127.0.0.42")[0] == 200, timeout=6.0, step=0.1)
 
 
+def keepalive_answers(h, src, n, path="/", method="GET"):
+    """n requests on one keep-alive connection from src: the statuses
+    answered, and whether the server closed the connection after them."""
+    s = socket.socket()
+    s.settimeout(5)
+    s.bind((src, 0))
+    s.connect(("127.0.0.1", h.port))
+    codes, closed, buf = [], False, b""
+    try:
+        for _ in range(n):
+            try:
+                s.sendall(("%s %s HTTP/1.1\r\nHost: a.example\r\n"
+                           "Content-Length: 0\r\n\r\n"
+                           % (method, path)).encode())
+            except OSError:
+                closed = True
+                break
+            while b"\r\n\r\n" not in buf:
+                b = s.recv(65536)
+                if not b:
+                    break
+                buf += b
+            if b"\r\n\r\n" not in buf:
+                closed = True
+                break
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            codes.append(int(lines[0].split()[1]))
+            length = 0
+            for ln in lines[1:]:
+                k, _, v = ln.partition(":")
+                if k.strip().lower() == "content-length":
+                    length = int(v)
+            while len(buf) < length:
+                b = s.recv(65536)
+                if not b:
+                    break
+                buf += b
+            buf = buf[length:]
+        if not closed:
+            s.settimeout(1)
+            try:
+                closed = s.recv(1) == b""
+            except socket.timeout:
+                closed = False
+    finally:
+        s.close()
+    return codes, closed
+
+
+def test_guard_banned_client_connection_closed_after_the_refusal(w4a):
+    """A banned client holds no connection: closed after the refusal, by
+    the rate ban (post_read_request) and by the login quota (fixups)."""
+    h = node(w4a, rate="1 3", guard="W4AGuardLoginQuota 1 60")
+    flood(h, "127.0.0.44", 5)
+    assert req(h, "127.0.0.44")[0] == 429
+    codes, closed = keepalive_answers(h, "127.0.0.44", 3)
+    assert codes == [429] and closed, (codes, closed)
+    # a client in good standing keeps its connection
+    codes, closed = keepalive_answers(h, "127.0.0.45", 2)
+    assert codes == [200, 200] and not closed, (codes, closed)
+    # the login quota's refusal: the POST that bans, on a kept connection
+    codes, closed = keepalive_answers(h, "127.0.0.47", 2,
+                                      path="/wp-login.php", method="POST")
+    assert codes == [200, 429] and closed, (codes, closed)
+
+
 def test_guard_memcached_killed_no_5xx_local_bans_still_work(w4a):
     mc = Memcached().start()
     n1 = node(w4a, mc=mc)
