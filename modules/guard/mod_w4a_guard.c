@@ -991,14 +991,28 @@ static int guard_fixups_late(request_rec *r)
         != NULL) {
         q->php = 1;
     }
-    if ((!r->prev && !r->main) || !apr_table_get(first->notes, "w4a-guard")) {
+    if (!r->prev && !r->main) {
         return DECLINED;
     }
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00609)
-                  "%s of a refused client's request goes to PHP: refused",
-                  r->prev ? "internal redirect (ErrorDocument)"
-                          : "sub-request");
-    return G->status;
+    if (apr_table_get(first->notes, "w4a-guard")) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00609)
+                      "%s of a refused client's request goes to PHP: "
+                      "refused", r->prev ? "internal redirect (ErrorDocument)"
+                                         : "sub-request");
+        return G->status;
+    }
+    /* A hosting at its request limit: its ErrorDocument 503 must not be
+     * one more PHP request of it (it would pass the limit it was refused
+     * for). */
+    if (apr_table_get(first->notes, "w4a-guard-hosting")) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00665)
+                      "%s of a request refused at its hosting's request "
+                      "limit goes to PHP: refused",
+                      r->prev ? "internal redirect (ErrorDocument)"
+                              : "sub-request");
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    return DECLINED;
 }
 
 /* What costs more is known now: PHP, 404. */

@@ -29,7 +29,15 @@ INFO = "<?php echo 'user=', posix_getpwuid(posix_geteuid())['name'];\n"
 def server(w4a, limit_line="", a_flags="-", extra="", slow_us=1500000):
     tree = w4a.tree
     tree.site(A, "a.example", {"index.html": "static a\n",
-                               "slow.php": SLOW % slow_us})
+                               "slow.php": SLOW % slow_us,
+                               "err.php": "<?php echo 'php error page';\n",
+                               "busy.html": "static busy page\n",
+                               "php-err/.htaccess":
+                               "ErrorDocument 503 /err.php\n",
+                               "php-err/index.html": "x\n",
+                               "html-err/.htaccess":
+                               "ErrorDocument 503 /busy.html\n",
+                               "html-err/index.html": "y\n"})
     tree.site(B, "b.example", {"index.html": "static b\n", "info.php": INFO})
     rc, out, index = tree.compile_map([
         tree.line("a.example", A, "a.example", flags=a_flags),
@@ -197,6 +205,23 @@ def test_record_req_limit_overrides_the_node_default(w4a):
     assert "W4A00660: hosting w4a100011" not in h.log()
     for x in holders + others:
         x.close()
+
+
+def test_hosting_at_its_limit_errordocument_never_runs_its_php(w4a):
+    h = server(w4a, "W4AGuardHostingLimit 2",
+               extra="LogLevel info w4a_guard:debug")
+    holders = hold(h, "a.example", 2, A)
+    st, _, body = h.get("a.example", "/php-err/")
+    assert st == 503 and b"php error page" not in body, (st, body)
+    assert h.wait_log(r"W4A00665: internal redirect \(ErrorDocument\) of a "
+                      r"request refused at its hosting's request limit "
+                      r"goes to PHP: refused")
+    st, _, body = h.get("a.example", "/html-err/")
+    assert st == 503 and body == b"static busy page\n", (st, body)
+    for x in holders:
+        x.close()
+    wait_until(lambda: inflight_is(h, A, 0), "A's requests given back")
+    assert h.get("a.example", "/php-err/")[0] == 200
 
 
 def test_hosting_limit_bad_value_is_a_config_error(w4a):
