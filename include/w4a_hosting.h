@@ -28,6 +28,10 @@ typedef enum {
 /** Largest per-hosting PHP limit a record may give (flag php_limit=N). */
 #define W4A_PHP_LIMIT_MAX 65535u
 
+/** Largest per-hosting limit of all requests a record may give (flag
+ *  req_limit=N; mod_w4a_guard's W4AGuardHostingLimit). */
+#define W4A_REQ_LIMIT_MAX 4095u
+
 /**
  * One hosting record as seen for one domain.  Every string is
  * NUL-terminated; those that may be absent are NULL, never "".
@@ -47,6 +51,10 @@ typedef struct w4a_hosting_t {
     apr_uint32_t php_limit;   /**< PHP requests in flight for the hosting on the
                                    node (flag php_limit=N, 1..W4A_PHP_LIMIT_MAX);
                                    0: the node's W4APHPHostingLimit */
+    apr_uint32_t req_limit;   /**< requests of every kind in flight for the
+                                   hosting on the node (flag req_limit=N,
+                                   1..W4A_REQ_LIMIT_MAX); 0: the node's
+                                   W4AGuardHostingLimit */
 } w4a_hosting_t;
 
 /** Name of a state as written in the map ("active", "suspended"). */

@@ -145,7 +145,8 @@ static void usage(FILE *f, const cmd_t *only, int full)
         fprintf(f,
 "\n"
 "lookup prints key=value lines: host domain matched hosting uid gid\n"
-"docroot php state flags log_dir media php_limit (\"-\" for none).\n");
+"docroot php state flags log_dir media php_limit req_limit (\"-\" for\n"
+"none).\n");
     }
     if (!only || only->run == cmd_invalidate) {
         fprintf(f,
@@ -179,7 +180,7 @@ static void usage(FILE *f, const cmd_t *only, int full)
 "/datas/vol1/w4a100010/var/www/example.com 8.2 active log\n"
 "names: comma list, first = canonical domain, \"*.suffix\" = wildcard;\n"
 "php: version or \"-\"; state: active | suspended; flags: \"-\" or a comma\n"
-"list of log, log=DIR, media=HOST, rewrite, php_limit=N.  See\n"
+"list of log, log=DIR, media=HOST, rewrite, php_limit=N, req_limit=N.  See\n"
 "docs/w4a-vhostmap.md.\n"
 "\n"
 "Exit status: 0 success (compiled, clean, found, valid); 1 errors in the\n"
@@ -467,6 +468,12 @@ static int cmd_lookup(const cmd_t *cmd, int argc, const char *const *argv,
     }
     else {
         printf("php_limit=-\n");
+    }
+    if (r.req_limit) {
+        printf("req_limit=%u\n", r.req_limit);
+    }
+    else {
+        printf("req_limit=-\n");
     }
     w4a_map_close(m);
     return EXIT_OK;

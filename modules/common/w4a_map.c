@@ -15,9 +15,10 @@
  *   records  nrecords x 40 bytes {domain, hosting, docroot, php, log_dir,
  *            media: u32 string offsets, 0xFFFFFFFF = none; uid, gid,
  *            state, flags: u32}; flags holds the W4A_FLAG_* bits in its
- *            low 16 bits and the record's php_limit (0: none given) in
- *            its high 16 bits (an index without php_limit is the same,
- *            byte for byte, as before that flag existed)
+ *            low 4 bits, the record's req_limit (0: none given) in bits
+ *            4 to 15 and its php_limit (0: none given) in its high 16
+ *            bits (an index without them is the same, byte for byte, as
+ *            before those flags existed)
  *   strings  NUL-terminated strings; offset 0 holds ""; the section ends
  *            with a NUL, so any offset inside it names a terminated string
  *
@@ -100,7 +101,9 @@ typedef char record_is_40_bytes[sizeof(map_record_t) == 40 ? 1 : -1];
 #define CHECKSUM_AT  offsetof(map_header_t, checksum)
 #define KNOWN_FLAGS  (W4A_FLAG_LOG | W4A_FLAG_REWRITE)
 #define LIMIT_SHIFT  16    /* php_limit in the high half of flags */
-#define FLAG_BITS    0xFFFFu
+#define REQ_SHIFT    4     /* req_limit in bits 4..15 of flags */
+#define REQ_BITS     0xFFF0u
+#define FLAG_BITS    0x000Fu
 
 /* The opened index: values of the header in host byte order. */
 struct w4a_map_t {
@@ -570,6 +573,7 @@ static void fill(const w4a_map_t *m, const map_record_t *r, w4a_hosting_t *rec)
     rec->state = (w4a_state_e)LE32(r->state);
     rec->flags = LE32(r->flags) & FLAG_BITS;
     rec->php_limit = LE32(r->flags) >> LIMIT_SHIFT;
+    rec->req_limit = (LE32(r->flags) & REQ_BITS) >> REQ_SHIFT;
     rec->log_dir = str_at(m, r->log_dir);
     rec->media_host = str_at(m, r->media);
 }
@@ -1132,6 +1136,7 @@ typedef struct {
     const char  *hosting, *docroot, *php, *log_dir, *media;
     apr_uint32_t uid, gid, state, flags;
     apr_uint32_t php_limit;         /* 0: none given */
+    apr_uint32_t req_limit;         /* 0: none given */
 } src_record_t;
 
 static void parse_flags(compile_ctx *c, src_record_t *r, char *flags,
@@ -1196,9 +1201,22 @@ static void parse_flags(compile_ctx *c, src_record_t *r, char *flags,
                 r->php_limit = (apr_uint32_t)v;
             }
         }
+        else if (!strncmp(item, "req_limit=", 10)) {
+            apr_int64_t v;
+            if (r->req_limit) {
+                report(c, W4A_LOG_ERR, "flag req_limit given twice");
+            }
+            else if (!w4a_parse_number(item + 10, 1, W4A_REQ_LIMIT_MAX, &v)) {
+                report(c, W4A_LOG_ERR, "req_limit '%s' is not a number of "
+                       "requests from 1 to %u", item + 10, W4A_REQ_LIMIT_MAX);
+            }
+            else {
+                r->req_limit = (apr_uint32_t)v;
+            }
+        }
         else {
             report(c, W4A_LOG_ERR, "unknown flag '%s' (expected log, log=DIR, "
-                   "media=HOST, rewrite, php_limit=N)", item);
+                   "media=HOST, rewrite, php_limit=N, req_limit=N)", item);
         }
     }
     /* The default log directory: <home>/log/apache2, <home> being the
@@ -1420,7 +1438,8 @@ static void parse_line(compile_ctx *c, char *line)
     out->uid = r.uid;
     out->gid = r.gid;
     out->state = r.state;
-    out->flags = r.flags | (r.php_limit << LIMIT_SHIFT);
+    out->flags = r.flags | (r.php_limit << LIMIT_SHIFT)
+                 | (r.req_limit << REQ_SHIFT);
     c->rec_line[recno] = c->line;
     if (!c->nomem) {
         c->nrec++;
@@ -1835,6 +1854,7 @@ apr_status_t w4a_record_parse(w4a_hosting_t *rec, const char *key,
     rec->log_dir = r.log_dir ? apr_pstrdup(p, r.log_dir) : NULL;
     rec->media_host = r.media ? apr_pstrdup(p, r.media) : NULL;
     rec->php_limit = r.php_limit;
+    rec->req_limit = r.req_limit;
     return APR_SUCCESS;
 }
 
@@ -1853,6 +1873,9 @@ char *w4a_record_format(const w4a_hosting_t *rec, apr_pool_t *p)
     }
     if (rec->php_limit) {
         flags = apr_psprintf(p, "%s,php_limit=%u", flags, rec->php_limit);
+    }
+    if (rec->req_limit) {
+        flags = apr_psprintf(p, "%s,req_limit=%u", flags, rec->req_limit);
     }
     flags = *flags ? flags + 1 : "-";
     return apr_psprintf(p, "%s %s %s %u %u %s %s %s %s", rec->matched,

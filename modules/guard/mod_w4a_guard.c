@@ -44,6 +44,7 @@
 #include "mod_w4a_php.h"
 #include "guard_table.h"
 #include "guard_fleet.h"
+#include "guard_hosting.h"
 
 module AP_MODULE_DECLARE_DATA w4a_guard_module;
 
@@ -67,11 +68,24 @@ module AP_MODULE_DECLARE_DATA w4a_guard_module;
 #define DEF_POLL_MS     500
 #define DEF_MC_PREFIX   "w4a-guard:"
 #define DEF_MC_TIMEOUT  50
+#define DEF_H_RETRY     10
 
+/* Login paths: the end of the decoded URL path, and optionally one
+ * argument of the query ("PATH?NAME=VALUE": the argument NAME, decoded,
+ * is VALUE or starts with VALUE/).  Drupal without clean URLs logs in at
+ * /?q=user/login or /index.php?q=user (both end in "/" or "/index.php");
+ * Joomla's site login posts task=user.login to index.php. */
 static const char *const default_login_paths[] = {
     "/wp-login.php", "/xmlrpc.php", "/administrator/index.php",
-    "/user/login", NULL
+    "/user/login", "/?q=user", "/index.php?q=user",
+    "/index.php?task=user.login", NULL
 };
+
+typedef struct login_path {
+    const char *path;           /* suffix of the decoded URL path */
+    const char *arg;            /* NULL, or the query argument's name */
+    const char *value;          /* its decoded value (or VALUE/...) */
+} login_path;
 
 /* A whitelist read from the file: reference-counted, swapped on reload. */
 typedef struct guard_netlist {
@@ -98,6 +112,8 @@ typedef struct guard_conf {
     const char         *mc_key;          /* path, "" for none */
     const char         *mc_prefix;
     apr_int64_t         poll_ms;
+    int                 hlimit;          /* -1 unset (off), GUARD_HLIMIT_* */
+    apr_int64_t         hretry;          /* -1 unset */
 } guard_conf;
 
 #define DEF(v, d) ((v) >= 0 ? (v) : (d))
@@ -166,6 +182,8 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->mc_key = NULL;
     c->mc_prefix = NULL;
     c->poll_ms = -1;
+    c->hlimit = -1;
+    c->hretry = -1;
     return c;
 }
 
@@ -241,13 +259,40 @@ static const char *set_login_quota(cmd_parms *cmd, void *d, const char *n,
     return num_arg(cmd, secs, 1, 86400, &c->login_s);
 }
 
+/* "PATH" or "PATH?NAME=VALUE" into @a lp; @return NULL or what is wrong. */
+static const char *login_path_parse(apr_pool_t *p, const char *text,
+                                    login_path *lp)
+{
+    char *path = apr_pstrdup(p, text), *q = strchr(path, '?'), *eq;
+
+    lp->arg = lp->value = NULL;
+    if (q) {
+        *q++ = '\0';
+        eq = strchr(q, '=');
+        if (!eq || eq == q || !eq[1] || strpbrk(q, "&=%+;#") != eq
+            || strpbrk(eq + 1, "&=%+;#")) {
+            return "expected PATH?NAME=VALUE: one argument, a name and a "
+                   "value, neither encoded";
+        }
+        *eq = '\0';
+        lp->arg = q;
+        lp->value = eq + 1;
+    }
+    if (path[0] != '/' || strchr(path, '%')) {
+        return "expected a decoded path starting with /";
+    }
+    lp->path = path;
+    return NULL;
+}
+
 static const char *add_login_path(cmd_parms *cmd, void *d, const char *arg)
 {
+    login_path lp;
+    const char *why;
+
     GLOBAL_CHECK(cmd);
-    if (arg[0] != '/' || strchr(arg, '?') || strchr(arg, '%')) {
-        return apr_psprintf(cmd->pool, "W4AGuardLoginPath: %s: expected a "
-                            "decoded path starting with /, without a query",
-                            arg);
+    if ((why = login_path_parse(cmd->pool, arg, &lp)) != NULL) {
+        return apr_psprintf(cmd->pool, "W4AGuardLoginPath: %s: %s", arg, why);
     }
     APR_ARRAY_PUSH(conf_of(cmd)->login_paths, const char *) = arg;
     return NULL;
@@ -400,6 +445,29 @@ static const char *set_poll(cmd_parms *cmd, void *d, const char *arg)
     return num_arg(cmd, arg, 50, 60000, &conf_of(cmd)->poll_ms);
 }
 
+static const char *set_hosting_limit(cmd_parms *cmd, void *d,
+                                     const char *arg, const char *retry)
+{
+    guard_conf *c = conf_of(cmd);
+    apr_int64_t v;
+    GLOBAL_CHECK(cmd);
+    if (!strcasecmp(arg, "off")) {
+        c->hlimit = GUARD_HLIMIT_OFF;
+    }
+    else if (!strcasecmp(arg, "auto")) {
+        c->hlimit = GUARD_HLIMIT_AUTO;
+    }
+    else if (w4a_parse_number(arg, 1, W4A_REQ_LIMIT_MAX, &v)) {
+        c->hlimit = (int)v;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "W4AGuardHostingLimit: %s: expected "
+                            "off, auto, or a number of requests from 1 to "
+                            "%u", arg, W4A_REQ_LIMIT_MAX);
+    }
+    return retry ? num_arg(cmd, retry, 1, 3600, &c->hretry) : NULL;
+}
+
 static const command_rec guard_cmds[] = {
     AP_INIT_FLAG("W4AGuardEngine", set_engine, NULL, RSRC_CONF,
                  "Rate limits and bans of clients: on or off"),
@@ -435,6 +503,10 @@ static const command_rec guard_cmds[] = {
                   "Prefix of the guard's memcached keys (w4a-guard:)"),
     AP_INIT_TAKE1("W4AGuardFleetPoll", set_poll, NULL, RSRC_CONF,
                   "Milliseconds between two reads of the fleet list (500)"),
+    AP_INIT_TAKE12("W4AGuardHostingLimit", set_hosting_limit, NULL, RSRC_CONF,
+                   "Requests of every kind in flight per hosting on the "
+                   "node: off (default: only records' req_limit), auto, or "
+                   "N; and the seconds of Retry-After (10)"),
     { NULL }
 };
 
@@ -715,6 +787,12 @@ static int refuse(request_rec *r, guard_req *q, const guard_verdict_t *v,
                    apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
                                 left > 0 ? left : 1));
     apr_table_setn(r->notes, "w4a-guard", guard_reason_name(v->reason));
+    /* A banned client holds no connection (no slot of a child's share,
+     * AsyncRequestWorkerFactor), and each try costs it a new connection:
+     * a round trip.  A refusal at post_read_request closes it anyway
+     * (httpd ends the connection when ap_read_request fails); this one
+     * also closes after the login quota's refusal, at the fixups. */
+    r->connection->keepalive = AP_CONN_CLOSE;
     q->refused = 1;
     guard_count(G->table, GC_REFUSED, 1);
     return G->status;
@@ -791,7 +869,33 @@ static int guard_post_read_request(request_rec *r)
 /* @a uri, without its path info when it names an existing file
  * (/wp-login.php/x runs wp-login.php; /user/login, a path that does not
  * exist, is Drupal's login rewritten to index.php: matched whole). */
-static int is_login_path(const char *uri, const char *path_info)
+/* Whether the query @a args has the argument @a name with the value
+ * @a value, or one starting with value/ (q=user/login for q=user). */
+static int query_has(const char *args, const char *name, const char *value,
+                     apr_pool_t *p)
+{
+    apr_size_t nlen = strlen(name), vlen = strlen(value);
+    const char *a = args;
+
+    while (a && *a) {
+        const char *end = a + strcspn(a, "&;");
+        if ((apr_size_t)(end - a) > nlen && a[nlen] == '='
+            && !strncmp(a, name, nlen)) {
+            char *v = apr_pstrmemdup(p, a + nlen + 1, end - a - nlen - 1);
+            /* as a form value: + is a space, %2F a slash; one that does
+             * not decode is not a login (the application refuses it too) */
+            if (ap_unescape_urlencoded(v) == OK && !strncmp(v, value, vlen)
+                && (v[vlen] == '\0' || v[vlen] == '/')) {
+                return 1;
+            }
+        }
+        a = *end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+static int is_login_path(const char *uri, const char *path_info,
+                         const char *args, apr_pool_t *p)
 {
     apr_size_t ulen = strlen(uri);
     int i;
@@ -804,9 +908,10 @@ static int is_login_path(const char *uri, const char *path_info)
     }
 
     for (i = 0; i < G->login_paths->nelts; i++) {
-        const char *p = APR_ARRAY_IDX(G->login_paths, i, const char *);
-        apr_size_t plen = strlen(p);
-        if (ulen >= plen && !strncmp(uri + ulen - plen, p, plen)) {
+        const login_path *lp = &APR_ARRAY_IDX(G->login_paths, i, login_path);
+        apr_size_t plen = strlen(lp->path);
+        if (ulen >= plen && !strncmp(uri + ulen - plen, lp->path, plen)
+            && (!lp->arg || query_has(args, lp->arg, lp->value, p))) {
             return 1;
         }
     }
@@ -827,7 +932,7 @@ static int guard_fixups(request_rec *r)
         || !(q = ap_get_module_config(r->request_config, &w4a_guard_module))
         || !r->uri
         || !is_login_path(r->uri, r->finfo.filetype == APR_REG
-                                  ? r->path_info : NULL)) {
+                                  ? r->path_info : NULL, r->args, r->pool)) {
         return DECLINED;
     }
     rec = hosting_of ? hosting_of(r) : NULL;
@@ -855,6 +960,19 @@ static int guard_fixups(request_rec *r)
     return DECLINED;
 }
 
+/* The hosting's requests in flight on the node (every kind): before any
+ * handler, after the login quota (a banned client is refused first). */
+static int guard_hosting_fixups(request_rec *r)
+{
+    const w4a_hosting_t *rec;
+
+    if (!G || !G->on || r->main || r->prev || !hosting_of
+        || !(rec = hosting_of(r)) || !rec->hosting) {
+        return DECLINED;
+    }
+    return guard_hosting_enter(r, rec->hosting, rec->req_limit);
+}
+
 /* After mod_w4a_php's decision: note a PHP request (for its weight: at
  * log time mod_proxy has made it a proxy request, no longer seen as
  * mod_w4a_php's dispatch); and a request refused by the guard must not
@@ -873,14 +991,28 @@ static int guard_fixups_late(request_rec *r)
         != NULL) {
         q->php = 1;
     }
-    if ((!r->prev && !r->main) || !apr_table_get(first->notes, "w4a-guard")) {
+    if (!r->prev && !r->main) {
         return DECLINED;
     }
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00609)
-                  "%s of a refused client's request goes to PHP: refused",
-                  r->prev ? "internal redirect (ErrorDocument)"
-                          : "sub-request");
-    return G->status;
+    if (apr_table_get(first->notes, "w4a-guard")) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00609)
+                      "%s of a refused client's request goes to PHP: "
+                      "refused", r->prev ? "internal redirect (ErrorDocument)"
+                                         : "sub-request");
+        return G->status;
+    }
+    /* A hosting at its request limit: its ErrorDocument 503 must not be
+     * one more PHP request of it (it would pass the limit it was refused
+     * for). */
+    if (apr_table_get(first->notes, "w4a-guard-hosting")) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00665)
+                      "%s of a request refused at its hosting's request "
+                      "limit goes to PHP: refused",
+                      r->prev ? "internal redirect (ErrorDocument)"
+                              : "sub-request");
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    return DECLINED;
 }
 
 /* What costs more is known now: PHP, 404. */
@@ -1003,6 +1135,12 @@ static int guard_status_handler(request_rec *r)
         ap_unescape_url((char *)client);
         return status_client(r, client, now);
     }
+    if (r->args && !strncmp(r->args, "hosting=", 8)) {
+        char *h = apr_pstrdup(r->pool, r->args + 8);
+        ap_unescape_url(h);
+        guard_hosting_status_one(r, h);
+        return OK;
+    }
     ap_rprintf(r, "{\"engine\":%s,\"slots\":%u,\"rate\":%" APR_INT64_T_FMT
                ",\"burst\":%" APR_INT64_T_FMT ",\"ban_status\":%d,"
                "\"counters\":{", G->on ? "true" : "false", G->table->nslots,
@@ -1017,9 +1155,11 @@ static int guard_status_handler(request_rec *r)
     w.now = now;
     w.n = w.used = 0;
     guard_walk(G->table, walk_ban, &w);
-    ap_rprintf(r, "],\"used\":%d,\"fleet\":{\"memcached\":%s,\"sealed\":%s},"
+    ap_rprintf(r, "],\"used\":%d", w.used);
+    guard_hosting_status(r);
+    ap_rprintf(r, ",\"fleet\":{\"memcached\":%s,\"sealed\":%s},"
                "\"whitelist\":{\"inline\":%d,\"file\":%s%s%s,\"error\":\"%s\"}"
-               "}\n", w.used, G->mc ? "true" : "false",
+               "}\n", G->mc ? "true" : "false",
                G->mac_key ? "true" : "false", G->wl_nets->nelts,
                G->wl_file ? "\"" : "", G->wl_file ? G->wl_file : "null",
                G->wl_file ? "\"" : "",
@@ -1064,11 +1204,16 @@ static int guard_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     g->pol.forget_ms = DEF(c->ban_forget, DEF_BAN_FORGET) * 1000;
     g->status = c->status >= 0 ? c->status : DEF_STATUS;
     g->v6bits = c->v6bits >= 0 ? c->v6bits : DEF_V6BITS;
-    g->login_paths = apr_array_make(pconf, 8, sizeof(const char *));
+    g->login_paths = apr_array_make(pconf, 16, sizeof(login_path));
     for (i = 0; default_login_paths[i]; i++) {
-        APR_ARRAY_PUSH(g->login_paths, const char *) = default_login_paths[i];
+        login_path_parse(pconf, default_login_paths[i],
+                         apr_array_push(g->login_paths));
     }
-    apr_array_cat(g->login_paths, c->login_paths);
+    for (i = 0; i < c->login_paths->nelts; i++) {
+        login_path_parse(pconf, APR_ARRAY_IDX(c->login_paths, i,
+                                              const char *),
+                         apr_array_push(g->login_paths));
+    }
     g->wl_nets = c->wl_nets;
     g->wl_file = c->wl_file;
     g->wl_check_us = apr_time_from_sec(DEF(c->wl_check, DEF_WL_CHECK));
@@ -1113,6 +1258,10 @@ static int guard_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     g->table = guard_table_init(apr_shm_baseaddr_get(shm), slots);
+    /* a failure is logged there; the client guard goes on without it */
+    guard_hosting_post_config(s, c->hlimit == -1 ? GUARD_HLIMIT_OFF
+                                                 : c->hlimit,
+                              (int)DEF(c->hretry, DEF_H_RETRY));
     G = g;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, W4ALOGNO(00607)
                  "client table: %u slots, %" APR_SIZE_T_FMT " bytes; %"
@@ -1129,6 +1278,7 @@ static void guard_child_init(apr_pool_t *pchild, server_rec *s)
     if (!G) {
         return;
     }
+    guard_hosting_child_init(pchild, s);
     apr_thread_mutex_create(&G->wl_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
     if (G->wl_file) {
         wl_maybe_reload(pchild, 1);
@@ -1177,6 +1327,11 @@ static void register_hooks(apr_pool_t *p)
     /* First fixup: the login quota is checked before mod_w4a_php picks
      * the pool, and a refusal means no handler runs at all. */
     ap_hook_fixups(guard_fixups, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    /* Then the hosting's requests in flight, before mod_w4a_php (which
+     * counts its PHP requests in its own table). */
+    ap_hook_fixups(guard_hosting_fixups, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    ap_hook_child_status(guard_hosting_child_status, NULL, NULL,
+                         APR_HOOK_MIDDLE);
     /* After mod_w4a_php's decision (APR_HOOK_LAST). */
     ap_hook_fixups(guard_fixups_late, NULL, NULL, APR_HOOK_REALLY_LAST);
     ap_hook_handler(guard_status_handler, NULL, NULL, APR_HOOK_MIDDLE);

@@ -541,6 +541,7 @@ static const w4a_hosting_t *map_find(map_state *st, const char *host,
         rec->log_dir = rec_strdup(p, tmp.log_dir);
         rec->media_host = rec_strdup(p, tmp.media_host);
         rec->php_limit = tmp.php_limit;
+        rec->req_limit = tmp.req_limit;
     }
     apr_thread_rwlock_unlock(st->lock);
     return rec;

@@ -14,13 +14,21 @@ import subprocess
 import time
 
 from fleet_servers import Memcached
-from w4a_harness import REPO, VHOSTMAP, hostings_dir_block
+from w4a_harness import HTTPD, REPO, VHOSTMAP, hostings_dir_block
 
 GUARD_SO = os.path.join(REPO, "modules/guard/.libs/mod_w4a_guard.so")
 BAN = os.path.join(REPO, "support/w4a-ban")
 OURS = [("w4a_guard_module", GUARD_SO)]
 
-A, B, C = "w4a100010", "w4a100011", "w4a100012"
+A, B, C, D = "w4a100010", "w4a100011", "w4a100012", "w4a100013"
+
+# Drupal's .htaccess, short: what is not a file goes to index.php (an
+# index.html here: the guard decides before any handler, PHP or not)
+DRUPAL_HTACCESS = """RewriteEngine On
+RewriteCond %{REQUEST_FILENAME} !-f
+RewriteCond %{REQUEST_FILENAME} !-d
+RewriteRule ^ index.html [L]
+"""
 
 STATUS = """<Location /w4a-guard-status>
     SetHandler w4a-guard-status
@@ -98,8 +106,12 @@ def sites(w4a):
         tree.site(B, "b.example", {"index.html": "site b\n",
                                    "wp-login.php": "login b\n"})
         tree.site(C, "c.example", {"index.html": "site c\n"})
+        tree.site(D, "d.example", {"index.html": "drupal\n",
+                                   "index.php": "drupal\n",
+                                   ".htaccess": DRUPAL_HTACCESS})
         rc, out, _ = tree.compile_map([tree.line("a.example", A, "a.example"),
                                        tree.line("b.example", B, "b.example"),
+                                       tree.line("d.example", D, "d.example"),
                                        tree.line("localhost", C,
                                                  "c.example")])
         assert rc == 0, out
@@ -116,6 +128,7 @@ def node(w4a, guard="", mc=None, rate="1 10", modules=()):
             mc.server, key_file(w4a))
     h = w4a.httpd(f"""
 DirectoryIndex index.html
+AddType text/plain .php
 W4AVhostEngine on
 W4AVhostMap {index}
 W4AVhostDocRootBase {w4a.tree.base}
@@ -231,6 +244,103 @@ def test_guard_forged_fleet_list_is_refused(w4a):
         mc.stop()
 
 
+def test_guard_without_memcached_bans_stay_node_wide_and_end(w4a):
+    """No W4AGuardMemcached: bans are decided, refused by every child of
+    the node, shown by w4a-ban show, and end; nothing tries the fleet."""
+    import concurrent.futures
+    h = node(w4a, guard="W4AGuardBanTime 2 2 60")
+    codes = flood(h, "127.0.0.42", 15)
+    assert 429 in codes and not [c for c in codes if c >= 500], codes
+    # many connections at once (spread over the children): all refused
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        answers = list(ex.map(lambda _: req(h, "127.0.0.42")[0], range(32)))
+    assert answers == [429] * 32, answers
+    assert req(h, "127.0.0.43")[0] == 200
+    st = status(h)
+    assert st["fleet"] == {"memcached": False, "sealed": False}, st
+    c = st["counters"]
+    assert c["bans"] == 1 and c["fleet_published"] == 0 \
+        and c["fleet_errors"] == 0 and c["fleet_applied"] == 0, c
+    assert [b["client"] for b in st["bans"]] == ["127.0.0.42"], st["bans"]
+    r = subprocess.run([BAN, "show", "--url", "http://127.0.0.1:%d/"
+                        "w4a-guard-status" % h.port, "127.0.0.42"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    shown = json.loads(r.stdout)
+    assert shown["banned"] is True and shown["bans"] == 1, shown
+    assert not re.search(r"W4A0060[358]|W4A00610", h.log()), h.log()
+    # the ban ends on its own (2 s): served again
+    until("the node-only ban over",
+          lambda: req(h, "127.0.0.42")[0] == 200, timeout=6.0, step=0.1)
+
+
+def keepalive_answers(h, src, n, path="/", method="GET"):
+    """n requests on one keep-alive connection from src: the statuses
+    answered, and whether the server closed the connection after them."""
+    s = socket.socket()
+    s.settimeout(5)
+    s.bind((src, 0))
+    s.connect(("127.0.0.1", h.port))
+    codes, closed, buf = [], False, b""
+    try:
+        for _ in range(n):
+            try:
+                s.sendall(("%s %s HTTP/1.1\r\nHost: a.example\r\n"
+                           "Content-Length: 0\r\n\r\n"
+                           % (method, path)).encode())
+            except OSError:
+                closed = True
+                break
+            while b"\r\n\r\n" not in buf:
+                b = s.recv(65536)
+                if not b:
+                    break
+                buf += b
+            if b"\r\n\r\n" not in buf:
+                closed = True
+                break
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            codes.append(int(lines[0].split()[1]))
+            length = 0
+            for ln in lines[1:]:
+                k, _, v = ln.partition(":")
+                if k.strip().lower() == "content-length":
+                    length = int(v)
+            while len(buf) < length:
+                b = s.recv(65536)
+                if not b:
+                    break
+                buf += b
+            buf = buf[length:]
+        if not closed:
+            s.settimeout(1)
+            try:
+                closed = s.recv(1) == b""
+            except socket.timeout:
+                closed = False
+    finally:
+        s.close()
+    return codes, closed
+
+
+def test_guard_banned_client_connection_closed_after_the_refusal(w4a):
+    """A banned client holds no connection: closed after the refusal, by
+    the rate ban (post_read_request) and by the login quota (fixups)."""
+    h = node(w4a, rate="1 3", guard="W4AGuardLoginQuota 1 60")
+    flood(h, "127.0.0.44", 5)
+    assert req(h, "127.0.0.44")[0] == 429
+    codes, closed = keepalive_answers(h, "127.0.0.44", 3)
+    assert codes == [429] and closed, (codes, closed)
+    # a client in good standing keeps its connection
+    codes, closed = keepalive_answers(h, "127.0.0.45", 2)
+    assert codes == [200, 200] and not closed, (codes, closed)
+    # the login quota's refusal: the POST that bans, on a kept connection
+    codes, closed = keepalive_answers(h, "127.0.0.47", 2,
+                                      path="/wp-login.php", method="POST")
+    assert codes == [200, 429] and closed, (codes, closed)
+
+
 def test_guard_memcached_killed_no_5xx_local_bans_still_work(w4a):
     mc = Memcached().start()
     n1 = node(w4a, mc=mc)
@@ -300,6 +410,60 @@ def test_guard_login_quota_per_client_per_hosting(w4a):
     assert "hosting %s" % B in bans_logged(h, "127.0.0.9")[0]
     c = status(h)["counters"]
     assert c["login_posts"] == 3 + 1 + 3 + 3 + 1 and c["bans"] == 2, c
+
+
+def login_posts(h):
+    return status(h)["counters"]["login_posts"]
+
+
+def test_guard_login_quota_covers_drupal_and_joomla_paths(w4a):
+    h = node(w4a, rate="1000 2000", guard="W4AGuardLoginQuota 100 60")
+    # POSTs that are logins: each counted once (not again after the
+    # .htaccess rewrite or mod_dir's index), whatever the client
+    logins = ["/user/login", "/user/login?destination=node",
+              "/?q=user/login", "/?q=user", "/index.php?q=user/login",
+              "/index.php?destination=x&q=user%2Flogin", "/?q=user/password",
+              "/drupal/?q=user/login", "/index.php?option=com_users"
+              "&task=user.login"]
+    # and what is not: other Drupal pages, a GET, look-alikes
+    others = [("POST", "/?q=node"), ("POST", "/?q=users"),
+              ("POST", "/?q=node&x=user/login"), ("POST", "/user/loginx"),
+              ("POST", "/index.php?q=%zz"), ("POST", "/?task=user.logout"),
+              ("GET", "/?q=user/login"), ("GET", "/user/login")]
+    n = login_posts(h)
+    for i, path in enumerate(logins):
+        st, _ = req(h, "127.0.0.%d" % (20 + i), host="d.example", path=path,
+                    method="POST")
+        assert st in (200, 404), (path, st)
+        now = login_posts(h)
+        assert now == n + 1, (path, "counted %d times" % (now - n))
+        n = now
+    for method, path in others:
+        st, _ = req(h, "127.0.0.40", host="d.example", path=path,
+                    method=method)
+        assert st in (200, 404), (path, st)
+        assert login_posts(h) == n, (method, path, "counted as a login")
+    # the quota bans a Drupal brute force as it bans a WordPress one
+    h2 = node(w4a, rate="1000 2000", guard="W4AGuardLoginQuota 3 60")
+    codes = [req(h2, "127.0.0.41", host="d.example", path=p,
+                 method="POST")[0]
+             for p in ("/user/login", "/?q=user/login", "/index.php?q=user",
+                       "/user/login")]
+    assert codes[:3] != [429] * 3 and codes[3] == 429, codes
+    logged = bans_logged(h2, "127.0.0.41")
+    assert len(logged) == 1 and "reason login, hosting %s" % D in logged[0], \
+        logged
+
+
+def test_guard_login_path_with_query_is_checked_at_start(w4a):
+    for bad in ("/x?q", "/x?=v", "/x?q=", "/x?a=1&b=2", "/x?q=a%2Fb",
+                "x?q=1"):
+        h = w4a.httpd("W4AGuardEngine on\nW4AGuardLoginPath %s\n" % bad,
+                      ours=OURS)
+        r = subprocess.run([HTTPD, "-f", h.conf, "-t"], capture_output=True,
+                           text=True)
+        assert r.returncode != 0, (bad, r.stderr)
+        assert "W4AGuardLoginPath: %s: " % bad in r.stderr, (bad, r.stderr)
 
 
 def test_guard_ban_grows_on_repeat_up_to_max(w4a):
@@ -471,6 +635,7 @@ def test_guard_tenant_htaccess_cannot_whitelist_itself_even_with_override_all(w4
                    "W4AGuardWhitelist 127.0.0.0/8\nW4AGuardEngine off\n")
     h = w4a.httpd(f"""
 DirectoryIndex index.html
+AddType text/plain .php
 W4AVhostEngine on
 W4AVhostMap {index}
 W4AVhostDocRootBase {w4a.tree.base}

@@ -513,6 +513,12 @@ START_TEST(test_map_check_fields_state_flags)
             "php_limit '-3' is not a number", k);
     refused("a.com w 1000 1000 /datas/a 8.2 active php_limit=4,php_limit=5\n",
             "flag php_limit given twice", k);
+    refused("a.com w 1000 1000 /datas/a 8.2 active req_limit=0\n",
+            "req_limit '0' is not a number of requests from 1 to 4095", k);
+    refused("a.com w 1000 1000 /datas/a 8.2 active req_limit=4096\n",
+            "req_limit '4096' is not a number", k);
+    refused("a.com w 1000 1000 /datas/a 8.2 active req_limit=2,req_limit=3\n",
+            "flag req_limit given twice", k);
     refused("a.com w 1000 1000 /datas/a 8;2 active\n",
             "PHP version '8;2' is not a version", k);
     refused("a.com w 1000 1000 /datas/a php8 active\n",
@@ -532,9 +538,11 @@ START_TEST(test_map_php_limit_flag_round_trip)
 {
     w4a_map_t *m = compile_open(
         "a.example w4a100010 100010 100010 /datas/vol1/a/var/www/a 8.2 active "
-            "rewrite,php_limit=65535,media=m.a.example\n"
+            "rewrite,php_limit=65535,media=m.a.example,req_limit=4095\n"
         "b.example w4a100011 100011 100011 /datas/vol1/b/var/www/b 8.2 active "
             "php_limit=3\n"
+        "d.example w4a100013 100013 100013 /datas/vol1/d/var/www/d 8.2 active "
+            "req_limit=7,log=/datas/vol1/d/log\n"
         "c.example w4a100012 100012 100012 /datas/vol1/c/var/www/c 8.2 active "
             "rewrite\n", NULL, NULL);
     w4a_hosting_t r;
@@ -543,12 +551,20 @@ START_TEST(test_map_php_limit_flag_round_trip)
     ck_assert_uint_eq(r.php_limit, 65535);
     ck_assert_uint_eq(r.flags, W4A_FLAG_REWRITE);
     ck_assert_str_eq(r.media_host, "m.a.example");
+    ck_assert_uint_eq(r.req_limit, 4095);
     ck_assert(find(m, "b.example", &r));
     ck_assert_uint_eq(r.php_limit, 3);
+    ck_assert_uint_eq(r.req_limit, 0);
     ck_assert_uint_eq(r.flags, 0);
     ck_assert(find(m, "c.example", &r));
     ck_assert_uint_eq(r.php_limit, 0);
+    ck_assert_uint_eq(r.req_limit, 0);
     ck_assert_uint_eq(r.flags, W4A_FLAG_REWRITE);
+    ck_assert(find(m, "d.example", &r));
+    ck_assert_uint_eq(r.req_limit, 7);
+    ck_assert_uint_eq(r.php_limit, 0);
+    ck_assert_uint_eq(r.flags, W4A_FLAG_LOG);
+    ck_assert_str_eq(r.log_dir, "/datas/vol1/d/log");
     w4a_map_close(m);
 }
 END_TEST

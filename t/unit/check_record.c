@@ -140,10 +140,12 @@ START_TEST(test_record_cache_line_round_trip)
                            "w4a100011", "100011", "100011",
                            "/datas/vol2/w4a100011/var/www/shop", "7.4",
                            "active", "rewrite,log=/datas/logs/w4a100011,"
-                           "php_limit=12,media=cdn.example.net", &err),
+                           "php_limit=12,req_limit=30,media=cdn.example.net",
+                           &err),
                      APR_SUCCESS);
     ck_assert_uint_eq(rec.flags, W4A_FLAG_LOG | W4A_FLAG_REWRITE);
     ck_assert_uint_eq(rec.php_limit, 12);
+    ck_assert_uint_eq(rec.req_limit, 30);
     line = w4a_record_format(&rec, pool);
     ck_assert_int_eq(w4a_record_parse_line(&back, line, &checks, &err, pool),
                      APR_SUCCESS);
@@ -158,6 +160,7 @@ START_TEST(test_record_cache_line_round_trip)
     ck_assert_str_eq(back.media_host, "cdn.example.net");
     ck_assert_uint_eq(back.flags, W4A_FLAG_LOG | W4A_FLAG_REWRITE);
     ck_assert_uint_eq(back.php_limit, 12);
+    ck_assert_uint_eq(back.req_limit, 30);
     ck_assert_str_eq(w4a_record_format(&back, pool), line);
 
     /* a cache line is checked like the database: a forged one is refused */

@@ -1,0 +1,175 @@
+/*
+ * mod_w4a_guard: requests of every kind in flight per hosting, node-wide
+ * (see guard_hosting.h).  The same table as mod_w4a_php's PHP limit
+ * (modules/common/w4a_inflight.c), another instance: a hosting may be held
+ * to N requests of any kind and, inside those, to M PHP requests.
+ */
+#include <string.h>
+#include <unistd.h>
+
+#include <httpd.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <apr_strings.h>
+
+#include "guard_private.h"
+#include "guard_hosting.h"
+#include "w4a_inflight.h"
+
+#define USERDATA_KEY   "w4a_guard_hosting_limit"
+#define TABLE_BYTES    (4u << 20)   /* count[][] at most this, rows allowing */
+#define LOG_EVERY      5            /* seconds between two log lines */
+
+static w4a_inflight_t *table;       /* NULL: none */
+static apr_uint32_t node_limit;     /* 0: only records' req_limit */
+static int retry;
+
+apr_status_t guard_hosting_post_config(server_rec *s, int limit,
+                                       int retry_after)
+{
+    apr_pool_t *pglobal = s->process->pool;
+    w4a_inflight_t *t = NULL;
+    int daemons = 0, threads = 0;
+    apr_size_t size = 0;
+    apr_status_t rv;
+
+    node_limit = 0;
+    retry = retry_after;
+    if (limit == GUARD_HLIMIT_AUTO) {
+        /* max(8, MaxRequestWorkers / 4): a quarter of the node's threads */
+        if (ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons) == APR_SUCCESS
+            && ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) == APR_SUCCESS
+            && daemons > 0) {
+            int mrw = daemons * (threads > 0 ? threads : 1);
+            node_limit = mrw / 4 > 8 ? (apr_uint32_t)(mrw / 4) : 8;
+        }
+        else {
+            node_limit = 8;
+        }
+    }
+    else if (limit > 0) {
+        node_limit = (apr_uint32_t)limit;
+    }
+    apr_pool_userdata_get((void **)&t, USERDATA_KEY, pglobal);
+    if (t) {
+        table = t;
+        return APR_SUCCESS;
+    }
+    /* ServerLimit x 2 + 2 rows, as mod_w4a_php's table (php_limit.c). */
+    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &daemons) != APR_SUCCESS
+        || daemons < 1) {
+        daemons = 16;
+    }
+    rv = w4a_inflight_create(&t, (apr_uint32_t)daemons * 2 + 2, TABLE_BYTES,
+                             &size, pglobal);
+    if (rv != APR_SUCCESS) {
+        table = NULL;
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, W4ALOGNO(00661)
+                     "cannot create the shared memory of the per-hosting "
+                     "request limit (%" APR_SIZE_T_FMT " bytes): "
+                     "W4AGuardHostingLimit and records' req_limit are not "
+                     "enforced", size);
+        return rv;
+    }
+    apr_pool_userdata_set(t, USERDATA_KEY, apr_pool_cleanup_null, pglobal);
+    table = t;
+    return APR_SUCCESS;
+}
+
+void guard_hosting_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    w4a_inflight_stats_t st;
+
+    if (!table
+        || w4a_inflight_claim(table, (apr_uint32_t)getpid(), pchild)
+           == APR_SUCCESS) {
+        return;
+    }
+    w4a_inflight_stats(table, &st);
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, W4ALOGNO(00662)
+                 "no free row in the per-hosting request limit table (%u "
+                 "rows): the requests of this child (pid %u) are not seen "
+                 "by the others", st.rows, (apr_uint32_t)getpid());
+}
+
+void guard_hosting_child_status(server_rec *s, pid_t pid,
+                                ap_generation_t gen, int slot,
+                                mpm_child_status state)
+{
+    apr_uint64_t held;
+
+    if (!table) {
+        return;
+    }
+    if (state == MPM_CHILD_EXITED) {
+        held = w4a_inflight_release_pid(table, (apr_uint32_t)pid);
+        if (held) {
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, W4ALOGNO(00663)
+                         "child %ld exited with %" APR_UINT64_T_FMT
+                         " requests counted in flight for hostings; its "
+                         "counts cleared", (long)pid, held);
+        }
+    }
+    else if (state == MPM_CHILD_STARTED) {
+        apr_uint32_t freed = w4a_inflight_reap(table, (apr_uint32_t)pid,
+                                               &held);
+        if (freed) {
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, W4ALOGNO(00664)
+                         "%u rows of processes gone without an exit seen "
+                         "freed; %" APR_UINT64_T_FMT " requests counted in "
+                         "flight for hostings cleared", freed, held);
+        }
+    }
+}
+
+int guard_hosting_enter(request_rec *r, const char *hosting,
+                        apr_uint32_t req_limit)
+{
+    apr_uint32_t limit = req_limit ? req_limit : node_limit, n, refused;
+
+    if (!table || !limit
+        || w4a_inflight_enter(table, hosting, limit, &n, r->pool) != 0) {
+        return DECLINED;
+    }
+    if (w4a_inflight_refused(table, hosting, LOG_EVERY, &refused)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00660)
+                      "hosting %s: requests in flight on the node at its "
+                      "limit of %u (%s); answered 503 (%u refused so far; "
+                      "logged at most every %d s)", hosting, limit,
+                      req_limit ? "record's req_limit"
+                                : "W4AGuardHostingLimit",
+                      refused, LOG_EVERY);
+    }
+    apr_table_setn(r->err_headers_out, "Retry-After",
+                   apr_itoa(r->pool, retry));
+    apr_table_setn(r->notes, "w4a-guard-hosting", "limit");
+    return HTTP_SERVICE_UNAVAILABLE;
+}
+
+void guard_hosting_status(request_rec *r)
+{
+    w4a_inflight_stats_t st;
+
+    if (!table) {
+        ap_rputs(",\"hosting_limit\":null", r);
+        return;
+    }
+    w4a_inflight_stats(table, &st);
+    ap_rprintf(r, ",\"hosting_limit\":{\"limit\":%u,\"retry_after\":%d,"
+               "\"rows\":%u,\"children\":%u,\"buckets\":%u,\"inflight\":%"
+               APR_UINT64_T_FMT ",\"refused\":%" APR_UINT64_T_FMT
+               ",\"busy_buckets\":%u}", node_limit, retry, st.rows,
+               st.children, st.buckets, st.inflight, st.refused, st.busy);
+}
+
+void guard_hosting_status_one(request_rec *r, const char *hosting)
+{
+    apr_uint32_t n = 0, refused = 0;
+
+    if (table) {
+        w4a_inflight_name(table, hosting, &n, &refused);
+    }
+    ap_rprintf(r, "{\"hosting\":\"%s\",\"table\":%s,\"inflight\":%u,"
+               "\"refused\":%u}\n", ap_escape_logitem(r->pool, hosting),
+               table ? "true" : "false", n, refused);
+}
