@@ -233,12 +233,14 @@ static apr_status_t metrics_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 
 /* Refused by one of our checks: the note each module sets when it
  * refuses (mod_w4a_vhost: owner, file type, record, handler, .htaccess;
- * mod_w4a_php: its checks and limits; mod_w4a_guard: bans and quotas). */
+ * mod_w4a_php: its checks and limits; mod_w4a_guard: bans, quotas and
+ * its per-hosting request limit). */
 static int refused(request_rec *r)
 {
     return apr_table_get(r->notes, "w4a-vhost-refused")
            || apr_table_get(r->notes, "w4a-php-refused")
-           || apr_table_get(r->notes, "w4a-guard");
+           || apr_table_get(r->notes, "w4a-guard")
+           || apr_table_get(r->notes, "w4a-guard-hosting");
 }
 
 static int metrics_log_transaction(request_rec *r)

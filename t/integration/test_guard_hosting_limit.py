@@ -26,7 +26,8 @@ SLOW = "<?php usleep(%d); echo 'done';\n"
 INFO = "<?php echo 'user=', posix_getpwuid(posix_geteuid())['name'];\n"
 
 
-def server(w4a, limit_line="", a_flags="-", extra="", slow_us=1500000):
+def server(w4a, limit_line="", a_flags="-", extra="", slow_us=1500000,
+           more_modules=()):
     tree = w4a.tree
     tree.site(A, "a.example", {"index.html": "static a\n",
                                "slow.php": SLOW % slow_us,
@@ -65,7 +66,7 @@ W4AGuardWhitelist 127.0.0.1
     Require local
 </Location>
 {hostings_dir_block(tree.base)}
-""", with_php=True, ours=[("w4a_guard_module", GUARD_SO)]).start()
+""", with_php=True, ours=[("w4a_guard_module", GUARD_SO)] + list(more_modules)).start()
 
 
 def status(h, hosting=None):
@@ -138,6 +139,31 @@ def test_hosting_over_its_request_limit_gets_503_at_once_others_served(w4a):
     wait_until(lambda: inflight_is(h, A, 0), "A's requests given back")
     st, _, body, _ = timed_get(h, "a.example", "/index.html")
     assert st == 200 and body == b"static a\n"
+
+
+def test_requests_refused_at_the_limit_are_counted_by_mod_w4a_metrics(w4a):
+    """The 503s of W4AGuardHostingLimit are refusals in mod_w4a_metrics'
+    per-hosting figures (the note w4a-guard-hosting), A's only."""
+    from test_metrics import METRICS_SO, scrape, value, until
+    shm = os.path.join(w4a.root, "metrics.shm")
+    h = server(w4a, "W4AGuardHostingLimit 4", extra=f"""
+W4AMetrics on
+W4AMetricsFile {shm}
+<Location /w4a-metrics>
+    SetHandler w4a-metrics
+    Require local
+</Location>
+""", more_modules=[("w4a_metrics_module", METRICS_SO)])
+    holders = hold(h, "a.example", 4, A)
+    for _ in range(3):
+        assert timed_get(h, "a.example", "/index.html")[0] == 503
+    assert timed_get(h, "b.example", "/index.html")[0] == 200
+    m = until("3 refusals of A in the metrics",
+              lambda: (lambda m: m if value(m, "w4a_hosting_refused_total", A) == 3
+                       else None)(scrape(h)))
+    assert value(m, "w4a_hosting_refused_total", B) == 0
+    for x in holders:
+        x.close()
 
 
 def test_request_limit_counts_php_and_is_node_wide_across_children(w4a):
