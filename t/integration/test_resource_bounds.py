@@ -1,6 +1,13 @@
 """Resource bounds: a cache the modules keep, filled past its bound
 (docs/testing.md, "Resource bounds")."""
+import http.client
+import json
+import os
+import subprocess
+
 from fleet_servers import Sqlite
+from geoip_mmdb import (FR, IP, MKMMDB, NET, OURS as GEOIP_OURS, UA, US, BR,
+                        echo_headers, networks)
 from test_fleet import A, node, put, sites, status
 
 
@@ -28,3 +35,139 @@ def test_vhost_sql_cache_stays_within_W4AVhostCacheSize_when_filled(w4a):
             assert (st, body) == (200, b"site a\n")
     # the bound was reached, not merely never approached
     assert most >= 10, most
+
+
+# --- mod_w4a_geoip: the per-connection copy of the last result ------------
+
+def geoip_lookups(h):
+    """The node-wide lookup count (shared memory), less the status
+    request's own lookup."""
+    st, _, body = h.get("localhost", "/w4a-geoip-status")
+    assert st == 200, body
+    return json.loads(body)["databases"][0]["lookups"] - 1
+
+
+LONG_NAME = "Republique " * 30          # 330 bytes: more than the 256 kept
+
+
+def test_geoip_connection_cache_bound_9_vars_or_256_bytes_not_kept(w4a):
+    """CONN_CACHE_VARS 8, CONN_CACHE_BYTES 256: on one keep-alive
+    connection from one client, a result of 8 variables is kept (looked
+    up once), one of 9 variables or of more than 256 bytes is looked up on
+    every request; every answer is right either way, also when the
+    client changes on the connection."""
+    spec = {"ip_version": 6, "database_type": "W4A-Test-Country",
+            "networks": networks("country")}
+    for cidr, rec in spec["networks"]:
+        if cidr == NET[FR]:
+            rec["country"]["names"]["en"] = LONG_NAME
+    path = os.path.join(w4a.root, "country.mmdb")
+    with open(path + ".json", "w") as f:
+        json.dump(spec, f)
+    subprocess.run(["perl", MKMMDB, path, path + ".json"], check=True)
+    os.chmod(path, 0o644)
+    eight = ["X%d" % i for i in range(1, 7)]          # + the 2 country vars
+    nine = eight + ["X7"]
+    env = lambda names: "\n".join("    W4AGeoIPEnv %s country/iso_code" % n
+                                  for n in names)
+    h = w4a.httpd(f"""
+W4AGeoIPDatabase country {path}
+W4AGeoIPTrustedProxy 127.0.0.1
+{echo_headers("GEOIP_COUNTRY_CODE", "MM_COUNTRY_CODE", "GEOIP_NAME", *nine)}
+KeepAlive On
+MaxKeepAliveRequests 0
+<VirtualHost *:*>
+    ServerName eight.example
+{env(eight)}
+</VirtualHost>
+<VirtualHost *:*>
+    ServerName nine.example
+{env(nine)}
+</VirtualHost>
+<VirtualHost *:*>
+    ServerName long.example
+    W4AGeoIPEnv GEOIP_NAME country/names/en
+</VirtualHost>
+<Location /w4a-geoip-status>
+    SetHandler w4a-geoip-status
+</Location>
+""", ours=GEOIP_OURS).start()
+
+    def run(host, clients):
+        """Requests on one keep-alive connection; the lookups they cost."""
+        before = geoip_lookups(h)
+        conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10)
+        for cc in clients:
+            conn.request("GET", "/", headers={"Host": host,
+                                              "X-Forwarded-For": IP[cc]})
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200 and not r.will_close, (host, cc)
+            got = {n: r.getheader("X-" + n) for n in
+                   ["GEOIP_COUNTRY_CODE", "MM_COUNTRY_CODE"] + nine}
+            names = {"eight.example": eight, "nine.example": nine}.get(
+                host, [])
+            assert got == {n: cc if n in names or "COUNTRY" in n
+                           else "(null)" for n in got}, (host, cc, got)
+            want_name = ((LONG_NAME if cc == FR else "Country " + cc)
+                         if host == "long.example" else "(null)")
+            assert r.getheader("X-GEOIP_NAME") == want_name, (host, cc)
+        conn.close()
+        return geoip_lookups(h) - before - 1    # less the first status's
+
+    # within the bound: one lookup for five requests
+    assert run("eight.example", [FR] * 5) == 1
+    assert run("long.example", [US] * 5) == 1
+    # past it (9 variables; 330 bytes): looked up every time, still right
+    assert run("nine.example", [FR] * 5) == 5
+    assert run("long.example", [FR] * 5) == 5
+    # the client changes on the connection: right every time either way
+    assert run("nine.example", [FR, UA, FR, UA, BR]) == 5
+    assert run("eight.example", [FR, FR, UA, UA, BR]) == 3
+
+
+# --- mod_w4a_htcompat: the per-process cache of pools' settings files -----
+
+def test_htcompat_pool_cache_trims_at_W4AHtcompatPoolCacheSize(w4a):
+    """W4AHtcompatPoolCacheSize 1: on one keep-alive connection (one
+    child), A's and B's requests alternate, each needing its pool's
+    settings file: each new file trims the other (counted node-wide,
+    exactly), the child never holds more than 1, and every answer is
+    right: B's pool admin value holds, A's settings apply and are reset."""
+    from test_hostile_php import B as HB, B_POOL, server, vals
+    status_loc = """<Location /w4a-htcompat-status>
+    SetHandler w4a-htcompat-status
+</Location>
+W4AHtcompatPoolCacheSize 1
+"""
+    tree, fpm, httpd = server(
+        w4a, b_pool_settings=B_POOL, conf=status_loc, dirs_a=("big",),
+        files_a={"big/.htaccess": "php_value max_execution_time 99\n"})
+    assert HB
+
+    def htc_status():
+        st, _, body = httpd.get("a.example", "/w4a-htcompat-status")
+        assert st == 200, body
+        return json.loads(body)
+    s = htc_status()
+    assert s["this_process"]["pool_cache_size"] == 1, s
+    before = s["pool_cache_trimmed"]
+    seq = [("a.example", "/big/see.php", None, "99"),
+           ("b.example", "/see.php", "512M", "45"),
+           ("a.example", "/see.php", "128M", "30"),
+           ("b.example", "/see.php", "512M", "45")] * 2
+    conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=20)
+    for host, path, mem, met in seq:
+        conn.request("GET", path, headers={"Host": host})
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200 and not r.will_close, (host, path, body[:300])
+        v = vals(body)
+        assert v["max_execution_time"] == met, (host, path, v)
+        if host == "b.example":
+            assert v["memory_limit"] == mem, (host, path, v)
+    conn.close()
+    # one child did all 8: each file after the first trimmed the other
+    s = htc_status()
+    assert s["pool_cache_trimmed"] - before == len(seq) - 1, s
+    assert s["this_process"]["pool_cache_files"] <= 1, s
