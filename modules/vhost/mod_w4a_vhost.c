@@ -412,6 +412,20 @@ static retained_map *retained_find(const char *path)
     return i < MAX_RETAINED ? &retained[i] : NULL;   /* a free slot */
 }
 
+/* A map not retained (more than MAX_RETAINED paths) is the parent's
+ * only for this configuration cycle: closed when the cycle ends (the
+ * children already running keep their own mapping), instead of staying
+ * mapped, unreachable, in the parent at every restart. */
+static apr_status_t unretained_cleanup(void *data)
+{
+    map_state *st = data;
+    if (st->map) {
+        w4a_map_close(st->map);
+        st->map = NULL;
+    }
+    return APR_SUCCESS;
+}
+
 /*
  * Look at the file; when it is neither the loaded one nor the last refused
  * one, open and validate it and swap it in.  Called by one thread at a time
@@ -1329,6 +1343,16 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                 st->loaded_at = kept->loaded_at;
             }
             map_check(st, sv, ptemp);   /* closes kept->map if it swaps */
+            if (!kept) {
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, sv,
+                             W4ALOGNO(00180) "map index %s not retained "
+                             "across restarts: more than %d W4AVhostMap "
+                             "paths; each restart loads it anew, so an "
+                             "index broken at a restart leaves its hosts "
+                             "unknown", c->map_path, MAX_RETAINED);
+                apr_pool_cleanup_register(pconf, st, unretained_cleanup,
+                                          apr_pool_cleanup_null);
+            }
             if (kept && st->map) {
                 if (!kept->path) {
                     kept->path = strdup(c->map_path);

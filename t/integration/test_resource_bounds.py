@@ -3,12 +3,14 @@
 import http.client
 import json
 import os
+import re
 import subprocess
 
 from fleet_servers import Sqlite
 from geoip_mmdb import (FR, IP, MKMMDB, NET, OURS as GEOIP_OURS, UA, US, BR,
                         echo_headers, networks)
 from test_fleet import A, node, put, sites, status
+from w4a_harness import wait_until
 
 
 def test_vhost_sql_cache_stays_within_W4AVhostCacheSize_when_filled(w4a):
@@ -171,3 +173,107 @@ W4AHtcompatPoolCacheSize 1
     s = htc_status()
     assert s["pool_cache_trimmed"] - before == len(seq) - 1, s
     assert s["this_process"]["pool_cache_files"] <= 1, s
+
+
+# --- mod_w4a_guard: the node's shared client table -------------------------
+
+def test_guard_full_client_table_still_serves_keeps_bans_and_whitelist(w4a):
+    """W4AGuardTableSize 64 (the least), 200 fresh clients (one request
+    each) after one client was banned: every fresh client is served (a
+    slot is reused: the quietest first, bans last), the reuse is counted
+    ("evicted"), the banned client stays banned, and a whitelisted client
+    over its budget still passes (counted "whitelisted_over")."""
+    import test_guard as tg
+    h = tg.node(w4a, guard="W4AGuardTableSize 64\n"
+                           "W4AGuardWhitelist 127.0.3.1")
+    st = tg.status(h)
+    assert st["slots"] == 64, st
+    codes = tg.flood(h, "127.0.0.2", 30)
+    assert codes[-1] == 429, codes
+    fresh = ["127.0.%d.%d" % (1 + i // 100, 1 + i % 100) for i in range(200)]
+    assert [tg.req(h, ip)[0] for ip in fresh] == [200] * 200
+    c = tg.status(h)["counters"]
+    # 202 keys went through 64 slots: at least 138 reuses
+    assert c["evicted"] >= 202 - 64, c
+    # the ban outlived the flood of fresh addresses
+    assert tg.req(h, "127.0.0.2")[0] == 429
+    # the first fresh clients lost their slot: served, with a new bucket
+    assert [tg.req(h, ip)[0] for ip in fresh[:5]] == [200] * 5
+    # a whitelisted client over its budget (burst 10) is never refused
+    assert tg.flood(h, "127.0.3.1", 30) == [200] * 30
+    c2 = tg.status(h)["counters"]
+    assert c2["whitelisted_over"] >= 1 and c2["refused"] == c["refused"] + 1, c2
+
+
+# --- mod_w4a_vhost: map indexes retained across restarts ------------------
+
+def parent_map_mappings(h):
+    """Mappings of private index copies in the parent's address space."""
+    with open("/proc/%d/maps" % h.pid()) as f:
+        return sum(1 for ln in f if "/w4a-vhost/" in ln)
+
+
+def test_vhost_retained_maps_bound_16_paths_17th_loaded_anew(w4a):
+    """MAX_RETAINED 16: 17 W4AVhostMap paths (one per virtual host).  The
+    17th is said at start-up (W4A00180) and not retained: across graceful
+    restarts the parent maps each index once (no mapping piles up, the
+    17th's included), and when every index is broken at a restart, the 16
+    retained ones keep serving their hosts while the 17th's hosts are
+    unknown (404) until a good index appears."""
+    from w4a_harness import hostings_dir_block
+    tree = w4a.tree
+    n = 17
+    vhosts, indexes = [], []
+    for i in range(n):
+        dom = "d%d.example" % i
+        tree.site(A, dom, {"index.html": "site %d\n" % i})
+        rc, out, index = tree.compile_map(
+            [tree.line(dom, A, dom)],
+            index=os.path.join(w4a.root, "map%d.index" % i))
+        assert rc == 0, out
+        indexes.append(index)
+        vhosts.append(f"""<VirtualHost *:*>
+    ServerName {dom}
+    W4AVhostEngine on
+    W4AVhostMap {index}
+    W4AVhostMapCheckInterval 0
+    W4AVhostUnknown 404
+    W4AVhostDocRootBase {tree.base}
+</VirtualHost>""")
+    h = w4a.httpd("DirectoryIndex index.html\n"
+                  + hostings_dir_block(tree.base) + "\n"
+                  + "\n".join(vhosts) + "\n")
+    h.expect_error(r"W4A00180|W4A00110")
+    h.start()
+
+    def served():
+        return [h.get("d%d.example" % i)[2] == b"site %d\n" % i
+                for i in range(n)]
+    assert served() == [True] * n
+    m = re.findall(r"W4A00180: map index (\S+) not retained", h.log())
+    assert len(set(m)) == 1 and m[0] in indexes, m
+    lost = indexes.index(m[0])
+    mapped = parent_map_mappings(h)
+    assert mapped == n, mapped
+    for _ in range(3):
+        h.graceful()
+        assert served() == [True] * n
+        assert parent_map_mappings(h) == mapped
+    # every index broken, then a restart
+    for index in indexes:
+        with open(index, "r+b") as f:
+            f.seek(64)
+            f.write(b"\xff" * 64)
+    h.graceful()
+    want = [i != lost for i in range(n)]
+    assert served() == want
+    assert h.get("d%d.example" % lost)[0] == 404
+    assert re.search(r"W4A00110: map index %s refused" % re.escape(m[0]),
+                     h.log())
+    # a good index again: picked up (checked on every request here)
+    dom = "d%d.example" % lost
+    rc, out, _ = tree.compile_map([tree.line(dom, A, dom)],
+                                  index=indexes[lost])
+    assert rc == 0, out
+    wait_until(lambda: h.get(dom)[2] == b"site %d\n" % lost,
+               "%s served again from its good index" % dom)
