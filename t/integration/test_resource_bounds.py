@@ -3,6 +3,7 @@
 import http.client
 import json
 import os
+import pwd
 import re
 import subprocess
 
@@ -30,7 +31,7 @@ def test_vhost_sql_cache_stays_within_W4AVhostCacheSize_when_filled(w4a):
     for i in range(300):
         assert h.get("n%d.unknown.example" % i)[0] == 404
         if i % 25 == 24:
-            n = status(h)["source"]["cached_names"]
+            n = status(h)["source"]["this_process"]["cached_names"]
             assert n <= 16, "a process caches %d names (bound 16)" % n
             most = max(most, n)
             st, _, body = h.get("a.example")
@@ -277,3 +278,80 @@ def test_vhost_retained_maps_bound_16_paths_17th_loaded_anew(w4a):
     assert rc == 0, out
     wait_until(lambda: h.get(dom)[2] == b"site %d\n" % lost,
                "%s served again from its good index" % dom)
+
+
+# --- mod_w4a_php: the node-wide per-hosting PHP limit table ---------------
+
+def php_limit_bucket(name, buckets):
+    """php_limit.c's bucket_of(): FNV-1a, folded, masked."""
+    h = 2166136261
+    for ch in name.encode():
+        h = ((h ^ ch) * 16777619) & 0xffffffff
+    h ^= h >> 15
+    return h & (buckets - 1)
+
+
+def test_php_limit_table_hostings_sharing_a_bucket_share_the_limit(w4a):
+    """The table tracks every hosting, in a fixed number of buckets (a
+    power of two, 1,024 to 16,384; rows for twice ServerLimit children):
+    past that many hostings, some share a bucket, and so share its limit
+    -- stricter, never looser.  A hosting whose name falls in A's bucket,
+    with nothing of its own in flight, is refused while A holds the
+    limit (503, logged and counted under its name); a hosting in another
+    bucket is not counted."""
+    import test_hostile_limits as hl
+    from w4a_harness import hostings_dir_block
+    buckets = 16384         # ServerLimit 4: 16,384 x 10 rows fit in 8 MiB
+    a = php_limit_bucket(hl.A, buckets)
+    twin = next("w4a%d" % i for i in range(200000, 10 ** 7)
+                if php_limit_bucket("w4a%d" % i, buckets) == a)
+    other = next("w4a%d" % i for i in range(200000, 10 ** 7)
+                 if php_limit_bucket("w4a%d" % i, buckets) != a)
+    tree = w4a.tree
+    tree.site(hl.A, "a.example", {"slow.php": hl.SLOW % 2000000})
+    tree.site(hl.B, "b.example", {"slow.php": hl.SLOW % 2000000})
+    uid = pwd.getpwnam(hl.B).pw_uid
+    # the twin: another hosting record (B's user and tree), A's bucket
+    twin_line = "twin.example %s %d %d %s 8.2 active -" % (
+        twin, uid, uid, tree.docroot(hl.B, "b.example"))
+    rc, out, index = tree.compile_map([
+        tree.line("a.example", hl.A, "a.example"),
+        tree.line("b.example", hl.B, "b.example"), twin_line])
+    assert rc == 0, out
+    fpm = w4a.fpm()
+    rc, out = fpm.generate(index)
+    assert rc in (0, 1), out
+    fpm.start()
+    httpd = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {tree.base}
+W4APHPEngine on
+W4APHPSocket {fpm.socket_pattern}
+W4APHPHostingLimit 2
+<Location /w4a-php-status>
+    SetHandler w4a-php-status
+</Location>
+{hostings_dir_block(tree.base)}
+""", with_php=True)
+    httpd.expect_error(r"W4A00260: hosting %s" % twin)
+    httpd.start()
+    s = hl.status(httpd)
+    assert (s["buckets"], s["rows"]) == (buckets, 2 * 4 + 2), s
+    flood = hl.Flood(httpd, "a.example", "/slow.php", 2)
+    hl.wait_status(httpd, lambda s: s["hosting"]["inflight"] == 2,
+                   "A's 2 slow requests in flight", hl.A)
+    # the twin shares A's count and is refused; another name does not
+    assert hl.status(httpd, twin)["hosting"]["inflight"] == 2
+    assert hl.status(httpd, other)["hosting"]["inflight"] == 0
+    st, h, body = httpd.get("twin.example", "/slow.php")
+    assert st == 503, (st, body)
+    assert hl.status(httpd, twin)["hosting"]["refused"] == 1
+    assert re.search(r"W4A00260: hosting %s: PHP requests in flight on the "
+                     r"node at its limit of 2" % twin, httpd.log())
+    # B, in its own bucket, is served meanwhile
+    assert php_limit_bucket(hl.B, buckets) != a
+    st, h, body = httpd.get("b.example", "/slow.php")
+    assert (st, body) == (200, b"done"), (st, body)
+    results = flood.join()
+    assert sorted(r[0] for r in results) == [200, 200], results
