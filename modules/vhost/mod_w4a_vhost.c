@@ -1106,8 +1106,9 @@ static int vhost_status_handler(request_rec *r)
                    counter_names[i],
                    counters ? apr_atomic_read64(&counters[i]) : 0);
     }
-    ap_rprintf(r, "},\"engine\":%s,\"pid\":%ld,\"map\":",
-               conf_engine(c) ? "true" : "false", (long)getpid());
+    ap_rprintf(r, "},\"engine\":%s,\"this_process\":{\"pid\":%ld},"
+               "\"map\":", conf_engine(c) ? "true" : "false",
+               (long)getpid());
     if (!st) {
         ap_rputs("null,\"source\":", r);
         if (c->source) {
@@ -1119,9 +1120,12 @@ static int vhost_status_handler(request_rec *r)
         ap_rputs("}\n", r);
         return OK;
     }
+    /* Each process checks and loads the index by itself: what it has
+     * loaded is its own, said under this_process. */
     apr_thread_rwlock_rdlock(st->lock);
     ap_rputs("{\"path\":", r);
     json_str(r, st->path);
+    ap_rprintf(r, ",\"this_process\":{\"pid\":%ld", (long)getpid());
     if (st->map) {
         ap_rprintf(r, ",\"loaded\":true,\"generation\":%" APR_UINT64_T_FMT
                    ",\"records\":%u,\"names\":%u,\"age_seconds\":%"
@@ -1138,7 +1142,7 @@ static int vhost_status_handler(request_rec *r)
     ap_rputs(",\"last_error\":", r);
     json_str(r, st->last_error[0] ? st->last_error : NULL);
     apr_thread_rwlock_unlock(st->lock);
-    ap_rputs("},\"source\":", r);
+    ap_rputs("}},\"source\":", r);
     if (c->source) {
         vhost_source_status(r, c->source);
     }

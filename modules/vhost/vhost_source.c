@@ -1071,18 +1071,23 @@ void vhost_source_status(request_rec *r, vhost_source *src)
         db_down = apr_time_now() < src->db_down_until;
         apr_thread_mutex_unlock(src->mutex);
     }
-    ap_rprintf(r, "{\"label\":\"%s\",\"memcached\":%s%s%s,\"memcached_up\":%s,"
+    /* The generation is read now (the fleet's); the cache and what this
+     * process last found of the database and memcached are its own,
+     * under this_process. */
+    ap_rprintf(r, "{\"label\":\"%s\",\"memcached\":%s%s%s,"
                "\"memcached_sealed\":%s,"
-               "\"generation\":%" APR_UINT64_T_FMT ",\"cached_names\":%u,"
-               "\"database_down\":%s,\"ttl\":%" APR_TIME_T_FMT
+               "\"generation\":%" APR_UINT64_T_FMT ",\"ttl\":%" APR_TIME_T_FMT
                ",\"negative_ttl\":%" APR_TIME_T_FMT ",\"stale_ttl\":%"
-               APR_TIME_T_FMT "}", src->label,
+               APR_TIME_T_FMT ",\"this_process\":{\"pid\":%ld,"
+               "\"memcached_up\":%s,\"cached_names\":%u,"
+               "\"database_down\":%s}}", src->label,
                src->mc_servers ? "\"" : "",
                src->mc_servers ? ap_escape_quotes(r->pool, src->mc_servers)
                                : "null",
                src->mc_servers ? "\"" : "",
-               src->mc ? "true" : "false", src->mac_key ? "true" : "false",
-               gen, n,
-               db_down ? "true" : "false", apr_time_sec(src->ttl),
-               apr_time_sec(src->neg_ttl), apr_time_sec(src->stale));
+               src->mac_key ? "true" : "false",
+               gen, apr_time_sec(src->ttl),
+               apr_time_sec(src->neg_ttl), apr_time_sec(src->stale),
+               (long)getpid(), src->mc ? "true" : "false", n,
+               db_down ? "true" : "false");
 }
