@@ -393,11 +393,38 @@ def test_geoip_status_reload_counts_are_the_same_whichever_child_answers(w4a):
     path = make_mmdb(os.path.join(w4a.root, "country.mmdb"))
     httpd = server(w4a, path)
     httpd.expect_error(r"W4A00310")
-    replace_rename(path, mmdb_bytes(w4a.root, swap={FR: US}))
-    wait_until(lambda: status(httpd)["reloads"] == 1,
-               "the node's first reload of the new file")
-    wait_until(lambda: all(cc(httpd)[0] == US for _ in range(10)),
-               "10 answers in a row with the new database")
+    new = mmdb_bytes(w4a.root, swap={FR: US})
+    # statuses polled in parallel while the children take the new file
+    # one after the other: once one answer says 1 reload, no answer to a
+    # request sent later says 0 (a per-process count would, from a child
+    # that has not checked yet)
+    polls, lock, done = [], threading.Lock(), threading.Event()
+
+    def poll():
+        while not done.is_set():
+            t0 = time.time()
+            s = status(httpd)
+            with lock:
+                polls.append((t0, time.time(), s["this_process"]["pid"],
+                              s["reloads"]))
+
+    pollers = [threading.Thread(target=poll) for _ in range(4)]
+    for t in pollers:
+        t.start()
+    try:
+        replace_rename(path, new)
+        wait_until(lambda: status(httpd)["reloads"] == 1,
+                   "the node's first reload of the new file")
+        wait_until(lambda: all(cc(httpd)[0] == US for _ in range(10)),
+                   "10 answers in a row with the new database")
+    finally:
+        done.set()
+        for t in pollers:
+            t.join(20)
+    first = min(t1 for t0, t1, pid, n in polls if n == 1)
+    late = [p for p in polls if p[3] == 0 and p[0] > first]
+    assert not late, late[:5]
+    assert {n for _, _, _, n in polls} <= {0, 1}
     seen = statuses_from_two_children(httpd)
     assert {(s["reloads"], s["refused"]) for _, s in seen} == {(1, 0)}, seen
     # a broken file: refused once for the node, the database in use stays
