@@ -675,9 +675,6 @@ static void slot_load_at_start(geoip_global *g, geoip_slot *slot,
 
     rv = w4a_geoip_fid_stat(&slot->seen, slot->path, ptemp);
     slot->tried = slot->seen;
-    if (rv == APR_SUCCESS) {
-        node_first(slot, &slot->seen);      /* the node starts with it */
-    }
     if (rv != APR_SUCCESS) {
         slot_error(slot, "%s: missing at start-up (%pm)", slot->path, &rv);
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, g->server, W4ALOGNO(00313)
@@ -699,6 +696,7 @@ static void slot_load_at_start(geoip_global *g, geoip_slot *slot,
                      slot->path);
         return;
     }
+    node_first(slot, &slot->seen);          /* the node starts with it */
     if (rv != APR_SUCCESS) {
         slot_error(slot, "%s: refused at start-up: %s", slot->path, why);
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, g->server, W4ALOGNO(00314)
