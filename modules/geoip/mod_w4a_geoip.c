@@ -76,10 +76,16 @@ static const char *const strip_always[] = {
 #define STRIP_ALWAYS (int)(sizeof(strip_always) / sizeof(strip_always[0]))
 
 /* Counters shared by every process of a generation (anonymous shared
- * memory made by the parent), per database. */
-enum { CNT_LOOKUPS, CNT_MISSES, CNT_ERRORS, CNT_MAX };
-static const char *const counter_names[CNT_MAX] = {
-    "lookups", "misses", "errors"
+ * memory made by the parent), per database.  Each child has its own
+ * watcher and loads a new file itself: a new version of the file counts
+ * once for the node (reloads or refused), by the first process that gets
+ * to it, which is the one that moves CNT_FILE (a digest of the file's
+ * identity) to it.  CNT_FILE and CNT_LAST_RELOAD are not shown as
+ * counters. */
+enum { CNT_LOOKUPS, CNT_MISSES, CNT_ERRORS, CNT_RELOADS, CNT_REFUSED,
+       CNT_SHOWN, CNT_FILE = CNT_SHOWN, CNT_LAST_RELOAD, CNT_MAX };
+static const char *const counter_names[CNT_SHOWN] = {
+    "lookups", "misses", "errors", "reloads", "refused"
 };
 
 /* One database of this process. */
@@ -92,7 +98,7 @@ typedef struct {
     w4a_geoip_fid_t  tried;        /* source last loaded or refused */
     apr_time_t       loaded_at;    /* 0: never */
     apr_time_t       checked_at;
-    apr_uint32_t     reloads, refused;   /* this process */
+    apr_uint32_t     reloads, refused;   /* this process's own */
     apr_uint64_t    *counters;     /* CNT_MAX, shared; NULL: none */
     apr_uint32_t    *generation;   /* the process's, bumped on every swap */
     char             error[512];   /* why there is no (new) database */
@@ -127,7 +133,11 @@ typedef struct {
     int                 stop;
     apr_uint32_t        generation; /* bumped when any database changes */
     apr_uint64_t       *headers_removed; /* shared; NULL: not counted */
+    apr_uint64_t       *sup_shared;  /* SUP_MAX, shared; NULL: none */
 } geoip_global;
+
+/* Node-wide figures of the supervisor file (as CNT_FILE above). */
+enum { SUP_FILE, SUP_RELOADS, SUP_REFUSED, SUP_MAX };
 
 /* The last result of a connection: the next request on it from the same
  * client (a browser fetching a page's assets) reuses it while no database
@@ -606,6 +616,54 @@ static const char *fmt_time(apr_pool_t *p, apr_time_t t)
     return apr_pstrdup(p, buf);
 }
 
+/* A digest of a file version's identity, never 0 (0: none yet). */
+static apr_uint64_t fid_digest(const w4a_geoip_fid_t *f)
+{
+    apr_uint64_t h = 14695981039346656037ULL;
+    apr_uint64_t v[5];
+    int i;
+
+    v[0] = (apr_uint64_t)f->ino;
+    v[1] = (apr_uint64_t)f->dev;
+    v[2] = (apr_uint64_t)f->size;
+    v[3] = (apr_uint64_t)f->mtime;
+    v[4] = (apr_uint64_t)f->ctime;
+    for (i = 0; i < 5; i++) {
+        h = (h ^ v[i]) * 1099511628211ULL;
+        h ^= h >> 29;
+    }
+    return h | 1;
+}
+
+/* Note that this process got to file version @a f (loaded or refused).
+ * @return 1 when it is the first process of the node to get to it (the
+ * node-wide counters then count it), 0 when another one did already.  A
+ * version replaced again before every child got to it may count twice
+ * (a child still on the older one moves CNT_FILE back). */
+static int node_first_at(apr_uint64_t *digest, const w4a_geoip_fid_t *f)
+{
+    apr_uint64_t want = fid_digest(f), old;
+
+    if (!digest) {
+        return 0;
+    }
+    for (;;) {
+        old = apr_atomic_read64(digest);
+        if (old == want) {
+            return 0;
+        }
+        if (apr_atomic_cas64(digest, want, old) == old) {
+            return 1;
+        }
+    }
+}
+
+static int node_first(geoip_slot *slot, const w4a_geoip_fid_t *f)
+{
+    return node_first_at(slot->counters ? &slot->counters[CNT_FILE] : NULL,
+                         f);
+}
+
 /* Load at start-up (parent, post_config): no wait for stability (there
  * is no earlier check), but the copy must still be of one version. */
 static void slot_load_at_start(geoip_global *g, geoip_slot *slot,
@@ -638,6 +696,7 @@ static void slot_load_at_start(geoip_global *g, geoip_slot *slot,
                      slot->path);
         return;
     }
+    node_first(slot, &slot->seen);          /* the node starts with it */
     if (rv != APR_SUCCESS) {
         slot_error(slot, "%s: refused at start-up: %s", slot->path, why);
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, g->server, W4ALOGNO(00314)
@@ -647,6 +706,10 @@ static void slot_load_at_start(geoip_global *g, geoip_slot *slot,
         return;
     }
     slot_swap(slot, db);
+    if (slot->counters) {
+        apr_atomic_set64(&slot->counters[CNT_LAST_RELOAD],
+                         (apr_uint64_t)apr_time_sec(slot->loaded_at));
+    }
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, g->server, W4ALOGNO(00315)
                  "database %s: %s loaded (%s, IPv%u, build epoch %"
                  APR_UINT64_T_FMT ")", slot->name, slot->path,
@@ -702,6 +765,9 @@ static void slot_check(geoip_global *g, geoip_slot *slot, apr_pool_t *p)
     slot->tried = now;
     if (rv != APR_SUCCESS) {
         apr_atomic_inc32(&slot->refused);
+        if (node_first(slot, &now)) {
+            apr_atomic_inc64(&slot->counters[CNT_REFUSED]);
+        }
         slot_error(slot, "%s: new file refused: %s", slot->path, why);
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, g->server, W4ALOGNO(00310)
                      "database %s: new file %s refused: %s; %s", slot->name,
@@ -711,6 +777,11 @@ static void slot_check(geoip_global *g, geoip_slot *slot, apr_pool_t *p)
     }
     slot_swap(slot, db);
     apr_atomic_inc32(&slot->reloads);
+    if (node_first(slot, &now)) {
+        apr_atomic_inc64(&slot->counters[CNT_RELOADS]);
+        apr_atomic_set64(&slot->counters[CNT_LAST_RELOAD],
+                         (apr_uint64_t)apr_time_sec(slot->loaded_at));
+    }
     ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, g->server, W4ALOGNO(00311)
                  "database %s: reloaded from %s (%s, IPv%u, build epoch %"
                  APR_UINT64_T_FMT ")", slot->name, slot->path,
@@ -833,6 +904,9 @@ static void sup_check(geoip_global *g, apr_pool_t *p, int at_start)
         return;
     }
     g->sup_seen = g->sup_tried = now;
+    if (at_start && now.exists) {
+        node_first_at(g->sup_shared ? &g->sup_shared[SUP_FILE] : NULL, &now);
+    }
     if (!now.exists) {
         sup_set_error(g, apr_psprintf(p, "%s is missing", g->sup_file));
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, g->server, W4ALOGNO(00320)
@@ -842,6 +916,11 @@ static void sup_check(geoip_global *g, apr_pool_t *p, int at_start)
         return;
     }
     l = netlist_read(g->sup_file, &why, p);
+    if (!at_start
+        && node_first_at(g->sup_shared ? &g->sup_shared[SUP_FILE] : NULL,
+                         &now)) {
+        apr_atomic_inc64(&g->sup_shared[l ? SUP_RELOADS : SUP_REFUSED]);
+    }
     if (!l) {
         sup_set_error(g, apr_psprintf(p, "%s refused: %s", g->sup_file, why));
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, g->server, W4ALOGNO(00321)
@@ -1091,21 +1170,24 @@ static int geoip_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     apr_pool_cleanup_register(pconf, g, sup_cleanup, apr_pool_cleanup_null);
-    if (g->sup_file) {
-        sup_check(g, ptemp, 1);
-    }
-    /* the database counters, then the count of removed headers */
+    /* the database counters, the count of removed headers, then the
+     * supervisor file's */
     rv = apr_shm_create(&shm, sizeof(apr_uint64_t) * (CNT_MAX
-                        * g->dbs->nelts + 1), NULL, pconf);
+                        * g->dbs->nelts + 1 + SUP_MAX), NULL, pconf);
     if (rv == APR_SUCCESS) {
         counters = apr_shm_baseaddr_get(shm);
         memset(counters, 0, apr_shm_size_get(shm));
         g->headers_removed = counters + CNT_MAX * g->dbs->nelts;
+        g->sup_shared = g->headers_removed + 1;
     }
     else {
         g->headers_removed = NULL;
+        g->sup_shared = NULL;
         ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, W4ALOGNO(00342)
                      "no shared memory for the status counters; they stay 0");
+    }
+    if (g->sup_file) {
+        sup_check(g, ptemp, 1);
     }
     if (!g->dbs->nelts) {
         return OK;
@@ -1532,6 +1614,12 @@ static apr_int64_t epoch_sec(apr_time_t t)
     return t ? (apr_int64_t)apr_time_sec(t) : 0;
 }
 
+/*
+ * Node-wide figures (shared memory, the same whichever child answers) at
+ * the top of each object; what only the answering process knows (the
+ * database it has loaded, its own checks and errors) under
+ * "this_process", with its pid, so that nobody reads it as the node's.
+ */
 static int geoip_status_handler(request_rec *r)
 {
     geoip_global *g;
@@ -1542,12 +1630,13 @@ static int geoip_status_handler(request_rec *r)
         return rv;
     }
     g = srv_conf(r->server)->g;
-    ap_rprintf(r, "{\"module\":\"mod_w4a_geoip\",\"pid\":%ld,"
+    ap_rprintf(r, "{\"module\":\"mod_w4a_geoip\","
                "\"check_interval\":%d,\"headers_removed\":%"
-               APR_UINT64_T_FMT ",\"databases\":[", (long)getpid(),
+               APR_UINT64_T_FMT ",\"this_process\":{\"pid\":%ld},"
+               "\"databases\":[",
                g->interval == W4A_UNSET ? DEFAULT_INTERVAL : g->interval,
                g->headers_removed ? apr_atomic_read64(g->headers_removed)
-                                  : 0);
+                                  : 0, (long)getpid());
     for (i = 0; i < g->dbs->nelts; i++) {
         geoip_slot *slot = APR_ARRAY_IDX(g->dbs, i, geoip_slot *);
         w4a_geoip_db_t *db = slot->lock ? slot_acquire(slot) : NULL;
@@ -1556,7 +1645,16 @@ static int geoip_status_handler(request_rec *r)
         json_str(r, slot->name);
         ap_rputs(",\"path\":", r);
         json_str(r, slot->path);
-        ap_rprintf(r, ",\"loaded\":%s", db ? "true" : "false");
+        for (k = 0; k < CNT_SHOWN; k++) {
+            ap_rprintf(r, ",\"%s\":%" APR_UINT64_T_FMT, counter_names[k],
+                       slot->counters ? apr_atomic_read64(&slot->counters[k])
+                                      : 0);
+        }
+        ap_rprintf(r, ",\"last_reload\":%" APR_UINT64_T_FMT,
+                   slot->counters
+                   ? apr_atomic_read64(&slot->counters[CNT_LAST_RELOAD]) : 0);
+        ap_rprintf(r, ",\"this_process\":{\"pid\":%ld,\"loaded\":%s",
+                   (long)getpid(), db ? "true" : "false");
         if (db) {
             const MMDB_metadata_s *md = &db->mmdb.metadata;
             ap_rputs(",\"copy\":", r);
@@ -1573,7 +1671,7 @@ static int geoip_status_handler(request_rec *r)
         if (slot->lock) {
             apr_thread_mutex_lock(slot->lock);
         }
-        ap_rprintf(r, ",\"last_reload\":%" APR_INT64_T_FMT ",\"last_reload_"
+        ap_rprintf(r, ",\"loaded_at\":%" APR_INT64_T_FMT ",\"loaded_at_"
                    "http\":", epoch_sec(slot->loaded_at));
         json_str(r, slot->loaded_at ? fmt_time(r->pool, slot->loaded_at)
                                     : NULL);
@@ -1584,18 +1682,19 @@ static int geoip_status_handler(request_rec *r)
         if (slot->lock) {
             apr_thread_mutex_unlock(slot->lock);
         }
-        for (k = 0; k < CNT_MAX; k++) {
-            ap_rprintf(r, ",\"%s\":%" APR_UINT64_T_FMT, counter_names[k],
-                       slot->counters ? apr_atomic_read64(&slot->counters[k])
-                                      : 0);
-        }
-        ap_rputs("}", r);
+        ap_rputs("}}", r);
     }
     ap_rputs("],\"supervisors\":{\"variable\":", r);
     json_str(r, sup_env(g));
     ap_rprintf(r, ",\"inline\":%d,\"file\":",
                g->sup_nets ? g->sup_nets->nelts : 0);
     json_str(r, g->sup_file);
+    ap_rprintf(r, ",\"file_reloads\":%" APR_UINT64_T_FMT ",\"file_refused\":%"
+               APR_UINT64_T_FMT ",\"this_process\":{\"pid\":%ld",
+               g->sup_shared ? apr_atomic_read64(&g->sup_shared[SUP_RELOADS])
+                             : 0,
+               g->sup_shared ? apr_atomic_read64(&g->sup_shared[SUP_REFUSED])
+                             : 0, (long)getpid());
     l = g->sup_lock ? netlist_acquire(g) : NULL;
     ap_rprintf(r, ",\"file_networks\":%d", l ? l->nets->nelts : 0);
     if (l) {
@@ -1608,7 +1707,7 @@ static int geoip_status_handler(request_rec *r)
         json_str(r, g->sup_error[0] ? g->sup_error : NULL);
         apr_thread_mutex_unlock(g->sup_lock);
     }
-    ap_rputs("}}\n", r);
+    ap_rputs("}}}\n", r);
     return OK;
 }
 

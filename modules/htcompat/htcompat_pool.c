@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -202,7 +203,7 @@ apr_status_t htc_pool_cache_create(htc_pool_cache_t **cp, apr_size_t max,
     }
     apr_allocator_owner_set(al, c->pool);
     c->entries = apr_hash_make(c->pool);
-    c->max = max;
+    c->max = max ? max : 1;
     c->recheck = recheck;
     *cp = c;
     return APR_SUCCESS;
@@ -331,10 +332,51 @@ static entry_t *load(htc_pool_cache_t *c, const char *path, int fd,
     return e;
 }
 
+static int by_checked(const void *a, const void *b)
+{
+    const entry_t *x = *(entry_t *const *)a, *y = *(entry_t *const *)b;
+    return x->checked < y->checked ? -1 : x->checked > y->checked;
+}
+
+/* Full: drop the tenth (at least one) of the entries looked at least
+ * recently, so that a flood of new paths costs a sort per tenth of the
+ * bound, not the whole cache.  Under the lock. */
+static apr_size_t trim(htc_pool_cache_t *c, apr_pool_t *tmp)
+{
+    apr_size_t n = apr_hash_count(c->entries), drop, i = 0;
+    apr_size_t keep = c->max - 1 - c->max / 10;
+    apr_hash_index_t *hi;
+    entry_t **all;
+
+    if (n <= keep) {
+        return 0;
+    }
+    drop = n - keep;
+    all = apr_palloc(tmp, sizeof(*all) * n);
+    for (hi = apr_hash_first(tmp, c->entries); hi; hi = apr_hash_next(hi)) {
+        all[i++] = apr_hash_this_val(hi);
+    }
+    qsort(all, n, sizeof(*all), by_checked);
+    for (i = 0; i < drop; i++) {
+        apr_hash_set(c->entries, all[i]->path, APR_HASH_KEY_STRING, NULL);
+        entry_drop(all[i]);
+    }
+    return drop;
+}
+
+void htc_pool_cache_count(htc_pool_cache_t *c, apr_size_t *entries,
+                          apr_size_t *max)
+{
+    lock(c);
+    *entries = apr_hash_count(c->entries);
+    *max = c->max;
+    unlock(c);
+}
+
 apr_status_t htc_pool_cache_get(htc_pool_cache_t *c, const char *path,
                                 const htc_pool_t **set, void **handle,
                                 const char **why, int *fresh,
-                                apr_pool_t *tmp)
+                                apr_size_t *trimmed, apr_pool_t *tmp)
 {
     apr_time_t now = apr_time_now();
     entry_t *e, *n;
@@ -347,6 +389,9 @@ apr_status_t htc_pool_cache_get(htc_pool_cache_t *c, const char *path,
     *handle = NULL;
     *why = NULL;
     *fresh = 0;
+    if (trimmed) {
+        *trimmed = 0;
+    }
     lock(c);
     e = apr_hash_get(c->entries, path, APR_HASH_KEY_STRING);
     if (!e || now - e->checked >= c->recheck || now < e->checked) {
@@ -364,12 +409,10 @@ apr_status_t htc_pool_cache_get(htc_pool_cache_t *c, const char *path,
                 entry_drop(e);
             }
             else if (apr_hash_count(c->entries) >= c->max) {
-                apr_hash_index_t *hi;
-                for (hi = apr_hash_first(tmp, c->entries); hi;
-                     hi = apr_hash_next(hi)) {
-                    entry_drop(apr_hash_this_val(hi));
+                apr_size_t k = trim(c, tmp);
+                if (trimmed) {
+                    *trimmed = k;
                 }
-                apr_hash_clear(c->entries);
             }
             apr_hash_set(c->entries, n->path, APR_HASH_KEY_STRING, n);
             e = n;

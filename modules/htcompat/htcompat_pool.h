@@ -61,7 +61,10 @@ const char *htc_pool_escape(const char *value, apr_pool_t *p);
 typedef struct htc_pool_cache_t htc_pool_cache_t;
 
 /**
- * @param max      files kept at most (beyond: unused entries dropped)
+ * @param max      files kept at most (> 0); a new file when the cache is
+ *                 full first drops the tenth of the entries looked at
+ *                 least recently (at least one; an entry still handed out
+ *                 is freed when it is released)
  * @param recheck  a file is looked at again (stat) at most this often
  */
 apr_status_t htc_pool_cache_create(htc_pool_cache_t **c, apr_size_t max,
@@ -81,13 +84,19 @@ apr_status_t htc_pool_cache_create(htc_pool_cache_t **c, apr_size_t max,
  * @param fresh    out: 1 when the file was looked at by this call (so
  *                 that an error is logged once per recheck, not on every
  *                 request)
+ * @param trimmed  out: the entries this call dropped to stay within the
+ *                 bound (0 mostly); NULL: not wanted
  * @return APR_SUCCESS; APR_EACCES (not trusted), APR_EINVAL (malformed)
  *         or the error that opening/reading gave.
  */
 apr_status_t htc_pool_cache_get(htc_pool_cache_t *c, const char *path,
                                 const htc_pool_t **set, void **handle,
                                 const char **why, int *fresh,
-                                apr_pool_t *tmp);
+                                apr_size_t *trimmed, apr_pool_t *tmp);
+
+/** The number of files the cache holds now, and its bound. */
+void htc_pool_cache_count(htc_pool_cache_t *c, apr_size_t *entries,
+                          apr_size_t *max);
 
 /** Release what htc_pool_cache_get() handed out. */
 void htc_pool_cache_release(htc_pool_cache_t *c, void *handle);

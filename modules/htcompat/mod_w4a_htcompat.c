@@ -56,12 +56,13 @@ module AP_MODULE_DECLARE_DATA w4a_htcompat_module;
 #define STATUS_HANDLER   "w4a-htcompat-status"
 /* w4a-fpm-pools' default pool directory, settings file beside each pool */
 #define DEFAULT_POOL_SETTINGS "/etc/php/%v/fpm/pool.d/w4a-%h.settings"
-#define POOL_CACHE_MAX   20000
+#define POOL_CACHE_MAX   20000      /* W4AHtcompatPoolCacheSize default */
 #define POOL_RECHECK     apr_time_from_sec(1)
 
 /* Counters beyond the reasons. */
 #define CNT_ENGINE_OFF   HTC_NREASONS
 #define CNT_REQUESTS     (HTC_NREASONS + 1)
+#define CNT_POOL_TRIMMED (HTC_NREASONS + 2)   /* pool cache entries dropped */
 #define CNT_MAX          32
 
 /* The node-wide state: mapped shared by every httpd process. */
@@ -120,6 +121,7 @@ typedef struct {
     apr_array_header_t *track;      /* names reset from the start ("all"); NULL: unset */
     int         log_interval;       /* seconds; W4A_UNSET: unset; 0: every request */
     const char *pool_settings;      /* pattern (%h %v); "": none; NULL: unset */
+    apr_int64_t pool_cache_size;    /* files per process; W4A_UNSET: unset */
 } htc_srv_conf;
 
 /* ------------------------------------------------------------------ */
@@ -211,6 +213,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->track = NULL;
     c->log_interval = W4A_UNSET;
     c->pool_settings = NULL;
+    c->pool_cache_size = W4A_UNSET;
     return c;
 }
 
@@ -237,6 +240,8 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
                                                      : base->log_interval;
     c->pool_settings = add->pool_settings ? add->pool_settings
                                           : base->pool_settings;
+    c->pool_cache_size = add->pool_cache_size != W4A_UNSET     /* main only */
+                         ? add->pool_cache_size : base->pool_cache_size;
     return c;
 }
 
@@ -430,6 +435,22 @@ static const char *set_pool_settings(cmd_parms *cmd, void *d,
     return NULL;
 }
 
+static const char *set_pool_cache_size(cmd_parms *cmd, void *d,
+                                       const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    apr_int64_t v;
+    if (err) {
+        return err;
+    }
+    if (!w4a_parse_number(arg, 1, 10000000, &v)) {
+        return "W4AHtcompatPoolCacheSize: expected a number of files from 1 "
+               "to 10000000";
+    }
+    srv_conf(cmd)->pool_cache_size = v;
+    return NULL;
+}
+
 static const char *set_state_file(cmd_parms *cmd, void *d, const char *path)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -473,6 +494,9 @@ static const command_rec htc_cmds[] = {
     AP_INIT_TAKE1("W4AHtcompatPoolSettings", set_pool_settings, NULL,
                   RSRC_CONF, "Settings file of each pool (%h hosting, %v "
                   "version), as w4a-fpm-pools writes it, or none"),
+    AP_INIT_TAKE1("W4AHtcompatPoolCacheSize", set_pool_cache_size, NULL,
+                  RSRC_CONF, "Pool settings files each httpd process keeps "
+                  "(default 20000)"),
     AP_INIT_TAKE1("W4AHtcompatStateFile", set_state_file, NULL, RSRC_CONF,
                   "File holding the settings ever delivered and the counters"),
     {NULL}
@@ -628,6 +652,7 @@ static apr_status_t pool_settings(request_rec *r, const htc_srv_conf *sc,
     const char *pattern = sc->pool_settings ? sc->pool_settings
                                             : DEFAULT_POOL_SETTINGS;
     const char *path, *why = NULL;
+    apr_size_t trimmed = 0;
     apr_status_t rv;
     int fresh = 0;
 
@@ -647,7 +672,11 @@ static apr_status_t pool_settings(request_rec *r, const htc_srv_conf *sc,
         return APR_ENOMEM;                      /* child_init could not make it */
     }
     rv = htc_pool_cache_get(pool_cache, path, set, handle, &why, &fresh,
-                            r->pool);
+                            &trimmed, r->pool);
+    if (trimmed && state) {
+        apr_atomic_add32(&state->counters[CNT_POOL_TRIMMED],
+                         (apr_uint32_t)trimmed);
+    }
     if (rv != APR_SUCCESS && fresh) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, W4ALOGNO(00420)
                       "PHP pool settings %s %s: the pool's own settings are "
@@ -838,7 +867,16 @@ static int htc_status_handler(request_rec *r)
         ap_rprintf(r, "%s\"%s\":%u", i > 1 ? "," : "", htc_reason_name(i),
                    apr_atomic_read32(&state->counters[i]));
     }
-    ap_rputs("}}\n", r);
+    ap_rprintf(r, "},\"pool_cache_trimmed\":%u",
+               apr_atomic_read32(&state->counters[CNT_POOL_TRIMMED]));
+    if (pool_cache) {
+        apr_size_t n, max;
+        htc_pool_cache_count(pool_cache, &n, &max);
+        ap_rprintf(r, ",\"this_process\":{\"pid\":%ld,\"pool_cache_files\":%"
+                   APR_SIZE_T_FMT ",\"pool_cache_size\":%" APR_SIZE_T_FMT "}",
+                   (long)getpid(), n, max);
+    }
+    ap_rputs("}\n", r);
     return OK;
 }
 
@@ -922,7 +960,12 @@ static int htc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 
 static void htc_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    apr_status_t rv = htc_pool_cache_create(&pool_cache, POOL_CACHE_MAX,
+    htc_srv_conf *sc = ap_get_module_config(s->module_config,
+                                            &w4a_htcompat_module);
+    apr_status_t rv = htc_pool_cache_create(&pool_cache,
+                                            sc->pool_cache_size == W4A_UNSET
+                                            ? POOL_CACHE_MAX
+                                            : (apr_size_t)sc->pool_cache_size,
                                             POOL_RECHECK, pchild);
     if (rv != APR_SUCCESS) {
         pool_cache = NULL;              /* PHP requests refused, see above */

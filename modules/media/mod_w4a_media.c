@@ -1228,7 +1228,8 @@ static int media_status_handler(request_rec *r)
                    counter_names[i],
                    counters ? apr_atomic_read64(&counters[i]) : 0);
     }
-    ap_rprintf(r, "},\"rewrite\":\"%s\",\"pid\":%ld}\n",
+    ap_rprintf(r, "},\"rewrite\":\"%s\",\"this_process\":{\"pid\":%ld}}"
+               "\n",
                req_conf(r)->rewrite == 1 ? "on" : req_conf(r)->rewrite == 0
                ? "off" : "record", (long)getpid());
     return OK;

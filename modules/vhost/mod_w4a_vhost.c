@@ -418,6 +418,20 @@ static retained_map *retained_find(const char *path)
     return i < MAX_RETAINED ? &retained[i] : NULL;   /* a free slot */
 }
 
+/* A map not retained (more than MAX_RETAINED paths) is the parent's
+ * only for this configuration cycle: closed when the cycle ends (the
+ * children already running keep their own mapping), instead of staying
+ * mapped, unreachable, in the parent at every restart. */
+static apr_status_t unretained_cleanup(void *data)
+{
+    map_state *st = data;
+    if (st->map) {
+        w4a_map_close(st->map);
+        st->map = NULL;
+    }
+    return APR_SUCCESS;
+}
+
 /*
  * Look at the file; when it is neither the loaded one nor the last refused
  * one, open and validate it and swap it in.  Called by one thread at a time
@@ -1099,8 +1113,9 @@ static int vhost_status_handler(request_rec *r)
                    counter_names[i],
                    counters ? apr_atomic_read64(&counters[i]) : 0);
     }
-    ap_rprintf(r, "},\"engine\":%s,\"pid\":%ld,\"map\":",
-               conf_engine(c) ? "true" : "false", (long)getpid());
+    ap_rprintf(r, "},\"engine\":%s,\"this_process\":{\"pid\":%ld},"
+               "\"map\":", conf_engine(c) ? "true" : "false",
+               (long)getpid());
     if (!st) {
         ap_rputs("null,\"source\":", r);
         if (c->source) {
@@ -1112,9 +1127,12 @@ static int vhost_status_handler(request_rec *r)
         ap_rputs("}\n", r);
         return OK;
     }
+    /* Each process checks and loads the index by itself: what it has
+     * loaded is its own, said under this_process. */
     apr_thread_rwlock_rdlock(st->lock);
     ap_rputs("{\"path\":", r);
     json_str(r, st->path);
+    ap_rprintf(r, ",\"this_process\":{\"pid\":%ld", (long)getpid());
     if (st->map) {
         ap_rprintf(r, ",\"loaded\":true,\"generation\":%" APR_UINT64_T_FMT
                    ",\"records\":%u,\"names\":%u,\"age_seconds\":%"
@@ -1131,7 +1149,7 @@ static int vhost_status_handler(request_rec *r)
     ap_rputs(",\"last_error\":", r);
     json_str(r, st->last_error[0] ? st->last_error : NULL);
     apr_thread_rwlock_unlock(st->lock);
-    ap_rputs("},\"source\":", r);
+    ap_rputs("}},\"source\":", r);
     if (c->source) {
         vhost_source_status(r, c->source);
     }
@@ -1336,6 +1354,16 @@ static int vhost_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                 st->loaded_at = kept->loaded_at;
             }
             map_check(st, sv, ptemp);   /* closes kept->map if it swaps */
+            if (!kept) {
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, sv,
+                             W4ALOGNO(00180) "map index %s not retained "
+                             "across restarts: more than %d W4AVhostMap "
+                             "paths; each restart loads it anew, so an "
+                             "index broken at a restart leaves its hosts "
+                             "unknown", c->map_path, MAX_RETAINED);
+                apr_pool_cleanup_register(pconf, st, unretained_cleanup,
+                                          apr_pool_cleanup_null);
+            }
             if (kept && st->map) {
                 if (!kept->path) {
                     kept->path = strdup(c->map_path);

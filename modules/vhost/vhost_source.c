@@ -105,6 +105,8 @@ static apr_array_header_t *sources;      /* vhost_source *, this cycle */
 
 static APR_OPTIONAL_FN_TYPE(ap_dbd_acquire) *dbd_acquire;
 static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *dbd_prepare;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close;
 
 /* ------------------------------------------------------------------ */
 /* Configuration.                                                      */
@@ -160,6 +162,8 @@ const char *vhost_src_set_query(cmd_parms *cmd, void *d, const char *arg)
     if (!dbd_prepare) {
         dbd_prepare = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_prepare);
         dbd_acquire = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_acquire);
+        dbd_open = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+        dbd_close = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
     }
     if (!dbd_prepare || !dbd_acquire) {
         return "W4AVhostDBDQuery: mod_dbd is not loaded (LoadModule "
@@ -765,6 +769,43 @@ static fetch_e db_failed(request_rec *r, vhost_source *src, const char *key,
     return F_ERROR;
 }
 
+typedef struct {
+    server_rec *s;
+    ap_dbd_t   *dbd;
+} dbd_held;
+
+static apr_status_t dbd_held_close(void *data)
+{
+    dbd_held *h = data;
+    dbd_close(h->s, h->dbd);
+    return APR_SUCCESS;
+}
+
+/* The request's connection.  mod_dbd drops a pooled connection it finds
+ * dead (the database restarted: with reconnect=0, see the docs) and gives
+ * NULL, which ap_dbd_acquire() then keeps for the whole request: one more
+ * try, on a connection of our own, so that each dead connection of the
+ * pool does not cost a failed lookup and a second of "database down".
+ * @return NULL when there is none (the database is down). */
+static ap_dbd_t *db_connection(request_rec *r)
+{
+    ap_dbd_t *dbd = dbd_acquire(r);
+    dbd_held *h;
+
+    if (dbd || !dbd_open || !dbd_close) {
+        return dbd;
+    }
+    dbd = dbd_open(r->pool, r->server);
+    if (dbd) {
+        h = apr_palloc(r->pool, sizeof(*h));
+        h->s = r->server;
+        h->dbd = dbd;
+        apr_pool_cleanup_register(r->pool, h, dbd_held_close,
+                                  apr_pool_cleanup_null);
+    }
+    return dbd;
+}
+
 static fetch_e db_lookup(request_rec *r, vhost_source *src, const char *key,
                          w4a_hosting_t **rec)
 {
@@ -779,7 +820,7 @@ static fetch_e db_lookup(request_rec *r, vhost_source *src, const char *key,
     if (db_is_down(src)) {
         return F_ERROR;
     }
-    dbd = dbd_acquire(r);
+    dbd = db_connection(r);
     if (!dbd) {
         return db_failed(r, src, key, "no database connection (see mod_dbd's "
                          "message above)");
@@ -1071,18 +1112,23 @@ void vhost_source_status(request_rec *r, vhost_source *src)
         db_down = apr_time_now() < src->db_down_until;
         apr_thread_mutex_unlock(src->mutex);
     }
-    ap_rprintf(r, "{\"label\":\"%s\",\"memcached\":%s%s%s,\"memcached_up\":%s,"
+    /* The generation is read now (the fleet's); the cache and what this
+     * process last found of the database and memcached are its own,
+     * under this_process. */
+    ap_rprintf(r, "{\"label\":\"%s\",\"memcached\":%s%s%s,"
                "\"memcached_sealed\":%s,"
-               "\"generation\":%" APR_UINT64_T_FMT ",\"cached_names\":%u,"
-               "\"database_down\":%s,\"ttl\":%" APR_TIME_T_FMT
+               "\"generation\":%" APR_UINT64_T_FMT ",\"ttl\":%" APR_TIME_T_FMT
                ",\"negative_ttl\":%" APR_TIME_T_FMT ",\"stale_ttl\":%"
-               APR_TIME_T_FMT "}", src->label,
+               APR_TIME_T_FMT ",\"this_process\":{\"pid\":%ld,"
+               "\"memcached_up\":%s,\"cached_names\":%u,"
+               "\"database_down\":%s}}", src->label,
                src->mc_servers ? "\"" : "",
                src->mc_servers ? ap_escape_quotes(r->pool, src->mc_servers)
                                : "null",
                src->mc_servers ? "\"" : "",
-               src->mc ? "true" : "false", src->mac_key ? "true" : "false",
-               gen, n,
-               db_down ? "true" : "false", apr_time_sec(src->ttl),
-               apr_time_sec(src->neg_ttl), apr_time_sec(src->stale));
+               src->mac_key ? "true" : "false",
+               gen, apr_time_sec(src->ttl),
+               apr_time_sec(src->neg_ttl), apr_time_sec(src->stale),
+               (long)getpid(), src->mc ? "true" : "false", n,
+               db_down ? "true" : "false");
 }

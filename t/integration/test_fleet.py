@@ -5,6 +5,7 @@ per-process cache in front (docs/mod_w4a_vhost.md, "The SQL source").
 Everything is real: a MariaDB server and memcached of the test's own, an
 SQLite file, two httpd nodes sharing them.
 """
+import collections
 import json
 import os
 import re
@@ -475,3 +476,41 @@ def test_fleet_two_memcached_servers_share_the_keys_and_one_can_die(w4a):
     finally:
         mc1.stop()
         mc2.stop()
+
+
+class _Params:
+    """db with other DBDParams."""
+
+    def __init__(self, db, extra):
+        self.dbd_params = db.dbd_params + extra
+
+
+def test_fleet_mariadb_restart_every_lookup_works_after_it(w4a):
+    """apr_dbd_mysql reconnects a dropped connection by itself unless
+    told not to (reconnect=0), and a reconnected connection has lost
+    mod_dbd's prepared statements: after a database restart, the lookups
+    that land on it fail (503 for a name not cached) until the process
+    exits.  With reconnect=0, as conf/w4a-vhost-fleet.conf has it, mod_dbd
+    drops the dead connection and opens a new one: once the database is
+    back, every lookup works."""
+    tree = w4a.tree
+    sites(tree)
+    db = Mariadb(w4a.root).start(first=True)
+    try:
+        put(db, tree, "a.example", A, "a.example")
+        extra = os.environ.get("W4A_TEST_DBD_EXTRA", ",reconnect=0")
+        n1 = node(w4a, _Params(db, extra), ttl="1 1").start()
+        n1.expect_error(r"W4A00131: database lookup of '[^']+' failed")
+        n1.expect_error(r"AH0\d+: .*(dbd|mysql|DBD|MySQL|MariaDB|connect)")
+        n1.expect_error(r"W4A00133: ")
+        names = iter("n%d.unknown.example" % i for i in range(100000))
+        # every name new: each is a database query
+        assert [n1.get(next(names))[0] for _ in range(40)] == [404] * 40
+        db.stop()
+        db.start()
+        assert eventually(lambda: n1.get(next(names))[0] == 404, 15)
+        codes = [n1.get(next(names))[0] for _ in range(300)]
+        assert codes == [404] * 300, collections.Counter(codes)
+        assert n1.get("a.example")[2] == b"site a\n"
+    finally:
+        db.stop()

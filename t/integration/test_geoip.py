@@ -326,8 +326,9 @@ W4AGeoIPNetworkEnv GEOIP_NET6 city
     assert (s["country"]["lookups"], s["city"]["lookups"],
             s["asn"]["lookups"]) == (3, 3, 3)
     assert (s["country"]["misses"], s["country"]["errors"]) == (1, 0)
-    assert s["country"]["ip_version"] == 4 and s["city"]["ip_version"] == 6
-    assert s["city"]["type"] == "W4A-Test-City"
+    assert s["country"]["this_process"]["ip_version"] == 4
+    assert s["city"]["this_process"]["ip_version"] == 6
+    assert s["city"]["this_process"]["type"] == "W4A-Test-City"
 
 
 # --- IPv4, IPv6 and IPv4-mapped clients -------------------------------------
@@ -566,7 +567,8 @@ W4AGeoIPCheckInterval 1
         assert st == 200
         return hdr(h, "BTW_FORBIDDEN_GEOIP")
     assert (exempt(IP[US]), exempt(IP6[FR]), exempt(IP[FR])) == ("1", "1", "0")
-    assert status(httpd)["supervisors"]["file_networks"] == 2
+    # at start-up: every child has the parent's list
+    assert status(httpd)["supervisors"]["this_process"]["file_networks"] == 2
     # a new probe: picked up without a restart (in every child)
     tmp = sup + ".new"
     with open(tmp, "w") as f:
@@ -582,7 +584,10 @@ W4AGeoIPCheckInterval 1
                           r"the list in use stays", 10)
     httpd.expect_error(r"W4A00321")
     assert (exempt(IP[FR]), exempt(IP[UA])) == ("1", "0")
-    assert "line 2" in status(httpd)["supervisors"]["file_error"]
+    # node-wide: the new file once, the broken one once, whichever child
+    # answers (the error text is the answering child's own)
+    sup = status(httpd)["supervisors"]
+    assert (sup["file_reloads"], sup["file_refused"]) == (1, 1), sup
 
 
 def wait_for(pred, timeout=15.0):
@@ -654,17 +659,24 @@ W4AGeoIPSupervisor 192.0.2.0/24
     s = status(httpd)
     d = s["databases"][0]
     assert d["name"] == "country" and d["path"] == paths["country"]
-    assert d["loaded"] is True and d["last_error"] is None
-    assert d["type"] == "W4A-Test-Country" and d["ip_version"] == 6
-    assert d["build_epoch"] > 1600000000
-    assert d["last_reload"] > 1600000000 and d["last_reload_http"]
-    assert d["copy"].startswith(os.path.join(httpd.root, "w4a-geoip/"))
-    assert not d["copy"].startswith(paths["country"])
-    # the status request itself is looked up too
+    # node-wide (shared memory): the status request itself is looked up
     assert (d["lookups"], d["misses"], d["errors"]) == (4, 1, 0)
-    assert s["supervisors"] == {"variable": "BTW_FORBIDDEN_GEOIP",
-                                "inline": 1, "file": None, "file_networks": 0,
-                                "file_loaded": 0, "file_error": None}
+    assert (d["reloads"], d["refused"]) == (0, 0)
+    assert d["last_reload"] > 1600000000
+    # the answering process's own, labelled with its pid
+    me = d["this_process"]
+    assert me["pid"] == s["this_process"]["pid"] > 0
+    assert me["loaded"] is True and me["last_error"] is None
+    assert me["type"] == "W4A-Test-Country" and me["ip_version"] == 6
+    assert me["build_epoch"] > 1600000000
+    assert me["loaded_at"] > 1600000000 and me["loaded_at_http"]
+    assert me["copy"].startswith(os.path.join(httpd.root, "w4a-geoip/"))
+    assert not me["copy"].startswith(paths["country"])
+    assert s["supervisors"] == {
+        "variable": "BTW_FORBIDDEN_GEOIP", "inline": 1, "file": None,
+        "file_reloads": 0, "file_refused": 0,
+        "this_process": {"pid": me["pid"], "file_networks": 0,
+                         "file_loaded": 0, "file_error": None}}
     st, h, b = httpd.get("localhost", "/w4a-geoip-status", method="POST")
     assert st == 405
 

@@ -108,9 +108,16 @@ MaxKeepAliveRequests 0
 
 
 def status(httpd):
+    """The database's figures: node-wide at the top, those of the process
+    that answered under "this_process" (see mine())."""
     st, h, b = httpd.get("localhost", "/w4a-geoip-status")
     assert st == 200, b
     return json.loads(b)["databases"][0]
+
+
+def mine(httpd):
+    """What the answering process has loaded: true of that child only."""
+    return status(httpd)["this_process"]
 
 
 def cc(httpd, ip=IP[FR]):
@@ -171,7 +178,10 @@ def reload_under_load(w4a, replace, **kw):
     assert last_fr - t1 < 4 * INTERVAL + 2
     assert httpd.wait_log(r"W4A00311: database country: reloaded from "
                           + path)
-    s = status(httpd)
+    # node-wide: one new file, one reload, whichever child answers
+    assert [s["reloads"] for s in (status(httpd) for _ in range(6))] \
+        == [1] * 6
+    s = mine(httpd)
     assert s["loaded"] and s["copy"] != path
     return httpd, hammer
 
@@ -179,16 +189,19 @@ def reload_under_load(w4a, replace, **kw):
 def test_geoip_reload_by_rename_under_load(w4a):
     httpd, hammer = reload_under_load(w4a, replace_rename)
     assert "W4A00310" not in httpd.log()
+    assert status(httpd)["refused"] == 0
 
 
 def test_geoip_reload_by_copy_over_under_load(w4a):
     httpd, hammer = reload_under_load(w4a, replace_cp)
     assert "W4A00310" not in httpd.log()
+    assert status(httpd)["refused"] == 0
 
 
 def test_geoip_reload_by_truncate_and_slow_write_under_load(w4a):
     httpd, hammer = reload_under_load(w4a, replace_slowly)
     assert "W4A00310" not in httpd.log()
+    assert status(httpd)["refused"] == 0
 
 
 def test_geoip_reload_slow_write_with_long_stall_refuses_the_half_file(w4a):
@@ -201,6 +214,8 @@ def test_geoip_reload_slow_write_with_long_stall_refuses_the_half_file(w4a):
     assert httpd.wait_log(r"W4A00310: database country: new file .* "
                           r"refused: .*; the database in use stays")
     httpd.expect_error(r"W4A00310")
+    # the half file is one version: refused once for the node
+    assert status(httpd)["refused"] == 1
 
 
 def corrupt_variants(good):
@@ -229,15 +244,17 @@ def test_geoip_corrupt_file_at_reload_refused_old_database_stays(w4a):
             time.sleep(2 * INTERVAL + 0.5)        # every child
             assert "W4A00311" not in httpd.log()[n:], what
             assert cc(httpd) == (FR, "0"), what
-            assert status(httpd)["last_error"].startswith(path), what
+            # node-wide: this version refused once, whichever child
+            # answers
+            wait_until(lambda: status(httpd)["refused"] == i + 1,
+                       "the node's refused count to be %d" % (i + 1))
         # a good file after the bad ones: taken
         replace_rename(path, good_ua)
         hammer.wait_all(UA)
     assert hammer.failures == []
     assert {r[2] for r in hammer.results} == {FR, UA}
     s = status(httpd)
-    assert s["loaded"] and s["last_error"] is None
-    assert s["refused"] >= 1 and s["reloads"] >= 1
+    assert (s["refused"], s["reloads"]) == (4, 1), s
 
 
 def test_geoip_missing_database_at_startup_serves_then_picks_it_up(w4a):
@@ -249,15 +266,17 @@ def test_geoip_missing_database_at_startup_serves_then_picks_it_up(w4a):
     # serving, variables absent, the exemption variable still set
     assert cc(httpd) == ("(null)", "0")
     s = status(httpd)
+    assert s["lookups"] == 0 and s["reloads"] == 0
+    # every child starts with the parent's state
+    s = s["this_process"]
     assert s["loaded"] is False and "missing at start-up" in s["last_error"]
-    assert s["lookups"] == 0
     make_mmdb(path)
     end = time.time() + 4 * INTERVAL + 5
     while time.time() < end and cc(httpd) != (FR, "0"):
         time.sleep(0.2)
-    time.sleep(INTERVAL * 2 + 0.5)        # every child
-    assert all(cc(httpd) == (FR, "0") for _ in range(10))
-    assert status(httpd)["loaded"] is True
+    wait_until(lambda: all(cc(httpd) == (FR, "0") for _ in range(10)),
+               "10 answers in a row with the new database")
+    assert status(httpd)["reloads"] == 1
 
 
 def test_geoip_corrupt_database_at_startup_serves_then_picks_up_good(w4a):
@@ -273,7 +292,7 @@ def test_geoip_corrupt_database_at_startup_serves_then_picks_up_good(w4a):
                               r"start-up: .*; httpd serves without its "
                               r"variables" % path), what
         assert cc(httpd) == ("(null)", "0"), what
-        s = status(httpd)
+        s = mine(httpd)        # every child starts with the parent's state
         assert s["loaded"] is False and "refused at start-up" in \
             s["last_error"], what
         httpd.stop()
@@ -340,5 +359,79 @@ Header always set X-Ex "%{{BTW_FORBIDDEN_GEOIP}}e"
     h.start()
     assert h.wait_log(r"W4A00314")
     assert cc(h) == ("(null)", "0")
-    s = status(h)
+    s = mine(h)            # every child starts with the parent's state
     assert s["loaded"] is False and "private copy" in s["last_error"]
+
+
+def statuses_from_two_children(httpd, timeout=30):
+    """Status answers over separate connections, sent in parallel bursts
+    until at least two children have answered; each is (pid, figures)."""
+    seen, lock = [], threading.Lock()
+
+    def one():
+        s = status(httpd)
+        with lock:
+            seen.append((s["this_process"]["pid"], s))
+
+    end = time.time() + timeout
+    while len({pid for pid, _ in seen}) < 2:
+        assert time.time() < end, ("timed out waiting for a second child "
+                                   "to answer the status (pids %s)"
+                                   % sorted({p for p, _ in seen}))
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+    return seen
+
+
+def test_geoip_status_reload_counts_are_the_same_whichever_child_answers(w4a):
+    """Each child reloads a new file by itself; the node's reloads and
+    refused count each new version once, so every child's status says the
+    same (issue 14: a figure must not depend on which child answers)."""
+    path = make_mmdb(os.path.join(w4a.root, "country.mmdb"))
+    httpd = server(w4a, path)
+    httpd.expect_error(r"W4A00310")
+    new = mmdb_bytes(w4a.root, swap={FR: US})
+    # statuses polled in parallel while the children take the new file
+    # one after the other: once one answer says 1 reload, no answer to a
+    # request sent later says 0 (a per-process count would, from a child
+    # that has not checked yet)
+    polls, lock, done = [], threading.Lock(), threading.Event()
+
+    def poll():
+        while not done.is_set():
+            t0 = time.time()
+            s = status(httpd)
+            with lock:
+                polls.append((t0, time.time(), s["this_process"]["pid"],
+                              s["reloads"]))
+
+    pollers = [threading.Thread(target=poll) for _ in range(4)]
+    for t in pollers:
+        t.start()
+    try:
+        replace_rename(path, new)
+        wait_until(lambda: status(httpd)["reloads"] == 1,
+                   "the node's first reload of the new file")
+        wait_until(lambda: all(cc(httpd)[0] == US for _ in range(10)),
+                   "10 answers in a row with the new database")
+    finally:
+        done.set()
+        for t in pollers:
+            t.join(20)
+    first = min(t1 for t0, t1, pid, n in polls if n == 1)
+    late = [p for p in polls if p[3] == 0 and p[0] > first]
+    assert not late, late[:5]
+    assert {n for _, _, _, n in polls} <= {0, 1}
+    seen = statuses_from_two_children(httpd)
+    assert {(s["reloads"], s["refused"]) for _, s in seen} == {(1, 0)}, seen
+    # a broken file: refused once for the node, the database in use stays
+    replace_rename(path, b"\xff" * 4096)
+    wait_until(lambda: status(httpd)["refused"] == 1,
+               "the node's refusal of the broken file")
+    seen = statuses_from_two_children(httpd)
+    assert {(s["reloads"], s["refused"]) for _, s in seen} == {(1, 1)}, seen
+    assert len({s["last_reload"] for _, s in seen}) == 1, seen
+    assert all(cc(httpd)[0] == US for _ in range(10))

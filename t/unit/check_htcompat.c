@@ -7,6 +7,7 @@
 
 #include <apr_pools.h>
 #include <apr_strings.h>
+#include <apr_time.h>
 
 #include "check_w4a.h"
 #include "htcompat_pool.h"
@@ -236,6 +237,87 @@ START_TEST(bad_pool_settings_are_refused_with_the_line)
 }
 END_TEST
 
+/* One get of @a path: whether it was looked at anew (not in the cache). */
+static int cache_get_fresh(htc_pool_cache_t *c, const char *path,
+                           apr_size_t *trimmed)
+{
+    const htc_pool_t *set = NULL;
+    void *handle = NULL;
+    const char *why = NULL;
+    apr_time_t t0 = apr_time_now();
+    int fresh = -1;
+
+    htc_pool_cache_get(c, path, &set, &handle, &why, &fresh, trimmed, pool);
+    htc_pool_cache_release(c, handle);
+    while (apr_time_now() == t0) {
+        /* the next get is looked at strictly later */
+    }
+    return fresh;
+}
+
+START_TEST(pool_cache_full_trims_the_least_recently_checked_tenth)
+{
+    char dir[] = "/tmp/w4a-check-htcpool-XXXXXX";
+    htc_pool_cache_t *c = NULL;
+    apr_size_t trimmed = 99, n = 0, max = 0;
+    int i;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_int_eq(htc_pool_cache_create(&c, 10, apr_time_from_sec(3600),
+                                           pool), APR_SUCCESS);
+    /* absent files of a root-owned 0700 directory: kept as "none" */
+    for (i = 0; i < 10; i++) {
+        ck_assert_int_eq(cache_get_fresh(c, apr_psprintf(pool, "%s/p%d", dir,
+                                                         i), &trimmed), 1);
+        ck_assert_uint_eq(trimmed, 0);
+    }
+    htc_pool_cache_count(c, &n, &max);
+    ck_assert_uint_eq(n, 10);
+    ck_assert_uint_eq(max, 10);
+    /* full: the 11th drops the 2 looked at least recently, not all */
+    ck_assert_int_eq(cache_get_fresh(c, apr_psprintf(pool, "%s/p10", dir),
+                                     &trimmed), 1);
+    ck_assert_uint_eq(trimmed, 2);
+    htc_pool_cache_count(c, &n, &max);
+    ck_assert_uint_eq(n, 9);
+    for (i = 2; i <= 10; i++) {         /* still there: not looked at */
+        ck_assert_int_eq(cache_get_fresh(c, apr_psprintf(pool, "%s/p%d", dir,
+                                                         i), &trimmed), 0);
+        ck_assert_uint_eq(trimmed, 0);
+    }
+    /* p0 was dropped: looked at anew (one free place, no trim) */
+    ck_assert_int_eq(cache_get_fresh(c, apr_psprintf(pool, "%s/p0", dir),
+                                     &trimmed), 1);
+    ck_assert_uint_eq(trimmed, 0);
+    htc_pool_cache_count(c, &n, &max);
+    ck_assert_uint_eq(n, 10);
+    rmdir(dir);
+}
+END_TEST
+
+START_TEST(pool_cache_of_one_keeps_the_last_file)
+{
+    char dir[] = "/tmp/w4a-check-htcpool-XXXXXX";
+    htc_pool_cache_t *c = NULL;
+    apr_size_t trimmed = 99, n = 0, max = 0;
+    const char *a, *b;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    a = apr_pstrcat(pool, dir, "/a", NULL);
+    b = apr_pstrcat(pool, dir, "/b", NULL);
+    ck_assert_int_eq(htc_pool_cache_create(&c, 1, apr_time_from_sec(3600),
+                                           pool), APR_SUCCESS);
+    ck_assert_int_eq(cache_get_fresh(c, a, &trimmed), 1);
+    ck_assert_int_eq(cache_get_fresh(c, a, &trimmed), 0);
+    ck_assert_int_eq(cache_get_fresh(c, b, &trimmed), 1);
+    ck_assert_uint_eq(trimmed, 1);
+    ck_assert_int_eq(cache_get_fresh(c, b, &trimmed), 0);
+    htc_pool_cache_count(c, &n, &max);
+    ck_assert_uint_eq(n, 1);
+    rmdir(dir);
+}
+END_TEST
+
 Suite *htcompat_suite(void)
 {
     Suite *s = suite_create("htcompat");
@@ -251,6 +333,8 @@ Suite *htcompat_suite(void)
     tcase_add_test(tc, pool_settings_parse_and_escape_round_trip);
     tcase_add_test(tc, bad_pool_settings_are_refused_with_the_line);
     tcase_add_test(tc, blank_only_line_is_refused_not_read_past);
+    tcase_add_test(tc, pool_cache_full_trims_the_least_recently_checked_tenth);
+    tcase_add_test(tc, pool_cache_of_one_keeps_the_last_file);
     suite_add_tcase(s, tc);
     return s;
 }
