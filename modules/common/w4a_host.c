@@ -14,12 +14,6 @@
 /* The longest IPv6 text form ("ffff:...:255.255.255.255"). */
 #define IPV6_TEXT_MAX 45
 
-static int name_char(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')
-           || ch == '-' || ch == '_' || ch == '.';
-}
-
 static int ipv6_char(unsigned char ch)
 {
     return (ch >= 'a' && ch <= 'f') || (ch >= '0' && ch <= '9')
@@ -77,9 +71,28 @@ static apr_status_t normalise_ipv6(const char *in, char *out,
     return APR_SUCCESS;
 }
 
+/* A name's bytes: the lower-case form of what a key may hold, 0 for
+ * every other byte (NUL and ':' included: they end the name). */
+static const unsigned char name_tab[256] = {
+#define N_(c) ((c) >= 'a' && (c) <= 'z' ? (c) \
+               : (c) >= 'A' && (c) <= 'Z' ? (c) + 32 \
+               : ((c) >= '0' && (c) <= '9') || (c) == '-' || (c) == '_' \
+                 || (c) == '.' ? (c) : 0)
+#define N4_(b) N_(b), N_(b + 1), N_(b + 2), N_(b + 3)
+#define N16_(b) N4_(b), N4_(b + 4), N4_(b + 8), N4_(b + 12)
+    N16_(0), N16_(16), N16_(32), N16_(48), N16_(64), N16_(80), N16_(96),
+    N16_(112)
+#undef N16_
+#undef N4_
+#undef N_
+};
+
 apr_status_t w4a_host_normalise(const char *in, char *out, apr_size_t *outlen)
 {
-    apr_size_t n = 0, i, end;
+    apr_size_t n = 0;
+    const unsigned char *p;
+    unsigned char t;
+    int dot = 1;                /* a dot here would be a leading one */
 
     if (!in || !*in) {
         return APR_EINVAL;
@@ -88,34 +101,35 @@ apr_status_t w4a_host_normalise(const char *in, char *out, apr_size_t *outlen)
         return normalise_ipv6(in, out, outlen);
     }
 
-    /* A name, up to its port if any. */
-    for (end = 0; in[end] && in[end] != ':'; end++) {
-        ;
-    }
-    if (in[end] && !is_port(in + end)) {
-        return APR_EINVAL;
-    }
-    if (end > 0 && in[end - 1] == '.') {
-        end--;                              /* one trailing dot */
-    }
-    if (end == 0) {
-        return APR_EINVAL;
-    }
-    for (i = 0; i < end; i++) {
-        unsigned char ch = lower((unsigned char)in[i]);
-        if (!name_char(ch)) {
-            return APR_EINVAL;
+    /* One pass: lower case, refused bytes, empty labels, length.  Up to
+     * W4A_HOST_MAX + 1 bytes are stored (the last may be the one
+     * trailing dot allowed, dropped below); past that only counted. */
+    for (p = (const unsigned char *)in; (t = name_tab[*p]) != 0; p++) {
+        if (t == '.') {
+            if (dot) {
+                return APR_EINVAL;          /* leading dot or empty label */
+            }
+            dot = 1;
         }
-        if (ch == '.' && (i == 0 || in[i - 1] == '.')) {
-            return APR_EINVAL;              /* leading dot or empty label */
+        else {
+            dot = 0;
         }
-        if (n == W4A_HOST_MAX) {
-            return APR_ENAMETOOLONG;
+        if (n <= W4A_HOST_MAX) {
+            out[n] = (char)t;
         }
-        out[n++] = (char)ch;
+        n++;
     }
-    if (out[n - 1] == '.') {
-        return APR_EINVAL;                  /* "name.." */
+    if (*p == ':' ? !is_port((const char *)p) : *p != '\0') {
+        return APR_EINVAL;                  /* a byte a key cannot hold */
+    }
+    if (dot) {
+        if (n == 0) {
+            return APR_EINVAL;              /* no name (":80") */
+        }
+        n--;                                /* one trailing dot */
+    }
+    if (n > W4A_HOST_MAX) {
+        return APR_ENAMETOOLONG;
     }
     out[n] = '\0';
     *outlen = n;

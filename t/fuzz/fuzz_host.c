@@ -7,7 +7,10 @@
  *   trailing dot; an IPv6 literal is "[" [0-9a-f:.]+ "]";
  * - normalising the result again gives the result (a key is a fixed point,
  *   so two Host values meet on one key only if they mean the same host);
- * - the case of the input does not matter.
+ * - the case of the input does not matter;
+ * - a name (not an IPv6 literal) is accepted, and gives the same key, as
+ *   the two-pass reference below does (the form w4a_host.c had before its
+ *   one-pass loop, issue 17): only the kind of error may differ.
  */
 #include "fuzz_common.h"
 #include "w4a_host.h"
@@ -38,6 +41,54 @@ static void check_key(const char *out, apr_size_t len)
     }
 }
 
+/* The reference: find the end, then check and copy byte by byte. */
+static apr_status_t ref_name(const char *in, char *out, apr_size_t *outlen)
+{
+    apr_size_t n = 0, i, end, j;
+
+    if (!in || !*in) {
+        return APR_EINVAL;
+    }
+    for (end = 0; in[end] && in[end] != ':'; end++) {
+    }
+    if (in[end]) {
+        for (j = end + 1; in[j]; j++) {     /* ":" then digits, or none */
+            if (in[j] < '0' || in[j] > '9') {
+                return APR_EINVAL;
+            }
+        }
+    }
+    if (end > 0 && in[end - 1] == '.') {
+        end--;
+    }
+    if (end == 0) {
+        return APR_EINVAL;
+    }
+    for (i = 0; i < end; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch >= 'A' && ch <= 'Z') {
+            ch = (unsigned char)(ch - 'A' + 'a');
+        }
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')
+              || ch == '-' || ch == '_' || ch == '.')) {
+            return APR_EINVAL;
+        }
+        if (ch == '.' && (i == 0 || in[i - 1] == '.')) {
+            return APR_EINVAL;
+        }
+        if (n == W4A_HOST_MAX) {
+            return APR_ENAMETOOLONG;
+        }
+        out[n++] = (char)ch;
+    }
+    if (out[n - 1] == '.') {
+        return APR_EINVAL;
+    }
+    out[n] = '\0';
+    *outlen = n;
+    return APR_SUCCESS;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char out[W4A_HOST_MAX + 1], again[W4A_HOST_MAX + 1];
@@ -49,6 +100,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rv = w4a_host_normalise(in, out, &len);
     FUZZ_CHECK(rv == APR_SUCCESS || rv == APR_EINVAL
                || rv == APR_ENAMETOOLONG, "status %d", rv);
+    if (in[0] != '[') {
+        char ref[W4A_HOST_MAX + 1];
+        apr_size_t rlen = 0;
+        apr_status_t rrv = ref_name(in, ref, &rlen);
+        FUZZ_CHECK((rv == APR_SUCCESS) == (rrv == APR_SUCCESS),
+                   "status %d, the reference %d", rv, rrv);
+        if (rv == APR_SUCCESS) {
+            FUZZ_CHECK(rlen == len && !memcmp(ref, out, len + 1),
+                       "'%s', the reference '%s'", out, ref);
+        }
+    }
     if (rv == APR_SUCCESS) {
         check_key(out, len);
         FUZZ_CHECK(w4a_host_normalise(out, again, &len2) == APR_SUCCESS
