@@ -27,6 +27,7 @@
 #include "w4a_httpd.h"
 #include "mod_w4a_php.h"
 #include "w4a_metrics.h"
+#include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_metrics_module;
 
@@ -102,14 +103,13 @@ static const char *set_rows(cmd_parms *cmd, void *dummy, const char *arg)
     metrics_conf *c = ap_get_module_config(cmd->server->module_config,
                                            &w4a_metrics_module);
     const char *err = global_only(cmd);
-    char *end;
-    long n;
+    apr_int64_t n;
 
     if (err) {
         return err;
     }
-    n = strtol(arg, &end, 10);
-    if (*end || n < W4A_METRICS_MIN_ROWS || n > (long)W4A_METRICS_MAX_ROWS) {
+    if (!w4a_parse_number(arg, W4A_METRICS_MIN_ROWS, W4A_METRICS_MAX_ROWS,
+                          &n)) {
         return apr_psprintf(cmd->pool, "W4AMetricsTableSize: '%s' is not a "
                             "number of rows from %d to %u", arg,
                             W4A_METRICS_MIN_ROWS, W4A_METRICS_MAX_ROWS);
@@ -139,14 +139,12 @@ static const char *set_recent(cmd_parms *cmd, void *dummy, const char *arg)
     metrics_conf *c = ap_get_module_config(cmd->server->module_config,
                                            &w4a_metrics_module);
     const char *err = global_only(cmd);
-    char *end;
-    long n;
+    apr_int64_t n;
 
     if (err) {
         return err;
     }
-    n = strtol(arg, &end, 10);
-    if (*end || n < 0 || n > 525600) {
+    if (!w4a_parse_number(arg, 0, 525600, &n)) {
         return apr_psprintf(cmd->pool, "W4AMetricsRecentScript: '%s' is not "
                             "a number of minutes from 0 (off) to 525600",
                             arg);

@@ -487,7 +487,10 @@ def test_metrics_directives_are_global_and_checked(w4a):
              r"cannot occur within <VirtualHost> section"),
             ("W4AMetricsTableSize 0\n", r"W4AMetricsTableSize: '0' is not"),
             ("W4AMetricsRecentScript soon\n",
-             r"W4AMetricsRecentScript: 'soon' is not")):
+             r"W4AMetricsRecentScript: 'soon' is not"),
+            ("W4AMetricsRecentScript ' 5'\n",
+             r"W4AMetricsRecentScript: ' 5' is not"),
+            ("W4AMetricsTableSize +64\n", r"W4AMetricsTableSize: '\+64' is not")):
         with open(httpd.conf, "w") as f:
             f.write(conf + bad)
         r = httpd.ctl("-t")
