@@ -75,9 +75,11 @@ class Memcached:
     """A memcached of our own on a free port; stop() and start() again on
     the same port, kill() for a crash."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, mem_mb=64, opts=()):
         self.port = port or free_port()
         self.proc = None
+        self.mem_mb = mem_mb
+        self.opts = list(opts)
 
     @property
     def server(self):
@@ -86,7 +88,8 @@ class Memcached:
     def start(self):
         self.proc = subprocess.Popen(
             [MEMCACHED, "-u", "memcache", "-l", "127.0.0.1", "-p",
-             str(self.port), "-U", "0", "-m", "64", "-c", "1024"],
+             str(self.port), "-U", "0", "-m", str(self.mem_mb), "-c", "1024"]
+            + self.opts,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert wait_port(self.port), "memcached did not listen"
         return self
@@ -124,6 +127,23 @@ class Memcached:
     def set(self, key, value, ttl=0):
         data = value.encode()
         return self._cmd("set %s 0 %d %d" % (key, ttl, len(data)), data)
+
+    def fill(self, prefix, n, size):
+        """n values of size bytes under prefix0 .. prefix<n-1>, pipelined
+        (noreply): what pushes the LRU to evict."""
+        data = b"x" * size
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            for i in range(0, n, 500):
+                s.sendall(b"".join(b"set %s%d 0 0 %d noreply\r\n%s\r\n"
+                                   % (prefix.encode(), j, size, data)
+                                   for j in range(i, min(n, i + 500))))
+            s.sendall(b"version\r\n")         # answered after every set
+            buf = b""
+            while not buf.endswith(b"\r\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
 
     def stats(self):
         out = {}

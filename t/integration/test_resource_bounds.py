@@ -355,3 +355,64 @@ W4APHPHostingLimit 2
     assert (st, body) == (200, b"done"), (st, body)
     results = flood.join()
     assert sorted(r[0] for r in results) == [200, 200], results
+
+
+def test_geoip_databases_bound_32_a_33rd_is_a_configuration_error(w4a):
+    """MAX_DATABASES 32: 32 W4AGeoIPDatabase lines start (each its own
+    name, the same file); a 33rd is refused at start-up, saying the bound,
+    and the server does not start on it."""
+    spec = {"ip_version": 6, "database_type": "W4A-Test-Country",
+            "networks": networks("country")}
+    path = os.path.join(w4a.root, "country.mmdb")
+    with open(path + ".json", "w") as f:
+        json.dump(spec, f)
+    subprocess.run(["perl", MKMMDB, path, path + ".json"], check=True)
+    os.chmod(path, 0o644)
+    lines = lambda n: "\n".join("W4AGeoIPDatabase db%d %s" % (i, path)
+                                for i in range(n))
+    h = w4a.httpd(lines(32) + "\n", ours=GEOIP_OURS)
+    r = h.ctl("-t")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(h.conf, "a") as f:
+        f.write("W4AGeoIPDatabase db32 %s\n" % path)
+    r = h.ctl("-t")
+    assert r.returncode != 0
+    assert "W4AGeoIPDatabase: at most 32 databases" in r.stdout + r.stderr, \
+        r.stdout + r.stderr
+
+
+def test_memcached_full_evicts_keys_the_next_lookup_asks_the_database(w4a):
+    """The fleet's memcached is bounded by its own memory (its LRU): with
+    8 MB filled past full by other keys, a hosting's key is evicted; the
+    node keeps serving the hosting (every answer right), asks the
+    database on the miss and puts the key back."""
+    from fleet_servers import Memcached
+    tree = w4a.tree
+    sites(tree)
+    db = Sqlite(w4a.root)
+    put(db, tree, "a.example", A, "a.example")
+    # one plain LRU (no_lru_maintainer): memcached's default segmented LRU
+    # keeps a key read twice in its warm segment, out of reach of a flood
+    # of keys never read, so filling it would not evict ours
+    mc = Memcached(mem_mb=8, opts=("-o", "no_lru_maintainer")).start()
+    try:
+        h = node(w4a, db, mc=mc, driver="sqlite3", ttl="1 1").start()
+        key = "w4a:0:a.example"
+        assert h.get("a.example")[2] == b"site a\n"
+        wait_until(lambda: mc.get(key) is not None, "the key stored", 10)
+        # fill: 3 times memcached's memory, values of the key's size class
+        size = len(mc.get(key))
+        mc.fill("junk", 3 * 8 * 1024 * 1024 // (size + 80), size)
+        assert mc.get(key) is None, "still there after filling memcached"
+        assert int(mc.stats()["evictions"]) > 0
+        for _ in range(3):
+            st, _, body = h.get("a.example")
+            assert (st, body) == (200, b"site a\n")
+
+        def back():
+            st, _, body = h.get("a.example")
+            assert (st, body) == (200, b"site a\n")
+            return mc.get(key) is not None
+        wait_until(back, "the evicted key put back by a lookup", 15)
+    finally:
+        mc.stop()
