@@ -314,13 +314,17 @@ static const char *pool_text(apr_pool_t *p, const options *o, const pool_t *pl)
         "php_admin_value[upload_tmp_dir] = %s/tmp\n"
         "php_admin_value[session.save_path] = %s/tmp\n"
         "php_admin_value[sys_temp_dir] = %s/tmp\n"
+        /* every mail says the uid and script that sent it; the hosting's
+         * own mail log, written by its worker (its uid) */
+        "php_admin_flag[mail.add_x_header] = on\n"
+        "php_admin_value[mail.log] = %s/log/php/mail.log\n"
         "env[TMPDIR] = %s/tmp\n"
         "%s",
         o->index, r->hosting, r->uid, r->gid, sock,
         o->listen_owner, o->listen_owner, o->backlog, o->max_children, o->idle_timeout,
         o->max_requests, o->extensions,
         expand(p, o->slowlog, r->hosting, r->php_version), o->slowlog_timeout,
-        pl->home, pl->home, pl->home, pl->home, pl->home, pl->home,
+        pl->home, pl->home, pl->home, pl->home, pl->home, pl->home, pl->home,
         extra_text(p, pl));
 }
 
@@ -331,7 +335,8 @@ static const char *settings_text(apr_pool_t *p, const pool_t *pl)
     const char *fixed[][2] = {
         { "error_log", "/log/php/error.log" }, { "log_errors", NULL },
         { "open_basedir", "/:/usr/share/php/" }, { "upload_tmp_dir", "/tmp" },
-        { "session.save_path", "/tmp" }, { "sys_temp_dir", "/tmp" }
+        { "session.save_path", "/tmp" }, { "sys_temp_dir", "/tmp" },
+        { "mail.add_x_header", NULL }, { "mail.log", "/log/php/mail.log" }
     };
     apr_array_header_t *out = apr_array_make(p, 16, sizeof(const char *));
     apr_size_t i;

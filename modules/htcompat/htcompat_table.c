@@ -93,7 +93,8 @@ int htc_removed(const char *name)
  * may fix more, see htcompat_pool.h). */
 static const char *const pool_locked[] = {
     "error_log", "log_errors", "open_basedir", "upload_tmp_dir",
-    "session.save_path", "sys_temp_dir", NULL
+    "session.save_path", "sys_temp_dir", "mail.add_x_header", "mail.log",
+    NULL
 };
 
 int htc_pool_locked(const char *name)

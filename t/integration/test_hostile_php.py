@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from w4a_harness import FPM_POOLS, HTCOMPAT_SO, hostings_dir_block
+from w4a_harness import FPM_POOLS, HTCOMPAT_SO, hostings_dir_block, wait_until
 from geoip_mmdb import OURS as GEOIP, make_mmdb
 from test_htcompat import dump_table
 
@@ -389,3 +389,33 @@ def test_fpm_pools_refuses_pool_settings_that_would_undo_isolation(w4a):
                            capture_output=True, text=True)
         assert r.returncode == 2 and re.search(msg, r.stderr), (text, r.stderr)
         assert not os.path.exists(os.path.join(pool_dir, "w4a-%s.conf" % A))
+
+
+def test_mail_says_its_hosting_and_script_and_lands_in_the_hostings_mail_log(w4a):
+    """w4a-fpm-pools sets mail.add_x_header and a per-hosting mail.log
+    (php_admin: locked, .htaccess cannot move it): a mail sent by B's PHP
+    carries B's uid and script, and B's own mail log (written by B's
+    worker, as B) names the script; A's mail log stays empty."""
+    home_b = w4a.tree.home(B)
+    out = os.path.join(home_b, "tmp", "mail.out")
+    tree, fpm, httpd = server(
+        w4a, files_b={"send.php": "<?php var_dump(mail('to@example.com', "
+                                  "'hi', 'body'));\n",
+                      ".htaccess": "php_value mail.log /tmp/elsewhere.log\n"},
+        b_pool_settings="php_admin_value sendmail_path /usr/bin/tee %s\n" % out)
+    st, _, body = httpd.get("b.example", "/send.php")
+    assert st == 200 and b"bool(true)" in body, (st, body)
+    uid_b = pwd.getpwnam(B).pw_uid
+    wait_until(lambda: os.path.exists(out) and b"body" in open(out, "rb").read(),
+               "the mail in " + out, 10)
+    mail = open(out).read()
+    assert re.search(r"(?m)^X-PHP-Originating-Script: %d:send\.php$" % uid_b,
+                     mail), mail
+    log = os.path.join(home_b, "log/php/mail.log")
+    wait_until(lambda: os.path.exists(log), "B's mail log", 10)
+    text = open(log).read()
+    assert "send.php" in text and "to@example.com" in text, text
+    assert os.stat(log).st_uid == uid_b
+    assert not os.path.exists("/tmp/elsewhere.log")
+    assert not os.path.exists(os.path.join(w4a.tree.home(A), "log/php/mail.log"))
+    assert re.search(r"W4A004\d\d: .*mail\.log", httpd.log()), httpd.log()[-2000:]
