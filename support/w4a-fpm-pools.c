@@ -478,37 +478,69 @@ static int write_atomic(apr_pool_t *p, const char *path, const char *text)
     return 0;
 }
 
-/* <home>/log/php/error.log and <home>/tmp, owned by the hosting: both are
- * written by its workers, which run as the hosting.  The slow log is not
- * here: the FPM master writes it as root, and any path inside a tree the
- * customer owns can be swapped for a symlink, so it lives in the
- * operator's --slowlog directory. */
+/* Directory name in dfd: made (mode) if missing, opened without following
+ * a symlink, and given to the hosting when it is the one we made (still
+ * root's).  Its descriptor, or -1. */
+static int subdir_at(int dfd, const char *name, mode_t mode,
+                     const w4a_hosting_t *r)
+{
+    struct stat st;
+    int made = mkdirat(dfd, name, mode) == 0;
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0) {
+        return -1;
+    }
+    if (fstat(fd, &st) != 0
+        || (made && st.st_uid == 0 && fchown(fd, r->uid, r->gid) != 0)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* <home>/log/php (error and mail logs) and <home>/tmp, owned by the
+ * hosting: both are written by its workers, which run as the hosting.
+ * The home is the hosting's: whatever is in it may be swapped for a
+ * symlink at any moment, so each directory is reached from the one above
+ * by descriptor, never followed through a symlink, and given to the
+ * hosting through its descriptor (a chown by path would follow a symlink
+ * the tenant put there in between, anywhere on the machine).  The slow
+ * log is not here: the FPM master writes it as root, so it lives in the
+ * operator's --slowlog directory.  -1: no usable home. */
 static int prepare_dirs(const options *o, const pool_t *pl, apr_pool_t *p)
 {
     const w4a_hosting_t *r = pl->rec;
-    const char *logdir = apr_pstrcat(p, pl->home, "/log", NULL);
-    const char *phplog = apr_pstrcat(p, pl->home, "/log/php", NULL);
-    const char *tmp = apr_pstrcat(p, pl->home, "/tmp", NULL);
-    struct stat st;
+    int home, log, php, tmp;
 
-    if (stat(pl->home, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    /* (the home itself sits in the operator's tree: it may be a symlink) */
+    home = open(pl->home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (home < 0) {
         return -1;
     }
-    if (mkdir(logdir, 0755) == 0) {
-        if (chown(logdir, r->uid, r->gid) != 0) {
-            return -1;
-        }
+    log = subdir_at(home, "log", 0755, r);
+    php = log >= 0 ? subdir_at(log, "php", 0755, r) : -1;
+    if (php < 0) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00908: hosting %s: %s/log/php is "
+                "not a directory (a symlink?): not made; PHP's error and "
+                "mail logs will not be written\n", r->hosting, pl->home);
     }
-    if (mkdir(phplog, 0755) == 0) {
-        if (chown(phplog, r->uid, r->gid) != 0) {
-            return -1;
-        }
+    tmp = subdir_at(home, "tmp", 0700, r);
+    if (tmp < 0) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00908: hosting %s: %s/tmp is not a "
+                "directory (a symlink?): not made; uploads and sessions will "
+                "fail\n", r->hosting, pl->home);
     }
-    if (mkdir(tmp, 0700) == 0) {
-        if (chown(tmp, r->uid, r->gid) != 0) {
-            return -1;
-        }
+    if (log >= 0) {
+        close(log);
     }
+    if (php >= 0) {
+        close(php);
+    }
+    if (tmp >= 0) {
+        close(tmp);
+    }
+    close(home);
     /* FPM refuses a pool whose slow log cannot be opened. */
     {
         const char *slow = expand(p, o->slowlog, r->hosting, r->php_version);

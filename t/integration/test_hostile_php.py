@@ -419,3 +419,39 @@ def test_mail_says_its_hosting_and_script_and_lands_in_the_hostings_mail_log(w4a
     assert not os.path.exists("/tmp/elsewhere.log")
     assert not os.path.exists(os.path.join(w4a.tree.home(A), "log/php/mail.log"))
     assert re.search(r"W4A004\d\d: .*mail\.log", httpd.log()), httpd.log()[-2000:]
+
+
+def test_fpm_pools_never_chowns_through_a_symlink_the_tenant_put_in_its_home(w4a):
+    """The home is the tenant's: it can replace <home>/log with a symlink
+    at any moment, e.g. between w4a-fpm-pools making a directory and
+    giving it to the hosting. Here the symlink is already there, to a
+    root-owned directory: nothing is made in it, nothing there becomes
+    A's (a chown by path would follow it and hand A a directory anywhere
+    on the machine); the tool says so (W4A00908) and still writes A's
+    pool."""
+    tree = w4a.tree
+    tree.site(A, "a.example", {"x.php": "<?php\n"})
+    rc, out, index = tree.compile_map([tree.line("a.example", A, "a.example")])
+    assert rc == 0, out
+    home = tree.home(A)
+    uid_a = pwd.getpwnam(A).pw_uid
+    targets = {}
+    for name in ("log", "tmp"):
+        target = os.path.join(w4a.root, "elsewhere-" + name)
+        os.makedirs(target)
+        path = os.path.join(home, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            subprocess.run(["rm", "-rf", path], check=True)
+        os.symlink(target, path)
+        os.lchown(path, uid_a, uid_a)
+        targets[name] = target
+    pool_dir = os.path.join(w4a.root, "pools")
+    r = subprocess.run([FPM_POOLS, "--pool-dir", pool_dir, "--pid-file", "",
+                        "--slowlog", os.path.join(w4a.root, "slow/%h-%v.log"),
+                        index], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.path.exists(os.path.join(pool_dir, "w4a-%s.conf" % A))
+    for name, target in targets.items():
+        assert os.listdir(target) == [], (name, os.listdir(target))
+        assert os.stat(target).st_uid == 0
+    assert len(re.findall(r"W4A00908: hosting %s: " % A, r.stderr)) == 2, r.stderr
