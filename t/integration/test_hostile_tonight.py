@@ -216,3 +216,64 @@ def test_no_htaccess_route_reaches_the_metrics_page(w4a):
     # (httpd's own request from 127.0.0.1 would have passed Require local)
     assert re.search(r"W4A00151: hosting w4a100010: handler 'proxy-server'",
                      httpd.log())
+
+
+def ensure_collider_user():
+    """COLLIDER as a real hosting user (uid = gid = 113584), as the
+    harness makes its hostings' users."""
+    import grp
+    import pwd
+    import subprocess
+    uid = 113584
+    try:
+        grp.getgrgid(uid)
+    except KeyError:
+        subprocess.run(["groupadd", "-g", str(uid), COLLIDER], check=True)
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        subprocess.run(["useradd", "-u", str(uid), "-g", str(uid), "-M",
+                        "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
+                        COLLIDER], check=True, stderr=subprocess.DEVNULL)
+
+
+def test_a_hosting_sharing_bs_bucket_cannot_take_bs_php_limit(w4a):
+    """The same hole in mod_w4a_php's W4APHPHostingLimit (on by default,
+    the same table): COLLIDER's slow PHP, at its limit of 2, held B's PHP
+    at 503.  Real pools as real users."""
+    from test_hostile_limits import Flood, status as php_status, wait_status
+    ensure_collider_user()
+    tree = w4a.tree
+    tree.site(COLLIDER, "a.example",
+              {"slow.php": "<?php usleep(2500000); echo 'done';\n"})
+    tree.site(B, "b.example",
+              {"info.php": "<?php echo 'user=', "
+               "posix_getpwuid(posix_geteuid())['name'];\n"})
+    rc, out, index = tree.compile_map([
+        tree.line("a.example", COLLIDER, "a.example"),
+        tree.line("b.example", B, "b.example")])
+    assert rc == 0, out
+    fpm = w4a.fpm()
+    rc, out = fpm.generate(index, extra=("--max-children", "8"))
+    assert rc in (0, 1), out
+    fpm.start()
+    h = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {tree.base}
+W4APHPEngine on
+W4APHPSocket {fpm.socket_pattern}
+W4APHPHostingLimit 2
+<Location /w4a-php-status>
+    SetHandler w4a-php-status
+</Location>
+{hostings_dir_block(tree.base)}
+""", with_php=True).start()
+    flood = Flood(h, "a.example", "/slow.php", 2)
+    wait_status(h, lambda s: s["hosting"]["inflight"] == 2,
+                "COLLIDER's 2 slow PHP requests in flight", COLLIDER)
+    for _ in range(3):
+        st, _, body = h.get("b.example", "/info.php")
+        assert st == 200 and body == ("user=" + B).encode(), (st, body)
+    assert php_status(h, B)["hosting"]["refused"] == 0
+    assert sorted(r[0] for r in flood.join()) == [200, 200]
