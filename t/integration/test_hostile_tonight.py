@@ -340,3 +340,36 @@ W4AGuardHostingLimit 4
     finally:
         for x in held:
             x.close()
+
+
+# ---------------------------------------------------------------------
+# w4a-top (run as root) reads the table's file: a table a hosting could
+# have written is not believed.
+
+def test_w4a_top_refuses_a_table_a_tenant_could_have_written(w4a):
+    """Hole (hardened): w4a-top trusted any file that looked like a table.
+    With W4AMetricsFile in a directory a hosting can write, the hosting
+    could put its own table there (its figures, other hostings' names)
+    for the operator to act on.  Now a table not owned by root (or the
+    reader), or writable by group or others, is refused."""
+    import shutil
+    import subprocess
+    from test_metrics import TOP, metrics_server
+    tree, fpm, httpd = metrics_server(w4a)
+    wait_requests(httpd, {})            # the table is there and served
+    forged = os.path.join(w4a.root, "forged.shm")
+    shutil.copyfile(httpd.shm, forged)
+    # the genuine one is read
+    r = subprocess.run([TOP, "--file", httpd.shm, "--once", "--json",
+                        "--interval", "0.05"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    for owner, mode in ((A, 0o600), ("root", 0o622), ("root", 0o660)):
+        os.chown(forged, *(lambda pw: (pw.pw_uid, pw.pw_gid))(
+            __import__("pwd").getpwnam(owner)))
+        os.chmod(forged, mode)
+        r = subprocess.run([TOP, "--file", forged, "--once", "--json",
+                            "--interval", "0.05"], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 1, (owner, oct(mode), r.stdout, r.stderr)
+        assert "is not httpd's table" in r.stderr, r.stderr
