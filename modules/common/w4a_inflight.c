@@ -7,7 +7,18 @@
  *   owner[rows]              pid of the process holding the row, 0: free
  *   refused[buckets]         refusals per bucket, since start
  *   last_log[buckets]        second of the last refusal logged
+ *   state[buckets]           0 free, 1 a name being written, 2 named
  *   count[buckets][rows]     requests in flight, per bucket and process
+ *   names[buckets][NAME_MAX] the name that claimed the bucket
+ *
+ * A bucket belongs to one name: a name claims the first free bucket of a
+ * short window from its hash (open addressing), and keeps it until the
+ * table is made again.  Two hostings never share a limit, unless every
+ * bucket of a name's window is another's (more names than buckets, or
+ * nearly): that name then shares the bucket of its hash (stricter, never
+ * looser).  A hash alone would not do: names are public (/etc/passwd),
+ * the hash too, and a tenant whose name fell in another's bucket held the
+ * other hosting at 503 by holding its own requests.
  *
  * count is bucket-major: the figure of a name is one short run of
  * adjacent counters.  The hot path is: one atomic increment of the own
@@ -17,6 +28,7 @@
  * the process has been reaped: no count can stay behind.
  */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 
@@ -28,6 +40,9 @@
 
 #define MAX_BUCKETS    16384u
 #define MIN_BUCKETS    1024u
+#define NAME_MAX_LEN   48u          /* hosting names are 1-32 bytes */
+#define PROBE          32u          /* buckets a name looks at */
+#define CLAIM_SPINS    1000
 
 struct w4a_inflight_t {
     apr_shm_t    *shm;
@@ -36,7 +51,9 @@ struct w4a_inflight_t {
     apr_uint32_t *owner;
     apr_uint32_t *refused;
     apr_uint32_t *last_log;
+    apr_uint32_t *state;
     apr_uint32_t *count;
+    char         *names;
     /* per process (a forked copy of this struct each) */
     int           my_row;           /* -1: none */
     apr_uint32_t *private_count;    /* no free row: this process's own */
@@ -46,14 +63,66 @@ typedef struct {
     apr_uint32_t *counter;
 } inflight_slot;
 
-static apr_uint32_t bucket_of(const w4a_inflight_t *t, const char *name)
+static apr_uint32_t hash_of(const char *name, apr_size_t *len)
 {
     apr_uint32_t h = 2166136261u;
-    for (; *name; name++) {
-        h = (h ^ (unsigned char)*name) * 16777619u;
+    const char *q;
+
+    for (q = name; *q; q++) {
+        h = (h ^ (unsigned char)*q) * 16777619u;
     }
+    *len = (apr_size_t)(q - name);
     h ^= h >> 15;
-    return h & (t->buckets - 1);
+    return h;
+}
+
+/* The bucket of @a name: the one it claimed in its window, claiming a
+ * free one if @a claim; else (window full, name too long) the bucket of
+ * its hash, shared.  @return -1 when !claim and the name has none. */
+static long bucket_find(const w4a_inflight_t *t, const char *name, int claim)
+{
+    apr_size_t len;
+    apr_uint32_t h = hash_of(name, &len), n, i;
+    apr_uint32_t probe = t->buckets < PROBE ? t->buckets : PROBE;
+
+    if (len >= NAME_MAX_LEN) {
+        return (long)(h & (t->buckets - 1));
+    }
+    for (n = 0, i = h & (t->buckets - 1); n < probe;
+         n++, i = (i + 1) & (t->buckets - 1)) {
+        char *slot = t->names + (apr_size_t)i * NAME_MAX_LEN;
+        apr_uint32_t st = apr_atomic_read32(&t->state[i]);
+        int spins;
+
+        if (st == 0) {
+            if (!claim) {
+                return -1;
+            }
+            st = apr_atomic_cas32(&t->state[i], 1, 0);
+            if (st == 0) {
+                memcpy(slot, name, len + 1);
+                apr_atomic_set32(&t->state[i], 2);  /* a full barrier */
+                return (long)i;
+            }
+        }
+        /* another process is writing this bucket's name: a few stores */
+        for (spins = 0; st == 1 && spins < CLAIM_SPINS; spins++) {
+            if (spins >= 64) {
+                sched_yield();
+            }
+            st = apr_atomic_read32(&t->state[i]);
+        }
+        if (st == 2 && !strcmp(slot, name)) {
+            return (long)i;
+        }
+        /* st 1 still: its claimer died, the bucket is lost; go on */
+    }
+    return (long)(h & (t->buckets - 1));
+}
+
+static apr_uint32_t bucket_of(const w4a_inflight_t *t, const char *name)
+{
+    return (apr_uint32_t)bucket_find(t, name, 1);
 }
 
 apr_status_t w4a_inflight_create(w4a_inflight_t **out, apr_uint32_t rows,
@@ -70,8 +139,9 @@ apr_status_t w4a_inflight_create(w4a_inflight_t **out, apr_uint32_t rows,
            && (apr_size_t)t->buckets * t->rows * 4 > max_bytes) {
         t->buckets >>= 1;
     }
-    *size = ((apr_size_t)t->rows + 2 * t->buckets
-             + (apr_size_t)t->buckets * t->rows) * sizeof(apr_uint32_t);
+    *size = ((apr_size_t)t->rows + 3 * t->buckets
+             + (apr_size_t)t->buckets * t->rows) * sizeof(apr_uint32_t)
+            + (apr_size_t)t->buckets * NAME_MAX_LEN;
     rv = apr_shm_create(&t->shm, *size, NULL, p);
     if (rv != APR_SUCCESS) {
         return rv;
@@ -81,7 +151,9 @@ apr_status_t w4a_inflight_create(w4a_inflight_t **out, apr_uint32_t rows,
     t->owner = (apr_uint32_t *)base;
     t->refused = t->owner + t->rows;
     t->last_log = t->refused + t->buckets;
-    t->count = t->last_log + t->buckets;
+    t->state = t->last_log + t->buckets;
+    t->count = t->state + t->buckets;
+    t->names = (char *)(t->count + (apr_size_t)t->buckets * t->rows);
     t->my_row = -1;
     *out = t;
     return APR_SUCCESS;
@@ -237,8 +309,13 @@ void w4a_inflight_stats(w4a_inflight_t *t, w4a_inflight_stats_t *st)
 void w4a_inflight_name(w4a_inflight_t *t, const char *name,
                        apr_uint32_t *inflight, apr_uint32_t *refused)
 {
-    apr_uint32_t b = bucket_of(t, name);
+    long b = bucket_find(t, name, 0);     /* a look claims nothing */
 
-    *inflight = bucket_sum(t, b);
+    if (b < 0) {
+        *inflight = 0;
+        *refused = 0;
+        return;
+    }
+    *inflight = bucket_sum(t, (apr_uint32_t)b);
     *refused = apr_atomic_read32(&t->refused[b]);
 }

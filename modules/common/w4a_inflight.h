@@ -10,8 +10,10 @@
  * of a process that is gone (w4a_inflight_release_pid() from the MPM's
  * child_status hook: a normal exit, a crash, a SIGKILL alike), as httpd's
  * scoreboard keeps its per-child slots.  A name's figure is the sum of its
- * bucket over every row.  Names are hashed into buckets: two names sharing
- * a bucket share its limit (stricter, never looser).
+ * bucket over every row.  A bucket belongs to the first name that claims
+ * it (a window of 32 from the name's hash): two names share a bucket, and
+ * its limit (stricter, never looser), only when a name finds every bucket
+ * of its window held by others (about as many names as buckets).
  */
 #ifndef W4A_INFLIGHT_H
 #define W4A_INFLIGHT_H

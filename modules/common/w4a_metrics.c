@@ -294,6 +294,18 @@ apr_status_t w4a_metrics_file_open(const w4a_metrics_table_t **t,
         *err = apr_psprintf(p, "%s is not a metrics table", path);
         return APR_EINVAL;
     }
+    /* httpd's parent makes it root's, 0600: a table of another owner, or
+     * that others may write, could be a tenant's forgery (a W4AMetricsFile
+     * in a directory a hosting can write) and is not read. */
+    if ((st.st_uid != 0 && st.st_uid != geteuid())
+        || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        close(fd);
+        *err = apr_psprintf(p, "%s is not httpd's table: owned by uid %ld "
+                            "or writable by others (mode %04o)", path,
+                            (long)st.st_uid,
+                            (unsigned)(st.st_mode & 07777));
+        return APR_EACCES;
+    }
     mem = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     e = errno;
     close(fd);

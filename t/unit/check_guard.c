@@ -10,6 +10,7 @@
 
 #include "check_w4a.h"
 #include "guard_table.h"
+#include "w4a_inflight.h"
 
 static apr_pool_t *pool;
 static guard_table_t *t;
@@ -163,6 +164,88 @@ START_TEST(test_guard_full_table_evicts_quiet_clients_keeps_bans)
 }
 END_TEST
 
+/* The old table's bucket of a name (FNV-1a folded), public. */
+static apr_uint32_t old_bucket(const char *name, apr_uint32_t buckets)
+{
+    apr_uint32_t h = 2166136261u;
+    for (; *name; name++) {
+        h = (h ^ (unsigned char)*name) * 16777619u;
+    }
+    h ^= h >> 15;
+    return h & (buckets - 1);
+}
+
+START_TEST(test_inflight_names_of_one_hash_bucket_do_not_share_a_limit)
+{
+    w4a_inflight_t *it;
+    apr_size_t size;
+    apr_uint32_t n, refused, want = old_bucket("w4a100011", 1024);
+    char other[32];
+    int i;
+
+    /* 4 rows, 16 KB of counters: 1024 buckets */
+    ck_assert_int_eq(w4a_inflight_create(&it, 4, 16384, &size, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_inflight_claim(it, 4242, pool), APR_SUCCESS);
+    for (i = 100012; ; i++) {
+        snprintf(other, sizeof(other), "w4a%d", i);
+        if (old_bucket(other, 1024) == want) {
+            break;
+        }
+    }
+    /* A at its limit of 2 ... */
+    ck_assert_int_eq(w4a_inflight_enter(it, other, 2, &n, pool), 1);
+    ck_assert_int_eq(w4a_inflight_enter(it, other, 2, &n, pool), 1);
+    ck_assert_int_eq(w4a_inflight_enter(it, other, 2, &n, pool), 0);
+    /* ... B, of the same hash, has all of its own */
+    ck_assert_int_eq(w4a_inflight_enter(it, "w4a100011", 2, &n, pool), 1);
+    ck_assert_uint_eq(n, 1);
+    w4a_inflight_name(it, "w4a100011", &n, &refused);
+    ck_assert_uint_eq(n, 1);
+    w4a_inflight_name(it, other, &n, &refused);
+    ck_assert_uint_eq(n, 2);
+    /* a look at a name never seen claims nothing and says 0 */
+    w4a_inflight_name(it, "w4a999999", &n, &refused);
+    ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+START_TEST(test_inflight_names_share_a_bucket_only_when_every_one_is_taken)
+{
+    w4a_inflight_t *it;
+    apr_size_t size;
+    apr_uint32_t n, refused;
+    char name[32];
+    int i, admitted;
+
+    ck_assert_int_eq(w4a_inflight_create(&it, 4, 16384, &size, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_inflight_claim(it, 4242, pool), APR_SUCCESS);
+    /* 4096 names for 1024 buckets, one request each, given back: every
+     * bucket claimed by one of them */
+    for (i = 0; i < 4096; i++) {
+        apr_pool_t *rp;
+        apr_pool_create(&rp, pool);
+        snprintf(name, sizeof(name), "w4a%d", 200000 + i);
+        ck_assert_int_ne(w4a_inflight_enter(it, name, 1, &n, rp), -1);
+        apr_pool_destroy(rp);
+    }
+    /* each at its limit of 1 at once: one admitted per bucket, the names
+     * past the table's size share */
+    for (i = 0, admitted = 0; i < 4096; i++) {
+        snprintf(name, sizeof(name), "w4a%d", 200000 + i);
+        admitted += w4a_inflight_enter(it, name, 1, &n, pool);
+    }
+    ck_assert_int_eq(admitted, 1024);
+    /* another name finds no bucket of its own: it shares its hash's,
+     * held at 1 -- stricter, never looser */
+    ck_assert_int_eq(w4a_inflight_enter(it, "w4a300000", 1, &n, pool), 0);
+    ck_assert_uint_ge(n, 2);
+    w4a_inflight_refused(it, "w4a300000", 5, &refused);
+    ck_assert_uint_eq(refused, 1);
+}
+END_TEST
+
 Suite *guard_suite(void)
 {
     Suite *s = suite_create("guard");
@@ -174,6 +257,8 @@ Suite *guard_suite(void)
     tcase_add_test(tc, test_guard_exempt_client_counted_never_banned);
     tcase_add_test(tc, test_guard_fleet_ban_and_removal);
     tcase_add_test(tc, test_guard_full_table_evicts_quiet_clients_keeps_bans);
+    tcase_add_test(tc, test_inflight_names_of_one_hash_bucket_do_not_share_a_limit);
+    tcase_add_test(tc, test_inflight_names_share_a_bucket_only_when_every_one_is_taken);
     suite_add_tcase(s, tc);
     return s;
 }
