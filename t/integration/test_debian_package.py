@@ -120,7 +120,10 @@ def node(debs):
     shutil.copy2("/etc/apache2/ports.conf", saved)
     had_w4a = os.path.isdir("/etc/w4a")
     if had_w4a:
+        # (a node-dev.sh run's /etc/w4a: the packages' conffiles there
+        # would make dpkg ask; it comes back afterwards)
         shutil.copytree("/etc/w4a", os.path.join(saved, "w4a"), symlinks=True)
+        shutil.rmtree("/etc/w4a")
     mods_before = set(os.listdir("/etc/apache2/mods-enabled"))
     confs_before = set(os.listdir("/etc/apache2/conf-enabled"))
     pools_before = set(os.listdir(POOL_DIR))
