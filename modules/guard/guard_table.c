@@ -318,10 +318,12 @@ static void scoped_recount(guard_slot_t *s)
 
 /* The entry of @a name in @a s; when absent and @a create, a new one:
  * a free entry, else one whose ban is over (the oldest), else the ban
- * ending first (counted). */
+ * ending first (counted), unless @a outlast (0: any) says the new ban
+ * ends before it: then NULL (a client's GUARD_SCOPED_MAX bans ending
+ * last are kept, and a fleet list naming more of them is stable). */
 static guard_scoped_t *scoped_get(guard_table_t *t, guard_slot_t *s,
                                   const char *name, int create,
-                                  apr_int64_t now_ms)
+                                  apr_int64_t now_ms, apr_int64_t outlast)
 {
     apr_uint32_t h = guard_hash_str(name);
     guard_scoped_t *e, *victim = NULL;
@@ -349,6 +351,9 @@ static guard_scoped_t *scoped_get(guard_table_t *t, guard_slot_t *s,
         return NULL;
     }
     if (vclass == 2) {
+        if (outlast && victim->until_ms >= outlast) {
+            return NULL;
+        }
         guard_count(t, GC_SCOPED_REPLACED, 1);
     }
     memset(victim, 0, sizeof(*victim));
@@ -380,7 +385,7 @@ int guard_scoped_check(guard_table_t *t, const guard_key_t *k,
         return 0;
     }
     if (s->scoped_until_ms > now_ms
-        && (e = scoped_get(t, s, name, 0, now_ms)) != NULL
+        && (e = scoped_get(t, s, name, 0, now_ms, 0)) != NULL
         && e->until_ms > now_ms) {
         banned = 1;
         scoped_fill(e, v);
@@ -449,7 +454,7 @@ void guard_charge(guard_table_t *t, const guard_key_t *k,
          * own slot); the quota refills for after the ban */
         guard_scoped_t *e;
         s = slot_get(t, ban_key, 1, now_ms, b);
-        e = scoped_get(t, s, hosting ? hosting : "-", 1, now_ms);
+        e = scoped_get(t, s, hosting ? hosting : "-", 1, now_ms, 0);
         if (e->until_ms > now_ms) {
             scoped_fill(e, v);              /* banned meanwhile */
         }
@@ -501,7 +506,8 @@ int guard_ban_set(guard_table_t *t, const guard_key_t *k, apr_int64_t since_ms,
 
 int guard_scoped_set(guard_table_t *t, const guard_key_t *k,
                      const char *name, apr_int64_t since_ms,
-                     apr_int64_t until_ms, int reason, apr_int64_t now_ms)
+                     apr_int64_t until_ms, int reason,
+                     const guard_bucket_t *b, apr_int64_t now_ms)
 {
     guard_slot_t *s;
     guard_scoped_t *e;
@@ -510,9 +516,9 @@ int guard_scoped_set(guard_table_t *t, const guard_key_t *k,
     if (until_ms <= now_ms) {
         return 0;
     }
-    s = slot_get(t, k, 1, now_ms, NULL);
-    e = scoped_get(t, s, name, 1, now_ms);
-    if (e->unbanned_ms < since_ms && e->until_ms < until_ms) {
+    s = slot_get(t, k, 1, now_ms, b);
+    e = scoped_get(t, s, name, 1, now_ms, until_ms);
+    if (e && e->unbanned_ms < since_ms && e->until_ms < until_ms) {
         if (e->until_ms <= now_ms) {
             e->since_ms = since_ms;
             s->bans++;
@@ -537,7 +543,7 @@ int guard_scoped_remove(guard_table_t *t, const guard_key_t *k,
     if (!s) {
         return 0;
     }
-    if ((e = scoped_get(t, s, name, 0, now_ms)) != NULL) {
+    if ((e = scoped_get(t, s, name, 0, now_ms, 0)) != NULL) {
         if (e->unbanned_ms < when_ms) {
             e->unbanned_ms = when_ms;
         }

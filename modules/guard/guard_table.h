@@ -220,12 +220,15 @@ int guard_scoped_check(guard_table_t *t, const guard_key_t *k,
 /**
  * Set a ban of @a k for the hosting @a name only (the fleet's, or an
  * administrator's) from @a since_ms until @a until_ms, unless a removal
- * of it at or after @a since_ms is known.
+ * of it at or after @a since_ms is known, or the client has
+ * GUARD_SCOPED_MAX such bans that all end later.  A slot it creates has
+ * a full bucket @a b (the client is not banned on the other hostings).
  * @return 1 when this changed the slot (a new or longer ban), else 0.
  */
 int guard_scoped_set(guard_table_t *t, const guard_key_t *k,
                      const char *name, apr_int64_t since_ms,
-                     apr_int64_t until_ms, int reason, apr_int64_t now_ms);
+                     apr_int64_t until_ms, int reason,
+                     const guard_bucket_t *b, apr_int64_t now_ms);
 
 /** Remove the ban of @a k for the hosting @a name at @a when_ms (a ban
  * set before it ends).  @return 1 when a ban was removed. */

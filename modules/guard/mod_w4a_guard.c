@@ -757,7 +757,7 @@ static void fleet_apply_scoped(const guard_fleet_ban_t *b,
     else if (guard_scoped_set(t, k, b->scope, b->since_ms, b->until_ms,
                               strcmp(b->reason, "admin") ? GUARD_R_FLEET
                                                          : GUARD_R_ADMIN,
-                              now_ms)) {
+                              &G->bucket, now_ms)) {
         guard_count(t, GC_FLEET_APPLIED, 1);
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, G->server,
                      W4ALOGNO(00671) "client %s banned from hosting %s "
