@@ -1021,8 +1021,8 @@ static int guard_fixups(request_rec *r)
      * Looked up only when the client's slot says such a ban may hold. */
     if (q->scoped_until_ms > now) {
         hosting = hosting_name(r);
-        if (guard_scoped_check(G->table, &q->key, hosting, now, 1, &v)
-            && !exempt_cb(q)) {
+        if (!exempt_cb(q)
+            && guard_scoped_check(G->table, &q->key, hosting, now, 1, &v)) {
             return refuse(r, q, &v, now);
         }
     }
