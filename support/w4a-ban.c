@@ -8,7 +8,9 @@
  *     w4a-ban add    --memcached S (--key F | --no-key) [--prefix P]
  *                    [--for SECONDS] [--hosting H] ADDRESS...
  *     w4a-ban remove --memcached S (--key F | --no-key) [--prefix P]
- *                    ADDRESS...
+ *                    [--hosting H] ADDRESS...
+ *   (--hosting H: the ban holds for the hosting H only, as a login
+ *   quota's does; without it, for every hosting)
  *   node-wide (the node's status page, read only):
  *     w4a-ban show   --url http://127.0.0.1:PORT/w4a-guard-status [ADDRESS]
  *
@@ -43,7 +45,8 @@ static const apr_getopt_option_t options[] = {
     { "no-key", OPT_NO_KEY, 0, "values not sealed (W4AGuardMemcachedKey none)" },
     { "prefix", OPT_PREFIX, 1, "key prefix (W4AGuardMemcachedPrefix)" },
     { "for", OPT_FOR, 1, "seconds of the ban (add; 600)" },
-    { "hosting", OPT_HOSTING, 1, "hosting the ban is for (add; shown)" },
+    { "hosting", OPT_HOSTING, 1, "the one hosting the ban holds for "
+                                 "(add, remove)" },
     { "url", OPT_URL, 1, "the node's w4a-guard-status URL (show)" },
     { "ipv6-prefix", OPT_V6, 1, "IPv6 prefix length (W4AGuardIPv6Prefix; 64)" },
     { "help", 'h', 0, "this text" },
@@ -57,11 +60,12 @@ static int usage(int rc)
 "       " PROG " add    --memcached SERVERS (--key FILE | --no-key) [--prefix P]\n"
 "                      [--for SECONDS] [--hosting H] ADDRESS...\n"
 "       " PROG " remove --memcached SERVERS (--key FILE | --no-key) [--prefix P]\n"
-"                      ADDRESS...\n"
+"                      [--hosting H] ADDRESS...\n"
 "       " PROG " show   --url http://127.0.0.1:PORT/w4a-guard-status [ADDRESS]\n"
 "list, add and remove write the fleet's ban list (every node applies it\n"
 "within W4AGuardFleetPoll); show prints the node's status, or one client's\n"
-"counters, as JSON.\n");
+"counters, as JSON.  --hosting H: a ban (or its removal) for the hosting H\n"
+"only; without it, for every hosting.\n");
     return rc;
 }
 
@@ -127,7 +131,7 @@ int main(int argc, const char *const *argv)
     apr_status_t rv;
     int ch, i, no_key = 0, v6 = 64, rc = 0;
     const char *arg, *servers = NULL, *keyfile = NULL, *prefix = DEF_PREFIX;
-    const char *hosting = "-", *url = NULL, *cmd, *err = NULL;
+    const char *hosting = NULL, *url = NULL, *cmd, *err = NULL;
     apr_int64_t secs = 600, n;
     w4a_mac_key_t *key = NULL;
     w4a_mc_t *mc;
@@ -151,7 +155,15 @@ int main(int argc, const char *const *argv)
         case OPT_KEY: keyfile = arg; break;
         case OPT_NO_KEY: no_key = 1; break;
         case OPT_PREFIX: prefix = arg; break;
-        case OPT_HOSTING: hosting = arg; break;
+        case OPT_HOSTING:
+            if (!guard_fleet_name_ok(arg)) {
+                fprintf(stderr, PROG ": W4A00675: --hosting %s: expected a "
+                        "hosting name (letters, digits, '.', '_', '-'; 1 to "
+                        "%d bytes)\n", arg, GUARD_FLEET_NAME_MAX);
+                return 2;
+            }
+            hosting = arg;
+            break;
         case OPT_URL: url = arg; break;
         case OPT_FOR:
             if (!w4a_parse_number(arg, 1, 7 * 86400, &secs)) {
@@ -217,15 +229,18 @@ int main(int argc, const char *const *argv)
         }
         for (i = 0; i < bans->nelts; i++) {
             guard_fleet_ban_t *b = &APR_ARRAY_IDX(bans, i, guard_fleet_ban_t);
+            const char *scope = b->scope
+                                ? apr_pstrcat(p, "hosting ", b->scope, NULL)
+                                : "all";
             if (b->until_ms == 0) {
-                printf("%s removed %" APR_INT64_T_FMT " s ago\n", b->addr,
-                       (now - b->since_ms) / 1000);
+                printf("%s removed %" APR_INT64_T_FMT " s ago, scope %s\n",
+                       b->addr, (now - b->since_ms) / 1000, scope);
             }
             else if (b->until_ms > now) {
                 printf("%s banned %" APR_INT64_T_FMT " s more, reason %s, "
-                       "hosting %s\n", b->addr, (b->until_ms - now + 999)
-                                                / 1000, b->reason,
-                       b->hosting);
+                       "hosting %s, scope %s\n", b->addr,
+                       (b->until_ms - now + 999) / 1000, b->reason,
+                       b->scope ? b->scope : b->hosting, scope);
             }
         }
         return 0;
@@ -243,15 +258,17 @@ int main(int argc, const char *const *argv)
         b.since_ms = now;
         b.until_ms = strcmp(cmd, "add") ? 0 : now + secs * 1000;
         b.reason = "admin";
-        b.hosting = hosting;
+        b.hosting = hosting ? hosting : "-";
+        b.scope = hosting;
         rv = guard_fleet_publish(mc, &b, now, &err, p);
         if (rv != APR_SUCCESS) {
             fprintf(stderr, PROG ": W4A00653: %s %s: memcached %s: %s\n", cmd,
                     b.addr, servers, err ? err : "no answer");
             return 1;
         }
-        printf("%s %s\n", b.addr, b.until_ms ? "banned fleet-wide"
-                                             : "ban removed fleet-wide");
+        printf("%s %s%s%s\n", b.addr, b.until_ms ? "banned fleet-wide"
+                                                 : "ban removed fleet-wide",
+               hosting ? " for hosting " : "", hosting ? hosting : "");
     }
     return rc;
 }

@@ -10,13 +10,24 @@
 
 #include "guard_fleet.h"
 
+int guard_fleet_name_ok(const char *name)
+{
+    const char *c;
+    for (c = name; *c; c++) {
+        if (!apr_isalnum(*c) && !strchr("._-", *c)) {
+            return 0;
+        }
+    }
+    return c > name && c - name <= GUARD_FLEET_NAME_MAX;
+}
+
 static void parse(const char *val, apr_array_header_t *out, apr_pool_t *p)
 {
     char *text = apr_pstrdup(p, val), *line, *last;
 
     for (line = apr_strtok(text, "\n", &last); line;
          line = apr_strtok(NULL, "\n", &last)) {
-        char *f[5], *l2, *tok;
+        char *f[5], *l2, *tok, *scope;
         int n = 0;
         guard_fleet_ban_t *b;
 
@@ -35,13 +46,25 @@ static void parse(const char *val, apr_array_header_t *out, apr_pool_t *p)
                 break;
             }
         }
-        for (tok = f[4]; *tok; tok++) {
-            if (!apr_isalnum(*tok) && !strchr("._-", *tok)) {
-                f[4] = "-";
-                break;
+        if (strcmp(f[4], "-") && !guard_fleet_name_ok(f[4])) {
+            f[4] = "-";
+        }
+        scope = strchr(f[0], '@');
+        if (scope) {
+            *scope++ = '\0';
+            if (!guard_fleet_name_ok(scope)) {
+                continue;           /* a scope we cannot match: no ban */
             }
         }
+        else if (!strcmp(f[3], "login")) {
+            /* the old format's login ban: narrowed to its hosting */
+            if (!strcmp(f[4], "-")) {
+                continue;
+            }
+            scope = f[4];
+        }
         b = apr_array_push(out);
+        b->scope = scope;
         b->addr = f[0];
         b->since_ms = apr_atoi64(f[1]);
         b->until_ms = apr_atoi64(f[2]);
@@ -87,9 +110,14 @@ apr_status_t guard_fleet_publish(w4a_mc_t *mc, const guard_fleet_ban_t *ban,
     apr_status_t rv;
     apr_int64_t last = end_of(ban);
     char *text;
+    const apr_size_t room = 320;
     apr_size_t len = 0;
     int i, n;
 
+    if (ban->scope && !guard_fleet_name_ok(ban->scope)) {
+        *err = "the hosting of a scoped ban is not a name";
+        return APR_EINVAL;
+    }
     rv = guard_fleet_read(mc, &bans, err, p);
     if (rv == APR_EGENERAL) {
         return rv;
@@ -102,7 +130,10 @@ apr_status_t guard_fleet_publish(w4a_mc_t *mc, const guard_fleet_ban_t *ban,
     *(guard_fleet_ban_t *)apr_array_push(keep) = *ban;
     for (i = 0; i < bans->nelts; i++) {
         guard_fleet_ban_t *b = &APR_ARRAY_IDX(bans, i, guard_fleet_ban_t);
-        if (!strcmp(b->addr, ban->addr) || end_of(b) <= now_ms) {
+        if ((!strcmp(b->addr, ban->addr)
+             && (b->scope && ban->scope ? !strcmp(b->scope, ban->scope)
+                                        : b->scope == ban->scope))
+            || end_of(b) <= now_ms) {
             continue;
         }
         *(guard_fleet_ban_t *)apr_array_push(keep) = *b;
@@ -112,14 +143,18 @@ apr_status_t guard_fleet_publish(w4a_mc_t *mc, const guard_fleet_ban_t *ban,
     }
     qsort(keep->elts, keep->nelts, sizeof(guard_fleet_ban_t), by_end_desc);
     n = keep->nelts < GUARD_FLEET_MAX ? keep->nelts : GUARD_FLEET_MAX;
-    text = apr_palloc(p, (apr_size_t)n * 160 + 1);
+    text = apr_palloc(p, (apr_size_t)n * room + 1);
     text[0] = '\0';
     for (i = 0; i < n; i++) {
         guard_fleet_ban_t *b = &APR_ARRAY_IDX(keep, i, guard_fleet_ban_t);
-        len += (apr_size_t)apr_snprintf(text + len, 160, "%s %" APR_INT64_T_FMT
-                                        " %" APR_INT64_T_FMT " %s %.40s\n",
-                                        b->addr, b->since_ms, b->until_ms,
-                                        b->reason, b->hosting);
+        /* address <= 43, scope and hosting <= 63 (checked), times <= 20 */
+        len += (apr_size_t)apr_snprintf(text + len, room, "%s%s%s %"
+                                        APR_INT64_T_FMT " %" APR_INT64_T_FMT
+                                        " %.16s %.63s\n", b->addr,
+                                        b->scope ? "@" : "",
+                                        b->scope ? b->scope : "",
+                                        b->since_ms, b->until_ms, b->reason,
+                                        b->hosting);
     }
     return w4a_mc_set(mc, GUARD_FLEET_KEY, text,
                       (apr_uint32_t)((last - now_ms) / 1000 + 2), err, p);

@@ -19,7 +19,7 @@
 const char *const guard_counter_names[GC_MAX] = {
     "requests", "refused", "bans", "login_posts", "whitelisted_over",
     "evicted", "fleet_published", "fleet_applied", "fleet_removed",
-    "fleet_errors"
+    "fleet_errors", "scoped_replaced"
 };
 
 static const char *const reason_names[] = { "none", "rate", "login",
@@ -200,10 +200,13 @@ static guard_slot_t *slot_get(guard_table_t *t, const guard_key_t *k,
             return s;
         }
         if (create) {
-            /* 0 free, 1 not banned (oldest seen), 2 banned (ends first) */
-            int c = !s->used ? 0 : s->ban_until_ms <= now_ms ? 1 : 2;
-            apr_int64_t v = c == 1 ? s->seen_ms : c == 2 ? s->ban_until_ms
-                                                         : 0;
+            /* 0 free, 1 not banned (oldest seen), 2 banned (ends first);
+             * a client's bans for one hosting protect its slot as a ban
+             * for all does */
+            apr_int64_t end = s->ban_until_ms > s->scoped_until_ms
+                              ? s->ban_until_ms : s->scoped_until_ms;
+            int c = !s->used ? 0 : end <= now_ms ? 1 : 2;
+            apr_int64_t v = c == 1 ? s->seen_ms : c == 2 ? end : 0;
             if (c < vclass || (c == vclass && v < best)) {
                 vclass = c;
                 best = v;
@@ -261,24 +264,31 @@ int guard_check(guard_table_t *t, const guard_key_t *k, apr_int64_t now_ms,
     return banned;
 }
 
+/* The duration of the ban of strike @a strikes (1: the first). */
+static apr_int64_t ban_duration(apr_uint32_t strikes,
+                                const guard_banpol_t *pol)
+{
+    apr_int64_t dur = pol->base_ms;
+    apr_uint32_t i;
+
+    for (i = 1; i < strikes && dur < pol->max_ms; i++) {
+        dur *= 2;
+    }
+    return dur > pol->max_ms ? pol->max_ms : dur;
+}
+
 static void ban_locked(guard_slot_t *s, apr_int64_t now_ms, int reason,
                        const char *hosting, const guard_banpol_t *pol,
                        guard_verdict_t *v)
 {
-    apr_int64_t dur = pol->base_ms;
-    apr_uint32_t i;
+    apr_int64_t dur;
 
     if (s->strikes && s->ban_since_ms && now_ms - s->ban_since_ms
                                          > pol->forget_ms) {
         s->strikes = 0;
     }
     s->strikes++;
-    for (i = 1; i < s->strikes && dur < pol->max_ms; i++) {
-        dur *= 2;
-    }
-    if (dur > pol->max_ms) {
-        dur = pol->max_ms;
-    }
+    dur = ban_duration(s->strikes, pol);
     s->ban_since_ms = now_ms;
     s->ban_until_ms = now_ms + dur;
     s->reason = (apr_uint32_t)reason;
@@ -286,6 +296,105 @@ static void ban_locked(guard_slot_t *s, apr_int64_t now_ms, int reason,
     apr_cpystrn(s->hosting, hosting ? hosting : "", sizeof(s->hosting));
     fill(s, NULL, v);
     v->new_ban = 1;
+}
+
+/* Is @a e the scoped ban of the hosting @a name (hash @a h)? */
+static int scoped_is(const guard_scoped_t *e, apr_uint32_t h,
+                     const char *name)
+{
+    return e->hosting == h && !strncmp(e->name, name, GUARD_SCOPE_NAME - 1);
+}
+
+static void scoped_recount(guard_slot_t *s)
+{
+    int i;
+    s->scoped_until_ms = 0;
+    for (i = 0; i < GUARD_SCOPED_MAX; i++) {
+        if (s->scoped[i].until_ms > s->scoped_until_ms) {
+            s->scoped_until_ms = s->scoped[i].until_ms;
+        }
+    }
+}
+
+/* The entry of @a name in @a s; when absent and @a create, a new one:
+ * a free entry, else one whose ban is over (the oldest), else the ban
+ * ending first (counted), unless @a outlast (0: any) says the new ban
+ * ends before it: then NULL (a client's GUARD_SCOPED_MAX bans ending
+ * last are kept, and a fleet list naming more of them is stable). */
+static guard_scoped_t *scoped_get(guard_table_t *t, guard_slot_t *s,
+                                  const char *name, int create,
+                                  apr_int64_t now_ms, apr_int64_t outlast)
+{
+    apr_uint32_t h = guard_hash_str(name);
+    guard_scoped_t *e, *victim = NULL;
+    int i, vclass = 99;
+    apr_int64_t best = 0;
+
+    for (i = 0; i < GUARD_SCOPED_MAX; i++) {
+        e = &s->scoped[i];
+        if (e->hosting && scoped_is(e, h, name)) {
+            return e;
+        }
+        if (create) {
+            int c = !e->hosting ? 0 : e->until_ms <= now_ms ? 1 : 2;
+            apr_int64_t v = c == 1 ? (e->since_ms > e->unbanned_ms
+                                      ? e->since_ms : e->unbanned_ms)
+                            : c == 2 ? e->until_ms : 0;
+            if (c < vclass || (c == vclass && v < best)) {
+                vclass = c;
+                best = v;
+                victim = e;
+            }
+        }
+    }
+    if (!create) {
+        return NULL;
+    }
+    if (vclass == 2) {
+        if (outlast && victim->until_ms >= outlast) {
+            return NULL;
+        }
+        guard_count(t, GC_SCOPED_REPLACED, 1);
+    }
+    memset(victim, 0, sizeof(*victim));
+    victim->hosting = h;
+    apr_cpystrn(victim->name, name, sizeof(victim->name));
+    return victim;
+}
+
+static void scoped_fill(const guard_scoped_t *e, guard_verdict_t *v)
+{
+    v->banned = 1;
+    v->scoped = 1;
+    v->until_ms = e->until_ms;
+    v->since_ms = e->since_ms;
+    v->strikes = e->strikes;
+    v->reason = (int)e->reason;
+}
+
+int guard_scoped_check(guard_table_t *t, const guard_key_t *k,
+                       const char *name, apr_int64_t now_ms,
+                       int count_refused, guard_verdict_t *v)
+{
+    guard_slot_t *s = slot_get(t, k, 0, now_ms, NULL);
+    guard_scoped_t *e;
+    int banned = 0;
+
+    memset(v, 0, sizeof(*v));
+    if (!s) {
+        return 0;
+    }
+    if (s->scoped_until_ms > now_ms
+        && (e = scoped_get(t, s, name, 0, now_ms, 0)) != NULL
+        && e->until_ms > now_ms) {
+        banned = 1;
+        scoped_fill(e, v);
+        if (count_refused) {
+            s->refused++;
+        }
+    }
+    slot_unlock(s);
+    return banned;
 }
 
 void guard_charge(guard_table_t *t, const guard_key_t *k,
@@ -330,6 +439,7 @@ void guard_charge(guard_table_t *t, const guard_key_t *k,
             s->tokens = -b->burst * 1000;
         }
     }
+    v->scoped_until_ms = s->scoped_until_ms;
     may_ban = over && !(exempt && exempt(baton));
     if (over && !may_ban) {
         s->tokens = 0;
@@ -340,11 +450,29 @@ void guard_charge(guard_table_t *t, const guard_key_t *k,
     }
     slot_unlock(s);
     if (over && may_ban && !same) {
-        /* a login quota: refill it for after the ban, ban the client */
+        /* a login quota: ban the client from this hosting only (in its
+         * own slot); the quota refills for after the ban */
+        guard_scoped_t *e;
         s = slot_get(t, ban_key, 1, now_ms, b);
-        if (s->ban_until_ms <= now_ms) {
-            ban_locked(s, now_ms, reason, hosting, pol, v);
+        e = scoped_get(t, s, hosting ? hosting : "-", 1, now_ms, 0);
+        if (e->until_ms > now_ms) {
+            scoped_fill(e, v);              /* banned meanwhile */
         }
+        else {
+            if (e->strikes && e->since_ms
+                && now_ms - e->since_ms > pol->forget_ms) {
+                e->strikes = 0;
+            }
+            e->strikes++;
+            e->since_ms = now_ms;
+            e->until_ms = now_ms + ban_duration(e->strikes, pol);
+            e->reason = (apr_uint32_t)reason;
+            s->bans++;
+            scoped_recount(s);
+            scoped_fill(e, v);
+            v->new_ban = 1;
+        }
+        v->scoped_until_ms = s->scoped_until_ms;
         slot_unlock(s);
     }
     v->over = over;
@@ -374,6 +502,60 @@ int guard_ban_set(guard_table_t *t, const guard_key_t *k, apr_int64_t since_ms,
     }
     slot_unlock(s);
     return changed;
+}
+
+int guard_scoped_set(guard_table_t *t, const guard_key_t *k,
+                     const char *name, apr_int64_t since_ms,
+                     apr_int64_t until_ms, int reason,
+                     const guard_bucket_t *b, apr_int64_t now_ms)
+{
+    guard_slot_t *s;
+    guard_scoped_t *e;
+    int changed = 0;
+
+    if (until_ms <= now_ms) {
+        return 0;
+    }
+    s = slot_get(t, k, 1, now_ms, b);
+    e = scoped_get(t, s, name, 1, now_ms, until_ms);
+    if (e && e->unbanned_ms < since_ms && e->until_ms < until_ms) {
+        if (e->until_ms <= now_ms) {
+            e->since_ms = since_ms;
+            s->bans++;
+        }
+        e->until_ms = until_ms;
+        e->reason = (apr_uint32_t)reason;
+        scoped_recount(s);
+        changed = 1;
+    }
+    slot_unlock(s);
+    return changed;
+}
+
+int guard_scoped_remove(guard_table_t *t, const guard_key_t *k,
+                        const char *name, apr_int64_t when_ms,
+                        apr_int64_t now_ms)
+{
+    guard_slot_t *s = slot_get(t, k, 0, now_ms, NULL);
+    guard_scoped_t *e;
+    int removed = 0;
+
+    if (!s) {
+        return 0;
+    }
+    if ((e = scoped_get(t, s, name, 0, now_ms, 0)) != NULL) {
+        if (e->unbanned_ms < when_ms) {
+            e->unbanned_ms = when_ms;
+        }
+        if (e->until_ms && e->since_ms <= when_ms) {
+            removed = e->until_ms > when_ms;
+            e->until_ms = 0;
+            e->strikes = 0;
+            scoped_recount(s);
+        }
+    }
+    slot_unlock(s);
+    return removed;
 }
 
 int guard_ban_remove(guard_table_t *t, const guard_key_t *k,

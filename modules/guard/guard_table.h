@@ -28,6 +28,8 @@
 #define GUARD_PROBE          8
 #define GUARD_LOCK_STALE_MS  100
 #define GUARD_HOSTING_MAX    32
+#define GUARD_SCOPED_MAX     4     /* hosting-scoped bans per client */
+#define GUARD_SCOPE_NAME     24    /* bytes of a scoped ban's hosting name */
 
 /** Node-wide counters (status page). */
 enum {
@@ -41,6 +43,7 @@ enum {
     GC_FLEET_APPLIED,  /* bans of other nodes (or w4a-ban) applied here */
     GC_FLEET_REMOVED,  /* removals applied from the fleet list */
     GC_FLEET_ERRORS,   /* memcached unreachable, forged or expired list */
+    GC_SCOPED_REPLACED,/* a client's hosting-scoped ban replaced (5th) */
     GC_MAX
 };
 
@@ -61,6 +64,21 @@ typedef struct guard_key_t {
     apr_uint32_t  hosting;
 } guard_key_t;
 
+/** A ban of a client for one hosting only (its login quota there, or
+ * the fleet's line of such a ban): kept in the client's own slot, at most
+ * GUARD_SCOPED_MAX of them, so that a client banned on many hostings
+ * takes no more of the table than one banned everywhere. */
+typedef struct guard_scoped_t {
+    apr_uint32_t  hosting;      /* guard_hash_str of the name; 0: unused */
+    apr_uint32_t  reason;
+    apr_uint32_t  strikes;
+    apr_uint32_t  unused;
+    apr_int64_t   since_ms;
+    apr_int64_t   until_ms;     /* 0: not banned */
+    apr_int64_t   unbanned_ms;  /* last removal (w4a-ban remove --hosting) */
+    char          name[GUARD_SCOPE_NAME];   /* the hosting, truncated */
+} guard_scoped_t;
+
 /** What a slot holds (a copy, for status and the tools). */
 typedef struct guard_slot_t {
     volatile apr_uint32_t lock;
@@ -79,6 +97,8 @@ typedef struct guard_slot_t {
     apr_uint64_t  refused;
     apr_uint64_t  bans;
     char          hosting[GUARD_HOSTING_MAX];
+    apr_int64_t   scoped_until_ms;  /* the last end of scoped[] */
+    guard_scoped_t scoped[GUARD_SCOPED_MAX];
 } guard_slot_t;
 
 typedef struct guard_table_t {
@@ -138,6 +158,8 @@ typedef struct guard_verdict_t {
     int          reason;
     int          over;         /* 1: over budget */
     int          exempted;     /* 1: over budget, exempt: not banned */
+    int          scoped;       /* 1: the ban holds for one hosting only */
+    apr_int64_t  scoped_until_ms; /* the client's scoped bans end (charge) */
 } guard_verdict_t;
 
 /**
@@ -152,6 +174,13 @@ int guard_check(guard_table_t *t, const guard_key_t *k, apr_int64_t now_ms,
  * goes below zero and @a exempt (called then only, under the slot's
  * lock: a memory test) says 0, ban @a ban_key (the client's own key,
  * may be @a k) for @a reason, the duration growing with its strikes.
+ * When @a ban_key is not @a k (a login quota: @a k is the client's
+ * address plus the hosting's hash), the ban is scoped: it holds for the
+ * hosting @a hosting only, kept in @a ban_key's slot (guard_scoped_check;
+ * v->scoped set), replacing, when the client has GUARD_SCOPED_MAX
+ * already, one that ended or else the one ending first.
+ * v->scoped_until_ms tells when the client's scoped bans end (0: none),
+ * so that a caller looks them up only when one may hold.
  * @param count 1: a request is counted in the slot's figures
  * @param refuse_banned 1: when @a k is banned (and not exempt), charge
  *        nothing, count a refusal, return v->banned set (v->new_ban 0)
@@ -177,6 +206,35 @@ int guard_ban_set(guard_table_t *t, const guard_key_t *k, apr_int64_t since_ms,
  * @return 1 when a ban was removed. */
 int guard_ban_remove(guard_table_t *t, const guard_key_t *k,
                      apr_int64_t when_ms, apr_int64_t now_ms);
+
+/**
+ * Is the client of @a k (its own key) banned from the hosting @a name
+ * (a scoped ban) at @a now_ms?  Counts a refusal when so (count_refused).
+ * The name is matched on its hash and its first GUARD_SCOPE_NAME - 1
+ * bytes.  @return 1 banned (v filled, v->scoped set), 0 not.
+ */
+int guard_scoped_check(guard_table_t *t, const guard_key_t *k,
+                       const char *name, apr_int64_t now_ms,
+                       int count_refused, guard_verdict_t *v);
+
+/**
+ * Set a ban of @a k for the hosting @a name only (the fleet's, or an
+ * administrator's) from @a since_ms until @a until_ms, unless a removal
+ * of it at or after @a since_ms is known, or the client has
+ * GUARD_SCOPED_MAX such bans that all end later.  A slot it creates has
+ * a full bucket @a b (the client is not banned on the other hostings).
+ * @return 1 when this changed the slot (a new or longer ban), else 0.
+ */
+int guard_scoped_set(guard_table_t *t, const guard_key_t *k,
+                     const char *name, apr_int64_t since_ms,
+                     apr_int64_t until_ms, int reason,
+                     const guard_bucket_t *b, apr_int64_t now_ms);
+
+/** Remove the ban of @a k for the hosting @a name at @a when_ms (a ban
+ * set before it ends).  @return 1 when a ban was removed. */
+int guard_scoped_remove(guard_table_t *t, const guard_key_t *k,
+                        const char *name, apr_int64_t when_ms,
+                        apr_int64_t now_ms);
 
 /** Copy of the slot of @a k. @return 1 found, 0 not. */
 int guard_lookup(guard_table_t *t, const guard_key_t *k, guard_slot_t *out);

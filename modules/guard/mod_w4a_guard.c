@@ -9,7 +9,10 @@
  *   plus W4AGuardWeight post at once, php and 404 at log_transaction.
  * - POSTs to login paths (W4AGuardLoginPath) also cost a token of the
  *   client's login quota for that hosting (W4AGuardLoginQuota), checked in
- *   fixups, before any handler (so before PHP).
+ *   fixups, before any handler (so before PHP).  A client over it is
+ *   banned from that hosting only (W4A00670): a hosting whose pages make
+ *   its visitors POST to a login path bans them from itself, never from
+ *   another hosting.
  * - A client over a budget is banned (W4AGuardBanTime, growing on repeat)
  *   and answered W4AGuardBanStatus with Retry-After at post_read_request:
  *   before mod_w4a_vhost looks its host up, before any PHP.  Logged once
@@ -158,6 +161,7 @@ typedef struct guard_req {
     int exempt;                 /* -1 unknown */
     int php;                    /* mod_w4a_php sends it to the pool */
     int refused;                /* answered the ban status */
+    apr_int64_t scoped_until_ms;    /* the client's scoped bans end */
 } guard_req;
 
 /* ------------------------------------------------------------------ */
@@ -701,7 +705,8 @@ static void mc_trouble(const char *what, apr_status_t rv, const char *err)
 }
 
 static void fleet_publish(guard_key_t *k, const guard_verdict_t *v,
-                          const char *hosting, apr_pool_t *p)
+                          const char *hosting, const char *scope,
+                          apr_pool_t *p)
 {
     guard_fleet_ban_t b;
     const char *err = NULL;
@@ -714,13 +719,53 @@ static void fleet_publish(guard_key_t *k, const guard_verdict_t *v,
     b.since_ms = v->since_ms;
     b.until_ms = v->until_ms;
     b.reason = guard_reason_name(v->reason);
-    b.hosting = hosting && *hosting ? hosting : "-";
+    b.hosting = hosting && *hosting && guard_fleet_name_ok(hosting)
+                ? hosting : "-";
+    b.scope = scope;
+    if (scope && !guard_fleet_name_ok(scope)) {
+        /* (a ServerName with a ':' or longer than 63 bytes) */
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, G->server, W4ALOGNO(00674)
+                     "client %s: its ban for hosting %s is not published "
+                     "(not a name the fleet list takes); it holds on this "
+                     "node", b.addr, ap_escape_logitem(p, scope));
+        return;
+    }
     rv = guard_fleet_publish(G->mc, &b, apr_time_now() / 1000, &err, p);
     if (rv != APR_SUCCESS) {
         mc_trouble("publishing a ban", rv, err);
         return;
     }
     guard_count(G->table, GC_FLEET_PUBLISHED, 1);
+}
+
+/* A line of the fleet list for one hosting only. */
+static void fleet_apply_scoped(const guard_fleet_ban_t *b,
+                               const guard_key_t *k, apr_int64_t now_ms,
+                               apr_pool_t *p)
+{
+    guard_table_t *t = G->table;
+
+    if (b->until_ms == 0) {
+        if (guard_scoped_remove(t, k, b->scope, b->since_ms, now_ms)) {
+            guard_count(t, GC_FLEET_REMOVED, 1);
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, G->server,
+                         W4ALOGNO(00672) "client %s: ban for hosting %s "
+                         "removed by the fleet list (w4a-ban remove "
+                         "--hosting)", guard_key_text(k, p), b->scope);
+        }
+    }
+    else if (guard_scoped_set(t, k, b->scope, b->since_ms, b->until_ms,
+                              strcmp(b->reason, "admin") ? GUARD_R_FLEET
+                                                         : GUARD_R_ADMIN,
+                              &G->bucket, now_ms)) {
+        guard_count(t, GC_FLEET_APPLIED, 1);
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, G->server,
+                     W4ALOGNO(00671) "client %s banned from hosting %s "
+                     "only for %" APR_INT64_T_FMT " s by the fleet list "
+                     "(reason %s); its other hostings are served",
+                     guard_key_text(k, p), b->scope,
+                     (b->until_ms - now_ms + 999) / 1000, b->reason);
+    }
 }
 
 /* Read the fleet list when the node's poll is due (one thread of the
@@ -751,7 +796,10 @@ static void fleet_poll(apr_int64_t now_ms, apr_pool_t *p)
         if (guard_key_parse(&k, b->addr, G->v6bits) != APR_SUCCESS) {
             continue;
         }
-        if (b->until_ms == 0) {
+        if (b->scope) {
+            fleet_apply_scoped(b, &k, now_ms, p);
+        }
+        else if (b->until_ms == 0) {
             if (guard_ban_remove(t, &k, b->since_ms, now_ms)) {
                 guard_count(t, GC_FLEET_REMOVED, 1);
                 ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, G->server,
@@ -818,7 +866,26 @@ static void new_ban(request_rec *r, guard_req *q, const guard_verdict_t *v,
 {
     guard_count(G->table, GC_BANS, 1);
     log_ban(r, &q->key, v, hosting, why);
-    fleet_publish(&q->key, v, hosting, r->pool);
+    fleet_publish(&q->key, v, hosting, NULL, r->pool);
+}
+
+/* A ban for the hosting @a hosting only (a login quota's). */
+static void new_scoped_ban(request_rec *r, guard_req *q,
+                           const guard_verdict_t *v, const char *hosting,
+                           const char *why)
+{
+    guard_count(G->table, GC_BANS, 1);
+    ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, W4ALOGNO(00670)
+                  "client %s banned from hosting %s only for %"
+                  APR_INT64_T_FMT " s (strike %u, reason %s, host %s): %s; "
+                  "answered %d; its other hostings are served",
+                  guard_key_text(&q->key, r->pool),
+                  ap_escape_logitem(r->pool, hosting),
+                  (v->until_ms - v->since_ms) / 1000, v->strikes,
+                  guard_reason_name(v->reason),
+                  r->hostname ? ap_escape_logitem(r->pool, r->hostname) : "-",
+                  why, G->status);
+    fleet_publish(&q->key, v, hosting, hosting, r->pool);
 }
 
 static const char *rate_why(request_rec *r)
@@ -863,7 +930,23 @@ static int guard_post_read_request(request_rec *r)
         new_ban(r, q, &v, NULL, rate_why(r));
         return refuse(r, q, &v, now);
     }
+    q->scoped_until_ms = v.scoped_until_ms;
     return DECLINED;
+}
+
+/* The hosting a login quota and its ban are for: mod_w4a_vhost's
+ * hosting, else the virtual host httpd chose (its ServerName: never the
+ * client's Host header, which would give a client a quota, and a ban,
+ * per name it likes). */
+static const char *hosting_name(request_rec *r)
+{
+    const w4a_hosting_t *rec = hosting_of ? hosting_of(r) : NULL;
+
+    if (rec && rec->hosting && *rec->hosting) {
+        return rec->hosting;
+    }
+    return r->server->server_hostname && *r->server->server_hostname
+           ? r->server->server_hostname : "-";
 }
 
 /* @a uri, without its path info when it names an existing file
@@ -924,22 +1007,35 @@ static int guard_fixups(request_rec *r)
     guard_req *q;
     guard_key_t lk;
     guard_verdict_t v;
-    const w4a_hosting_t *rec;
-    const char *hosting;
+    const char *hosting = NULL;
     apr_int64_t now;
 
-    if (!G || !G->on || r->main || r->prev || r->method_number != M_POST
+    if (!G || !G->on || r->main || r->prev
         || !(q = ap_get_module_config(r->request_config, &w4a_guard_module))
-        || !r->uri
+        || q->refused) {
+        return DECLINED;
+    }
+    now = apr_time_now() / 1000;
+    /* Banned from this hosting (its login quota, here or on another
+     * node): every request to it is refused, the others' are served.
+     * Looked up only when the client's slot says such a ban may hold. */
+    if (q->scoped_until_ms > now) {
+        hosting = hosting_name(r);
+        if (!exempt_cb(q)
+            && guard_scoped_check(G->table, &q->key, hosting, now, 1, &v)) {
+            return refuse(r, q, &v, now);
+        }
+    }
+    if (r->method_number != M_POST || !r->uri
         || !is_login_path(r->uri, r->finfo.filetype == APR_REG
                                   ? r->path_info : NULL, r->args, r->pool)) {
         return DECLINED;
     }
-    rec = hosting_of ? hosting_of(r) : NULL;
-    hosting = rec ? rec->hosting : r->hostname ? r->hostname : "-";
+    if (!hosting) {
+        hosting = hosting_name(r);
+    }
     lk = q->key;
     lk.hosting = guard_hash_str(hosting);
-    now = apr_time_now() / 1000;
     guard_count(G->table, GC_LOGIN_POSTS, 1);
     guard_charge(G->table, &lk, &G->login, 1, 1, 0, now, exempt_cb, q, &q->key,
                  GUARD_R_LOGIN, hosting, &G->pol, &v);
@@ -947,7 +1043,7 @@ static int guard_fixups(request_rec *r)
         guard_count(G->table, GC_WHITELISTED, 1);
     }
     if (v.new_ban) {
-        new_ban(r, q, &v, hosting, apr_psprintf(r->pool, "over its login "
+        new_scoped_ban(r, q, &v, hosting, apr_psprintf(r->pool, "over its login "
                                                 "quota of %" APR_INT64_T_FMT
                                                 " POSTs to %s",
                                                 G->login.burst,
@@ -1063,22 +1159,45 @@ typedef struct walk_ctx {
     int          n, used;
 } walk_ctx;
 
+/* One ban of the list: "scope" says "all" (every hosting) or "hosting"
+ * (the one "hosting" names only). */
+static void print_ban(walk_ctx *w, const char *client, int reason,
+                      const char *hosting, int scoped, apr_uint32_t strikes,
+                      apr_int64_t since, apr_int64_t until)
+{
+    ap_rprintf(w->r, "%s{\"client\":\"%s\",\"reason\":\"%s\",\"hosting\":"
+               "\"%s\",\"scope\":\"%s\",\"strikes\":%u,\"since_ms\":%"
+               APR_INT64_T_FMT ",\"until_ms\":%" APR_INT64_T_FMT
+               ",\"seconds_left\":%" APR_INT64_T_FMT "}", w->n++ ? "," : "",
+               client, guard_reason_name(reason),
+               ap_escape_logitem(w->r->pool, hosting),
+               scoped ? "hosting" : "all", strikes, since, until,
+               (until - w->now + 999) / 1000);
+}
+
 static void walk_ban(void *baton, const guard_slot_t *s)
 {
     walk_ctx *w = baton;
+    const char *client;
+    int i;
+
     w->used++;
-    if (s->key.hosting || s->ban_until_ms <= w->now) {
+    if (s->key.hosting || (s->ban_until_ms <= w->now
+                           && s->scoped_until_ms <= w->now)) {
         return;
     }
-    ap_rprintf(w->r, "%s{\"client\":\"%s\",\"reason\":\"%s\",\"hosting\":"
-               "\"%s\",\"strikes\":%u,\"since_ms\":%" APR_INT64_T_FMT
-               ",\"until_ms\":%" APR_INT64_T_FMT ",\"seconds_left\":%"
-               APR_INT64_T_FMT "}", w->n++ ? "," : "",
-               guard_key_text(&s->key, w->r->pool),
-               guard_reason_name((int)s->reason),
-               ap_escape_logitem(w->r->pool, s->hosting), s->strikes,
-               s->ban_since_ms, s->ban_until_ms,
-               (s->ban_until_ms - w->now + 999) / 1000);
+    client = guard_key_text(&s->key, w->r->pool);
+    if (s->ban_until_ms > w->now) {
+        print_ban(w, client, (int)s->reason, s->hosting, 0, s->strikes,
+                  s->ban_since_ms, s->ban_until_ms);
+    }
+    for (i = 0; i < GUARD_SCOPED_MAX; i++) {
+        const guard_scoped_t *e = &s->scoped[i];
+        if (e->hosting && e->until_ms > w->now) {
+            print_ban(w, client, (int)e->reason, e->name, 1, e->strikes,
+                      e->since_ms, e->until_ms);
+        }
+    }
 }
 
 static int status_client(request_rec *r, const char *addr, apr_int64_t now)
@@ -1086,7 +1205,7 @@ static int status_client(request_rec *r, const char *addr, apr_int64_t now)
     guard_key_t k;
     guard_slot_t s;
     apr_int64_t tok;
-    int found;
+    int found, i, n = 0;
 
     if (guard_key_parse(&k, addr, G->v6bits) != APR_SUCCESS) {
         return HTTP_BAD_REQUEST;
@@ -1106,12 +1225,25 @@ static int status_client(request_rec *r, const char *addr, apr_int64_t now)
                ",\"tokens\":%.3f,\"refused\":%" APR_UINT64_T_FMT
                ",\"bans\":%" APR_UINT64_T_FMT ",\"strikes\":%u,"
                "\"banned\":%s,\"reason\":\"%s\",\"hosting\":\"%s\","
-               "\"until_ms\":%" APR_INT64_T_FMT "}\n",
+               "\"until_ms\":%" APR_INT64_T_FMT ",\"scoped\":[",
                guard_key_text(&k, r->pool), s.requests, s.cost,
                (double)tok / 1000.0, s.refused, s.bans, s.strikes,
                s.ban_until_ms > now ? "true" : "false",
                guard_reason_name((int)s.reason),
                ap_escape_logitem(r->pool, s.hosting), s.ban_until_ms);
+    /* its bans for one hosting only (those that hold) */
+    for (i = 0; i < GUARD_SCOPED_MAX; i++) {
+        const guard_scoped_t *e = &s.scoped[i];
+        if (e->hosting && e->until_ms > now) {
+            ap_rprintf(r, "%s{\"hosting\":\"%s\",\"reason\":\"%s\","
+                       "\"strikes\":%u,\"since_ms\":%" APR_INT64_T_FMT
+                       ",\"until_ms\":%" APR_INT64_T_FMT "}", n++ ? "," : "",
+                       ap_escape_logitem(r->pool, e->name),
+                       guard_reason_name((int)e->reason), e->strikes,
+                       e->since_ms, e->until_ms);
+        }
+    }
+    ap_rputs("]}\n", r);
     return OK;
 }
 

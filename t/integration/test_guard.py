@@ -148,6 +148,12 @@ def bans_logged(h, client):
                       h.log())
 
 
+def login_bans_logged(h, client):
+    """Bans for one hosting only (a login quota's), logged W4A00670."""
+    return re.findall(r"W4A00670: client %s banned from hosting .*"
+                      % re.escape(client), h.log())
+
+
 def test_guard_flooding_client_gets_429_retry_after_logged_once(w4a):
     h = node(w4a)
     codes = flood(h, "127.0.0.2", 30)
@@ -394,12 +400,15 @@ def test_guard_login_quota_per_client_per_hosting(w4a):
     assert 429 not in first, first
     st, hd = req(h, "127.0.0.8", path="/blog/wp-login.php", method="POST")
     assert st == 429 and "retry-after" in hd, (st, hd)
-    logged = bans_logged(h, "127.0.0.8")
-    assert len(logged) == 1 and "reason login, hosting %s" % A in logged[0], \
-        logged
+    logged = login_bans_logged(h, "127.0.0.8")
+    assert len(logged) == 1 and "hosting %s only" % A in logged[0], logged
+    assert "reason login" in logged[0], logged
     assert "login quota of 3 POSTs" in logged[0], logged
-    # a banned client is banned everywhere on the node
-    assert req(h, "127.0.0.8", host="b.example")[0] == 429
+    assert not bans_logged(h, "127.0.0.8"), h.log()
+    # the ban holds for every page of that hosting, not for the others
+    # (test_guard_login_scope.py: node and fleet)
+    assert req(h, "127.0.0.8")[0] == 429
+    assert req(h, "127.0.0.8", host="b.example")[0] == 200
     # another client: its quota for A is its own, and B's is another one
     for host in ("a.example", "b.example"):
         codes = flood(h, "127.0.0.9", 3, host=host, path="/wp-login.php",
@@ -407,7 +416,7 @@ def test_guard_login_quota_per_client_per_hosting(w4a):
         assert 429 not in codes, (host, codes)
     assert req(h, "127.0.0.9", host="b.example", path="/custom/login",
                method="POST")[0] == 429
-    assert "hosting %s" % B in bans_logged(h, "127.0.0.9")[0]
+    assert "hosting %s only" % B in login_bans_logged(h, "127.0.0.9")[0]
     c = status(h)["counters"]
     assert c["login_posts"] == 3 + 1 + 3 + 3 + 1 and c["bans"] == 2, c
 
@@ -450,9 +459,9 @@ def test_guard_login_quota_covers_drupal_and_joomla_paths(w4a):
              for p in ("/user/login", "/?q=user/login", "/index.php?q=user",
                        "/user/login")]
     assert codes[:3] != [429] * 3 and codes[3] == 429, codes
-    logged = bans_logged(h2, "127.0.0.41")
-    assert len(logged) == 1 and "reason login, hosting %s" % D in logged[0], \
-        logged
+    logged = login_bans_logged(h2, "127.0.0.41")
+    assert len(logged) == 1 and "hosting %s only" % D in logged[0], logged
+    assert "reason login" in logged[0], logged
 
 
 def test_guard_login_path_with_query_is_checked_at_start(w4a):
@@ -587,7 +596,7 @@ W4AGuardWhitelist 127.0.0.1
     assert req(h, "127.0.0.12", path="/wp-login.php/x", method="POST")[0] \
         == 429
     assert runs() == 3, runs()
-    assert "reason login, hosting %s" % A in bans_logged(h, "127.0.0.12")[0]
+    assert "hosting %s only" % A in login_bans_logged(h, "127.0.0.12")[0]
     # /wp-login.php/x (path info) runs wp-login.php: it is a login path
     codes = flood(h, "127.0.0.14", 4, path="/wp-login.php/x", method="POST")
     assert codes[:3] == [200] * 3 and codes[3] == 429, codes

@@ -119,13 +119,11 @@ RewriteRule ^2/wp-login\\.php$ /3/wp-login.php [R=307,L]
 """
 
 
-@pytest.mark.xfail(strict=True, reason="hole, not fixed: a login ban is "
-                   "node- (and fleet-) wide, so a hosting whose pages make "
-                   "its visitors POST to a login path (a 307 chain of its "
-                   ".htaccess, or a script) bans them from every other "
-                   "hosting; a login-quota ban should hold for the hosting "
-                   "it was earned on only")
 def test_a_hosting_cannot_ban_its_visitors_from_another_hosting(w4a):
+    """Hole (fixed): a login-quota ban held node- (and fleet-) wide, so a
+    hosting whose pages make its visitors POST to a login path (a 307
+    chain of its .htaccess, or a script) banned them from every other
+    hosting.  Now the ban holds for the hosting it was earned on only."""
     from test_guard import node, req
     h = node(w4a, rate="100 200", guard="W4AGuardLoginQuota 3 60")
     w4a.tree.write(A, "a.example", ".htaccess", REDIRECT_LOOP)
@@ -135,9 +133,19 @@ def test_a_hosting_cannot_ban_its_visitors_from_another_hosting(w4a):
     # POSTs, the 4th over the quota of 3
     seen = follow_post(h, src, "a.example", "/contact")
     assert seen[-1] == 429, seen
-    # the visitor may well be refused by A; B never asked for that
+    assert h.wait_log(r"W4A00670: client 127\.0\.0\.21 banned from "
+                      r"hosting %s only for \d+ s \(strike 1, reason "
+                      r"login" % A), h.log()
+    # the visitor may well be refused by A (every page of it)...
+    st, hd = req(h, src, host="a.example")
+    assert st == 429 and "retry-after" in hd, (st, hd)
+    # ...B never asked for that: its pages and its own login are served
     st, _ = req(h, src, host="b.example")
     assert st == 200, st
+    st, _ = req(h, src, host="b.example", path="/wp-login.php",
+                method="POST")
+    assert st == 200, st
+    assert "W4A00600: client 127.0.0.21" not in h.log(), h.log()
 
 
 # ---------------------------------------------------------------------
