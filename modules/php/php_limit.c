@@ -20,7 +20,7 @@
 #include "w4a_inflight.h"
 
 #define USERDATA_KEY   "w4a_php_limit"
-#define TABLE_BYTES    (8u << 20)   /* count[][] at most this, rows allowing */
+#define TABLE_BYTES    (16u << 20)  /* both count areas at most this */
 
 static w4a_inflight_t *table;       /* NULL: none */
 
