@@ -37,9 +37,9 @@
  *
  * A client's share: the requests one client (its address bytes, as the
  * caller masks them) has in flight for one name, in a second area of
- * buckets from a keyed hash of (name, client) -- SipHash-2-4 under a key
- * drawn when the table is made, so that no one can pick addresses that
- * fall in another's bucket.  These buckets are not claimed (clients are
+ * buckets from a keyed hash of (the name's bucket, client) -- SipHash-2-4
+ * under a key drawn when the table is made, so that no one can pick
+ * addresses that fall in another's bucket.  These buckets are not claimed (clients are
  * countless): two pairs in one bucket share its figure, which only ever
  * makes the check stricter for both, and by chance only.
  */
@@ -372,22 +372,19 @@ static apr_uint32_t *own_counter(const w4a_inflight_t *t, apr_uint32_t *count,
                           : &private_count[b];
 }
 
-static apr_uint32_t client_bucket(const w4a_inflight_t *t, const char *name,
+/* The share bucket of @a client for the name of bucket @a nb (a claimed
+ * bucket is one name's; names sharing one share a limit already). */
+static apr_uint32_t client_bucket(const w4a_inflight_t *t, apr_uint32_t nb,
                                   const void *client, apr_size_t client_len)
 {
-    unsigned char in[NAME_MAX_LEN + 1 + CLIENT_MAX];
-    apr_size_t len = strlen(name);
+    unsigned char in[4 + CLIENT_MAX];
 
-    if (len > NAME_MAX_LEN) {
-        len = NAME_MAX_LEN;
-    }
     if (client_len > CLIENT_MAX) {
         client_len = CLIENT_MAX;
     }
-    memcpy(in, name, len);
-    in[len] = 0;
-    memcpy(in + len + 1, client, client_len);
-    return (apr_uint32_t)siphash24(t->sipkey, in, len + 1 + client_len)
+    memcpy(in, &nb, 4);
+    memcpy(in + 4, client, client_len);
+    return (apr_uint32_t)siphash24(t->sipkey, in, 4 + client_len)
            & (t->buckets - 1);
 }
 
@@ -417,7 +414,7 @@ int w4a_inflight_enter_client(w4a_inflight_t *t, const char *name,
     }
     sl->client = NULL;
     if (client && share && share < limit) {
-        b = client_bucket(t, name, client, client_len);
+        b = client_bucket(t, b, client, client_len);
         sl->client = own_counter(t, t->ccount, t->private_ccount, b);
         apr_atomic_inc32(sl->client);
         if (area_sum(t, t->ccount, t->private_ccount, b) > share) {
