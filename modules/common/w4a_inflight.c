@@ -9,6 +9,9 @@
  *   last_log[buckets]        second of the last refusal logged
  *   state[buckets]           0 free, 1 a name being written, 2 named
  *   count[buckets][rows]     requests in flight, per bucket and process
+ *   ccount[buckets][rows]    the same per (name, client) bucket
+ *   shares                   refusals for a client's share, since start
+ *   rows_used                rows ever claimed: a sum reads no further
  *   names[buckets][NAME_MAX] the name that claimed the bucket
  *
  * A bucket belongs to one name: a name claims the first free bucket of a
@@ -21,11 +24,24 @@
  * other hosting at 503 by holding its own requests.
  *
  * count is bucket-major: the figure of a name is one short run of
- * adjacent counters.  The hot path is: one atomic increment of the own
- * counter, a sum of `rows` loads, (over the limit) one atomic decrement;
- * at the end of the request one atomic decrement.  A process that dies at
- * any point leaves only its own row behind, which the parent zeroes once
- * the process has been reaped: no count can stay behind.
+ * adjacent counters, read up to the highest row ever claimed (rows are
+ * claimed lowest first: as many as the node has had children at once,
+ * not ServerLimit x 2).  The hot path is: one atomic increment of the
+ * own counter, a sum of those loads, (over the limit) one atomic
+ * decrement; at the end of the request one atomic decrement.  No total
+ * is kept beside the rows: a process dying between the two updates would
+ * leave it wrong for good.  A process that dies at any point leaves only
+ * its own row behind, which the parent zeroes once the process has been
+ * reaped: no count can stay behind.  A process without a row counts in
+ * its own memory, added to what it sees, seen by no other.
+ *
+ * A client's share: the requests one client (its address bytes, as the
+ * caller masks them) has in flight for one name, in a second area of
+ * buckets from a keyed hash of (the name's bucket, client) -- SipHash-2-4
+ * under a key drawn when the table is made, so that no one can pick
+ * addresses that fall in another's bucket.  These buckets are not claimed (clients are
+ * countless): two pairs in one bucket share its figure, which only ever
+ * makes the check stricter for both, and by chance only.
  */
 #include <errno.h>
 #include <sched.h>
@@ -33,6 +49,7 @@
 #include <string.h>
 
 #include <apr_atomic.h>
+#include <apr_general.h>
 #include <apr_strings.h>
 #include <apr_time.h>
 
@@ -43,6 +60,7 @@
 #define NAME_MAX_LEN   48u          /* hosting names are 1-32 bytes */
 #define PROBE          32u          /* buckets a name looks at */
 #define CLAIM_SPINS    1000
+#define CLIENT_MAX     16u          /* client bytes hashed */
 
 struct w4a_inflight_t {
     apr_shm_t    *shm;
@@ -53,14 +71,20 @@ struct w4a_inflight_t {
     apr_uint32_t *last_log;
     apr_uint32_t *state;
     apr_uint32_t *count;
+    apr_uint32_t *ccount;
+    apr_uint32_t *shares;
+    apr_uint32_t *rows_used;
     char         *names;
+    apr_uint64_t  sipkey[2];        /* same in every process */
     /* per process (a forked copy of this struct each) */
     int           my_row;           /* -1: none */
     apr_uint32_t *private_count;    /* no free row: this process's own */
+    apr_uint32_t *private_ccount;
 };
 
 typedef struct {
-    apr_uint32_t *counter;
+    apr_uint32_t *name;             /* the process's own counters */
+    apr_uint32_t *client;           /* NULL: no share */
 } inflight_slot;
 
 static apr_uint32_t hash_of(const char *name, apr_size_t *len)
@@ -74,6 +98,50 @@ static apr_uint32_t hash_of(const char *name, apr_size_t *len)
     *len = (apr_size_t)(q - name);
     h ^= h >> 15;
     return h;
+}
+
+/* SipHash-2-4 of @a len bytes under @a k (Aumasson and Bernstein). */
+#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND(v0, v1, v2, v3) do {                                   \
+        v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32);   \
+        v2 += v3; v3 = ROTL64(v3, 16); v3 ^= v2;                        \
+        v0 += v3; v3 = ROTL64(v3, 21); v3 ^= v0;                        \
+        v2 += v1; v1 = ROTL64(v1, 17); v1 ^= v2; v2 = ROTL64(v2, 32);   \
+    } while (0)
+
+static apr_uint64_t siphash24(const apr_uint64_t k[2], const unsigned char *in,
+                              apr_size_t len)
+{
+    apr_uint64_t v0 = k[0] ^ 0x736f6d6570736575ULL;
+    apr_uint64_t v1 = k[1] ^ 0x646f72616e646f6dULL;
+    apr_uint64_t v2 = k[0] ^ 0x6c7967656e657261ULL;
+    apr_uint64_t v3 = k[1] ^ 0x7465646279746573ULL;
+    apr_uint64_t m, b = (apr_uint64_t)len << 56;
+    apr_size_t i, whole = len & ~(apr_size_t)7;
+    int j;
+
+    for (i = 0; i < whole; i += 8) {
+        for (m = 0, j = 7; j >= 0; j--) {
+            m = (m << 8) | in[i + (apr_size_t)j];
+        }
+        v3 ^= m;
+        SIPROUND(v0, v1, v2, v3);
+        SIPROUND(v0, v1, v2, v3);
+        v0 ^= m;
+    }
+    for (j = (int)(len - whole) - 1; j >= 0; j--) {
+        b |= (apr_uint64_t)in[whole + (apr_size_t)j] << (8 * j);
+    }
+    v3 ^= b;
+    SIPROUND(v0, v1, v2, v3);
+    SIPROUND(v0, v1, v2, v3);
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND(v0, v1, v2, v3);
+    SIPROUND(v0, v1, v2, v3);
+    SIPROUND(v0, v1, v2, v3);
+    SIPROUND(v0, v1, v2, v3);
+    return v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* The bucket of @a name: the one it claimed in its window, claiming a
@@ -130,17 +198,28 @@ apr_status_t w4a_inflight_create(w4a_inflight_t **out, apr_uint32_t rows,
                                  apr_pool_t *p)
 {
     w4a_inflight_t *t = apr_pcalloc(p, sizeof(*t));
+    unsigned char key[16];
     apr_status_t rv;
     char *base;
+    int i;
 
     t->rows = rows ? rows : 1;
     t->buckets = MAX_BUCKETS;
+    /* both count areas within max_bytes, rows allowing */
     while (t->buckets > MIN_BUCKETS
-           && (apr_size_t)t->buckets * t->rows * 4 > max_bytes) {
+           && (apr_size_t)t->buckets * t->rows * 8 > max_bytes) {
         t->buckets >>= 1;
     }
-    *size = ((apr_size_t)t->rows + 3 * t->buckets
-             + (apr_size_t)t->buckets * t->rows) * sizeof(apr_uint32_t)
+    rv = apr_generate_random_bytes(key, sizeof(key));
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    for (i = 0; i < 8; i++) {
+        t->sipkey[0] = (t->sipkey[0] << 8) | key[i];
+        t->sipkey[1] = (t->sipkey[1] << 8) | key[8 + i];
+    }
+    *size = ((apr_size_t)t->rows + 3 * (apr_size_t)t->buckets + 2
+             + 2 * (apr_size_t)t->buckets * t->rows) * sizeof(apr_uint32_t)
             + (apr_size_t)t->buckets * NAME_MAX_LEN;
     rv = apr_shm_create(&t->shm, *size, NULL, p);
     if (rv != APR_SUCCESS) {
@@ -153,7 +232,10 @@ apr_status_t w4a_inflight_create(w4a_inflight_t **out, apr_uint32_t rows,
     t->last_log = t->refused + t->buckets;
     t->state = t->last_log + t->buckets;
     t->count = t->state + t->buckets;
-    t->names = (char *)(t->count + (apr_size_t)t->buckets * t->rows);
+    t->ccount = t->count + (apr_size_t)t->buckets * t->rows;
+    t->shares = t->ccount + (apr_size_t)t->buckets * t->rows;
+    t->rows_used = t->shares + 1;
+    t->names = (char *)(t->rows_used + 1);
     t->my_row = -1;
     *out = t;
     return APR_SUCCESS;
@@ -166,28 +248,48 @@ apr_status_t w4a_inflight_claim(w4a_inflight_t *t, apr_uint32_t pid,
 
     for (r = 0; r < t->rows; r++) {
         if (apr_atomic_cas32(&t->owner[r], pid, 0) == 0) {
+            apr_uint32_t used = apr_atomic_read32(t->rows_used);
+            while (used < r + 1) {
+                apr_uint32_t seen = apr_atomic_cas32(t->rows_used, r + 1,
+                                                     used);
+                if (seen == used) {
+                    break;
+                }
+                used = seen;
+            }
             t->my_row = (int)r;
             return APR_SUCCESS;
         }
     }
     t->private_count = apr_pcalloc(p, t->buckets * sizeof(apr_uint32_t));
+    t->private_ccount = apr_pcalloc(p, t->buckets * sizeof(apr_uint32_t));
     return APR_ENOSPC;
 }
 
-/* Zero a row whose process is gone; @return the requests it still held. */
-static apr_uint64_t clear_row(w4a_inflight_t *t, apr_uint32_t r)
+/* Zero one area's counts of row @a r. */
+static apr_uint64_t clear_area(w4a_inflight_t *t, apr_uint32_t *count,
+                               apr_uint32_t r)
 {
     apr_uint64_t held = 0;
     apr_uint32_t b;
 
     for (b = 0; b < t->buckets; b++) {
-        apr_uint32_t *c = &t->count[(apr_size_t)b * t->rows + r];
+        apr_uint32_t *c = &count[(apr_size_t)b * t->rows + r];
         apr_uint32_t v = apr_atomic_read32(c);
         if (v) {
             held += v;
             apr_atomic_set32(c, 0);
         }
     }
+    return held;
+}
+
+/* Zero a row whose process is gone; @return the requests it still held. */
+static apr_uint64_t clear_row(w4a_inflight_t *t, apr_uint32_t r)
+{
+    apr_uint64_t held = clear_area(t, t->count, r);
+
+    clear_area(t, t->ccount, r);
     apr_atomic_set32(&t->owner[r], 0);
     return held;
 }
@@ -225,51 +327,112 @@ apr_uint32_t w4a_inflight_reap(w4a_inflight_t *t, apr_uint32_t keep,
 static apr_status_t slot_release(void *data)
 {
     inflight_slot *sl = data;
-    apr_atomic_dec32(sl->counter);
+
+    apr_atomic_dec32(sl->name);
+    if (sl->client) {
+        apr_atomic_dec32(sl->client);
+    }
     return APR_SUCCESS;
 }
 
-static apr_uint32_t bucket_sum(const w4a_inflight_t *t, apr_uint32_t b)
+/* The sum of bucket @a b of an area over the rows ever claimed, and this
+ * process's own counter if it has no row.  A 32-bit aligned load is
+ * atomic; volatile keeps the compiler from caching it (what
+ * apr_atomic_read32 does, without a call per row). */
+static apr_uint32_t area_sum(const w4a_inflight_t *t,
+                             const apr_uint32_t *count,
+                             const apr_uint32_t *private_count,
+                             apr_uint32_t b)
 {
-    apr_uint32_t *c = &t->count[(apr_size_t)b * t->rows];
-    apr_uint32_t r, n = 0;
+    const volatile apr_uint32_t *c = &count[(apr_size_t)b * t->rows];
+    apr_uint32_t r, n = 0, used = *(const volatile apr_uint32_t *)t->rows_used;
 
-    for (r = 0; r < t->rows; r++) {
-        n += apr_atomic_read32(&c[r]);
+    if (used > t->rows) {
+        used = t->rows;
     }
-    if (t->private_count) {
-        n += apr_atomic_read32(&t->private_count[b]);
+    for (r = 0; r < used; r++) {
+        n += c[r];
+    }
+    if (private_count) {
+        n += ((const volatile apr_uint32_t *)private_count)[b];
     }
     return n;
 }
 
-int w4a_inflight_enter(w4a_inflight_t *t, const char *name,
-                       apr_uint32_t limit, apr_uint32_t *inflight,
-                       apr_pool_t *p)
+static apr_uint32_t bucket_sum(const w4a_inflight_t *t, apr_uint32_t b)
+{
+    return area_sum(t, t->count, t->private_count, b);
+}
+
+/* The own counter of bucket @a b of an area. */
+static apr_uint32_t *own_counter(const w4a_inflight_t *t, apr_uint32_t *count,
+                                 apr_uint32_t *private_count, apr_uint32_t b)
+{
+    return t->my_row >= 0 ? &count[(apr_size_t)b * t->rows + t->my_row]
+                          : &private_count[b];
+}
+
+/* The share bucket of @a client for the name of bucket @a nb (a claimed
+ * bucket is one name's; names sharing one share a limit already). */
+static apr_uint32_t client_bucket(const w4a_inflight_t *t, apr_uint32_t nb,
+                                  const void *client, apr_size_t client_len)
+{
+    unsigned char in[4 + CLIENT_MAX];
+
+    if (client_len > CLIENT_MAX) {
+        client_len = CLIENT_MAX;
+    }
+    memcpy(in, &nb, 4);
+    memcpy(in + 4, client, client_len);
+    return (apr_uint32_t)siphash24(t->sipkey, in, 4 + client_len)
+           & (t->buckets - 1);
+}
+
+int w4a_inflight_enter_client(w4a_inflight_t *t, const char *name,
+                              apr_uint32_t limit, const void *client,
+                              apr_size_t client_len, apr_uint32_t share,
+                              apr_uint32_t *inflight, apr_pool_t *p)
 {
     inflight_slot *sl;
     apr_uint32_t b;
 
     if (t->my_row < 0 && !t->private_count) {
         *inflight = 0;
-        return -1;              /* before claim */
+        return W4A_INFLIGHT_NOT_COUNTED;    /* before claim */
     }
     b = bucket_of(t, name);
     sl = apr_palloc(p, sizeof(*sl));
-    sl->counter = t->my_row >= 0
-                  ? &t->count[(apr_size_t)b * t->rows + t->my_row]
-                  : &t->private_count[b];
+    sl->name = own_counter(t, t->count, t->private_count, b);
     /* Count first, then look: two requests racing for the last place
      * both see each other, so the limit is never passed (at worst both
      * are refused). */
-    apr_atomic_inc32(sl->counter);
+    apr_atomic_inc32(sl->name);
     *inflight = bucket_sum(t, b);
     if (*inflight > limit) {
-        apr_atomic_dec32(sl->counter);
-        return 0;
+        apr_atomic_dec32(sl->name);
+        return W4A_INFLIGHT_FULL;
+    }
+    sl->client = NULL;
+    if (client && share && share < limit) {
+        b = client_bucket(t, b, client, client_len);
+        sl->client = own_counter(t, t->ccount, t->private_ccount, b);
+        apr_atomic_inc32(sl->client);
+        if (area_sum(t, t->ccount, t->private_ccount, b) > share) {
+            apr_atomic_dec32(sl->client);
+            apr_atomic_dec32(sl->name);
+            apr_atomic_inc32(t->shares);
+            return W4A_INFLIGHT_SHARE;
+        }
     }
     apr_pool_cleanup_register(p, sl, slot_release, apr_pool_cleanup_null);
-    return 1;
+    return W4A_INFLIGHT_ADMITTED;
+}
+
+int w4a_inflight_enter(w4a_inflight_t *t, const char *name,
+                       apr_uint32_t limit, apr_uint32_t *inflight,
+                       apr_pool_t *p)
+{
+    return w4a_inflight_enter_client(t, name, limit, NULL, 0, 0, inflight, p);
 }
 
 int w4a_inflight_refused(w4a_inflight_t *t, const char *name, int every,
@@ -304,6 +467,7 @@ void w4a_inflight_stats(w4a_inflight_t *t, w4a_inflight_stats_t *st)
         st->busy += n != 0;
         st->refused += apr_atomic_read32(&t->refused[b]);
     }
+    st->share_refused = apr_atomic_read32(t->shares);
 }
 
 void w4a_inflight_name(w4a_inflight_t *t, const char *name,

@@ -10,7 +10,7 @@
  * of a process that is gone (w4a_inflight_release_pid() from the MPM's
  * child_status hook: a normal exit, a crash, a SIGKILL alike), as httpd's
  * scoreboard keeps its per-child slots.  A name's figure is the sum of its
- * bucket over every row.  A bucket belongs to the first name that claims
+ * bucket over every row, kept as a total beside the rows.  A bucket belongs to the first name that claims
  * it (a window of 32 from the name's hash): two names share a bucket, and
  * its limit (stricter, never looser), only when a name finds every bucket
  * of its window held by others (about as many names as buckets).
@@ -60,16 +60,34 @@ apr_uint64_t w4a_inflight_release_pid(w4a_inflight_t *t, apr_uint32_t pid);
 apr_uint32_t w4a_inflight_reap(w4a_inflight_t *t, apr_uint32_t keep,
                                apr_uint64_t *held);
 
+/** What w4a_inflight_enter*() decided. */
+#define W4A_INFLIGHT_NOT_COUNTED (-1)  /**< this process has no row yet */
+#define W4A_INFLIGHT_FULL        0     /**< the name is at its limit */
+#define W4A_INFLIGHT_ADMITTED    1     /**< a place is held */
+#define W4A_INFLIGHT_SHARE       2     /**< the client holds its share */
+
 /**
  * Admit one request of @a name if the node holds fewer than @a limit in
  * flight for it; the place is given back when @a p is cleared.
  * @param inflight set to the figure seen, this request included
- * @return 1 admitted, 0 over the limit (nothing held), -1 this process
- *         has no row yet (not counted).
+ * @return W4A_INFLIGHT_ADMITTED, _FULL (nothing held) or _NOT_COUNTED.
  */
 int w4a_inflight_enter(w4a_inflight_t *t, const char *name,
                        apr_uint32_t limit, apr_uint32_t *inflight,
                        apr_pool_t *p);
+
+/**
+ * As w4a_inflight_enter(), and also refuse the request when @a client
+ * already holds @a share of @a name's places (share 0, or not under
+ * @a limit: no share).  A client is what the caller makes of the
+ * address (at most 16 bytes are hashed: IPv4, an IPv6 prefix).
+ * @return W4A_INFLIGHT_ADMITTED, _FULL, _SHARE (nothing held) or
+ *         _NOT_COUNTED.
+ */
+int w4a_inflight_enter_client(w4a_inflight_t *t, const char *name,
+                              apr_uint32_t limit, const void *client,
+                              apr_size_t client_len, apr_uint32_t share,
+                              apr_uint32_t *inflight, apr_pool_t *p);
 
 /**
  * Count one refusal of @a name.
@@ -88,6 +106,7 @@ typedef struct {
     apr_uint64_t inflight;   /**< requests in flight, node-wide */
     apr_uint64_t refused;    /**< refusals since start */
     apr_uint32_t busy;       /**< buckets with requests in flight */
+    apr_uint32_t share_refused; /**< refusals for a client's share */
 } w4a_inflight_stats_t;
 
 /** Fill @a st from the table. */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <apr_lib.h>
+#include <apr_network_io.h>
 #include <apr_strings.h>
 
 #include "w4a_util.h"
@@ -66,4 +67,34 @@ int w4a_ini_name_ok(const char *s)
         }
     }
     return 1;
+}
+
+void w4a_client_bytes(int family, const void *addr, int v6bits,
+                      unsigned char out[16])
+{
+    static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0,
+                                                0, 0, 0xff, 0xff };
+    int i;
+
+    memset(out, 0, 16);
+#if APR_HAVE_IPV6
+    if (family == APR_INET6 && !memcmp(addr, v4mapped, 12)) {
+        family = APR_INET;
+        addr = (const unsigned char *)addr + 12;
+    }
+    if (family == APR_INET6) {
+        memcpy(out, addr, 16);
+        for (i = 0; i < 16; i++) {
+            int keep = v6bits - 8 * i;
+            out[i] &= keep >= 8 ? 0xff : keep <= 0 ? 0
+                      : (unsigned char)(0xff << (8 - keep));
+        }
+        return;
+    }
+#endif
+    if (family == APR_INET) {
+        memcpy(out, v4mapped, 12);
+        memcpy(out + 12, addr, 4);
+    }
+    (void)i;
 }

@@ -36,4 +36,13 @@ const char *w4a_pool_pattern_check(const char *pattern);
  */
 int w4a_ini_name_ok(const char *s);
 
+/**
+ * A client as the limits count it: its address in 16 bytes, IPv4 (and
+ * IPv4-mapped IPv6) as ::ffff:a.b.c.d, IPv6 cut to its first @a v6bits
+ * bits (the rest zero).
+ * @param family  APR_INET or APR_INET6 (anything else: all zero)
+ */
+void w4a_client_bytes(int family, const void *addr, int v6bits,
+                      unsigned char out[16]);
+
 #endif /* W4A_UTIL_H */

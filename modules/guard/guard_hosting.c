@@ -17,15 +17,16 @@
 #include "w4a_inflight.h"
 
 #define USERDATA_KEY   "w4a_guard_hosting_limit"
-#define TABLE_BYTES    (4u << 20)   /* count[][] at most this, rows allowing */
+#define TABLE_BYTES    (8u << 20)   /* both count areas at most this */
 #define LOG_EVERY      5            /* seconds between two log lines */
 
 static w4a_inflight_t *table;       /* NULL: none */
 static apr_uint32_t node_limit;     /* 0: only records' req_limit */
 static int retry;
+static int share_pct;               /* 0: no client share */
 
 apr_status_t guard_hosting_post_config(server_rec *s, int limit,
-                                       int retry_after)
+                                       int retry_after, int client_share)
 {
     apr_pool_t *pglobal = s->process->pool;
     w4a_inflight_t *t = NULL;
@@ -35,6 +36,7 @@ apr_status_t guard_hosting_post_config(server_rec *s, int limit,
 
     node_limit = 0;
     retry = retry_after;
+    share_pct = client_share;
     if (limit == GUARD_HLIMIT_AUTO) {
         /* max(8, MaxRequestWorkers / 4): a quarter of the node's threads */
         if (ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons) == APR_SUCCESS
@@ -122,27 +124,64 @@ void guard_hosting_child_status(server_rec *s, pid_t pid,
     }
 }
 
+/* A client's places of a hosting's @a limit: share_pct of it, at least
+ * 1; 0 when that is the whole limit (no share). */
+static apr_uint32_t share_of(apr_uint32_t limit)
+{
+    apr_uint64_t n = (apr_uint64_t)limit * (apr_uint32_t)share_pct / 100;
+
+    if (!share_pct || n >= limit) {
+        return 0;
+    }
+    return n ? (apr_uint32_t)n : 1;
+}
+
 int guard_hosting_enter(request_rec *r, const char *hosting,
-                        apr_uint32_t req_limit)
+                        apr_uint32_t req_limit, const void *client,
+                        apr_size_t client_len, int (*exempt)(void *),
+                        void *baton)
 {
     apr_uint32_t limit = req_limit ? req_limit : node_limit, n, refused;
+    apr_uint32_t share;
+    int rc;
 
-    if (!table || !limit
-        || w4a_inflight_enter(table, hosting, limit, &n, r->pool) != 0) {
+    if (!table || !limit) {
+        return DECLINED;
+    }
+    share = client ? share_of(limit) : 0;
+    rc = w4a_inflight_enter_client(table, hosting, limit, client, client_len,
+                                   share, &n, r->pool);
+    if (rc == W4A_INFLIGHT_SHARE && exempt && exempt(baton) == 1) {
+        /* whitelisted: the hosting's limit only */
+        rc = w4a_inflight_enter(table, hosting, limit, &n, r->pool);
+    }
+    if (rc != W4A_INFLIGHT_FULL && rc != W4A_INFLIGHT_SHARE) {
         return DECLINED;
     }
     if (w4a_inflight_refused(table, hosting, LOG_EVERY, &refused)) {
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00660)
-                      "hosting %s: requests in flight on the node at its "
-                      "limit of %u (%s); answered 503 (%u refused so far; "
-                      "logged at most every %d s)", hosting, limit,
-                      req_limit ? "record's req_limit"
-                                : "W4AGuardHostingLimit",
-                      refused, LOG_EVERY);
+        if (rc == W4A_INFLIGHT_SHARE) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00666)
+                          "hosting %s: client %s holds its share of the "
+                          "hosting's requests in flight (%u of its limit of "
+                          "%u, W4AGuardHostingClientShare %d%%); answered "
+                          "503 (%u refused so far; logged at most every "
+                          "%d s)", hosting, r->useragent_ip, share, limit,
+                          share_pct, refused, LOG_EVERY);
+        }
+        else {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00660)
+                          "hosting %s: requests in flight on the node at "
+                          "its limit of %u (%s); answered 503 (%u refused "
+                          "so far; logged at most every %d s)", hosting,
+                          limit, req_limit ? "record's req_limit"
+                                           : "W4AGuardHostingLimit",
+                          refused, LOG_EVERY);
+        }
     }
     apr_table_setn(r->err_headers_out, "Retry-After",
                    apr_itoa(r->pool, retry));
-    apr_table_setn(r->notes, "w4a-guard-hosting", "limit");
+    apr_table_setn(r->notes, "w4a-guard-hosting",
+                   rc == W4A_INFLIGHT_SHARE ? "client-share" : "limit");
     return HTTP_SERVICE_UNAVAILABLE;
 }
 
@@ -156,10 +195,13 @@ void guard_hosting_status(request_rec *r)
     }
     w4a_inflight_stats(table, &st);
     ap_rprintf(r, ",\"hosting_limit\":{\"limit\":%u,\"retry_after\":%d,"
+               "\"client_share_percent\":%d,"
                "\"rows\":%u,\"children\":%u,\"buckets\":%u,\"inflight\":%"
                APR_UINT64_T_FMT ",\"refused\":%" APR_UINT64_T_FMT
-               ",\"busy_buckets\":%u}", node_limit, retry, st.rows,
-               st.children, st.buckets, st.inflight, st.refused, st.busy);
+               ",\"refused_client_share\":%u,\"busy_buckets\":%u}",
+               node_limit, retry, share_pct, st.rows, st.children,
+               st.buckets, st.inflight, st.refused, st.share_refused,
+               st.busy);
 }
 
 void guard_hosting_status_one(request_rec *r, const char *hosting)

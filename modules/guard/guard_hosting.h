@@ -21,11 +21,13 @@
  * graceful restarts, whose old children may still serve).
  * @param limit        GUARD_HLIMIT_OFF, GUARD_HLIMIT_AUTO or N > 0
  * @param retry_after  seconds of the refusal's Retry-After
+ * @param client_share percent of a hosting's limit one client may hold
+ *                     (0: no share)
  * @return APR_SUCCESS, or the shared-memory error (logged here; the
  *         limit is then not enforced).
  */
 apr_status_t guard_hosting_post_config(server_rec *s, int limit,
-                                       int retry_after);
+                                       int retry_after, int client_share);
 
 /** child_init: claim this child's row. */
 void guard_hosting_child_init(apr_pool_t *pchild, server_rec *s);
@@ -39,11 +41,16 @@ void guard_hosting_child_status(server_rec *s, pid_t pid,
  * Admit the request of a hosting, or refuse it.
  * @param hosting  the hosting's name
  * @param req_limit the record's req_limit (0: none)
+ * @param client   the client's address bytes (its share), or NULL
+ * @param exempt   asked (with @a baton) before a refusal for the share:
+ *                 1, a whitelisted client, held to the limit only
  * @return DECLINED (admitted, or no limit), or HTTP_SERVICE_UNAVAILABLE
  *         with Retry-After set.
  */
 int guard_hosting_enter(request_rec *r, const char *hosting,
-                        apr_uint32_t req_limit);
+                        apr_uint32_t req_limit, const void *client,
+                        apr_size_t client_len, int (*exempt)(void *),
+                        void *baton);
 
 /** The status page's "hosting_limit" member (`,"hosting_limit":{...}`). */
 void guard_hosting_status(request_rec *r);

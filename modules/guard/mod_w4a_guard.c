@@ -72,6 +72,7 @@ module AP_MODULE_DECLARE_DATA w4a_guard_module;
 #define DEF_MC_PREFIX   "w4a-guard:"
 #define DEF_MC_TIMEOUT  50
 #define DEF_H_RETRY     10
+#define DEF_H_SHARE     50
 
 /* Login paths: the end of the decoded URL path, and optionally one
  * argument of the query ("PATH?NAME=VALUE": the argument NAME, decoded,
@@ -117,6 +118,7 @@ typedef struct guard_conf {
     apr_int64_t         poll_ms;
     int                 hlimit;          /* -1 unset (off), GUARD_HLIMIT_* */
     apr_int64_t         hretry;          /* -1 unset */
+    apr_int64_t         hshare;          /* -1 unset; percent, 0 off */
 } guard_conf;
 
 #define DEF(v, d) ((v) >= 0 ? (v) : (d))
@@ -187,6 +189,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->mc_prefix = NULL;
     c->poll_ms = -1;
     c->hlimit = -1;
+    c->hshare = -1;
     c->hretry = -1;
     return c;
 }
@@ -472,6 +475,18 @@ static const char *set_hosting_limit(cmd_parms *cmd, void *d,
     return retry ? num_arg(cmd, retry, 1, 3600, &c->hretry) : NULL;
 }
 
+static const char *set_hosting_share(cmd_parms *cmd, void *d,
+                                     const char *arg)
+{
+    guard_conf *c = conf_of(cmd);
+    GLOBAL_CHECK(cmd);
+    if (!strcasecmp(arg, "off")) {
+        c->hshare = 0;
+        return NULL;
+    }
+    return num_arg(cmd, arg, 1, 100, &c->hshare);
+}
+
 static const command_rec guard_cmds[] = {
     AP_INIT_FLAG("W4AGuardEngine", set_engine, NULL, RSRC_CONF,
                  "Rate limits and bans of clients: on or off"),
@@ -511,6 +526,9 @@ static const command_rec guard_cmds[] = {
                    "Requests of every kind in flight per hosting on the "
                    "node: off (default: only records' req_limit), auto, or "
                    "N; and the seconds of Retry-After (10)"),
+    AP_INIT_TAKE1("W4AGuardHostingClientShare", set_hosting_share, NULL,
+                  RSRC_CONF, "Percent of a hosting's request limit one "
+                  "client may hold (50), or off"),
     { NULL }
 };
 
@@ -1061,12 +1079,19 @@ static int guard_fixups(request_rec *r)
 static int guard_hosting_fixups(request_rec *r)
 {
     const w4a_hosting_t *rec;
+    guard_req *q;
 
     if (!G || !G->on || r->main || r->prev || !hosting_of
         || !(rec = hosting_of(r)) || !rec->hosting) {
         return DECLINED;
     }
-    return guard_hosting_enter(r, rec->hosting, rec->req_limit);
+    /* The client's share: its address as the client guard keys it (IPv6
+     * its prefix); a whitelisted client has none (asked only when the
+     * share would refuse it). */
+    q = ap_get_module_config(r->request_config, &w4a_guard_module);
+    return guard_hosting_enter(r, rec->hosting, rec->req_limit,
+                               q ? q->key.addr : NULL, sizeof(q->key.addr),
+                               exempt_cb, q);
 }
 
 /* After mod_w4a_php's decision: note a PHP request (for its weight: at
@@ -1393,7 +1418,8 @@ static int guard_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     /* a failure is logged there; the client guard goes on without it */
     guard_hosting_post_config(s, c->hlimit == -1 ? GUARD_HLIMIT_OFF
                                                  : c->hlimit,
-                              (int)DEF(c->hretry, DEF_H_RETRY));
+                              (int)DEF(c->hretry, DEF_H_RETRY),
+                              (int)DEF(c->hshare, DEF_H_SHARE));
     G = g;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, W4ALOGNO(00607)
                  "client table: %u slots, %" APR_SIZE_T_FMT " bytes; %"

@@ -112,7 +112,11 @@ typedef struct {
     int                 pool_limit;        /* W4A_UNSET: unset; 0: none */
     int                 hosting_limit;     /* W4A_UNSET: unset (auto);
                                               LIMIT_AUTO; 0: none; N */
+    int                 client_share;      /* W4A_UNSET: unset (50); 0:
+                                              none; percent */
 } php_conf;
+
+#define DEF_CLIENT_SHARE   50      /* W4APHPHostingClientShare */
 
 /* W4APHPHostingLimit auto: max(4, MaxRequestWorkers / 8), from the MPM at
  * post_config. */
@@ -131,6 +135,7 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->retry_after = W4A_UNSET;
     c->pool_limit = W4A_UNSET;
     c->hosting_limit = W4A_UNSET;
+    c->client_share = W4A_UNSET;
     return c;
 }
 
@@ -154,6 +159,8 @@ static void *merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
                                                  : base->pool_limit;
     c->hosting_limit = add->hosting_limit != W4A_UNSET ? add->hosting_limit
                                                        : base->hosting_limit;
+    c->client_share = add->client_share != W4A_UNSET ? add->client_share
+                                                     : base->client_share;
     return c;
 }
 
@@ -277,6 +284,22 @@ static const char *set_hosting_limit(cmd_parms *cmd, void *d,
     return NULL;
 }
 
+static const char *set_client_share(cmd_parms *cmd, void *d,
+                                    const char *arg)
+{
+    apr_int64_t v;
+    if (!strcasecmp(arg, "off")) {
+        srv_conf(cmd)->client_share = 0;
+        return NULL;
+    }
+    if (!w4a_parse_number(arg, 1, 100, &v)) {
+        return "W4APHPHostingClientShare: expected a percent from 1 to 100, "
+               "or off";
+    }
+    srv_conf(cmd)->client_share = (int)v;
+    return NULL;
+}
+
 static const command_rec php_cmds[] = {
     AP_INIT_FLAG("W4APHPEngine", set_engine, NULL, RSRC_CONF,
                  "On: hand hostings' PHP to their own PHP-FPM pools"),
@@ -293,6 +316,9 @@ static const command_rec php_cmds[] = {
     AP_INIT_TAKE1("W4APHPHostingLimit", set_hosting_limit, NULL, RSRC_CONF,
                   "PHP requests in flight per hosting on the whole node: "
                   "auto (default), N, or 0 (only records' php_limit)"),
+    AP_INIT_TAKE1("W4APHPHostingClientShare", set_client_share, NULL,
+                  RSRC_CONF, "Percent of a hosting's PHP limit one client "
+                  "may hold (50), or off"),
     AP_INIT_TAKE1("W4APHPRetryAfter", set_retry_after, NULL, RSRC_CONF,
                   "Retry-After seconds sent with 503 when a pool is down"),
     {NULL}
@@ -667,22 +693,57 @@ static int php_fixups(request_rec *r)
                     ? (apr_uint32_t)auto_hosting_limit
                     : (apr_uint32_t)c->hosting_limit;
         }
-        if (limit && php_limit_enter(rec->hosting, limit, &n, r->pool) == 0) {
-            apr_uint32_t refused;
-            if (php_limit_refused(rec->hosting, LIMIT_LOG_EVERY, &refused)) {
-                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
-                              W4ALOGNO(00260) "hosting %s: PHP requests in "
-                              "flight on the node at its limit of %u (%s); "
-                              "answered %d (%u refused so far; logged at "
-                              "most every %d s)", rec->hosting, limit,
-                              rec->php_limit ? "record's php_limit"
-                                             : "W4APHPHostingLimit",
-                              conf_status(c, CHK_BUSY), refused,
-                              LIMIT_LOG_EVERY);
+        if (limit) {
+            /* a client's share: at least 1, none when the whole limit */
+            int pct = c->client_share == W4A_UNSET ? DEF_CLIENT_SHARE
+                                                   : c->client_share;
+            apr_uint32_t share = (apr_uint32_t)((apr_uint64_t)limit
+                                                * (apr_uint32_t)pct / 100);
+            unsigned char client[16];
+            const unsigned char *who = NULL;
+            int rc;
+
+            if (pct && share < limit && r->useragent_addr) {
+                w4a_client_bytes(r->useragent_addr->family,
+                                 r->useragent_addr->ipaddr_ptr, 64, client);
+                who = client;
+                share = share ? share : 1;
             }
-            apr_table_setn(r->notes, NOTE_REFUSED, "busy");
-            add_retry_after(r, c);
-            return conf_status(c, CHK_BUSY);
+            rc = php_limit_enter(rec->hosting, limit, who, share, &n,
+                                 r->pool);
+            if (rc == W4A_INFLIGHT_FULL || rc == W4A_INFLIGHT_SHARE) {
+                apr_uint32_t refused;
+                int due = php_limit_refused(rec->hosting, LIMIT_LOG_EVERY,
+                                            &refused);
+                if (due && rc == W4A_INFLIGHT_SHARE) {
+                    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                                  W4ALOGNO(00265) "hosting %s: client %s "
+                                  "holds its share of the hosting's PHP "
+                                  "requests in flight (%u of its limit of "
+                                  "%u, W4APHPHostingClientShare %d%%); "
+                                  "answered %d (%u refused so far; logged "
+                                  "at most every %d s)", rec->hosting,
+                                  r->useragent_ip, share, limit, pct,
+                                  conf_status(c, CHK_BUSY), refused,
+                                  LIMIT_LOG_EVERY);
+                }
+                else if (due) {
+                    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                                  W4ALOGNO(00260) "hosting %s: PHP requests "
+                                  "in flight on the node at its limit of %u "
+                                  "(%s); answered %d (%u refused so far; "
+                                  "logged at most every %d s)", rec->hosting,
+                                  limit, rec->php_limit ? "record's php_limit"
+                                                        : "W4APHPHostingLimit",
+                                  conf_status(c, CHK_BUSY), refused,
+                                  LIMIT_LOG_EVERY);
+                }
+                apr_table_setn(r->notes, NOTE_REFUSED,
+                               rc == W4A_INFLIGHT_SHARE ? "client-share"
+                                                        : "busy");
+                add_retry_after(r, c);
+                return conf_status(c, CHK_BUSY);
+            }
         }
     }
 
@@ -878,8 +939,9 @@ static int php_status_handler(request_rec *r)
     ap_rprintf(r, "{\"hosting_limit_auto\": %d, \"rows\": %u, "
                "\"children\": %u, \"buckets\": %u, \"inflight\": %"
                APR_UINT64_T_FMT ", \"refused\": %" APR_UINT64_T_FMT
-               ", \"busy_buckets\": %u", auto_hosting_limit, st.rows,
-               st.children, st.buckets, st.inflight, st.refused, st.busy);
+               ", \"refused_client_share\": %u, \"busy_buckets\": %u",
+               auto_hosting_limit, st.rows, st.children, st.buckets,
+               st.inflight, st.refused, st.share_refused, st.busy);
     if (r->args && !strncmp(r->args, "hosting=", 8)) {
         const char *name = r->args + 8;
         apr_uint32_t n, refused;

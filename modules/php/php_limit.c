@@ -20,7 +20,7 @@
 #include "w4a_inflight.h"
 
 #define USERDATA_KEY   "w4a_php_limit"
-#define TABLE_BYTES    (8u << 20)   /* count[][] at most this, rows allowing */
+#define TABLE_BYTES    (16u << 20)  /* both count areas at most this */
 
 static w4a_inflight_t *table;       /* NULL: none */
 
@@ -109,13 +109,15 @@ void php_limit_child_status(server_rec *s, pid_t pid, ap_generation_t gen,
 }
 
 int php_limit_enter(const char *hosting, apr_uint32_t limit,
+                    const unsigned char *client, apr_uint32_t share,
                     apr_uint32_t *inflight, apr_pool_t *p)
 {
     if (!table) {
         *inflight = 0;
-        return -1;
+        return W4A_INFLIGHT_NOT_COUNTED;
     }
-    return w4a_inflight_enter(table, hosting, limit, inflight, p);
+    return w4a_inflight_enter_client(table, hosting, limit, client,
+                                     client ? 16 : 0, share, inflight, p);
 }
 
 int php_limit_refused(const char *hosting, int every, apr_uint32_t *refused)
@@ -142,6 +144,7 @@ apr_status_t php_limit_stats(php_limit_stats_t *st)
     st->inflight = w.inflight;
     st->refused = w.refused;
     st->busy = w.busy;
+    st->share_refused = w.share_refused;
     return APR_SUCCESS;
 }
 

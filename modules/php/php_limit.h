@@ -19,6 +19,8 @@
 #include <ap_mpm.h>
 #include <apr_pools.h>
 
+#include "w4a_inflight.h"       /* W4A_INFLIGHT_* */
+
 /** One admitted request's place in the table (opaque). */
 typedef struct php_limit_slot php_limit_slot;
 
@@ -42,12 +44,16 @@ void php_limit_child_status(server_rec *s, pid_t pid, ap_generation_t gen,
  * @a limit in flight for it; the slot is released when @a p goes.
  * @param hosting  the hosting's name
  * @param limit    the hosting's limit (> 0)
+ * @param client   the client's 16 address bytes (w4a_client_bytes()), or
+ *                 NULL: no share
+ * @param share    the places one client may hold (0: no share)
  * @param inflight set to the figure seen, this request included
  * @param p        the request's pool
- * @return 1 admitted, 0 over the limit (nothing held), -1 no table
- *         (post_config failed or not run: not counted).
+ * @return W4A_INFLIGHT_ADMITTED, _FULL or _SHARE (nothing held), or
+ *         _NOT_COUNTED (no table: post_config failed or not run).
  */
 int php_limit_enter(const char *hosting, apr_uint32_t limit,
+                    const unsigned char *client, apr_uint32_t share,
                     apr_uint32_t *inflight, apr_pool_t *p);
 
 /**
@@ -66,6 +72,7 @@ typedef struct {
     apr_uint64_t inflight;   /**< PHP requests in flight, node-wide */
     apr_uint64_t refused;    /**< refusals since start */
     apr_uint32_t busy;       /**< buckets with requests in flight */
+    apr_uint32_t share_refused; /**< refusals for a client's share */
 } php_limit_stats_t;
 
 /** @return APR_SUCCESS, or APR_ENOSHMAVAIL without a table. */

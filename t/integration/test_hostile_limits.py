@@ -19,7 +19,11 @@ INFO = "<?php echo 'user=', posix_getpwuid(posix_geteuid())['name'];\n"
 
 
 def limits_server(w4a, limit_line="", a_flags="-", slow_us=2000000,
-                  max_children="16"):
+                  max_children="16", share="off"):
+    """A (slow.php) and B (static, info.php, slow.php) with limit_line.
+    share: W4APHPHostingClientShare -- off by default here, as these
+    tests hold a hosting's limit from one client (the share has its own
+    test)."""
     tree = w4a.tree
     tree.site(A, "a.example", {"slow.php": SLOW % slow_us})
     tree.site(B, "b.example", {"index.html": "static b\n", "info.php": INFO,
@@ -39,6 +43,7 @@ W4AVhostDocRootBase {tree.base}
 W4APHPEngine on
 W4APHPSocket {fpm.socket_pattern}
 W4APHPRetryAfter 2
+W4APHPHostingClientShare {share}
 {limit_line}
 DirectoryIndex index.php index.html
 <Location /w4a-php-status>
@@ -100,6 +105,60 @@ class Flood:
         for t in self.threads:
             t.join()
         return self.results
+
+
+class SourceFlood(Flood):
+    """n concurrent GETs of a slow page from source address src."""
+
+    def __init__(self, httpd, src, host, path, n, deadline=15.0):
+        from test_guard import req
+        self.results = []
+        self.lock = threading.Lock()
+
+        def one():
+            st, h = req(httpd, src, host=host, path=path, timeout=deadline)
+            with self.lock:
+                self.results.append((st, h.get("retry-after")))
+
+        self.threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in self.threads:
+            t.start()
+
+
+def test_one_client_holds_only_its_share_of_a_hostings_php(w4a):
+    """Hole (fixed): one client (anyone, or another tenant's PHP) held a
+    hosting's whole PHP limit -- with slow pages as here, or with POST
+    bodies that never come.  W4APHPHostingClientShare (50% by default)
+    leaves the rest to the hosting's other visitors."""
+    httpd = limits_server(w4a, "W4APHPHostingLimit 4", share="50")
+    flood = SourceFlood(httpd, "127.0.0.51", "a.example", "/slow.php", 5)
+    # the client's 2 in flight, its 3 others refused at once
+    wait_status(httpd, lambda s: s["hosting"]["inflight"] == 2
+                and s["hosting"]["refused"] == 3,
+                "2 of the client's requests in flight, 3 refused", A)
+    assert httpd.wait_log(r"\[w4a_php:warn\].*W4A00265: hosting w4a100010: "
+                          r"client 127\.0\.0\.51 holds its share of the "
+                          r"hosting's PHP requests in flight \(2 of its "
+                          r"limit of 4, W4APHPHostingClientShare 50%\); "
+                          r"answered 503")
+    # another client of A still gets A's other places
+    other = SourceFlood(httpd, "127.0.0.52", "a.example", "/slow.php", 2)
+    wait_status(httpd, lambda s: s["hosting"]["inflight"] == 4,
+                "the other client's 2 requests in flight too", A)
+    # B is untouched
+    st, body, took = timed_get(httpd, "b.example", "/info.php")
+    assert st == 200 and body == ("user=" + B).encode(), (st, body)
+    codes = sorted(r[0] for r in flood.join())
+    assert codes == [200, 200, 503, 503, 503], codes
+    assert sorted(r[0] for r in other.join()) == [200, 200]
+    s = wait_status(httpd, lambda s: s["inflight"] == 0, "no PHP in flight")
+    assert s["refused_client_share"] == 3, s
+    # a share of 0 is refused at start ("off" says it)
+    bad = w4a.httpd("W4APHPHostingClientShare 0\n", with_php=True)
+    r = bad.ctl("-t")
+    assert r.returncode != 0
+    assert "W4APHPHostingClientShare: expected a percent from 1 to 100" \
+        in r.stderr
 
 
 def timed_get(httpd, host, path):

@@ -272,6 +272,8 @@ W4AVhostDocRootBase {tree.base}
 W4APHPEngine on
 W4APHPSocket {fpm.socket_pattern}
 W4APHPHostingLimit 2
+# one client holds COLLIDER's limit here: no share
+W4APHPHostingClientShare off
 <Location /w4a-php-status>
     SetHandler w4a-php-status
 </Location>
@@ -307,14 +309,28 @@ class SlowPost:
         self.s.close()
 
 
-@pytest.mark.xfail(strict=True, reason="hole, not fixed: one client (any "
-                   "tenant's PHP, or anyone) holds a hosting at its "
-                   "W4AGuardHostingLimit/req_limit with as many POSTs "
-                   "whose bodies never come (each cut only after "
-                   "RequestReadTimeout's body=20), under any rate limit: "
-                   "the limit needs a per-client share of a hosting's "
-                   "places")
+def slow_post_answer(x, timeout=10.0):
+    """The status line of what the server answered a SlowPost, or None
+    if nothing came within timeout seconds."""
+    import socket
+    x.s.settimeout(timeout)
+    try:
+        data = x.s.recv(200)
+    except socket.timeout:
+        return None
+    finally:
+        x.s.settimeout(10)
+    return data.split(b"\r\n", 1)[0].decode()
+
+
 def test_one_client_cannot_hold_another_hosting_at_its_request_limit(w4a):
+    """Hole (fixed): one client (any tenant's PHP, or anyone) held a
+    hosting at its W4AGuardHostingLimit/req_limit with as many POSTs whose
+    bodies never come (each cut only after RequestReadTimeout's body=20),
+    under any rate limit.  Now a client holds at most its share of a
+    hosting's places (W4AGuardHostingClientShare, 50%): the hosting's
+    other visitors keep the rest; a whitelisted client is held to the
+    limit only."""
     from test_guard import req
     tree = w4a.tree
     tree.site(A, "a.example", {"index.html": "a\n"})
@@ -329,7 +345,7 @@ W4AVhostMap {index}
 W4AVhostDocRootBase {tree.base}
 DirectoryIndex index.html
 W4AGuardEngine on
-W4AGuardWhitelist 127.0.0.1
+W4AGuardWhitelist 127.0.0.1 127.0.0.43
 W4AGuardHostingLimit 4
 <Location /w4a-guard-status>
     SetHandler w4a-guard-status
@@ -337,17 +353,45 @@ W4AGuardHostingLimit 4
 </Location>
 {hostings_dir_block(tree.base)}
 """, ours=[("w4a_guard_module", GUARD_SO)]).start()
-    # the attacker: 4 connections, one request each (far under any rate)
-    held = [SlowPost(h, "127.0.0.41", "b.example") for _ in range(4)]
+    held = []
     try:
-        wait_until(lambda: (safe_status(h, B) or {}).get("inflight") == 4,
-                   "the attacker's 4 requests to B in flight")
-        # B's visitors
+        # the attacker: 4 connections, one request each (far under any
+        # rate); it gets its share of B, 2 of 4, the rest answered 503
+        for _ in range(2):
+            held.append(SlowPost(h, "127.0.0.41", "b.example"))
+        wait_until(lambda: (safe_status(h, B) or {}).get("inflight") == 2,
+                   "the attacker's 2 requests to B in flight")
+        for _ in range(2):
+            x = SlowPost(h, "127.0.0.41", "b.example")
+            held.append(x)
+            line = slow_post_answer(x)
+            assert line is not None and " 503 " in line, line
+        assert h.wait_log(r"W4A00666: hosting %s: client 127\.0\.0\.41 holds its "
+                   r"share of the hosting's requests in flight \(2 of its "
+                   r"limit of 4" % B)
+        assert (safe_status(h, B) or {}).get("inflight") == 2
+        # B's visitors: served
         st, _ = req(h, "127.0.0.42", host="b.example", path="/index.html")
         assert st == 200, st
+        # and A's, untouched
+        st, _ = req(h, "127.0.0.41", host="a.example", path="/index.html")
+        assert st == 200, st
+        # a whitelisted client (a supervisor, an API partner) is held to
+        # the hosting's limit only: it takes B's last 2 places
+        for _ in range(2):
+            held.append(SlowPost(h, "127.0.0.43", "b.example"))
+        wait_until(lambda: (safe_status(h, B) or {}).get("inflight") == 4,
+                   "the whitelisted client's 2 requests to B in flight")
+        st, _ = req(h, "127.0.0.42", host="b.example", path="/index.html")
+        assert st == 503, st
     finally:
         for x in held:
             x.close()
+    # the places come back with the requests
+    wait_until(lambda: (safe_status(h, B) or {}).get("inflight") == 0,
+               "B's places given back")
+    st, _ = req(h, "127.0.0.41", host="b.example", path="/index.html")
+    assert st == 200, st
 
 
 # ---------------------------------------------------------------------

@@ -330,6 +330,8 @@ W4AVhostDocRootBase {tree.base}
 W4APHPEngine on
 W4APHPSocket {fpm.socket_pattern}
 W4APHPHostingLimit 2
+# one client holds A's limit here: no share
+W4APHPHostingClientShare off
 <Location /w4a-php-status>
     SetHandler w4a-php-status
 </Location>

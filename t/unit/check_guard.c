@@ -246,6 +246,82 @@ START_TEST(test_inflight_names_share_a_bucket_only_when_every_one_is_taken)
 }
 END_TEST
 
+START_TEST(test_inflight_a_client_holds_its_share_others_keep_theirs)
+{
+    w4a_inflight_t *it;
+    apr_size_t size;
+    apr_uint32_t n, refused;
+    const unsigned char c1[4] = { 192, 0, 2, 1 }, c2[4] = { 192, 0, 2, 2 };
+    apr_pool_t *rp;
+    int i;
+
+    ck_assert_int_eq(w4a_inflight_create(&it, 4, 16384, &size, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_inflight_claim(it, 4242, pool), APR_SUCCESS);
+    apr_pool_create(&rp, pool);
+    /* limit 4, share 2: c1 gets 2, its third is refused for its share */
+    for (i = 0; i < 2; i++) {
+        ck_assert_int_eq(w4a_inflight_enter_client(it, "w4a100010", 4, c1, 4,
+                                                   2, &n, rp),
+                         W4A_INFLIGHT_ADMITTED);
+    }
+    ck_assert_int_eq(w4a_inflight_enter_client(it, "w4a100010", 4, c1, 4, 2,
+                                               &n, rp), W4A_INFLIGHT_SHARE);
+    /* the refusal held nothing: 2 in flight; c2 still gets its 2 */
+    w4a_inflight_name(it, "w4a100010", &n, &refused);
+    ck_assert_uint_eq(n, 2);
+    for (i = 0; i < 2; i++) {
+        ck_assert_int_eq(w4a_inflight_enter_client(it, "w4a100010", 4, c2, 4,
+                                                   2, &n, rp),
+                         W4A_INFLIGHT_ADMITTED);
+    }
+    /* the hosting is full: anyone is refused for the limit itself */
+    ck_assert_int_eq(w4a_inflight_enter_client(it, "w4a100010", 4, c2, 4, 2,
+                                               &n, pool), W4A_INFLIGHT_FULL);
+    /* c1's share is per hosting: another hosting admits it */
+    ck_assert_int_eq(w4a_inflight_enter_client(it, "w4a100011", 4, c1, 4, 2,
+                                               &n, pool),
+                     W4A_INFLIGHT_ADMITTED);
+    /* the places come back with the request pool */
+    apr_pool_destroy(rp);
+    w4a_inflight_name(it, "w4a100010", &n, &refused);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(w4a_inflight_enter_client(it, "w4a100010", 4, c1, 4, 2,
+                                               &n, pool),
+                     W4A_INFLIGHT_ADMITTED);
+}
+END_TEST
+
+START_TEST(test_inflight_a_dead_process_leaves_no_share_behind)
+{
+    w4a_inflight_t *it;
+    apr_size_t size;
+    apr_uint32_t n, refused;
+    const unsigned char c1[4] = { 192, 0, 2, 1 };
+    w4a_inflight_stats_t st;
+
+    ck_assert_int_eq(w4a_inflight_create(&it, 4, 16384, &size, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_inflight_claim(it, 4242, pool), APR_SUCCESS);
+    /* the process of pid 4242 holds c1's share of 1 and dies with it */
+    ck_assert_int_eq(w4a_inflight_enter_client(it, "w4a100010", 4, c1, 4, 1,
+                                               &n, pool),
+                     W4A_INFLIGHT_ADMITTED);
+    ck_assert_int_eq(w4a_inflight_enter_client(it, "w4a100010", 4, c1, 4, 1,
+                                               &n, pool), W4A_INFLIGHT_SHARE);
+    w4a_inflight_stats(it, &st);
+    ck_assert_uint_eq(st.share_refused, 1);
+    ck_assert_uint_eq(w4a_inflight_release_pid(it, 4242), 1);
+    w4a_inflight_name(it, "w4a100010", &n, &refused);
+    ck_assert_uint_eq(n, 0);
+    /* a new process (this one again, a new row) finds c1's share free */
+    ck_assert_int_eq(w4a_inflight_claim(it, 4343, pool), APR_SUCCESS);
+    ck_assert_int_eq(w4a_inflight_enter_client(it, "w4a100010", 4, c1, 4, 1,
+                                               &n, pool),
+                     W4A_INFLIGHT_ADMITTED);
+}
+END_TEST
+
 Suite *guard_suite(void)
 {
     Suite *s = suite_create("guard");
@@ -259,6 +335,8 @@ Suite *guard_suite(void)
     tcase_add_test(tc, test_guard_full_table_evicts_quiet_clients_keeps_bans);
     tcase_add_test(tc, test_inflight_names_of_one_hash_bucket_do_not_share_a_limit);
     tcase_add_test(tc, test_inflight_names_share_a_bucket_only_when_every_one_is_taken);
+    tcase_add_test(tc, test_inflight_a_client_holds_its_share_others_keep_theirs);
+    tcase_add_test(tc, test_inflight_a_dead_process_leaves_no_share_behind);
     suite_add_tcase(s, tc);
     return s;
 }
