@@ -939,12 +939,16 @@ static void slow_child(const w4a_hosting_t *r, const char *home,
         dup2(nul, 1);
         dup2(nul, 2);
     }
-    fdmax = (int)sysconf(_SC_OPEN_MAX);
-    if (fdmax < 0 || fdmax > 65536) {
-        fdmax = 65536;
+    if (wfd != 3) {
+        dup2(wfd, 3);
+        wfd = 3;
     }
-    for (fd = 3; fd < fdmax; fd++) {
-        if (fd != wfd) {
+    if (close_range(4, ~0U, 0) != 0) {          /* older kernels: by hand */
+        fdmax = (int)sysconf(_SC_OPEN_MAX);
+        if (fdmax < 0 || fdmax > 65536) {
+            fdmax = 65536;
+        }
+        for (fd = 4; fd < fdmax; fd++) {
             close(fd);
         }
     }
@@ -1523,6 +1527,12 @@ int main(int argc, const char *const *argv)
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         }
+    }
+    if (o.slow_copy_limit < 1 || o.slow_copy_limit > SLOW_COPY_LIMIT_MAX
+        || o.slow_log_size < o.slow_copy_limit) {
+        fprintf(stderr, "w4a-fpm-pools: --slow-copy-limit takes 1 to %ld "
+                "bytes, --slow-log-size at least as many\n",
+                (long)SLOW_COPY_LIMIT_MAX);
     }
     if (rv != APR_EOF || os->ind != argc - 1 || o.max_children < 1
         || o.idle_timeout < 1 || o.max_requests < 0 || o.slowlog_timeout < 0

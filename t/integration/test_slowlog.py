@@ -265,6 +265,21 @@ def test_slowlog_tenant_fifo_is_refused_without_hanging(w4a):
     finally:
         os.close(rfd)
     assert stat.S_ISFIFO(os.lstat(n.dest(A)).st_mode)
+    # log/php itself a FIFO: refused as no directory, without blocking.
+    a_dir = os.path.dirname(n.dest(A))
+    as_user(A, "rm", "-r", a_dir)
+    as_user(A, "mkfifo", "-m", "0666", a_dir)
+    rc, out, err = n.copy()
+    assert rc == 1, out + err
+    assert "W4A00924" in err and a_dir in err \
+        and "Not a directory" in err, err
+    # log/php gone: made again, as the hosting, and A's bytes arrive.
+    as_user(A, "rm", a_dir)
+    rc, out, err = n.copy()
+    assert rc == 0 and err == "", out + err
+    assert read(n.dest(A)) == b"A's trace\n"
+    assert os.stat(a_dir).st_uid == pwd.getpwnam(A).pw_uid
+    assert read(n.dest(B)) == b"B's trace\n"       # once only
 
 
 def test_slowlog_tenant_log_dir_pointed_at_another_hosting_writes_nothing(w4a):
