@@ -927,13 +927,14 @@ static int slow_dest_open(int dfd, uid_t uid, slow_report_t *rep)
 static void slow_child(const w4a_hosting_t *r, const char *home,
                        const char *buf, apr_size_t n, apr_off_t cap, int wfd)
 {
-    slow_report_t rep = { SLOW_OK, 0, 0, 0 };
+    slow_report_t rep;
     gid_t gid = (gid_t)r->gid, groups[2];
     uid_t ru, eu, su;
     gid_t rg, eg, sg;
     struct stat st;
     int nul = open("/dev/null", O_RDWR), dfd, fd, fdmax;
 
+    memset(&rep, 0, sizeof(rep));               /* padding too: it is sent */
     if (nul >= 0) {
         dup2(nul, 0);
         dup2(nul, 1);
@@ -953,18 +954,19 @@ static void slow_child(const w4a_hosting_t *r, const char *home,
         }
     }
     umask(0);
+    errno = 0;
     if (setgroups(1, &gid) != 0 || setgid(gid) != 0
         || setuid((uid_t)r->uid) != 0
         || getresuid(&ru, &eu, &su) != 0 || getresgid(&rg, &eg, &sg) != 0
         || ru != (uid_t)r->uid || eu != ru || su != ru
         || rg != gid || eg != gid || sg != gid
         || getgroups(2, groups) != 1 || groups[0] != gid
-        || setuid(0) == 0 || seteuid(0) == 0) {
+        || setuid(0) == 0 || seteuid(0) == 0
+        || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
         rep.stage = SLOW_DROP;
-        rep.err = errno;
+        rep.err = errno ? errno : EPERM;
         goto out;
     }
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
     /* From here on, everything is the hosting's own doing. */
     {
@@ -1298,6 +1300,7 @@ static int slow_copy_one(gen_ctx *g, int sdfd, const pool_t *pl,
             printf("(dry run) hosting %s: %lu bytes of %s to %s" SLOW_DEST_DIR
                    "/" SLOW_DEST_NAME "\n", r->hosting, (unsigned long)used,
                    src, pl->home);
+            t->copied++;
             t->bytes += (long long)used;
             return 0;
         }
@@ -1350,8 +1353,10 @@ static int copy_slow_logs(gen_ctx *g)
         if (slash && slash != o->slow_state) {
             apr_dir_make_recursive(apr_pstrmemdup(g->p, o->slow_state,
                                                   slash - o->slow_state),
-                                   APR_FPROT_OS_DEFAULT & ~(APR_FPROT_GWRITE
-                                                            | APR_FPROT_WWRITE),
+                                   APR_FPROT_UREAD | APR_FPROT_UWRITE
+                                   | APR_FPROT_UEXECUTE | APR_FPROT_GREAD
+                                   | APR_FPROT_GEXECUTE | APR_FPROT_WREAD
+                                   | APR_FPROT_WEXECUTE,
                                    g->p);
         }
         mkdir(o->slow_state, 0700);
