@@ -310,3 +310,41 @@ def test_slowlog_tenant_log_dir_pointed_at_another_hosting_writes_nothing(w4a):
     assert rc == 1 and "Permission denied" in err, out + err
     assert read(n.dest(B)) == b_before
     assert not os.path.exists(os.path.join(b_dir, "slow.log.1"))
+
+
+LEASE_HOLDER = r"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+print("held", flush=True)
+sys.stdin.read()            # until the test closes our stdin
+"""
+
+
+def test_slowlog_tenant_lease_on_its_file_does_not_hold_the_copy(w4a):
+    """A file lease the hosting takes on its own slow.log makes a plain
+    open() by anyone else wait for the lease break (45 s by default): the
+    child opens it O_NONBLOCK, so it is refused at once instead."""
+    n = Node(w4a, [A, B], with_fpm=False)
+    n.write_source(A, b"A's trace\n")
+    n.write_source(B, b"B's trace\n")
+    as_user(A, "touch", n.dest(A))
+    u = pwd.getpwnam(A)
+    holder = subprocess.Popen(["/usr/bin/python3", "-c", LEASE_HOLDER,
+                               n.dest(A)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True,
+                              user=u.pw_uid, group=u.pw_gid, extra_groups=[])
+    try:
+        assert holder.stdout.readline() == "held\n"
+        rc, out, err = n.copy()
+        assert rc == 1, out + err
+        assert "W4A00924" in err and ("hosting %s" % A) in err \
+            and "Resource temporarily unavailable" in err, err
+        assert read(n.dest(B)) == b"B's trace\n"
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    assert read(n.dest(A)) == b""
+    rc, out, err = n.copy()
+    assert rc == 0 and err == "", out + err
+    assert read(n.dest(A)) == b"A's trace\n"
