@@ -17,7 +17,7 @@ from w4a_harness import FPM_POOLS, hostings_dir_block, wait_until
 A, B, C = "w4a100010", "w4a100011", "w4a100012"
 
 # Past request_slowlog_timeout (1 s here): FPM traces it into the slow log.
-SLOW_PHP = "<?php\nusleep(2200000);\necho 'slept';\n"
+SLOW_PHP = "<?php\nusleep(3000000);\necho 'slept';\n"
 
 TARGET = "/etc/w4a-test-target"
 
