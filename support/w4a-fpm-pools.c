@@ -5,7 +5,9 @@
  * map index, running as the hosting's uid/gid, listening on the socket
  * mod_w4a_php will use (same pattern as W4APHPSocket), with open_basedir,
  * upload and session directories inside the hosting's home, and the
- * hosting's error and slow logs in <home>/log/php.  Files are written
+ * hosting's error and mail logs in <home>/log/php (the slow log, written
+ * by the FPM master as root, in the operator's --slowlog directory).
+ * Files are written
  * atomically and only when their content changes; pools no longer in the
  * map are removed; each FPM master whose pools changed is reloaded
  * (SIGUSR2), and only then.
@@ -15,7 +17,15 @@
  * mod_w4a_htcompat reads it so that its resets restore the pool's values
  * and never touch a setting the pool fixes.  Per-hosting settings come
  * from the operator's --pool-settings directory.
+ *
+ * --copy-slow-logs (root, from cron) instead copies what is new in each
+ * pool's slow log to the hosting's <home>/log/php/slow.log, appended by a
+ * child running as the hosting (see the section below).
  */
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE                 /* pipe2, getresuid */
+#endif
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,8 +34,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <poll.h>
 #include <unistd.h>
 #include <dirent.h>
 
@@ -67,7 +81,13 @@ typedef struct {
     int         backlog;
     int         dry_run;
     int         quiet;
+    int         copy_slow;     /* --copy-slow-logs */
+    const char *slow_state;    /* root's directory of the copy offsets */
+    apr_off_t   slow_copy_limit; /* bytes one run copies per slow log */
+    apr_off_t   slow_log_size; /* the customer's slow.log at most */
 } options;
+
+#define SLOW_COPY_LIMIT_MAX  ((apr_off_t)64 << 20)
 
 typedef struct {
     apr_pool_t  *p;
@@ -673,6 +693,733 @@ static int reload(gen_ctx *g, version_t *v)
     return 0;
 }
 
+/* ---- --copy-slow-logs ------------------------------------------------
+ *
+ * The FPM master writes each pool's slow log as root, so it lives in the
+ * operator's --slowlog directory, never in a hosting's tree.  This copies
+ * what is new in it to <home>/log/php/slow.log, where the customer looks:
+ * root reads the source (in a directory root's and writable by root only,
+ * O_NOFOLLOW, a regular file on the descriptor) from the offset kept in
+ * its state directory; a child that has dropped to the hosting's uid/gid
+ * appends the bytes.  Root never opens a path in the hosting's tree: the
+ * child can write only what the hosting itself could, whatever symlink or
+ * FIFO the tenant put there.  The child says what it did through a pipe,
+ * and is killed past SLOW_CHILD_TIMEOUT_MS (the tenant may stop it: it is
+ * the tenant's process). */
+
+#define SLOW_STATE_MAGIC      "w4a-slowlog-state 1"
+#define SLOW_DEST_DIR         "/log/php"
+#define SLOW_DEST_NAME        "slow.log"
+#define SLOW_DEST_OLD         "slow.log.1"
+#define SLOW_CHILD_TIMEOUT_MS 10000
+
+/* Where a source was read up to: the file (device, inode) and offset. */
+typedef struct {
+    int        valid;
+    dev_t      dev;
+    ino_t      ino;
+    apr_off_t  off;
+} slow_pos_t;
+
+/* One piece read for the child: part of a source file. */
+typedef struct {
+    dev_t      dev;
+    ino_t      ino;
+    apr_off_t  start;
+    apr_size_t len;
+} slow_seg_t;
+
+/* The child's word to the parent. */
+enum {
+    SLOW_OK = 0, SLOW_DROP, SLOW_DIR, SLOW_OPEN, SLOW_NOTREG, SLOW_NOTOWNER,
+    SLOW_ROTATE, SLOW_WRITE
+};
+typedef struct {
+    int        stage;          /* SLOW_* where it stopped */
+    int        err;            /* errno there */
+    int        rotated;        /* slow.log became slow.log.1 first */
+    long long  written;        /* bytes appended */
+} slow_report_t;
+
+typedef struct {
+    int        logs, copied, failed;
+    long long  bytes, left;
+} slow_totals_t;
+
+static int pool_cmp(const void *a, const void *b)
+{
+    const pool_t *x = *(pool_t *const *)a, *y = *(pool_t *const *)b;
+    int c = strcmp(x->rec->hosting, y->rec->hosting);
+    return c ? c : strcmp(x->rec->php_version, y->rec->php_version);
+}
+
+/* The state file's name for a pool: "<hosting>-<version>.state". */
+static const char *slow_state_name(apr_pool_t *p, const w4a_hosting_t *r)
+{
+    return apr_pstrcat(p, r->hosting, "-", r->php_version, ".state", NULL);
+}
+
+/* 0: *pos read (valid = 0 when there is no state yet); -1: unreadable or
+ * not ours (said by the caller). */
+static int slow_state_read(int sdfd, const char *name, slow_pos_t *pos)
+{
+    char buf[128];
+    unsigned long long dev, ino;
+    long long off;
+    struct stat st;
+    ssize_t n;
+    int fd;
+
+    memset(pos, 0, sizeof(*pos));
+    if (sdfd < 0) {
+        return 0;                   /* dry run, no state directory yet */
+    }
+    fd = openat(sdfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        return errno == ENOENT ? 0 : -1;
+    }
+    n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0
+        ? read(fd, buf, sizeof(buf) - 1) : -1;
+    close(fd);
+    if (n <= 0) {
+        return -1;
+    }
+    buf[n] = '\0';
+    if (strncmp(buf, SLOW_STATE_MAGIC " ", sizeof(SLOW_STATE_MAGIC))
+        || sscanf(buf + sizeof(SLOW_STATE_MAGIC), "%llu %llu %lld", &dev,
+                  &ino, &off) != 3 || off < 0) {
+        return -1;
+    }
+    pos->valid = 1;
+    pos->dev = (dev_t)dev;
+    pos->ino = (ino_t)ino;
+    pos->off = (apr_off_t)off;
+    return 0;
+}
+
+/* Atomically (temporary file, rename); no fsync: after a crash at most
+ * one run's bytes are copied again. */
+static int slow_state_write(apr_pool_t *p, int sdfd, const char *name,
+                            const slow_pos_t *pos)
+{
+    const char *tmp = apr_psprintf(p, "%s.tmp.%ld", name, (long)getpid());
+    char text[128];
+    size_t len;
+    int fd;
+
+    /* (snprintf: apr_psprintf knows no %llu) */
+    snprintf(text, sizeof(text), SLOW_STATE_MAGIC " %llu %llu %lld\n",
+             (unsigned long long)pos->dev, (unsigned long long)pos->ino,
+             (long long)pos->off);
+    len = strlen(text);
+
+    unlinkat(sdfd, tmp, 0);
+    fd = openat(sdfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW
+                | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return -1;
+    }
+    if (write(fd, text, len) != (ssize_t)len) {
+        close(fd);
+        unlinkat(sdfd, tmp, 0);
+        return -1;
+    }
+    close(fd);
+    if (renameat(sdfd, tmp, sdfd, name) != 0) {
+        unlinkat(sdfd, tmp, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* A source file in dfd, not through a symlink, regular on the
+ * descriptor.  Its descriptor, -1 with errno (EINVAL: not regular). */
+static int slow_open_source(int dfd, const char *name, struct stat *st)
+{
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK
+                    | O_CLOEXEC);
+
+    if (fd < 0) {
+        return -1;
+    }
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    return fd;
+}
+
+/* Up to want bytes of fd from start, appended to buf at *used. */
+static int slow_read(int fd, apr_off_t start, apr_size_t want, char *buf,
+                     apr_size_t *used)
+{
+    apr_size_t got = 0;
+
+    while (got < want) {
+        ssize_t n = pread(fd, buf + *used + got, want - got,
+                          (off_t)(start + (apr_off_t)got));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return -1;
+        }
+        if (n == 0) {
+            break;
+        }
+        got += (apr_size_t)n;
+    }
+    *used += got;
+    return (int)got;        /* callers read at most SLOW_COPY_LIMIT_MAX */
+}
+
+/* Where the sources are after `written` bytes of the segments were
+ * appended. */
+static slow_pos_t slow_advance(const slow_seg_t *seg, int nseg,
+                               long long written)
+{
+    slow_pos_t pos = { 1, 0, 0, 0 };
+    int i;
+
+    for (i = 0; i < nseg; i++) {
+        if (written < (long long)seg[i].len || i == nseg - 1) {
+            pos.dev = seg[i].dev;
+            pos.ino = seg[i].ino;
+            pos.off = seg[i].start
+                      + (written < (long long)seg[i].len
+                         ? (apr_off_t)written : (apr_off_t)seg[i].len);
+            break;
+        }
+        written -= (long long)seg[i].len;
+    }
+    return pos;
+}
+
+static int slow_dest_open(int dfd, uid_t uid, slow_report_t *rep)
+{
+    struct stat st;
+    int fd = openat(dfd, SLOW_DEST_NAME, O_WRONLY | O_APPEND | O_CREAT
+                    | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0640);
+
+    if (fd < 0) {
+        rep->stage = SLOW_OPEN;
+        rep->err = errno;
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rep->stage = SLOW_NOTREG;
+        close(fd);
+        return -1;
+    }
+    if (st.st_uid != uid) {
+        rep->stage = SLOW_NOTOWNER;
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The child: nothing of root's is kept past the drop (stdio on /dev/null,
+ * every other descriptor closed but the report pipe), then it is the
+ * hosting, verified, and not dumpable (the tenant cannot ptrace it or read
+ * its memory, which holds the parent's map).  Never returns. */
+static void slow_child(const w4a_hosting_t *r, const char *home,
+                       const char *buf, apr_size_t n, apr_off_t cap, int wfd)
+{
+    slow_report_t rep;
+    gid_t gid = (gid_t)r->gid, groups[2];
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg;
+    struct stat st;
+    int nul = open("/dev/null", O_RDWR), dfd, fd, fdmax;
+
+    memset(&rep, 0, sizeof(rep));               /* padding too: it is sent */
+    if (nul >= 0) {
+        dup2(nul, 0);
+        dup2(nul, 1);
+        dup2(nul, 2);
+    }
+    if (wfd != 3) {
+        dup2(wfd, 3);
+        wfd = 3;
+    }
+    if (close_range(4, ~0U, 0) != 0) {          /* older kernels: by hand */
+        fdmax = (int)sysconf(_SC_OPEN_MAX);
+        if (fdmax < 0 || fdmax > 65536) {
+            fdmax = 65536;
+        }
+        for (fd = 4; fd < fdmax; fd++) {
+            close(fd);
+        }
+    }
+    umask(0);
+    errno = 0;
+    if (setgroups(1, &gid) != 0 || setgid(gid) != 0
+        || setuid((uid_t)r->uid) != 0
+        || getresuid(&ru, &eu, &su) != 0 || getresgid(&rg, &eg, &sg) != 0
+        || ru != (uid_t)r->uid || eu != ru || su != ru
+        || rg != gid || eg != gid || sg != gid
+        || getgroups(2, groups) != 1 || groups[0] != gid
+        || setuid(0) == 0 || seteuid(0) == 0
+        || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        rep.stage = SLOW_DROP;
+        rep.err = errno ? errno : EPERM;
+        goto out;
+    }
+
+    /* From here on, everything is the hosting's own doing. */
+    {
+        char path[4096];
+        if ((size_t)snprintf(path, sizeof(path), "%s" SLOW_DEST_DIR, home)
+            >= sizeof(path)) {
+            rep.stage = SLOW_DIR;
+            rep.err = ENAMETOOLONG;
+            goto out;
+        }
+        dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 && errno == ENOENT) {
+            /* the customer removed it: make it again, as the hosting */
+            char up[4096];
+            snprintf(up, sizeof(up), "%s/log", home);
+            mkdir(up, 0755);
+            mkdir(path, 0755);
+            dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        }
+        if (dfd < 0) {
+            rep.stage = SLOW_DIR;
+            rep.err = errno;
+            goto out;
+        }
+    }
+    if ((fd = slow_dest_open(dfd, (uid_t)r->uid, &rep)) < 0) {
+        goto out;
+    }
+    if (fstat(fd, &st) == 0 && st.st_size + (off_t)n > (off_t)cap) {
+        /* the customer's file is full: it becomes slow.log.1 */
+        close(fd);
+        if (renameat(dfd, SLOW_DEST_NAME, dfd, SLOW_DEST_OLD) != 0) {
+            rep.stage = SLOW_ROTATE;
+            rep.err = errno;
+            goto out;
+        }
+        rep.rotated = 1;
+        if ((fd = slow_dest_open(dfd, (uid_t)r->uid, &rep)) < 0) {
+            goto out;
+        }
+    }
+    while ((apr_size_t)rep.written < n) {
+        ssize_t w = write(fd, buf + rep.written, n - (apr_size_t)rep.written);
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            rep.stage = SLOW_WRITE;
+            rep.err = w < 0 ? errno : ENOSPC;
+            break;
+        }
+        rep.written += w;
+    }
+    close(fd);
+out:
+    if (write(wfd, &rep, sizeof(rep)) != (ssize_t)sizeof(rep)) {
+        _exit(3);
+    }
+    _exit(0);
+}
+
+/* Forks the child that appends buf as the hosting; fills *rep.  0: the
+ * child reported (rep->stage says how it went); -1: it did not (killed
+ * past the timeout, died, or could not be started), said on stderr. */
+static int slow_append(const options *o, const pool_t *pl, const char *buf,
+                       apr_size_t n, slow_report_t *rep)
+{
+    const w4a_hosting_t *r = pl->rec;
+    struct pollfd pfd;
+    apr_time_t deadline = apr_time_now()
+                          + apr_time_from_msec(SLOW_CHILD_TIMEOUT_MS);
+    size_t got = 0;
+    int fds[2], status = 0, timed_out = 0;
+    pid_t pid;
+
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00926: hosting %s: pipe: %s\n",
+                r->hosting, strerror(errno));
+        return -1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00926: hosting %s: fork: %s\n",
+                r->hosting, strerror(errno));
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        slow_child(r, pl->home, buf, n, o->slow_log_size, fds[1]);
+    }
+    close(fds[1]);
+    pfd.fd = fds[0];
+    pfd.events = POLLIN;
+    while (got < sizeof(*rep)) {
+        apr_interval_time_t left = deadline - apr_time_now();
+        int k;
+        ssize_t m;
+
+        if (left <= 0) {
+            timed_out = 1;
+            break;
+        }
+        k = poll(&pfd, 1, (int)apr_time_as_msec(left) + 1);
+        if (k < 0 && errno == EINTR) {
+            continue;
+        }
+        if (k <= 0) {
+            timed_out = k == 0;
+            break;
+        }
+        m = read(fds[0], (char *)rep + got, sizeof(*rep) - got);
+        if (m < 0 && errno == EINTR) {
+            continue;
+        }
+        if (m <= 0) {
+            break;
+        }
+        got += (size_t)m;
+    }
+    close(fds[0]);
+    if (got < sizeof(*rep)) {
+        kill(pid, SIGKILL);
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (got == sizeof(*rep)) {
+        return 0;
+    }
+    if (timed_out) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00926: hosting %s: the copy to "
+                "%s" SLOW_DEST_DIR "/" SLOW_DEST_NAME " did not finish within "
+                "%d ms (stopped by the hosting?); killed, the bytes are "
+                "copied again next run\n", r->hosting, pl->home,
+                SLOW_CHILD_TIMEOUT_MS);
+    }
+    else {
+        fprintf(stderr, "w4a-fpm-pools: W4A00926: hosting %s: the copy to "
+                "%s" SLOW_DEST_DIR "/" SLOW_DEST_NAME " died (%s %d) without "
+                "a report; the bytes are copied again next run\n",
+                r->hosting, pl->home,
+                WIFSIGNALED(status) ? "signal" : "status",
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    }
+    return -1;
+}
+
+/* What the child's report says, on stderr; 0 when all was written. */
+static int slow_said(const pool_t *pl, const slow_report_t *rep,
+                     apr_size_t n)
+{
+    const char *h = pl->rec->hosting;
+    const char *home = pl->home;
+    const char *dest = SLOW_DEST_DIR "/" SLOW_DEST_NAME;
+
+    if (rep->rotated) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00927: hosting %s: %s%s reached "
+                "its size limit: renamed " SLOW_DEST_OLD " (as the hosting), "
+                "a new one started\n", h, home, dest);
+    }
+    switch (rep->stage) {
+    case SLOW_OK:
+        return 0;
+    case SLOW_DROP:
+        fprintf(stderr, "w4a-fpm-pools: W4A00923: hosting %s: cannot become "
+                "uid %ld gid %ld (or become root again after): %s; nothing "
+                "copied\n", h, (long)pl->rec->uid, (long)pl->rec->gid,
+                strerror(rep->err));
+        return -1;
+    case SLOW_DIR:
+        fprintf(stderr, "w4a-fpm-pools: W4A00924: hosting %s: %s" SLOW_DEST_DIR
+                " not usable by the hosting: %s; nothing copied\n", h, home,
+                strerror(rep->err));
+        return -1;
+    case SLOW_OPEN:
+        fprintf(stderr, "w4a-fpm-pools: W4A00924: hosting %s: cannot open "
+                "%s%s as the hosting (a symlink, a FIFO?): %s; nothing "
+                "copied\n", h, home, dest, strerror(rep->err));
+        return -1;
+    case SLOW_NOTREG:
+        fprintf(stderr, "w4a-fpm-pools: W4A00924: hosting %s: %s%s is not a "
+                "regular file; nothing copied\n", h, home, dest);
+        return -1;
+    case SLOW_NOTOWNER:
+        fprintf(stderr, "w4a-fpm-pools: W4A00924: hosting %s: %s%s is not "
+                "the hosting's (uid %ld); nothing copied\n", h, home, dest,
+                (long)pl->rec->uid);
+        return -1;
+    case SLOW_ROTATE:
+        fprintf(stderr, "w4a-fpm-pools: W4A00927: hosting %s: %s%s is full "
+                "and cannot be renamed " SLOW_DEST_OLD ": %s; nothing "
+                "copied\n", h, home, dest, strerror(rep->err));
+        return -1;
+    default:
+        fprintf(stderr, "w4a-fpm-pools: W4A00925: hosting %s: %s%s: %lld of "
+                "%lu bytes written: %s; the rest next run\n", h, home, dest,
+                rep->written, (unsigned long)n, strerror(rep->err));
+        return -1;
+    }
+}
+
+/* One pool's slow log: 0 done (or nothing new), 1 failed (said). */
+static int slow_copy_one(gen_ctx *g, int sdfd, const pool_t *pl,
+                         slow_totals_t *t, apr_pool_t *p)
+{
+    const options *o = g->o;
+    const w4a_hosting_t *r = pl->rec;
+    const char *src = expand(p, o->slowlog, r->hosting, r->php_version);
+    const char *slash = strrchr(src, '/');
+    const char *dirname = slash == src ? "/" : apr_pstrmemdup(p, src,
+                                                              slash - src);
+    const char *base = slash + 1;
+    const char *state = slow_state_name(p, r);
+    slow_pos_t pos, next;
+    slow_seg_t seg[2];
+    slow_report_t rep;
+    struct stat st, ost;
+    char *buf;
+    apr_size_t used = 0, budget = (apr_size_t)o->slow_copy_limit;
+    int nseg = 0, dfd, fd, ofd, rc = 0;
+
+    if (r->uid == 0 || r->gid == 0 || strchr(r->hosting, '/')
+        || strchr(r->php_version, '/') || *r->hosting == '.') {
+        fprintf(stderr, "w4a-fpm-pools: W4A00923: hosting %s: uid %ld gid "
+                "%ld: no slow log is copied for root or a name holding "
+                "'/'\n", r->hosting, (long)r->uid, (long)r->gid);
+        return 1;
+    }
+    dfd = open(dirname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        if (errno == ENOENT) {
+            return 0;               /* no slow request on this node yet */
+        }
+        fprintf(stderr, "w4a-fpm-pools: W4A00921: hosting %s: %s: %s\n",
+                r->hosting, dirname, strerror(errno));
+        return 1;
+    }
+    if (fstat(dfd, &st) != 0 || st.st_uid != 0 || (st.st_mode & 022)) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00921: hosting %s: %s is not "
+                "root's or is writable by others: its slow logs are not "
+                "copied\n", r->hosting, dirname);
+        close(dfd);
+        return 1;
+    }
+    if (slow_state_read(sdfd, state, &pos) != 0) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00922: hosting %s: state %s/%s "
+                "unreadable or not ours: the slow log is copied from its "
+                "start\n", r->hosting, o->slow_state, state);
+        memset(&pos, 0, sizeof(pos));
+    }
+    fd = slow_open_source(dfd, base, &st);
+    if (fd < 0 && errno != ENOENT) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00921: hosting %s: %s: %s\n",
+                r->hosting, src, errno == EINVAL ? "not a regular file"
+                : strerror(errno));
+        close(dfd);
+        return 1;
+    }
+    buf = apr_palloc(p, budget + 1);
+    t->logs += fd >= 0;
+
+    if (pos.valid && (fd < 0 || st.st_dev != pos.dev
+                      || st.st_ino != pos.ino)) {
+        /* Rotated since the last run (another file now, or none yet): the
+         * tail of the one we were reading first, from <source>.1 if that
+         * is it (logrotate's delaycompress), then the new file from its
+         * start. */
+        apr_off_t old_left = 0;
+        ofd = slow_open_source(dfd, apr_pstrcat(p, base, ".1", NULL), &ost);
+        if (ofd >= 0 && ost.st_dev == pos.dev && ost.st_ino == pos.ino
+            && ost.st_size > pos.off) {
+            apr_size_t want = (apr_size_t)(ost.st_size - pos.off);
+            int k = slow_read(ofd, pos.off, want > budget ? budget : want,
+                              buf, &used);
+            if (k < 0) {
+                fprintf(stderr, "w4a-fpm-pools: W4A00921: hosting %s: "
+                        "%s.1: %s\n", r->hosting, src, strerror(errno));
+                rc = 1;
+                k = 0;
+            }
+            seg[nseg++] = (slow_seg_t){ pos.dev, pos.ino, pos.off,
+                                        (apr_size_t)k };
+            budget -= (apr_size_t)k;
+            old_left = ost.st_size - pos.off - k;
+        }
+        if (ofd >= 0) {
+            close(ofd);
+        }
+        if (old_left > 0 || rc) {
+            t->left += (long long)old_left + (fd >= 0 ? st.st_size : 0);
+        }
+        else if (fd >= 0) {
+            pos.valid = 0;          /* the new file, from its start */
+        }
+    }
+    if (fd >= 0 && !rc && (!pos.valid || (st.st_dev == pos.dev
+                                          && st.st_ino == pos.ino))) {
+        /* (truncated below our offset: from its start too) */
+        apr_off_t from = pos.valid && pos.off <= st.st_size ? pos.off : 0;
+        apr_size_t want = (apr_size_t)(st.st_size - from);
+        int k;
+        if (want > budget) {
+            t->left += (long long)(want - budget);
+            want = budget;
+        }
+        k = slow_read(fd, from, want, buf, &used);
+        if (k < 0) {
+            fprintf(stderr, "w4a-fpm-pools: W4A00921: hosting %s: %s: %s\n",
+                    r->hosting, src, strerror(errno));
+            close(fd);
+            close(dfd);
+            return 1;
+        }
+        seg[nseg++] = (slow_seg_t){ st.st_dev, st.st_ino, from,
+                                    (apr_size_t)k };
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    close(dfd);
+    if (nseg == 0) {
+        return rc;
+    }
+
+    memset(&rep, 0, sizeof(rep));
+    if (used > 0) {
+        if (o->dry_run) {
+            printf("(dry run) hosting %s: %lu bytes of %s to %s" SLOW_DEST_DIR
+                   "/" SLOW_DEST_NAME "\n", r->hosting, (unsigned long)used,
+                   src, pl->home);
+            t->copied++;
+            t->bytes += (long long)used;
+            return 0;
+        }
+        if (slow_append(o, pl, buf, used, &rep) != 0) {
+            return 1;
+        }
+        if (slow_said(pl, &rep, used) != 0) {
+            rc = 1;
+        }
+        if (rep.written > 0) {
+            t->copied++;
+            t->bytes += rep.written;
+        }
+    }
+    next = slow_advance(seg, nseg, rep.written);
+    if (o->dry_run || (pos.valid && next.dev == pos.dev
+                       && next.ino == pos.ino && next.off == pos.off)) {
+        return rc;
+    }
+    if (slow_state_write(p, sdfd, state, &next) != 0) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00929: hosting %s: cannot save "
+                "%s/%s: %s; the bytes are copied again next run\n",
+                r->hosting, o->slow_state, state, strerror(errno));
+        return 1;
+    }
+    return rc;
+}
+
+/* --copy-slow-logs: every pool of the map.  0 done, 1 some hosting's
+ * copy failed (said; the others done), 2 not root or no usable state
+ * directory. */
+static int copy_slow_logs(gen_ctx *g)
+{
+    const options *o = g->o;
+    apr_pool_t *sp;
+    apr_hash_index_t *hi;
+    apr_array_header_t *order;
+    slow_totals_t t = { 0, 0, 0, 0, 0 };
+    apr_time_t t0 = apr_time_now();
+    struct stat st;
+    int sdfd, k;
+
+    if (geteuid() != 0) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00920: --copy-slow-logs must run "
+                "as root (it becomes each hosting in turn)\n");
+        return 2;
+    }
+    if (!o->dry_run && mkdir(o->slow_state, 0700) != 0 && errno == ENOENT) {
+        const char *slash = strrchr(o->slow_state, '/');
+        if (slash && slash != o->slow_state) {
+            apr_dir_make_recursive(apr_pstrmemdup(g->p, o->slow_state,
+                                                  slash - o->slow_state),
+                                   APR_FPROT_UREAD | APR_FPROT_UWRITE
+                                   | APR_FPROT_UEXECUTE | APR_FPROT_GREAD
+                                   | APR_FPROT_GEXECUTE | APR_FPROT_WREAD
+                                   | APR_FPROT_WEXECUTE,
+                                   g->p);
+        }
+        mkdir(o->slow_state, 0700);
+    }
+    sdfd = open(o->slow_state, O_RDONLY | O_DIRECTORY | O_NOFOLLOW
+                | O_CLOEXEC);
+    if (sdfd < 0 && !(o->dry_run && errno == ENOENT)) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00920: state directory %s: %s\n",
+                o->slow_state, strerror(errno));
+        return 2;
+    }
+    if (sdfd >= 0 && (fstat(sdfd, &st) != 0 || st.st_uid != 0
+                      || (st.st_mode & 022))) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00920: state directory %s is not "
+                "root's or is writable by others; nothing copied\n",
+                o->slow_state);
+        close(sdfd);
+        return 2;
+    }
+    /* One run at a time (a slow run and the next minute's would copy the
+     * same bytes twice). */
+    if (sdfd >= 0 && flock(sdfd, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00920: another --copy-slow-logs "
+                "run holds %s (%s); nothing done\n", o->slow_state,
+                strerror(errno));
+        close(sdfd);
+        return 0;
+    }
+    /* in hosting order: the output reads the same run after run */
+    order = apr_array_make(g->p, 64, sizeof(pool_t *));
+    for (hi = apr_hash_first(g->p, g->pools); hi; hi = apr_hash_next(hi)) {
+        APR_ARRAY_PUSH(order, pool_t *) = apr_hash_this_val(hi);
+    }
+    qsort(order->elts, order->nelts, sizeof(pool_t *), pool_cmp);
+    for (k = 0; k < order->nelts; k++) {
+        apr_pool_create(&sp, g->p);
+        t.failed += slow_copy_one(g, sdfd, APR_ARRAY_IDX(order, k, pool_t *),
+                                  &t, sp);
+        apr_pool_destroy(sp);
+    }
+    if (sdfd >= 0) {
+        close(sdfd);
+    }
+    if (!o->quiet) {
+        printf("%s%d slow logs: %d copied (%lld bytes), %d failed, %lld bytes "
+               "left for the next run, in %" APR_TIME_T_FMT " ms\n",
+               o->dry_run ? "(dry run) " : "", t.logs, t.copied, t.bytes,
+               t.failed, t.left, apr_time_as_msec(apr_time_now() - t0));
+    }
+    return t.failed ? 1 : 0;
+}
+
+/* A byte count ("1048576"); -1 when it is not one. */
+static apr_off_t size_arg(const char *arg)
+{
+    char *end;
+    apr_int64_t v;
+
+    errno = 0;
+    v = apr_strtoi64(arg, &end, 10);
+    return errno || end == arg || *end || v < 0 ? -1 : (apr_off_t)v;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -704,8 +1451,18 @@ static void usage(FILE *f)
 "  -q, --quiet          no summary line\n"
 "  -h, --help           this text\n"
 "\n"
-"Exit status: 0 done (or nothing to do), 1 written but a reload failed,\n"
-"2 usage or I/O error.\n");
+"  --copy-slow-logs     write no pool: copy what is new in each pool's slow log\n"
+"                       (--slowlog) to <home>/log/php/slow.log, appended as the\n"
+"                       hosting; run as root from cron\n"
+"  --slow-state DIR     root's directory of the copy offsets [/var/lib/w4a/slowlog]\n"
+"  --slow-copy-limit N  bytes one run copies per slow log, the rest next run\n"
+"                       [1048576]\n"
+"  --slow-log-size N    the customer's slow.log at most: beyond, it becomes\n"
+"                       slow.log.1 [8388608]\n"
+"\n"
+"Exit status: 0 done (or nothing to do), 1 written but a reload failed\n"
+"(--copy-slow-logs: a hosting's copy failed, the others done), 2 usage or\n"
+"I/O error.\n");
 }
 
 int main(int argc, const char *const *argv)
@@ -724,6 +1481,10 @@ int main(int argc, const char *const *argv)
         {"slowlog-timeout", 1009, 1, "slowlog timeout"},
         {"dry-run", 1010, 0, "dry run"},
         {"pool-settings", 1013, 1, "per-hosting settings directory"},
+        {"copy-slow-logs", 1014, 0, "copy the slow logs"},
+        {"slow-state", 1015, 1, "slow log copy state directory"},
+        {"slow-copy-limit", 1016, 1, "bytes per run"},
+        {"slow-log-size", 1017, 1, "customer's slow.log size"},
         {"quiet", 'q', 0, "quiet"},
         {"help", 'h', 0, "help"},
         {NULL, 0, 0, NULL}
@@ -731,7 +1492,8 @@ int main(int argc, const char *const *argv)
     options o = {
         NULL, "/etc/php/%v/fpm/pool.d", "/run/w4a-php/%v/%h.sock",
         "/run/php/php%v-fpm.pid", "/var/log/php/w4a/%h-%v.slow.log",
-        "www-data", DEFAULT_EXTENSIONS, NULL, 5, 10, 500, 5, 64, 0, 0
+        "www-data", DEFAULT_EXTENSIONS, NULL, 5, 10, 500, 5, 64, 0, 0,
+        0, "/var/lib/w4a/slowlog", 1 << 20, 8 << 20
     };
     apr_pool_t *p;
     apr_getopt_t *os;
@@ -763,13 +1525,25 @@ int main(int argc, const char *const *argv)
         case 1009: o.slowlog_timeout = atoi(arg); break;
         case 1010: o.dry_run = 1; break;
         case 1013: o.settings_dir = arg; break;
+        case 1014: o.copy_slow = 1; break;
+        case 1015: o.slow_state = arg; break;
+        case 1016: o.slow_copy_limit = size_arg(arg); break;
+        case 1017: o.slow_log_size = size_arg(arg); break;
         case 'q': o.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         }
     }
+    if (o.slow_copy_limit < 1 || o.slow_copy_limit > SLOW_COPY_LIMIT_MAX
+        || o.slow_log_size < o.slow_copy_limit) {
+        fprintf(stderr, "w4a-fpm-pools: --slow-copy-limit takes 1 to %ld "
+                "bytes, --slow-log-size at least as many\n",
+                (long)SLOW_COPY_LIMIT_MAX);
+    }
     if (rv != APR_EOF || os->ind != argc - 1 || o.max_children < 1
         || o.idle_timeout < 1 || o.max_requests < 0 || o.slowlog_timeout < 0
         || o.backlog < 0
+        || o.slow_copy_limit < 1 || o.slow_copy_limit > SLOW_COPY_LIMIT_MAX
+        || o.slow_log_size < o.slow_copy_limit || !*o.slow_state
         || !strstr(o.socket, "%h") || !ini_safe(o.listen_owner)
         || strpbrk(o.extensions, "\"'[]=;\n")) {
         usage(stderr);
@@ -788,6 +1562,11 @@ int main(int argc, const char *const *argv)
     g.pools = apr_hash_make(p);
     g.versions = apr_hash_make(p);
     w4a_map_iterate(map, collect, &g);
+    if (o.copy_slow) {
+        rc = copy_slow_logs(&g);
+        w4a_map_close(map);
+        return rc;
+    }
 
     /* Every operator settings file first: a bad one changes nothing. */
     for (hi = apr_hash_first(p, g.pools); hi; hi = apr_hash_next(hi)) {
