@@ -14,7 +14,7 @@
 
 #include "guard_private.h"
 #include "guard_hosting.h"
-#include "w4a_inflight.h"
+#include "w4a_inflight_httpd.h"
 
 #define USERDATA_KEY   "w4a_guard_hosting_limit"
 #define TABLE_BYTES    (8u << 20)   /* both count areas at most this */
@@ -25,14 +25,16 @@ static apr_uint32_t node_limit;     /* 0: only records' req_limit */
 static int retry;
 static int share_pct;               /* 0: no client share */
 
+static const w4a_inflight_glue_t glue = {
+    USERDATA_KEY, TABLE_BYTES, "per-hosting request limit", "requests",
+    "W4AGuardHostingLimit and records' req_limit are not enforced",
+    W4ALOGNO(00661), W4ALOGNO(00662), W4ALOGNO(00663), W4ALOGNO(00664)
+};
+
 apr_status_t guard_hosting_post_config(server_rec *s, int limit,
                                        int retry_after, int client_share)
 {
-    apr_pool_t *pglobal = s->process->pool;
-    w4a_inflight_t *t = NULL;
     int daemons = 0, threads = 0;
-    apr_size_t size = 0;
-    apr_status_t rv;
 
     node_limit = 0;
     retry = retry_after;
@@ -52,76 +54,20 @@ apr_status_t guard_hosting_post_config(server_rec *s, int limit,
     else if (limit > 0) {
         node_limit = (apr_uint32_t)limit;
     }
-    apr_pool_userdata_get((void **)&t, USERDATA_KEY, pglobal);
-    if (t) {
-        table = t;
-        return APR_SUCCESS;
-    }
-    /* ServerLimit x 2 + 2 rows, as mod_w4a_php's table (php_limit.c). */
-    if (ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &daemons) != APR_SUCCESS
-        || daemons < 1) {
-        daemons = 16;
-    }
-    rv = w4a_inflight_create(&t, (apr_uint32_t)daemons * 2 + 2, TABLE_BYTES,
-                             &size, pglobal);
-    if (rv != APR_SUCCESS) {
-        table = NULL;
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, W4ALOGNO(00661)
-                     "cannot create the shared memory of the per-hosting "
-                     "request limit (%" APR_SIZE_T_FMT " bytes): "
-                     "W4AGuardHostingLimit and records' req_limit are not "
-                     "enforced", size);
-        return rv;
-    }
-    apr_pool_userdata_set(t, USERDATA_KEY, apr_pool_cleanup_null, pglobal);
-    table = t;
-    return APR_SUCCESS;
+    table = w4a_inflight_httpd_table(s, &glue);
+    return table ? APR_SUCCESS : APR_ENOSHMAVAIL;
 }
 
 void guard_hosting_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    w4a_inflight_stats_t st;
-
-    if (!table
-        || w4a_inflight_claim(table, (apr_uint32_t)getpid(), pchild)
-           == APR_SUCCESS) {
-        return;
-    }
-    w4a_inflight_stats(table, &st);
-    ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, W4ALOGNO(00662)
-                 "no free row in the per-hosting request limit table (%u "
-                 "rows): the requests of this child (pid %u) are not seen "
-                 "by the others", st.rows, (apr_uint32_t)getpid());
+    w4a_inflight_httpd_child_init(table, pchild, s, &glue);
 }
 
 void guard_hosting_child_status(server_rec *s, pid_t pid,
                                 ap_generation_t gen, int slot,
                                 mpm_child_status state)
 {
-    apr_uint64_t held;
-
-    if (!table) {
-        return;
-    }
-    if (state == MPM_CHILD_EXITED) {
-        held = w4a_inflight_release_pid(table, (apr_uint32_t)pid);
-        if (held) {
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, W4ALOGNO(00663)
-                         "child %ld exited with %" APR_UINT64_T_FMT
-                         " requests counted in flight for hostings; its "
-                         "counts cleared", (long)pid, held);
-        }
-    }
-    else if (state == MPM_CHILD_STARTED) {
-        apr_uint32_t freed = w4a_inflight_reap(table, (apr_uint32_t)pid,
-                                               &held);
-        if (freed) {
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, W4ALOGNO(00664)
-                         "%u rows of processes gone without an exit seen "
-                         "freed; %" APR_UINT64_T_FMT " requests counted in "
-                         "flight for hostings cleared", freed, held);
-        }
-    }
+    w4a_inflight_httpd_child_status(table, s, pid, state, &glue);
 }
 
 /* A client's places of a hosting's @a limit: share_pct of it, at least

@@ -13,6 +13,7 @@
 #include <apr_time.h>
 
 #include "guard_table.h"
+#include "w4a_util.h"
 
 #define GUARD_MAGIC 0x77346731u
 
@@ -81,25 +82,8 @@ void guard_key_from_bytes(guard_key_t *k, int family, const void *addr,
 {
     memset(k, 0, sizeof(*k));
     k->hosting = hosting;
-    if (family == AF_INET6 && !memcmp(addr, v4mapped, 12)) {
-        family = AF_INET;
-        addr = (const unsigned char *)addr + 12;
-    }
-    if (family == AF_INET) {
-        memcpy(k->addr, v4mapped, 12);
-        memcpy(k->addr + 12, addr, 4);
-        k->bits = 128;
-    }
-    else {
-        int i;
-        memcpy(k->addr, addr, 16);
-        for (i = 0; i < 16; i++) {
-            int keep = v6bits - 8 * i;
-            k->addr[i] &= keep >= 8 ? 0xff : keep <= 0 ? 0
-                          : (unsigned char)(0xff << (8 - keep));
-        }
-        k->bits = (apr_uint32_t)v6bits;
-    }
+    w4a_client_bytes(family, addr, v6bits, k->addr);
+    k->bits = !memcmp(k->addr, v4mapped, 12) ? 128 : (apr_uint32_t)v6bits;
 }
 
 apr_status_t guard_key_parse(guard_key_t *k, const char *text, int v6bits)

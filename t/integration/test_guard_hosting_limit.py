@@ -209,7 +209,7 @@ def test_child_killed_holding_request_slots_leaves_no_count_behind(w4a):
                             safe_status(h)),
                "the killed children's counts cleared by the parent")
     assert h.wait_log(r"W4A00663: child \d+ exited with \d+ requests counted "
-                      r"in flight for hostings; its counts cleared")
+                      r"in flight; its counts cleared")
     for x in holders:
         x.close()
     st, _, body, _ = timed_get(h, "a.example", "/index.html")
