@@ -42,7 +42,10 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <apr_atomic.h>
 #include <apr_lib.h>
@@ -609,7 +612,6 @@ static int php_fixups(request_rec *r)
     const w4a_hosting_t *rec;
     apr_uint32_t min_uid;
     const char *sock, *handler, *version, *want = NULL;
-    apr_finfo_t fi;
     int by_type;
 
     if (c->engine != 1 || !get_hosting || !(rec = get_hosting(r))) {
@@ -657,32 +659,42 @@ static int php_fixups(request_rec *r)
     }
     /* The owner of what the path is now, on a descriptor (opened without
      * blocking on a FIFO): r->finfo is the walk's earlier stat.  FPM opens
-     * the path again: docs/security.md (section 4) says what that leaves. */
+     * the path again: docs/security.md (section 4) says what that leaves.
+     * open/fstat/close themselves: apr_file_open would allocate a file
+     * and a cleanup, and apr_file_info_get fill a whole apr_finfo_t, on
+     * every PHP request, for one mode and one uid. */
     {
-        apr_file_t *fd;
-        apr_status_t rv = apr_file_open(&fd, r->filename, APR_FOPEN_READ
-                                        | APR_FOPEN_NONBLOCK, 0, r->pool);
-        if (rv == APR_SUCCESS) {
-            rv = apr_file_info_get(&fi, APR_FINFO_TYPE | APR_FINFO_USER, fd);
-            apr_file_close(fd);
+        struct stat st;
+        apr_status_t rv = APR_SUCCESS;
+        int fd = open(r->filename, O_RDONLY | O_NONBLOCK | O_NOCTTY
+                                   | O_CLOEXEC);
+        if (fd < 0) {
+            rv = APR_FROM_OS_ERROR(errno);
         }
-        if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
+        else {
+            if (fstat(fd, &st) != 0) {
+                rv = APR_FROM_OS_ERROR(errno);
+            }
+            close(fd);
+        }
+        if (rv != APR_SUCCESS) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r, W4ALOGNO(00230)
                           "hosting %s: cannot open script %s; answered 404",
                           rec->hosting, r->filename);
             return HTTP_NOT_FOUND;
         }
-        if (fi.filetype != APR_REG) {
+        if (!S_ISREG(st.st_mode)) {
             return refuse(r, c, CHK_OWNER, apr_psprintf(r->pool,
                           W4ALOGNO(00231) "hosting %s: script %s is no "
                           "regular file (any more); refused", rec->hosting,
                           r->filename));
         }
-        if ((apr_uint32_t)fi.user != rec->uid) {
+        if ((apr_uint32_t)st.st_uid != rec->uid) {
             return refuse(r, c, CHK_OWNER, apr_psprintf(r->pool,
                           W4ALOGNO(00204) "hosting %s: script %s belongs to "
                           "uid %ld, not the hosting's uid %u; refused",
-                          rec->hosting, r->filename, (long)fi.user, rec->uid));
+                          rec->hosting, r->filename, (long)st.st_uid,
+                          rec->uid));
         }
     }
     min_uid = c->min_uid == W4A_UNSET ? DEFAULT_MIN_UID : (apr_uint32_t)c->min_uid;
