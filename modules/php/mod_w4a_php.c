@@ -42,13 +42,20 @@
 #include <http_protocol.h>
 #include <http_request.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <apr_atomic.h>
 #include <apr_lib.h>
 #include <apr_optional.h>
 #include <apr_strings.h>
+#include <apr_thread_proc.h>
 
 #include "php_private.h"
 #include "php_limit.h"
+#include "php_sock.h"
 #include "w4a_httpd.h"
 #include "mod_w4a_vhost.h"
 #include "mod_w4a_htcompat.h"
@@ -326,25 +333,97 @@ static const command_rec php_cmds[] = {
 
 /* ------------------------------------------------------------------ */
 
-static const char *expand_socket(apr_pool_t *p, const char *pattern,
-                                 const w4a_hosting_t *rec, const char *version)
-{
-    apr_array_header_t *parts = apr_array_make(p, 8, sizeof(const char *));
-    const char *q, *start = pattern;
+/*
+ * The pool socket and handler of a hosting's PHP version: a function of
+ * (W4APHPSocket, hosting, version) alone, kept in a cache of the calling
+ * thread (php_sock.h says why that is safe across map reloads and hash
+ * collisions).  One cache per thread: the event MPM's workers (and
+ * mod_http2's) never share one, so no lock.  A thread's cache is freed
+ * when the thread ends.
+ */
+#if APR_HAS_THREADS
+static apr_threadkey_t *sock_key;       /* NULL: not in a child (yet) */
+#else
+static php_sock_cache_t *sock_cache;
+#endif
+/* Bumped by every post_config: a pattern is known by its address, which
+ * only holds within one configuration generation. */
+static apr_uint32_t conf_generation;
 
-    for (q = pattern; *q; q++) {
-        if (*q != '%') {
-            continue;
-        }
-        APR_ARRAY_PUSH(parts, const char *) = apr_pstrmemdup(p, start,
-                                                             q - start);
-        q++;
-        APR_ARRAY_PUSH(parts, const char *) =
-            *q == 'h' ? rec->hosting : *q == 'v' ? version : "%";
-        start = q + 1;
+static php_sock_cache_t *thread_sock_cache(void)
+{
+#if APR_HAS_THREADS
+    void *v = NULL;
+    php_sock_cache_t *c;
+
+    if (!sock_key) {
+        return NULL;
     }
-    APR_ARRAY_PUSH(parts, const char *) = start;
-    return apr_array_pstrcat(p, parts, 0);
+    if (apr_threadkey_private_get(&v, sock_key) == APR_SUCCESS && v) {
+        return v;
+    }
+    if (php_sock_cache_create(&c, PHP_SOCK_SLOTS) != APR_SUCCESS) {
+        return NULL;
+    }
+    if (apr_threadkey_private_set(c, sock_key) != APR_SUCCESS) {
+        php_sock_cache_destroy(c);
+        return NULL;
+    }
+    return c;
+#else
+    if (!sock_cache) {
+        php_sock_cache_create(&sock_cache, PHP_SOCK_SLOTS);
+    }
+    return sock_cache;
+#endif
+}
+
+#if APR_HAS_THREADS
+static void sock_cache_free(void *c)
+{
+    php_sock_cache_destroy(c);
+}
+
+static apr_status_t sock_key_gone(void *data)
+{
+    sock_key = NULL;
+    return APR_SUCCESS;
+}
+#endif
+
+static void sock_cache_child_init(apr_pool_t *pchild, server_rec *s)
+{
+#if APR_HAS_THREADS
+    sock_key = NULL;
+    /* Registered before the key's own cleanup, so run after it. */
+    apr_pool_cleanup_register(pchild, NULL, sock_key_gone,
+                              apr_pool_cleanup_null);
+    /* Without a key (out of keys: cannot happen with one per module),
+     * every request expands the pattern: slower, not different. */
+    if (apr_threadkey_private_create(&sock_key, sock_cache_free, pchild)
+        != APR_SUCCESS) {
+        sock_key = NULL;
+    }
+#endif
+}
+
+/* The socket and handler of (c's pattern, hosting, version), the
+ * request's own copies. */
+static void pool_socket(request_rec *r, const php_conf *c,
+                        const char *hosting, const char *version,
+                        const char **sock, const char **handler)
+{
+    php_sock_get(thread_sock_cache(), conf_generation,
+                 c->socket ? c->socket : DEFAULT_SOCKET, hosting, version,
+                 r->pool, sock, handler);
+}
+
+/* A socket is there: stat(2) by path, as mod_proxy_fcgi's connect()
+ * goes by path (apr_stat would fill a whole apr_finfo_t first). */
+static int socket_there(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
 static int has_php_extension(const php_conf *c, const char *filename)
@@ -480,11 +559,6 @@ static apr_status_t inflight_done(void *slot)
     return APR_SUCCESS;
 }
 
-static const char *dispatch_handler(apr_pool_t *p, const char *sock)
-{
-    return apr_pstrcat(p, "proxy:unix:", sock, "|fcgi://localhost", NULL);
-}
-
 static php_req *req_of(request_rec *r, int create)
 {
     php_req *q = ap_get_module_config(r->request_config, &w4a_php_module);
@@ -563,8 +637,7 @@ static int php_fixups(request_rec *r)
                                        &w4a_php_module);
     const w4a_hosting_t *rec;
     apr_uint32_t min_uid;
-    const char *sock, *version, *want = NULL;
-    apr_finfo_t fi;
+    const char *sock, *handler, *version, *want = NULL;
     int by_type;
 
     if (c->engine != 1 || !get_hosting || !(rec = get_hosting(r))) {
@@ -612,32 +685,42 @@ static int php_fixups(request_rec *r)
     }
     /* The owner of what the path is now, on a descriptor (opened without
      * blocking on a FIFO): r->finfo is the walk's earlier stat.  FPM opens
-     * the path again: docs/security.md (section 4) says what that leaves. */
+     * the path again: docs/security.md (section 4) says what that leaves.
+     * open/fstat/close themselves: apr_file_open would allocate a file
+     * and a cleanup, and apr_file_info_get fill a whole apr_finfo_t, on
+     * every PHP request, for one mode and one uid. */
     {
-        apr_file_t *fd;
-        apr_status_t rv = apr_file_open(&fd, r->filename, APR_FOPEN_READ
-                                        | APR_FOPEN_NONBLOCK, 0, r->pool);
-        if (rv == APR_SUCCESS) {
-            rv = apr_file_info_get(&fi, APR_FINFO_TYPE | APR_FINFO_USER, fd);
-            apr_file_close(fd);
+        struct stat st;
+        apr_status_t rv = APR_SUCCESS;
+        int fd = open(r->filename, O_RDONLY | O_NONBLOCK | O_NOCTTY
+                                   | O_CLOEXEC);
+        if (fd < 0) {
+            rv = APR_FROM_OS_ERROR(errno);
         }
-        if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
+        else {
+            if (fstat(fd, &st) != 0) {
+                rv = APR_FROM_OS_ERROR(errno);
+            }
+            close(fd);
+        }
+        if (rv != APR_SUCCESS) {
             ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r, W4ALOGNO(00230)
                           "hosting %s: cannot open script %s; answered 404",
                           rec->hosting, r->filename);
             return HTTP_NOT_FOUND;
         }
-        if (fi.filetype != APR_REG) {
+        if (!S_ISREG(st.st_mode)) {
             return refuse(r, c, CHK_OWNER, apr_psprintf(r->pool,
                           W4ALOGNO(00231) "hosting %s: script %s is no "
                           "regular file (any more); refused", rec->hosting,
                           r->filename));
         }
-        if ((apr_uint32_t)fi.user != rec->uid) {
+        if ((apr_uint32_t)st.st_uid != rec->uid) {
             return refuse(r, c, CHK_OWNER, apr_psprintf(r->pool,
                           W4ALOGNO(00204) "hosting %s: script %s belongs to "
                           "uid %ld, not the hosting's uid %u; refused",
-                          rec->hosting, r->filename, (long)fi.user, rec->uid));
+                          rec->hosting, r->filename, (long)st.st_uid,
+                          rec->uid));
         }
     }
     min_uid = c->min_uid == W4A_UNSET ? DEFAULT_MIN_UID : (apr_uint32_t)c->min_uid;
@@ -656,12 +739,10 @@ static int php_fixups(request_rec *r)
 
     /* A versioned type (x-httpd-php74) picks that version's pool when the
      * hosting has one; otherwise, the domain's version. */
-    version = rec->php_version;
+    version = NULL;
     if (want && strcmp(want, rec->php_version)) {
-        const char *alt = expand_socket(r->pool, c->socket ? c->socket
-                                        : DEFAULT_SOCKET, rec, want);
-        if (apr_stat(&fi, alt, APR_FINFO_TYPE, r->pool) == APR_SUCCESS
-            && fi.filetype == APR_SOCK) {
+        pool_socket(r, c, rec->hosting, want, &sock, &handler);
+        if (socket_there(sock)) {
             version = want;
         }
         else {
@@ -671,16 +752,17 @@ static int php_fixups(request_rec *r)
                           r->filename, want, rec->php_version);
         }
     }
-    sock = expand_socket(r->pool, c->socket ? c->socket : DEFAULT_SOCKET,
-                         rec, version);
-    if (apr_stat(&fi, sock, APR_FINFO_TYPE, r->pool) != APR_SUCCESS
-        || fi.filetype != APR_SOCK) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00210)
-                      "hosting %s: PHP %s pool socket %s is missing; "
-                      "answered 503", rec->hosting, version, sock);
-        apr_table_setn(r->notes, NOTE_BACKEND, "missing");
-        add_retry_after(r, c);
-        return HTTP_SERVICE_UNAVAILABLE;
+    if (!version) {
+        version = rec->php_version;
+        pool_socket(r, c, rec->hosting, version, &sock, &handler);
+        if (!socket_there(sock)) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00210)
+                          "hosting %s: PHP %s pool socket %s is missing; "
+                          "answered 503", rec->hosting, version, sock);
+            apr_table_setn(r->notes, NOTE_BACKEND, "missing");
+            add_retry_after(r, c);
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
     }
 
     /* The node-wide limit of the hosting (every child, every pool of it):
@@ -774,7 +856,7 @@ static int php_fixups(request_rec *r)
     }
     {
         php_req *q = req_of(r, 1);
-        q->handler = r->handler = dispatch_handler(r->pool, sock);
+        q->handler = r->handler = handler;
         q->sock = sock;
         q->version = version;
         if (r->main) {
@@ -961,6 +1043,7 @@ static int php_status_handler(request_rec *r)
 
 static void php_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    sock_cache_child_init(pchild, s);
     php_limit_child_init(pchild, s);
 }
 
@@ -969,6 +1052,8 @@ static int php_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 {
     server_rec *sv;
     int daemons = 0, threads = 0, any = 0;
+
+    conf_generation++;      /* the patterns' addresses are this pass's */
 
     /* Here rather than in optional_fn_retrieve, which httpd runs only
      * after post_config. */

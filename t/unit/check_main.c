@@ -26,6 +26,7 @@ int main(void)
     srunner_add_suite(sr, envhdr_suite());
     srunner_add_suite(sr, guard_suite());
     srunner_add_suite(sr, metrics_suite());
+    srunner_add_suite(sr, phpsock_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

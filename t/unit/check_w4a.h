@@ -37,4 +37,7 @@ Suite *guard_suite(void);
 /** The node's per-hosting counters (check_metrics.c). */
 Suite *metrics_suite(void);
 
+/** The pool socket cache of mod_w4a_php (check_phpsock.c). */
+Suite *phpsock_suite(void);
+
 #endif /* CHECK_W4A_H */
