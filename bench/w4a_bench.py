@@ -202,8 +202,9 @@ def expect(srv, host, path, status, body=None, contains=None):
                "\n".join(srv.errors().splitlines()[-20:])))
 
 
-def wrk(port, host, path, seconds, conns):
-    """req/s of wrk -t2 -c<conns>; dies on any non-2xx answer."""
+def wrk(port, host, path, seconds, conns, srv=None):
+    """req/s of wrk -t2 -c<conns>; dies on any non-2xx answer (with the
+    tail of srv's error log, when given)."""
     r = subprocess.run([WRK, "-t2", "-c%d" % conns, "-d%ds" % seconds,
                         "-H", "Host: " + host,
                         "http://127.0.0.1:%d%s" % (port, path)],
@@ -213,7 +214,12 @@ def wrk(port, host, path, seconds, conns):
     if not m:
         die("wrk failed:\n" + out)
     if re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        die("port %d %s answered non-2xx responses:\n%s" % (port, path, out))
+        tail = ""
+        if srv is not None:
+            tail = "\n".join([ln for ln in srv.errors().splitlines()
+                              if "AH00116" not in ln][-15:])
+        die("port %d %s answered non-2xx responses:\n%s%s" % (port, path,
+                                                            out, tail))
     err = re.search(r"Socket errors: .*", out)
     if err:
         log("  (port %d %s: %s)" % (port, path, err.group(0)))
