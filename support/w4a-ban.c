@@ -13,8 +13,13 @@
  *   quota's does; without it, for every hosting)
  *   node-wide (the node's status page, read only):
  *     w4a-ban show   --url http://127.0.0.1:PORT/w4a-guard-status [ADDRESS]
+ *   the node's bans for every hosting at the firewall (root, nftables):
+ *     w4a-ban firewall --url URL [--interval MS] [--ports 80,443]
+ *                      [--table w4a] [--never CIDR]... [--max N] [--once]
+ *     w4a-ban firewall --remove [--table w4a]
  *
- * Exit status: 0 done; 1 memcached or the node did not answer; 2 usage.
+ * Exit status: 0 done; 1 memcached or the node did not answer (firewall:
+ * nft failed); 2 usage.
  */
 #include <errno.h>
 #include <signal.h>

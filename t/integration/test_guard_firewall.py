@@ -215,8 +215,38 @@ def test_firewall_never_list_loopback_and_own_addresses(w4a, fw):
         assert req(h, "127.0.0.66")[0] == 429
         # logged once per ban, not at every poll
         assert d.log().count("W4A00684: 127.0.0.1 banned") == 1, d.log()
+        # IPv6 bans are prefixes (the node's W4AGuardIPv6Prefix, 64), in
+        # the interval set; two addresses of one /64 are one element
+        for extra in (["2001:db8:1::7"], ["2001:db8:1::9"],
+                      ["2001:db8:2::1"]):
+            r = subprocess.run([BAN, "add", "--memcached", mc.server,
+                                "--key", key_file(w4a), "--for", "30"]
+                               + extra, capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
+        req(h, "127.0.0.67")
+        until("the IPv6 bans in ban6",
+              lambda: set(elements(d.table, "ban6")) == {
+                  "2001:db8:1::/64", "2001:db8:2::/64"}, timeout=3.0)
+        assert "W4A00683" not in d.log(), d.log()
     finally:
         mc.kill()
+
+
+def test_firewall_max_keeps_the_bans_ending_last(w4a, fw):
+    h = node(w4a, guard="W4AGuardBanTime 20 60 60")
+    d = fw(h, "--max", "1").start()
+    assert 429 in flood(h, "127.0.0.71", 15)
+    until("127.0.0.71 in the set",
+          lambda: "127.0.0.71" in elements(d.table, "ban4"), timeout=3.0)
+    assert 429 in flood(h, "127.0.0.72", 15)     # ends after .71's
+    until("127.0.0.72 in its place",
+          lambda: set(elements(d.table, "ban4")) == {"127.0.0.72"},
+          timeout=3.0)
+    assert "W4A00685: 2 bans for every hosting, at most 1" in d.log(), \
+        d.log()
+    assert not syn_dropped(h, "127.0.0.71")
+    assert req(h, "127.0.0.71")[0] == 429        # the guard's, still
+    assert req(h, "127.0.0.73")[0] == 200
 
 
 def test_firewall_remove_and_sigterm_leave_no_table(w4a, fw):
