@@ -243,6 +243,20 @@ static void fw_log(const char *fmt, ...)
     fflush(stderr);
 }
 
+/* A repeated failure (at every poll) is logged when it changes, and once
+ * a minute while it lasts. */
+static int fw_quiet(char **last, apr_int64_t *at, const char *msg,
+                    apr_int64_t now_ms)
+{
+    if (*last && !strcmp(*last, msg) && now_ms - *at < 60000) {
+        return 1;
+    }
+    free(*last);
+    *last = strdup(msg);
+    *at = now_ms;
+    return 0;
+}
+
 static void fw_mask(fw_net *n)
 {
     int i;
@@ -589,7 +603,8 @@ static int fw_run(const fw_conf *c, int once, apr_pool_t *pool)
     apr_pool_t *p, *keep[2];
     apr_hash_t *skipped_prev, *skipped;
     const char *err;
-    char *sig_prev = NULL;
+    char *sig_prev = NULL, *last82 = NULL, *last83 = NULL;
+    apr_int64_t at82 = 0, at83 = 0;
     apr_int64_t last_write = 0;
     int down = 0, k = 0, i;
 
@@ -636,11 +651,13 @@ static int fw_run(const fw_conf *c, int once, apr_pool_t *pool)
         }
         bad = fw_read_bans(body, now, bans, p);
         if (bad) {
-            fw_log("W4A00682: %s: %s", c->url, bad < 0
-                   ? "no list of bans in the answer (not a w4a-guard-status "
-                     "page?): nothing changed"
-                   : apr_psprintf(p, "%d ban(s) not understood, left out",
-                                  bad));
+            const char *m = bad < 0
+                ? "no list of bans in the answer (not a w4a-guard-status "
+                  "page? W4AGuardEngine off?): nothing changed"
+                : apr_psprintf(p, "%d ban(s) not understood, left out", bad);
+            if (!fw_quiet(&last82, &at82, m, now) || once) {
+                fw_log("W4A00682: %s: %s", c->url, m);
+            }
             if (bad < 0) {
                 if (once) {
                     return 1;
@@ -712,8 +729,10 @@ static int fw_run(const fw_conf *c, int once, apr_pool_t *pool)
                    kept->nelts + left_out, c->max, left_out);
         }
         if (fw_nft(c, fw_rules(c, kept, now, p), &err, p)) {
-            fw_log("W4A00683: the sets of table inet %s not written: %s",
-                   c->table, err);
+            if (!fw_quiet(&last83, &at83, err, now) || once) {
+                fw_log("W4A00683: the sets of table inet %s not written "
+                       "(again at the next read): %s", c->table, err);
+            }
             free(sig_prev);
             sig_prev = NULL;
             if (once) {
@@ -739,6 +758,8 @@ static int fw_run(const fw_conf *c, int once, apr_pool_t *pool)
         }
     }
     free(sig_prev);
+    free(last82);
+    free(last83);
     if (fw_nft(c, fw_remove_rules(c, p), &err, p)) {
         fw_log("W4A00683: table inet %s not removed: %s", c->table, err);
         return 1;
