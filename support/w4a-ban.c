@@ -608,7 +608,6 @@ static int fw_run(const fw_conf *c, int once, apr_pool_t *pool)
     apr_int64_t last_write = 0;
     int down = 0, k = 0, i;
 
-
     apr_pool_create(&p, pool);
     apr_pool_create(&keep[0], pool);
     apr_pool_create(&keep[1], pool);
