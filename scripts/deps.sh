@@ -14,6 +14,7 @@ PKGS=(
     zlib1g-dev
     memcached libmemcached-dev libmemcached-tools
     libssl-dev
+    nftables
     debhelper dpkg-dev fakeroot lintian logrotate
     sqlite3 libaprutil1-dbd-sqlite3 libaprutil1-dbd-mysql
     mariadb-server mariadb-client
