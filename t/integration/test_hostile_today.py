@@ -108,3 +108,59 @@ W4AGuardHostingLimit 4
             x.close()
     wait_until(lambda: (safe_status(h, B) or {}).get("inflight") == 0,
                "B's places given back")
+
+
+# ---------------------------------------------------------------------
+# --copy-slow-logs: O_NOFOLLOW does not stop a hard link.  With
+# fs.protected_hardlinks=0 (or a file the tenant may read and write) A can
+# link any file of the same file system at its log/php/slow.log; root
+# links them here for it.  The copy's child, as A, refuses on the
+# descriptor a file that is not A's, so it writes into none of them.
+
+def test_slowlog_hard_links_to_other_owners_files_are_not_written(w4a):
+    import os
+    import pwd
+    import stat
+    from test_slowlog import Node, read, as_user
+    n = Node(w4a, [A, B], with_fpm=False)
+    n.write_source(A, b"A's trace\n")
+    n.write_source(B, b"B's trace\n")
+    rc, out, err = n.copy()
+    assert rc == 0 and err == "", out + err
+    assert read(n.dest(B)) == b"B's trace\n"
+    root_file = os.path.join(os.path.dirname(n.tree.home(A)), "root-owned")
+    with open(root_file, "wb") as f:
+        f.write(b"root's own file\n")
+    os.chmod(root_file, 0o666)          # even one A could write itself
+    # B's 0640 file: A cannot even open it; root's 0666 one: opened, and
+    # refused on the descriptor as not A's
+    for victim, why in ((n.dest(B), "Permission denied"),
+                        (root_file, "is not the hosting's")):
+        os.unlink(n.dest(A))
+        os.link(victim, n.dest(A))
+        before = read(victim)
+        n.write_source(A, b"A's next trace\n")
+        rc, out, err = n.copy()
+        assert rc == 1, out + err
+        assert "W4A00924" in err and ("hosting %s" % A) in err \
+            and why in err, err
+        assert read(victim) == before, victim
+        # B is copied all the same
+        n.write_source(B, b"B again\n")
+    # A's bytes waited: once A has its own file again, they arrive, and
+    # B's file holds B's traces only
+    os.unlink(n.dest(A))
+    rc, out, err = n.copy()
+    assert rc == 0 and err == "", out + err
+    assert read(n.dest(A)).endswith(b"A's next trace\nA's next trace\n")
+    assert read(n.dest(B)) == b"B's trace\nB again\nB again\n"
+    assert read(root_file) == b"root's own file\n"
+    # a set-id bit A puts on its own slow.log is dropped by the append
+    # (written by A, not root): the copy makes no set-id file
+    as_user(A, "chmod", "06755", n.dest(A))
+    n.write_source(A, b"A's last trace\n")
+    rc, out, err = n.copy()
+    assert rc == 0 and err == "", out + err
+    mode = os.stat(n.dest(A)).st_mode
+    assert not mode & (stat.S_ISUID | stat.S_ISGID), oct(mode)
+    assert os.stat(n.dest(A)).st_uid == pwd.getpwnam(A).pw_uid
