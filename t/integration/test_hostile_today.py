@@ -164,3 +164,40 @@ def test_slowlog_hard_links_to_other_owners_files_are_not_written(w4a):
     mode = os.stat(n.dest(A)).st_mode
     assert not mode & (stat.S_ISUID | stat.S_ISGID), oct(mode)
     assert os.stat(n.dest(A)).st_uid == pwd.getpwnam(A).pw_uid
+
+
+def test_a_tenants_php_picks_its_loopback_source_address(w4a):
+    """The premise of the loopback escape above, on real pools: A's PHP
+    (its own uid, the node's pool settings) connects to B on this node
+    from a source address of its choice in 127.0.0.0/8, and B sees that
+    address as the client."""
+    tree = w4a.tree
+    tree.site(A, "a.example", {"via.php": """<?php
+$port = (int)$_GET['port'];
+$ctx = stream_context_create(['socket' => ['bindto' => '127.0.0.77:0']]);
+$s = stream_socket_client("tcp://127.0.0.1:$port", $no, $str, 5,
+                          STREAM_CLIENT_CONNECT, $ctx);
+if (!$s) { echo "connect: $str"; exit; }
+fwrite($s, "GET /ip.php HTTP/1.0\\r\\nHost: b.example\\r\\n\\r\\n");
+$r = stream_get_contents($s);
+echo substr($r, strpos($r, "\\r\\n\\r\\n") + 4);
+"""})
+    tree.site(B, "b.example", {"ip.php": "<?php echo $_SERVER['REMOTE_ADDR'];"})
+    rc, out, index = tree.compile_map([
+        tree.line("a.example", A, "a.example"),
+        tree.line("b.example", B, "b.example")])
+    assert rc == 0, out
+    fpm = w4a.fpm()
+    rc, out = fpm.generate(index)
+    assert rc in (0, 1), out
+    fpm.start()
+    h = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {tree.base}
+W4APHPEngine on
+W4APHPSocket {fpm.socket_pattern}
+{hostings_dir_block(tree.base)}
+""", with_php=True).start()
+    st, _, body = h.get("a.example", "/via.php?port=%d" % h.port)
+    assert st == 200 and body == b"127.0.0.77", (st, body[:300])
