@@ -201,3 +201,83 @@ W4APHPSocket {fpm.socket_pattern}
 """, with_php=True).start()
     st, _, body = h.get("a.example", "/via.php?port=%d" % h.port)
     assert st == 200 and body == b"127.0.0.77", (st, body[:300])
+
+
+# ---------------------------------------------------------------------
+# Login bans scoped per hosting: a client keeps at most 4 of them
+# (GUARD_SCOPED_MAX), and the strikes that lengthen a repeated ban are
+# kept in the scoped entry itself.
+
+SPRAY_REASON = (
+    "open: a brute-forcer of B that earns login bans on 4 other hostings "
+    "of the node (any WordPress sites there) has B's scoped entry, and "
+    "with it B's strikes, replaced: each new ban on B is strike 1 again "
+    "(W4AGuardBanTime's first figure) instead of doubling up to its max. "
+    "Fix (guard_table.c guard_charge, and the tests of check_guard.c): "
+    "keep the strikes in the client's login-quota slot of (client, "
+    "hosting), which a ban elsewhere does not replace, or let a replaced "
+    "entry's strikes carry over")
+
+
+@pytest.mark.parametrize("spray", [
+    False,
+    pytest.param(True, marks=pytest.mark.xfail(strict=True,
+                                               reason=SPRAY_REASON))])
+def test_a_login_brute_forcer_cannot_reset_its_ban_growth_by_other_hostings(
+        w4a, spray):
+    """spray False: the ban of a client that keeps guessing at B grows
+    (strike 2); True: the same after bans on 4 other hostings."""
+    from test_guard import req
+    others = ["w4a100010", "w4a100012", "w4a100013", "w4a100014"]
+    tree = w4a.tree
+    lines = []
+    for h in [B] + others:
+        tree.site(h, h + ".example", {"index.html": h + "\n"})
+        lines.append(tree.line(h + ".example", h, h + ".example"))
+    rc, out, index = tree.compile_map(lines)
+    assert rc == 0, out
+    h = w4a.httpd(f"""
+DirectoryIndex index.html
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {tree.base}
+{hostings_dir_block(tree.base)}
+W4AGuardEngine on
+W4AGuardRate 100000 200000
+W4AGuardWhitelist 127.0.0.1
+W4AGuardLoginQuota 1 3600
+W4AGuardBanTime 1 3600 86400
+""", ours=[("w4a_guard_module", GUARD_SO)]).start()
+    src = "127.0.0.31"
+
+    def post(host):
+        return req(h, src, host=host, path="/wp-login.php", method="POST")[0]
+
+    def bans_on(hosting):
+        import re
+        return re.findall(r"W4A00670: client %s banned from hosting %s only "
+                          r"for (\d+) s \(strike (\d+)" % (re.escape(src),
+                                                           hosting), h.log())
+
+    def served(host):
+        return req(h, src, host=host + ".example", path="/index.html")[0] \
+            == 200
+
+    # the brute-forcer's first guesses at B: banned, strike 1
+    assert post(B + ".example") != 429     # (404: no such page)
+    assert post(B + ".example") == 429
+    wait_until(lambda: bans_on(B) == [("1", "1")], "B's first ban")
+    wait_until(lambda: served(B), "B's first ban over")
+    # it earns a ban on each of 4 other hostings
+    for o in (others if spray else []):
+        assert post(o + ".example") != 429
+        assert post(o + ".example") == 429
+    wait_until(lambda: all(bans_on(o) for o in others) or not spray,
+               "a ban on each other hosting")
+    # the other hostings are served once those bans end
+    for o in others:
+        wait_until(lambda: served(o), "%s served again" % o)
+    # its next guess at B: the ban grows (strike 2, 2 s)
+    assert post(B + ".example") == 429
+    wait_until(lambda: len(bans_on(B)) == 2, "B's second ban")
+    assert bans_on(B)[1] == ("2", "2"), bans_on(B)
