@@ -208,30 +208,54 @@ W4APHPSocket {fpm.socket_pattern}
 # (GUARD_SCOPED_MAX), and the strikes that lengthen a repeated ban are
 # kept in the scoped entry itself.
 
-SPRAY_REASON = (
-    "open: a brute-forcer of B that earns login bans on 4 other hostings "
-    "of the node (any WordPress sites there) has B's scoped entry, and "
-    "with it B's strikes, replaced: each new ban on B is strike 1 again "
-    "(W4AGuardBanTime's first figure) instead of doubling up to its max. "
-    "Fix (guard_table.c guard_charge, and the tests of check_guard.c): "
-    "keep the strikes in the client's login-quota slot of (client, "
-    "hosting), which a ban elsewhere does not replace, or let a replaced "
-    "entry's strikes carry over")
-
-
-@pytest.mark.parametrize("spray", [
-    False,
-    pytest.param(True, marks=pytest.mark.xfail(strict=True,
-                                               reason=SPRAY_REASON))])
+@pytest.mark.parametrize("spray", [False, True])
 def test_a_login_brute_forcer_cannot_reset_its_ban_growth_by_other_hostings(
         w4a, spray):
-    """spray False: the ban of a client that keeps guessing at B grows
-    (strike 2); True: the same after bans on 4 other hostings."""
+    """Hole (fixed): a brute-forcer of B that earned login bans on 4
+    other hostings of the node (any WordPress sites there) had B's scoped
+    entry, and with it B's strikes, replaced: each new ban on B was at
+    strike 1 again (W4AGuardBanTime's first figure) instead of doubling
+    up to its max.  Now the strikes are kept in the login quota's own
+    slot of (client, hosting) too (guard_table.c guard_charge), which no
+    ban elsewhere replaces; w4a-ban remove --hosting clears them there as
+    well.  spray False: the control, the ban grows without other bans."""
     from test_guard import req
-    others = ["w4a100010", "w4a100012", "w4a100013", "w4a100014"]
+    h = login_node(w4a)
+    src = "127.0.0.31"
+    post, bans_on, served = login_probes(h, src)
+    # the brute-forcer's first guesses at B: banned, strike 1
+    assert post(B + ".example") != 429     # (404: no such page)
+    assert post(B + ".example") == 429
+    wait_until(lambda: bans_on(B) == [("1", "1")], "B's first ban")
+    wait_until(lambda: served(B), "B's first ban over")
+    # it earns a ban on each of 4 other hostings
+    for o in (OTHERS if spray else []):
+        assert post(o + ".example") != 429
+        assert post(o + ".example") == 429
+    wait_until(lambda: all(bans_on(o) for o in OTHERS) or not spray,
+               "a ban on each other hosting")
+    # the other hostings are served once those bans end
+    for o in OTHERS:
+        wait_until(lambda: served(o), "%s served again" % o)
+    # its next guess at B: the ban grows (strike 2, 2 s)
+    assert post(B + ".example") == 429
+    wait_until(lambda: len(bans_on(B)) == 2, "B's second ban")
+    assert bans_on(B)[1] == ("2", "2"), bans_on(B)
+
+
+OTHERS = ["w4a100010", "w4a100012", "w4a100013", "w4a100014"]
+
+
+def login_node(w4a, mc=None, ban="1 3600 86400"):
+    """B and 4 other hostings; login quota 1 an hour, bans from 1 s."""
+    from test_guard import key_file
+    fleet = ""
+    if mc:
+        fleet = "W4AGuardMemcached %s\nW4AGuardMemcachedKey %s\n" % (
+            mc.server, key_file(w4a))
     tree = w4a.tree
     lines = []
-    for h in [B] + others:
+    for h in [B] + OTHERS:
         tree.site(h, h + ".example", {"index.html": h + "\n"})
         lines.append(tree.line(h + ".example", h, h + ".example"))
     rc, out, index = tree.compile_map(lines)
@@ -246,9 +270,14 @@ W4AGuardEngine on
 W4AGuardRate 100000 200000
 W4AGuardWhitelist 127.0.0.1
 W4AGuardLoginQuota 1 3600
-W4AGuardBanTime 1 3600 86400
+W4AGuardBanTime {ban}
+{fleet}
 """, ours=[("w4a_guard_module", GUARD_SO)]).start()
-    src = "127.0.0.31"
+    return h
+
+
+def login_probes(h, src):
+    from test_guard import req
 
     def post(host):
         return req(h, src, host=host, path="/wp-login.php", method="POST")[0]
@@ -262,22 +291,37 @@ W4AGuardBanTime 1 3600 86400
     def served(host):
         return req(h, src, host=host + ".example", path="/index.html")[0] \
             == 200
+    return post, bans_on, served
 
-    # the brute-forcer's first guesses at B: banned, strike 1
-    assert post(B + ".example") != 429     # (404: no such page)
-    assert post(B + ".example") == 429
-    wait_until(lambda: bans_on(B) == [("1", "1")], "B's first ban")
-    wait_until(lambda: served(B), "B's first ban over")
-    # it earns a ban on each of 4 other hostings
-    for o in (others if spray else []):
-        assert post(o + ".example") != 429
-        assert post(o + ".example") == 429
-    wait_until(lambda: all(bans_on(o) for o in others) or not spray,
-               "a ban on each other hosting")
-    # the other hostings are served once those bans end
-    for o in others:
-        wait_until(lambda: served(o), "%s served again" % o)
-    # its next guess at B: the ban grows (strike 2, 2 s)
-    assert post(B + ".example") == 429
-    wait_until(lambda: len(bans_on(B)) == 2, "B's second ban")
-    assert bans_on(B)[1] == ("2", "2"), bans_on(B)
+
+def test_w4a_ban_remove_for_a_hosting_still_forgets_the_strikes(w4a):
+    """The strikes kept in the login quota's slot (above) are cleared by
+    w4a-ban remove --hosting as the scoped entry's are: the client starts
+    again at strike 1."""
+    import subprocess
+    from fleet_servers import Memcached
+    from test_guard import BAN, key_file
+    mc = Memcached().start()
+    try:
+        h = login_node(w4a, mc=mc, ban="3 3600 86400")
+        src = "127.0.0.32"
+        post, bans_on, served = login_probes(h, src)
+        for n in (1, 2):
+            wait_until(lambda: served(B), "B served")
+            assert post(B + ".example") == (429 if n == 2 else 404)
+            if n == 1:
+                assert post(B + ".example") == 429
+            wait_until(lambda: len(bans_on(B)) == n, "ban %d on B" % n)
+        assert bans_on(B) == [("3", "1"), ("6", "2")], bans_on(B)
+        r = subprocess.run([BAN, "remove", "--memcached", mc.server, "--key",
+                            key_file(w4a), "--hosting", B, src],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: served(B), "B served after the removal")
+        assert post(B + ".example") == 429     # the quota is still in debt
+        wait_until(lambda: len(bans_on(B)) == 3, "ban 3 on B")
+        # strike 1 again (not applied, it would be strike 3, 12 s)
+        assert bans_on(B)[2] == ("3", "1"), bans_on(B)
+        assert served("w4a100010")
+    finally:
+        mc.stop()
