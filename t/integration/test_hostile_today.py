@@ -325,3 +325,26 @@ def test_w4a_ban_remove_for_a_hosting_still_forgets_the_strikes(w4a):
         assert served("w4a100010")
     finally:
         mc.stop()
+
+
+def test_slowlog_copy_with_a_relative_pattern_is_refused_not_a_crash(w4a):
+    """Crash (fixed): --copy-slow-logs with a --slowlog holding no '/'
+    (a typo in a cron line) died of SIGSEGV on the first pool (a NULL
+    strrchr taken as the directory's end).  Now: refused at once, exit
+    status 2, W4A00985; an absolute one still copies."""
+    from test_slowlog import Node, read
+    n = Node(w4a, [A, B], with_fpm=False)
+    n.write_source(A, b"A's trace\n")
+    n.write_source(B, b"B's trace\n")
+    import subprocess
+    from w4a_harness import FPM_POOLS
+    r = subprocess.run([FPM_POOLS, "--copy-slow-logs", "--slowlog",
+                        "%h-%v.log", "--slow-state", n.state, n.index],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "W4A00985: --slowlog %h-%v.log is not an absolute path" \
+        in r.stderr, r.stderr
+    rc, out, err = n.copy()
+    assert rc == 0 and err == "", out + err
+    assert read(n.dest(A)) == b"A's trace\n"
+    assert read(n.dest(B)) == b"B's trace\n"
