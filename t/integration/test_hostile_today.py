@@ -219,7 +219,6 @@ def test_a_login_brute_forcer_cannot_reset_its_ban_growth_by_other_hostings(
     slot of (client, hosting) too (guard_table.c guard_charge), which no
     ban elsewhere replaces; w4a-ban remove --hosting clears them there as
     well.  spray False: the control, the ban grows without other bans."""
-    from test_guard import req
     h = login_node(w4a)
     src = "127.0.0.31"
     post, bans_on, served = login_probes(h, src)
