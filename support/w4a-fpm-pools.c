@@ -1348,6 +1348,12 @@ static int copy_slow_logs(gen_ctx *g)
                 "as root (it becomes each hosting in turn)\n");
         return 2;
     }
+    if (*o->slowlog != '/') {
+        /* (a name without '/' took the process down: SIGSEGV) */
+        fprintf(stderr, "w4a-fpm-pools: W4A00985: --slowlog %s is not an "
+                "absolute path; nothing copied\n", o->slowlog);
+        return 2;
+    }
     if (!o->dry_run && mkdir(o->slow_state, 0700) != 0 && errno == ENOENT) {
         const char *slash = strrchr(o->slow_state, '/');
         if (slash && slash != o->slow_state) {

@@ -389,6 +389,8 @@ void guard_charge(guard_table_t *t, const guard_key_t *k,
                   const guard_banpol_t *pol, guard_verdict_t *v)
 {
     int may_ban;
+    apr_uint32_t qstrikes = 0;      /* a login quota's, from its own slot */
+    apr_int64_t qsince = 0;
     guard_slot_t *s = slot_get(t, k, 1, now_ms, b);
     apr_int64_t el = now_ms - s->refill_ms;
     int over = 0, same = ban_key == k
@@ -432,6 +434,14 @@ void guard_charge(guard_table_t *t, const guard_key_t *k,
         ban_locked(s, now_ms, reason, hosting, pol, v);
         s->tokens = 0;
     }
+    if (over && may_ban && !same) {
+        /* A login quota's slot, (client, hosting), is never banned: its
+         * strikes and ban_since_ms keep the scoped ban's, which bans on
+         * 4 other hostings would otherwise reset by replacing its entry
+         * (a brute-forcer's ban at strike 1 for ever). */
+        qstrikes = s->strikes;
+        qsince = s->ban_since_ms;
+    }
     slot_unlock(s);
     if (over && may_ban && !same) {
         /* a login quota: ban the client from this hosting only (in its
@@ -447,6 +457,10 @@ void guard_charge(guard_table_t *t, const guard_key_t *k,
                 && now_ms - e->since_ms > pol->forget_ms) {
                 e->strikes = 0;
             }
+            if (qstrikes > e->strikes && qsince
+                && now_ms - qsince <= pol->forget_ms) {
+                e->strikes = qstrikes;      /* its entry was replaced */
+            }
             e->strikes++;
             e->since_ms = now_ms;
             e->until_ms = now_ms + ban_duration(e->strikes, pol);
@@ -458,6 +472,11 @@ void guard_charge(guard_table_t *t, const guard_key_t *k,
         }
         v->scoped_until_ms = s->scoped_until_ms;
         slot_unlock(s);
+        if (v->new_ban && (s = slot_get(t, k, 0, now_ms, b)) != NULL) {
+            s->strikes = v->strikes;
+            s->ban_since_ms = now_ms;
+            slot_unlock(s);
+        }
     }
     v->over = over;
     v->exempted = over && !may_ban;
@@ -520,11 +539,21 @@ int guard_scoped_remove(guard_table_t *t, const guard_key_t *k,
                         const char *name, apr_int64_t when_ms,
                         apr_int64_t now_ms)
 {
-    guard_slot_t *s = slot_get(t, k, 0, now_ms, NULL);
+    guard_key_t lk = *k;
+    guard_slot_t *s;
     guard_scoped_t *e;
     int removed = 0;
 
-    if (!s) {
+    /* the strikes kept in the login quota's slot too (guard_charge) */
+    lk.hosting = guard_hash_str(name);
+    if ((s = slot_get(t, &lk, 0, now_ms, NULL)) != NULL) {
+        if (s->ban_since_ms <= when_ms) {
+            s->strikes = 0;
+            s->ban_since_ms = 0;
+        }
+        slot_unlock(s);
+    }
+    if (!(s = slot_get(t, k, 0, now_ms, NULL))) {
         return 0;
     }
     if ((e = scoped_get(t, s, name, 0, now_ms, 0)) != NULL) {
