@@ -98,3 +98,24 @@ void w4a_client_bytes(int family, const void *addr, int v6bits,
     }
     (void)i;
 }
+
+void w4a_client_share_bytes(int family, const void *addr, int v6bits,
+                            unsigned char out[16])
+{
+    static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0,
+                                                0, 0, 0xff, 0xff };
+    static const unsigned char v6local[16] = { 0, 0, 0, 0, 0, 0, 0, 0,
+                                               0, 0, 0, 0, 0, 0, 0, 1 };
+
+    w4a_client_bytes(family, addr, 128, out);
+    if ((!memcmp(out, v4mapped, 12) && out[12] == 127)
+        || !memcmp(out, v6local, 16)) {
+        memcpy(out, v4mapped, 12);
+        out[12] = 127;
+        out[13] = out[14] = out[15] = 0;
+        return;
+    }
+    if (v6bits < 128) {
+        w4a_client_bytes(family, addr, v6bits, out);
+    }
+}

@@ -45,4 +45,14 @@ int w4a_ini_name_ok(const char *s);
 void w4a_client_bytes(int family, const void *addr, int v6bits,
                       unsigned char out[16]);
 
+/**
+ * A client as a share of a limit counts it: as w4a_client_bytes(), except
+ * that every loopback address (127.0.0.0/8, ::1) is one client,
+ * ::ffff:127.0.0.0.  A tenant's PHP on the node picks its source anywhere
+ * in 127.0.0.0/8; each address its own client, it would take as many
+ * shares as it likes.
+ */
+void w4a_client_share_bytes(int family, const void *addr, int v6bits,
+                            unsigned char out[16]);
+
 #endif /* W4A_UTIL_H */

@@ -1079,6 +1079,7 @@ static int guard_fixups(request_rec *r)
 static int guard_hosting_fixups(request_rec *r)
 {
     const w4a_hosting_t *rec;
+    unsigned char client[16];
     guard_req *q;
 
     if (!G || !G->on || r->main || r->prev || !hosting_of
@@ -1086,11 +1087,15 @@ static int guard_hosting_fixups(request_rec *r)
         return DECLINED;
     }
     /* The client's share: its address as the client guard keys it (IPv6
-     * its prefix); a whitelisted client has none (asked only when the
-     * share would refuse it). */
+     * its prefix), every loopback address one client; a whitelisted
+     * client has none (asked only when the share would refuse it). */
     q = ap_get_module_config(r->request_config, &w4a_guard_module);
+    if (q) {
+        w4a_client_share_bytes(q->addr->family, q->addr->ipaddr_ptr,
+                               G->v6bits, client);
+    }
     return guard_hosting_enter(r, rec->hosting, rec->req_limit,
-                               q ? q->key.addr : NULL, sizeof(q->key.addr),
+                               q ? client : NULL, sizeof(client),
                                exempt_cb, q);
 }
 

@@ -786,8 +786,9 @@ static int php_fixups(request_rec *r)
             int rc;
 
             if (pct && share < limit && r->useragent_addr) {
-                w4a_client_bytes(r->useragent_addr->family,
-                                 r->useragent_addr->ipaddr_ptr, 64, client);
+                w4a_client_share_bytes(r->useragent_addr->family,
+                                       r->useragent_addr->ipaddr_ptr, 64,
+                                       client);
                 who = client;
                 share = share ? share : 1;
             }

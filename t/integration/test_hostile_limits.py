@@ -19,7 +19,7 @@ INFO = "<?php echo 'user=', posix_getpwuid(posix_geteuid())['name'];\n"
 
 
 def limits_server(w4a, limit_line="", a_flags="-", slow_us=2000000,
-                  max_children="16", share="off"):
+                  max_children="16", share="off", modules=()):
     """A (slow.php) and B (static, info.php, slow.php) with limit_line.
     share: W4APHPHostingClientShare -- off by default here, as these
     tests hold a hosting's limit from one client (the share has its own
@@ -50,7 +50,7 @@ DirectoryIndex index.php index.html
     SetHandler w4a-php-status
 </Location>
 {hostings_dir_block(tree.base)}
-""", with_php=True).start()
+""", with_php=True, modules=modules).start()
     return httpd
 
 
@@ -107,16 +107,18 @@ class Flood:
         return self.results
 
 
-class SourceFlood(Flood):
-    """n concurrent GETs of a slow page from source address src."""
+class ClientFlood(Flood):
+    """n concurrent GETs of a slow page from client address client, sent
+    through the trusted proxy 127.0.0.1 (X-Client, mod_remoteip)."""
 
-    def __init__(self, httpd, src, host, path, n, deadline=15.0):
+    def __init__(self, httpd, client, host, path, n, deadline=15.0):
         from test_guard import req
         self.results = []
         self.lock = threading.Lock()
 
         def one():
-            st, h = req(httpd, src, host=host, path=path, timeout=deadline)
+            st, h = req(httpd, "127.0.0.1", host=host, path=path,
+                        timeout=deadline, headers={"X-Client": client})
             with self.lock:
                 self.results.append((st, h.get("retry-after")))
 
@@ -130,19 +132,22 @@ def test_one_client_holds_only_its_share_of_a_hostings_php(w4a):
     hosting's whole PHP limit -- with slow pages as here, or with POST
     bodies that never come.  W4APHPHostingClientShare (50% by default)
     leaves the rest to the hosting's other visitors."""
-    httpd = limits_server(w4a, "W4APHPHostingLimit 4", share="50")
-    flood = SourceFlood(httpd, "127.0.0.51", "a.example", "/slow.php", 5)
+    httpd = limits_server(w4a, "W4APHPHostingLimit 4\n"
+                          "RemoteIPHeader X-Client\n"
+                          "RemoteIPInternalProxy 127.0.0.1", share="50",
+                          modules=["remoteip"])
+    flood = ClientFlood(httpd, "192.0.2.51", "a.example", "/slow.php", 5)
     # the client's 2 in flight, its 3 others refused at once
     wait_status(httpd, lambda s: s["hosting"]["inflight"] == 2
                 and s["hosting"]["refused"] == 3,
                 "2 of the client's requests in flight, 3 refused", A)
     assert httpd.wait_log(r"\[w4a_php:warn\].*W4A00265: hosting w4a100010: "
-                          r"client 127\.0\.0\.51 holds its share of the "
+                          r"client 192\.0\.2\.51 holds its share of the "
                           r"hosting's PHP requests in flight \(2 of its "
                           r"limit of 4, W4APHPHostingClientShare 50%\); "
                           r"answered 503")
     # another client of A still gets A's other places
-    other = SourceFlood(httpd, "127.0.0.52", "a.example", "/slow.php", 2)
+    other = ClientFlood(httpd, "192.0.2.52", "a.example", "/slow.php", 2)
     wait_status(httpd, lambda s: s["hosting"]["inflight"] == 4,
                 "the other client's 2 requests in flight too", A)
     # B is untouched

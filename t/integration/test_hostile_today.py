@@ -27,7 +27,7 @@ def free_port_v6():
 
 
 def get_v6(port, host, path="/index.html", timeout=5.0):
-    """One GET from ::1 (a client other than loopback IPv4): its status."""
+    """One GET from ::1: its status."""
     s = socket.socket(socket.AF_INET6)
     s.settimeout(timeout)
     try:
@@ -45,21 +45,14 @@ def get_v6(port, host, path="/index.html", timeout=5.0):
     return int(buf.split(b" ", 2)[1])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: a tenant's PHP on the node picks its source address anywhere "
-    "in 127.0.0.0/8 (stream_context 'bindto', curl --interface), each one "
-    "a client of its own for the share: A holds B's whole request limit "
-    "again.  Fix: w4a_client_bytes (modules/common/w4a_util.c, used by "
-    "the guard's keys and mod_w4a_php's share) or the share's caller "
-    "should count 127.0.0.0/8 as one client; test_hostile_limits and "
-    "test_hostile_tonight use 127.0.0.x as distinct clients and need "
-    "another source (an address on lo, ::1) first"))
 def test_a_tenants_php_cannot_escape_the_client_share_by_loopback_addresses(w4a):
     """A's PHP connects to B on the node itself, from a loopback source
     of its choice (any of 127.0.0.0/8 is local): with one slow POST from
     each of 4 addresses it holds B at its W4AGuardHostingLimit 4, the
-    share of 2 per client notwithstanding, and B's visitor (here from
-    ::1, another client) gets 503 for as long as A likes."""
+    share of 2 per client notwithstanding, and B's visitor gets 503 for
+    as long as A likes.  Fixed: every loopback address (127.0.0.0/8, ::1)
+    is one client for the share (w4a_client_fold_local); B's visitor here
+    is a public address behind the trusted proxy 127.0.0.1."""
     tree = w4a.tree
     tree.site(A, "a.example", {"index.html": "a\n"})
     tree.site(B, "b.example", {"index.html": "static b\n"})
@@ -75,6 +68,8 @@ W4AVhostMap {index}
 W4AVhostDocRootBase {tree.base}
 DirectoryIndex index.html
 W4AGuardEngine on
+RemoteIPHeader X-Client
+RemoteIPInternalProxy 127.0.0.1
 W4AGuardWhitelist 127.0.0.1
 W4AGuardHostingLimit 4
 <Location /w4a-guard-status>
@@ -82,8 +77,13 @@ W4AGuardHostingLimit 4
     Require local
 </Location>
 {hostings_dir_block(tree.base)}
-""", ours=[("w4a_guard_module", GUARD_SO)]).start()
-    assert get_v6(v6, "b.example") == 200
+""", ours=[("w4a_guard_module", GUARD_SO)], modules=["remoteip"]).start()
+
+    def visit(host):
+        from test_guard import req
+        return req(h, "127.0.0.1", host=host, path="/index.html",
+                   headers={"X-Client": "192.0.2.9"})[0]
+    assert visit("b.example") == 200
     held = []
     try:
         # what A's PHP does with bindto 127.0.0.6N:0, one request each
@@ -95,14 +95,16 @@ W4AGuardHostingLimit 4
         for src in ("127.0.0.63", "127.0.0.64"):
             x = SlowPost(h, src, "b.example")
             held.append(x)
-            answers.append(slow_post_answer(x, timeout=1.0))
+            answers.append(slow_post_answer(x))
         # as one client: its share, 2 of 4, and the rest answered 503
         assert all(a is not None and " 503 " in a for a in answers), answers
         assert (safe_status(h, B) or {}).get("inflight") == 2
+        # ::1 is loopback too: the same client, no share of its own
+        assert get_v6(v6, "b.example") == 503
         # B's other visitor keeps B's other places
-        assert get_v6(v6, "b.example") == 200
+        assert visit("b.example") == 200
         # other hostings served all along
-        assert get_v6(v6, "a.example") == 200
+        assert visit("a.example") == 200
     finally:
         for x in held:
             x.close()

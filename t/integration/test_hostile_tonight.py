@@ -296,14 +296,18 @@ W4APHPHostingClientShare off
 class SlowPost:
     """A POST to host from source address src whose body never comes."""
 
-    def __init__(self, h, src, host):
+    def __init__(self, h, src, host, client=None):
+        """client: an X-Client header (mod_remoteip, when src is the
+        trusted proxy)."""
         import socket
         self.s = socket.socket()
         self.s.settimeout(10)
         self.s.bind((src, 0))
         self.s.connect(("127.0.0.1", h.port))
-        self.s.sendall(("POST /index.html HTTP/1.1\r\nHost: %s\r\n"
-                        "Content-Length: 100000\r\n\r\nx" % host).encode())
+        extra = "X-Client: %s\r\n" % client if client else ""
+        self.s.sendall(("POST /index.html HTTP/1.1\r\nHost: %s\r\n%s"
+                        "Content-Length: 100000\r\n\r\nx"
+                        % (host, extra)).encode())
 
     def close(self):
         self.s.close()
@@ -330,7 +334,9 @@ def test_one_client_cannot_hold_another_hosting_at_its_request_limit(w4a):
     under any rate limit.  Now a client holds at most its share of a
     hosting's places (W4AGuardHostingClientShare, 50%): the hosting's
     other visitors keep the rest; a whitelisted client is held to the
-    limit only."""
+    limit only.  The clients are public addresses behind a trusted proxy
+    (mod_remoteip): every loopback address is one client for the share
+    (test_hostile_today)."""
     from test_guard import req
     tree = w4a.tree
     tree.site(A, "a.example", {"index.html": "a\n"})
@@ -345,44 +351,50 @@ W4AVhostMap {index}
 W4AVhostDocRootBase {tree.base}
 DirectoryIndex index.html
 W4AGuardEngine on
-W4AGuardWhitelist 127.0.0.1 127.0.0.43
+RemoteIPHeader X-Client
+RemoteIPInternalProxy 127.0.0.1
+W4AGuardWhitelist 127.0.0.1 192.0.2.43
 W4AGuardHostingLimit 4
 <Location /w4a-guard-status>
     SetHandler w4a-guard-status
     Require local
 </Location>
 {hostings_dir_block(tree.base)}
-""", ours=[("w4a_guard_module", GUARD_SO)]).start()
+""", ours=[("w4a_guard_module", GUARD_SO)], modules=["remoteip"]).start()
     held = []
+
+    def visit(client, host):
+        return req(h, "127.0.0.1", host=host, path="/index.html",
+                   headers={"X-Client": client})[0]
     try:
         # the attacker: 4 connections, one request each (far under any
         # rate); it gets its share of B, 2 of 4, the rest answered 503
         for _ in range(2):
-            held.append(SlowPost(h, "127.0.0.41", "b.example"))
+            held.append(SlowPost(h, "127.0.0.1", "b.example", "192.0.2.41"))
         wait_until(lambda: (safe_status(h, B) or {}).get("inflight") == 2,
                    "the attacker's 2 requests to B in flight")
         for _ in range(2):
-            x = SlowPost(h, "127.0.0.41", "b.example")
+            x = SlowPost(h, "127.0.0.1", "b.example", "192.0.2.41")
             held.append(x)
             line = slow_post_answer(x)
             assert line is not None and " 503 " in line, line
-        assert h.wait_log(r"W4A00666: hosting %s: client 127\.0\.0\.41 holds its "
+        assert h.wait_log(r"W4A00666: hosting %s: client 192\.0\.2\.41 holds its "
                    r"share of the hosting's requests in flight \(2 of its "
                    r"limit of 4" % B)
         assert (safe_status(h, B) or {}).get("inflight") == 2
         # B's visitors: served
-        st, _ = req(h, "127.0.0.42", host="b.example", path="/index.html")
+        st = visit("192.0.2.42", "b.example")
         assert st == 200, st
         # and A's, untouched
-        st, _ = req(h, "127.0.0.41", host="a.example", path="/index.html")
+        st = visit("192.0.2.41", "a.example")
         assert st == 200, st
         # a whitelisted client (a supervisor, an API partner) is held to
         # the hosting's limit only: it takes B's last 2 places
         for _ in range(2):
-            held.append(SlowPost(h, "127.0.0.43", "b.example"))
+            held.append(SlowPost(h, "127.0.0.1", "b.example", "192.0.2.43"))
         wait_until(lambda: (safe_status(h, B) or {}).get("inflight") == 4,
                    "the whitelisted client's 2 requests to B in flight")
-        st, _ = req(h, "127.0.0.42", host="b.example", path="/index.html")
+        st = visit("192.0.2.42", "b.example")
         assert st == 503, st
     finally:
         for x in held:
@@ -390,7 +402,7 @@ W4AGuardHostingLimit 4
     # the places come back with the requests
     wait_until(lambda: (safe_status(h, B) or {}).get("inflight") == 0,
                "B's places given back")
-    st, _ = req(h, "127.0.0.41", host="b.example", path="/index.html")
+    st = visit("192.0.2.41", "b.example")
     assert st == 200, st
 
 

@@ -11,6 +11,9 @@
 #include "check_w4a.h"
 #include "guard_table.h"
 #include "w4a_inflight.h"
+#include <apr_network_io.h>
+
+#include "w4a_util.h"
 
 static apr_pool_t *pool;
 static guard_table_t *t;
@@ -322,6 +325,35 @@ START_TEST(test_inflight_a_dead_process_leaves_no_share_behind)
 }
 END_TEST
 
+START_TEST(test_share_client_every_loopback_address_is_one_client)
+{
+    unsigned char a[16], b[16];
+    const unsigned char lo1[4] = { 127, 0, 0, 61 }, lo2[4] = { 127, 9, 9, 9 };
+    const unsigned char pub[4] = { 192, 0, 2, 1 };
+    unsigned char v6lo[16] = { 0 }, mapped[16] = { 0 }, v6[16] = { 0x20, 1,
+        0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+
+    v6lo[15] = 1;
+    mapped[10] = mapped[11] = 0xff;
+    mapped[12] = 127;
+    mapped[15] = 5;
+    w4a_client_share_bytes(APR_INET, lo1, 64, a);
+    w4a_client_share_bytes(APR_INET, lo2, 64, b);
+    ck_assert_mem_eq(a, b, 16);
+    w4a_client_share_bytes(APR_INET6, v6lo, 64, b);
+    ck_assert_mem_eq(a, b, 16);
+    w4a_client_share_bytes(APR_INET6, mapped, 64, b);
+    ck_assert_mem_eq(a, b, 16);
+    /* others are themselves, IPv6 cut to its prefix */
+    w4a_client_share_bytes(APR_INET, pub, 64, b);
+    ck_assert_int_eq(b[12], 192);
+    ck_assert_int_ne(memcmp(a, b, 16), 0);
+    w4a_client_share_bytes(APR_INET6, v6, 64, b);
+    ck_assert_int_eq(b[15], 0);
+    ck_assert_int_eq(b[0], 0x20);
+}
+END_TEST
+
 Suite *guard_suite(void)
 {
     Suite *s = suite_create("guard");
@@ -337,6 +369,7 @@ Suite *guard_suite(void)
     tcase_add_test(tc, test_inflight_names_share_a_bucket_only_when_every_one_is_taken);
     tcase_add_test(tc, test_inflight_a_client_holds_its_share_others_keep_theirs);
     tcase_add_test(tc, test_inflight_a_dead_process_leaves_no_share_behind);
+    tcase_add_test(tc, test_share_client_every_loopback_address_is_one_client);
     suite_add_tcase(s, tc);
     return s;
 }
