@@ -18,13 +18,68 @@
 #include "w4a_metrics.h"
 
 #define METRICS_MAGIC   0x77346d31u     /* "w4m1" */
-#define METRICS_VERSION 1u
+#define METRICS_VERSION 2u      /* 2: refusals by check */
 #define CLAIM_SPINS     1000
 
 const char *const w4a_metrics_counter_names[W4A_MC_MAX] = {
     "requests", "bytes", "1xx", "2xx", "3xx", "4xx", "5xx", "posts",
-    "php_requests", "php_us", "backend_errors", "refused", "recent_script"
+    "php_requests", "php_us", "backend_errors", "refused", "recent_script",
+    "refused_guard_ban_rate", "refused_guard_ban_login",
+    "refused_guard_ban_fleet", "refused_guard_ban_admin",
+    "refused_guard_other", "refused_guard_hosting_limit",
+    "refused_guard_hosting_client_share", "refused_vhost_record",
+    "refused_vhost_owner", "refused_vhost_handler", "refused_vhost_htaccess",
+    "refused_vhost_file_type", "refused_vhost_other", "refused_php_check",
+    "refused_php_limit", "refused_php_client_share", "refused_php_other"
 };
+
+const char *const w4a_metrics_check_names[W4A_METRICS_CHECKS] = {
+    "guard-ban-rate", "guard-ban-login", "guard-ban-fleet", "guard-ban-admin",
+    "guard-other", "guard-hosting-limit", "guard-hosting-client-share",
+    "vhost-record", "vhost-owner", "vhost-handler", "vhost-htaccess",
+    "vhost-file-type", "vhost-other", "php-check", "php-limit",
+    "php-client-share", "php-other"
+};
+
+/* The note values each module sets, and their check. */
+typedef struct {
+    const char *value;
+    int         check;
+} note_check;
+
+static const note_check guard_notes[] = {
+    { "rate", 0 }, { "login", 1 }, { "fleet", 2 }, { "admin", 3 },
+    { NULL, 4 }
+};
+static const note_check guard_hosting_notes[] = {
+    { "limit", 5 }, { "client-share", 6 }, { NULL, 4 }
+};
+static const note_check vhost_notes[] = {
+    { "refused", 7 }, { "owner_denied", 8 }, { "handlers_refused", 9 },
+    { "htaccess_refused", 10 }, { "special_denied", 11 }, { NULL, 12 }
+};
+static const note_check php_notes[] = {
+    { "check", 13 }, { "busy", 14 }, { "client-share", 15 }, { NULL, 16 }
+};
+
+static int check_in(const note_check *t, const char *v)
+{
+    for (; t->value; t++) {
+        if (!strcmp(t->value, v)) {
+            break;
+        }
+    }
+    return W4A_MC_REF_FIRST + t->check;
+}
+
+int w4a_metrics_check_of(const char *guard, const char *guard_hosting,
+                         const char *vhost, const char *php)
+{
+    return guard ? check_in(guard_notes, guard)
+           : guard_hosting ? check_in(guard_hosting_notes, guard_hosting)
+           : vhost ? check_in(vhost_notes, vhost)
+           : php ? check_in(php_notes, php) : -1;
+}
 
 apr_size_t w4a_metrics_size(apr_uint32_t nrows)
 {

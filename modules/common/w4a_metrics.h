@@ -50,8 +50,29 @@ enum {
     W4A_MC_BACKEND_ERR,  /* PHP requests answered 503 or 504 */
     W4A_MC_REFUSED,      /* refused by our checks (see docs/metrics.md) */
     W4A_MC_RECENT,       /* PHP requests of a recently modified script */
+    /* W4A_MC_REFUSED split by the check that refused: exactly one of
+     * these per refusal (w4a_metrics_check_of), their sum is it. */
+    W4A_MC_REF_FIRST,
+    W4A_MC_REF_LAST = W4A_MC_REF_FIRST + 16,
     W4A_MC_MAX
 };
+
+/** The checks a refusal is counted for (label "check"), in the order of
+ * W4A_MC_REF_FIRST ... W4A_MC_REF_LAST. */
+#define W4A_METRICS_CHECKS (W4A_MC_REF_LAST - W4A_MC_REF_FIRST + 1)
+extern const char *const w4a_metrics_check_names[W4A_METRICS_CHECKS];
+
+/**
+ * The check of a refusal, from the notes our modules set when they refuse
+ * (the values of r->notes "w4a-guard", "w4a-guard-hosting",
+ * "w4a-vhost-refused" and "w4a-php-refused"; NULL when not set), looked at
+ * in the order a request meets them (guard's client checks, guard's
+ * hosting limit, vhost, php).  A value no module sets today counts as the
+ * module's "-other": the figures stay bounded.
+ * @return a counter, W4A_MC_REF_FIRST + k, or -1 when no note is set.
+ */
+int w4a_metrics_check_of(const char *guard, const char *guard_hosting,
+                         const char *vhost, const char *php);
 
 /** Short names of the counters (JSON keys of w4a-top, sort keys). */
 extern const char *const w4a_metrics_counter_names[W4A_MC_MAX];

@@ -50,6 +50,7 @@
 #include "geoip_db.h"
 #include "w4a_envhdr.h"
 #include "w4a_httpd.h"
+#include "w4a_prom.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_geoip_module;
@@ -1711,6 +1712,62 @@ static int geoip_status_handler(request_rec *r)
     return OK;
 }
 
+/* Prometheus: the node-wide figures of the status page (shared memory;
+ * what only the answering process knows is left out), for
+ * mod_w4a_metrics' page (its optional hook w4a_metrics_collect). */
+static const char *const counter_help[CNT_SHOWN] = {
+    "Lookups of client addresses in the database.",
+    "Lookups that found no entry for the address.",
+    "Lookups that failed (a database error).",
+    "New versions of the database file loaded (once per version, "
+    "node-wide).",
+    "New versions of the database file refused (the old one kept)."
+};
+
+static int geoip_metrics_collect(request_rec *r, w4a_prom_t *out)
+{
+    geoip_global *g = srv_conf(r->server)->g;
+    int i, k;
+
+    if (!g || !g->dbs) {
+        return DECLINED;
+    }
+    for (k = 0; k < CNT_SHOWN; k++) {
+        w4a_prom_family(out, apr_pstrcat(r->pool, "w4a_geoip_",
+                                         counter_names[k], "_total", NULL),
+                        W4A_PROM_COUNTER, counter_help[k]);
+        for (i = 0; i < g->dbs->nelts; i++) {
+            geoip_slot *slot = APR_ARRAY_IDX(g->dbs, i, geoip_slot *);
+            w4a_prom_u64(out, slot->counters
+                              ? apr_atomic_read64(&slot->counters[k]) : 0,
+                         "database", slot->name, NULL);
+        }
+    }
+    w4a_prom_family(out, "w4a_geoip_last_reload_timestamp_seconds",
+                    W4A_PROM_GAUGE, "When a new version of the database was "
+                    "last loaded (Unix time; 0: not since start).");
+    for (i = 0; i < g->dbs->nelts; i++) {
+        geoip_slot *slot = APR_ARRAY_IDX(g->dbs, i, geoip_slot *);
+        w4a_prom_u64(out, slot->counters
+                          ? apr_atomic_read64(&slot->counters[CNT_LAST_RELOAD])
+                          : 0, "database", slot->name, NULL);
+    }
+    w4a_prom_one(out, "w4a_geoip_headers_removed_total", W4A_PROM_COUNTER,
+                 "Request headers removed that stood for our variables "
+                 "(GEOIP_*, MM_*, the supervisor variable).",
+                 g->headers_removed ? apr_atomic_read64(g->headers_removed)
+                                    : 0);
+    w4a_prom_one(out, "w4a_geoip_supervisor_file_reloads_total",
+                 W4A_PROM_COUNTER, "New versions of the supervisor list "
+                 "file loaded.", g->sup_shared
+                 ? apr_atomic_read64(&g->sup_shared[SUP_RELOADS]) : 0);
+    w4a_prom_one(out, "w4a_geoip_supervisor_file_refused_total",
+                 W4A_PROM_COUNTER, "New versions of the supervisor list "
+                 "file refused (the old one kept).", g->sup_shared
+                 ? apr_atomic_read64(&g->sup_shared[SUP_REFUSED]) : 0);
+    return OK;
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     /* post_read_request: after mod_remoteip (APR_HOOK_FIRST), which sets
@@ -1736,6 +1793,8 @@ static void register_hooks(apr_pool_t *p)
      * (middle), before the handler: CGI, PHP and SSI see ours. */
     ap_hook_fixups(geoip_restore, NULL, NULL, APR_HOOK_LAST);
     ap_hook_handler(geoip_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(w4a, metrics_collect, geoip_metrics_collect, NULL, NULL,
+                      APR_HOOK_MIDDLE);
 }
 
 module AP_MODULE_DECLARE_DATA w4a_geoip_module = {

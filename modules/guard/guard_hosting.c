@@ -15,6 +15,7 @@
 #include "guard_private.h"
 #include "guard_hosting.h"
 #include "w4a_inflight_httpd.h"
+#include "w4a_prom.h"
 
 #define USERDATA_KEY   "w4a_guard_hosting_limit"
 #define TABLE_BYTES    (8u << 20)   /* both count areas at most this */
@@ -148,6 +149,33 @@ void guard_hosting_status(request_rec *r)
                node_limit, retry, share_pct, st.rows, st.children,
                st.buckets, st.inflight, st.refused, st.share_refused,
                st.busy);
+}
+
+void guard_hosting_prom(w4a_prom_t *out)
+{
+    w4a_inflight_stats_t st;
+
+    if (!table) {
+        return;
+    }
+    w4a_inflight_stats(table, &st);
+    w4a_prom_one(out, "w4a_guard_hosting_inflight_requests", W4A_PROM_GAUGE,
+                 "Requests in flight, node-wide (W4AGuardHostingLimit's "
+                 "table).", st.inflight);
+    w4a_prom_one(out, "w4a_guard_hosting_busy_hostings", W4A_PROM_GAUGE,
+                 "Hostings with requests in flight.", st.busy);
+    w4a_prom_one(out, "w4a_guard_hosting_limit_refused_total",
+                 W4A_PROM_COUNTER, "Requests refused at "
+                 "W4AGuardHostingLimit (a client's share included).",
+                 st.refused);
+    w4a_prom_one(out, "w4a_guard_hosting_limit_client_share_refused_total",
+                 W4A_PROM_COUNTER, "Requests refused because their client "
+                 "held its share (W4AGuardHostingClientShare).",
+                 st.share_refused);
+    w4a_prom_one(out, "w4a_guard_hosting_limit", W4A_PROM_GAUGE,
+                 "W4AGuardHostingLimit, for hostings without a "
+                 "req_limit of their own (0: none).",
+                 (apr_uint64_t)node_limit);
 }
 
 void guard_hosting_status_one(request_rec *r, const char *hosting)

@@ -58,4 +58,9 @@ void guard_hosting_status(request_rec *r);
 /** The status page of one hosting (?hosting=NAME). */
 void guard_hosting_status_one(request_rec *r, const char *hosting);
 
+struct w4a_prom_t;
+/** The node-wide figures of the hosting limit, for the Prometheus page
+ * (nothing without the table). */
+void guard_hosting_prom(struct w4a_prom_t *out);
+
 #endif

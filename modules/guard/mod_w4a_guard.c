@@ -41,6 +41,7 @@
 
 #include "guard_private.h"
 #include "w4a_httpd.h"
+#include "w4a_prom.h"
 #include "w4a_mac.h"
 #include "w4a_mc.h"
 #include "w4a_util.h"
@@ -1277,6 +1278,43 @@ static int status_client(request_rec *r, const char *addr, apr_int64_t now)
     return OK;
 }
 
+/* Prometheus: the node-wide counters of the status page (the shared
+ * table; the per-client bans, unbounded, stay on the JSON page), for
+ * mod_w4a_metrics' page (its optional hook w4a_metrics_collect). */
+static const char *const prom_help[GC_MAX] = {
+    "Requests charged to their client's budget.",
+    "Requests refused: their client is banned (or over a login quota).",
+    "Bans decided on this node.",
+    "POSTs to login paths counted against the login quota.",
+    "Clients over their budget not banned: whitelisted.",
+    "Client slots reused for another client (the table is full).",
+    "Bans written to the fleet's memcached.",
+    "Bans of other nodes (or w4a-ban) applied here.",
+    "Removals applied from the fleet's list.",
+    "Fleet list errors: memcached unreachable, forged or expired list.",
+    "Hosting-scoped bans of a client replaced (more than it can hold).",
+};
+
+static int guard_metrics_collect(request_rec *r, w4a_prom_t *out)
+{
+    int i;
+
+    if (!G || !G->table) {
+        return DECLINED;
+    }
+    for (i = 0; i < GC_MAX; i++) {
+        w4a_prom_one(out, apr_pstrcat(r->pool, "w4a_guard_",
+                                      guard_counter_names[i], "_total", NULL),
+                     W4A_PROM_COUNTER, prom_help[i],
+                     apr_atomic_read64(&G->table->counters[i]));
+    }
+    w4a_prom_one(out, "w4a_guard_table_slots", W4A_PROM_GAUGE,
+                 "Client slots of the guard's table (W4AGuardTableSize).",
+                 G->table->nslots);
+    guard_hosting_prom(out);
+    return OK;
+}
+
 static int guard_status_handler(request_rec *r)
 {
     int rv, i;
@@ -1498,6 +1536,8 @@ static void register_hooks(apr_pool_t *p)
     /* After mod_w4a_php's decision (APR_HOOK_LAST). */
     ap_hook_fixups(guard_fixups_late, NULL, NULL, APR_HOOK_REALLY_LAST);
     ap_hook_handler(guard_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(w4a, metrics_collect, guard_metrics_collect, NULL, NULL,
+                      APR_HOOK_MIDDLE);
     ap_hook_log_transaction(guard_log_transaction, NULL, NULL,
                             APR_HOOK_MIDDLE);
 }

@@ -45,6 +45,7 @@
 #include "htcompat_table.h"
 #include "mod_w4a_htcompat.h"
 #include "w4a_httpd.h"
+#include "w4a_prom.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_htcompat_module;
@@ -880,6 +881,47 @@ static int htc_status_handler(request_rec *r)
     return OK;
 }
 
+/* Prometheus: the node-wide figures of the status page (the state
+ * file's counters; the pool cache, this process's own, is left out), for
+ * mod_w4a_metrics' page (its optional hook w4a_metrics_collect).  The
+ * counters are 32 bits: a wrap reads as a counter reset. */
+static int htc_metrics_collect(request_rec *r, w4a_prom_t *out)
+{
+    int i, tracked = 0;
+
+    if (!state) {
+        return DECLINED;
+    }
+    for (i = 0; i < HTC_BITS / 32; i++) {
+        tracked += __builtin_popcount(apr_atomic_read32(&state->bits[i]));
+    }
+    w4a_prom_one(out, "w4a_htcompat_requests_total", W4A_PROM_COUNTER,
+                 "PHP requests mod_w4a_htcompat delivered "
+                 "settings for.",
+                 apr_atomic_read32(&state->counters[CNT_REQUESTS]));
+    w4a_prom_one(out, "w4a_htcompat_applied_total", W4A_PROM_COUNTER,
+                 "php_value/php_flag lines delivered to PHP.",
+                 apr_atomic_read32(&state->counters[HTC_OK]));
+    w4a_prom_one(out, "w4a_htcompat_engine_off_total", W4A_PROM_COUNTER,
+                 "Lines ignored because W4AHtcompatEngine is off there.",
+                 apr_atomic_read32(&state->counters[CNT_ENGINE_OFF]));
+    w4a_prom_family(out, "w4a_htcompat_refused_total", W4A_PROM_COUNTER,
+                    "php_value/php_flag lines not delivered, by reason.");
+    for (i = 1; i < HTC_NREASONS; i++) {
+        w4a_prom_u64(out, apr_atomic_read32(&state->counters[i]),
+                     "reason", htc_reason_name(i), NULL);
+    }
+    w4a_prom_one(out, "w4a_htcompat_pool_cache_trimmed_total",
+                 W4A_PROM_COUNTER, "Entries dropped from the pool settings "
+                 "caches.",
+                 apr_atomic_read32(&state->counters[CNT_POOL_TRIMMED]));
+    w4a_prom_one(out, "w4a_htcompat_tracked_slots", W4A_PROM_GAUGE,
+                 "Settings ever delivered through FPM (each "
+                 "later PHP request sends their defaults back).",
+                 (apr_uint64_t)tracked);
+    return OK;
+}
+
 /* ------------------------------------------------------------------ */
 
 static int htc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
@@ -991,6 +1033,8 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_post_config(htc_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(htc_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(htc_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(w4a, metrics_collect, htc_metrics_collect, NULL, NULL,
+                      APR_HOOK_MIDDLE);
 }
 
 module AP_MODULE_DECLARE_DATA w4a_htcompat_module = {

@@ -45,6 +45,7 @@
 #include "mod_w4a_vhost.h"
 #include "w4a_html.h"
 #include "w4a_httpd.h"
+#include "w4a_prom.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_media_module;
@@ -1235,6 +1236,45 @@ static int media_status_handler(request_rec *r)
     return OK;
 }
 
+/* Prometheus: the node-wide counters of the status page, for
+ * mod_w4a_metrics' page (its optional hook w4a_metrics_collect); names
+ * with their unit, in the order of counter_e. */
+static const char *const prom_names[CNT_MAX][2] = {
+    { "w4a_media_pages_filtered_total",
+      "HTML pages that went through the URL rewriting filter." },
+    { "w4a_media_pages_rewritten_total",
+      "HTML pages with at least one URL rewritten to the media host." },
+    { "w4a_media_urls_rewritten_total",
+      "Asset URLs rewritten to the media host." },
+    { "w4a_media_rewrite_input_bytes_total",
+      "Bytes of HTML into the rewriting filter." },
+    { "w4a_media_rewrite_output_bytes_total",
+      "Bytes of HTML out of the rewriting filter." },
+    { "w4a_media_pages_passed_total",
+      "HTML pages passed unchanged (too large, or not to be rewritten)." },
+    { "w4a_media_tokens_overlong_total",
+      "HTML tokens too long to be rewritten, passed as they were." },
+    { "w4a_media_served_total",
+      "Requests served on a media host." },
+    { "w4a_media_refused_total",
+      "Requests refused on a media host (not a static file)." },
+    { "w4a_media_pages_inflated_total",
+      "Compressed HTML pages inflated to be rewritten." },
+    { "w4a_media_filters_removed_total",
+      "Output filters removed from media host responses." },
+};
+
+static int media_metrics_collect(request_rec *r, w4a_prom_t *out)
+{
+    int i;
+
+    for (i = 0; i < CNT_MAX; i++) {
+        w4a_prom_one(out, prom_names[i][0], W4A_PROM_COUNTER, prom_names[i][1],
+                     counters ? apr_atomic_read64(&counters[i]) : 0);
+    }
+    return OK;
+}
+
 static apr_status_t counters_cleanup(void *data)
 {
     counters = NULL;
@@ -1294,6 +1334,8 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_fixups(media_fixup_last, late_pred, late_succ, APR_HOOK_LAST);
     ap_hook_handler(media_handler_guard, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_handler(media_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(w4a, metrics_collect, media_metrics_collect, NULL, NULL,
+                      APR_HOOK_MIDDLE);
     /* After every other module added its filters: remove them. */
     ap_hook_insert_filter(media_insert_filter, NULL, NULL,
                           APR_HOOK_REALLY_LAST);

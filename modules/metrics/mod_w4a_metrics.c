@@ -20,6 +20,7 @@
 #include <http_request.h>
 #include <util_filter.h>
 #include <apr_optional.h>
+#include <apr_optional_hooks.h>
 #include <apr_strings.h>
 #include <unistd.h>
 
@@ -27,6 +28,7 @@
 #include "w4a_httpd.h"
 #include "mod_w4a_php.h"
 #include "w4a_metrics.h"
+#include "w4a_prom.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_metrics_module;
@@ -232,13 +234,13 @@ static apr_status_t metrics_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 /* Refused by one of our checks: the note each module sets when it
  * refuses (mod_w4a_vhost: owner, file type, record, handler, .htaccess;
  * mod_w4a_php: its checks and limits; mod_w4a_guard: bans, quotas and
- * its per-hosting request limit). */
-static int refused(request_rec *r)
+ * its per-hosting request limit), as the counter of that check, or -1. */
+static int refused_check(request_rec *r)
 {
-    return apr_table_get(r->notes, "w4a-vhost-refused")
-           || apr_table_get(r->notes, "w4a-php-refused")
-           || apr_table_get(r->notes, "w4a-guard")
-           || apr_table_get(r->notes, "w4a-guard-hosting");
+    return w4a_metrics_check_of(apr_table_get(r->notes, "w4a-guard"),
+                                apr_table_get(r->notes, "w4a-guard-hosting"),
+                                apr_table_get(r->notes, "w4a-vhost-refused"),
+                                apr_table_get(r->notes, "w4a-php-refused"));
 }
 
 static int metrics_log_transaction(request_rec *r)
@@ -247,7 +249,7 @@ static int metrics_log_transaction(request_rec *r)
     w4a_metrics_row_t *row;
     metrics_req *q;
     request_rec *last = r;
-    int full, status, klass;
+    int full, status, klass, check;
 
     if (!G || r->main) {
         return DECLINED;
@@ -280,8 +282,13 @@ static int metrics_log_transaction(request_rec *r)
     if (r->method_number == M_POST) {
         w4a_metrics_add(row, W4A_MC_POSTS, 1);
     }
-    if (refused(r) || (last != r && refused(last))) {
+    check = refused_check(r);
+    if (check < 0 && last != r) {
+        check = refused_check(last);
+    }
+    if (check >= 0) {
         w4a_metrics_add(row, W4A_MC_REFUSED, 1);
+        w4a_metrics_add(row, check, 1);
     }
     /* mod_w4a_php found no socket for the hosting's pool: 503 before any
      * dispatch, a backend error all the same. */
@@ -316,7 +323,7 @@ static int metrics_log_transaction(request_rec *r)
 }
 
 /* ------------------------------------------------------------------ */
-/* Prometheus exposition (text format 0.0.4).                         */
+/* Prometheus exposition (text format 0.0.4, modules/common/w4a_prom). */
 
 typedef struct {
     int         counter;     /* W4A_MC_* */
@@ -339,63 +346,104 @@ static const family families[] = {
     { W4A_MC_BACKEND_ERR, "w4a_hosting_php_backend_errors_total",
       "PHP requests of the hosting answered 503 or 504 (pool refused, "
       "died or timed out)." },
-    { W4A_MC_REFUSED, "w4a_hosting_refused_total",
-      "Requests of the hosting refused by a check of mod_w4a_vhost, "
-      "mod_w4a_php or mod_w4a_guard." },
     { W4A_MC_RECENT, "w4a_hosting_php_recent_script_requests_total",
       "PHP requests of a script modified within W4AMetricsRecentScript "
       "minutes." },
 };
 
-/* A label value as the text format wants it: \\, \" and \n escaped. */
-static const char *label(apr_pool_t *p, const char *v)
-{
-    const char *q;
-    char *out, *o;
+/* Samples one module's collector may write: every module's figures are
+ * a few dozen series; this keeps a slip from making the page unbounded. */
+#define COLLECTOR_SAMPLES 2048
+#define DROPPED_LOG_EVERY apr_time_from_sec(60)
 
-    for (q = v; *q && *q != '\\' && *q != '"' && *q != '\n'; q++) {
-    }
-    if (!*q) {
-        return v;
-    }
-    o = out = apr_palloc(p, strlen(v) * 2 + 1);
-    for (q = v; *q; q++) {
-        if (*q == '\\' || *q == '"') {
-            *o++ = '\\';
-            *o++ = *q;
-        }
-        else if (*q == '\n') {
-            *o++ = '\\';
-            *o++ = 'n';
-        }
-        else {
-            *o++ = *q;
-        }
-    }
-    *o = '\0';
-    return out;
+static apr_status_t page_write(void *baton, const char *data, apr_size_t len)
+{
+    return ap_rwrite(data, (int)len, baton) < 0 ? APR_EGENERAL : APR_SUCCESS;
 }
 
-static void print_value(request_rec *r, const family *f, const char *name,
-                        const w4a_metrics_snap_t *s)
+static void hosting_families(w4a_prom_t *out, apr_array_header_t *a)
 {
-    if (f->counter == W4A_MC_PHP_US) {
-        ap_rprintf(r, "%s{hosting=\"%s\"} %" APR_UINT64_T_FMT ".%06"
-                   APR_UINT64_T_FMT "\n", f->name, name,
-                   s->c[f->counter] / 1000000, s->c[f->counter] % 1000000);
+    apr_size_t i;
+    int j, k;
+    static const char *const codes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+    for (i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+        const family *f = &families[i];
+        w4a_prom_family(out, f->name, W4A_PROM_COUNTER, f->help);
+        for (j = 0; j < a->nelts; j++) {
+            const w4a_metrics_snap_t *s = &APR_ARRAY_IDX(a, j,
+                                                         w4a_metrics_snap_t);
+            if (f->counter == W4A_MC_PHP_US) {
+                w4a_prom_scaled(out, s->c[f->counter], 1000000,
+                                "hosting", s->name, NULL);
+            }
+            else {
+                w4a_prom_u64(out, s->c[f->counter], "hosting", s->name, NULL);
+            }
+        }
     }
-    else {
-        ap_rprintf(r, "%s{hosting=\"%s\"} %" APR_UINT64_T_FMT "\n", f->name,
-                   name, s->c[f->counter]);
+    w4a_prom_family(out, "w4a_hosting_responses_total", W4A_PROM_COUNTER,
+                    "Responses of the hosting by status class.");
+    for (j = 0; j < a->nelts; j++) {
+        const w4a_metrics_snap_t *s = &APR_ARRAY_IDX(a, j, w4a_metrics_snap_t);
+        for (k = 0; k < 5; k++) {
+            w4a_prom_u64(out, s->c[W4A_MC_1XX + k], "hosting", s->name,
+                         "code", codes[k], NULL);
+        }
     }
+    /* Only the checks that refused something: 17 series per hosting
+     * would be most of the page, and almost all 0. */
+    w4a_prom_family(out, "w4a_hosting_refused_total", W4A_PROM_COUNTER,
+                    "Requests of the hosting refused by a check of "
+                    "mod_w4a_guard, mod_w4a_vhost or mod_w4a_php, by check "
+                    "(series of checks that refused nothing are left out).");
+    for (j = 0; j < a->nelts; j++) {
+        const w4a_metrics_snap_t *s = &APR_ARRAY_IDX(a, j, w4a_metrics_snap_t);
+        for (k = 0; k < W4A_METRICS_CHECKS; k++) {
+            if (s->c[W4A_MC_REF_FIRST + k]) {
+                w4a_prom_u64(out, s->c[W4A_MC_REF_FIRST + k],
+                             "hosting", s->name,
+                             "check", w4a_metrics_check_names[k], NULL);
+            }
+        }
+    }
+    w4a_prom_one(out, "w4a_metrics_table_rows", W4A_PROM_GAUGE,
+                 "Rows of the per-hosting table (W4AMetricsTableSize).",
+                 G->t->nrows);
+    w4a_prom_one(out, "w4a_metrics_table_used_rows", W4A_PROM_GAUGE,
+                 "Rows held by a hosting.",
+                 __atomic_load_n(&G->t->used, __ATOMIC_RELAXED));
+    w4a_prom_one(out, "w4a_metrics_table_full_total", W4A_PROM_COUNTER,
+                 "Requests whose hosting found no free row (counted as "
+                 "hosting \"(other)\").",
+                 __atomic_load_n(&G->t->full_hits, __ATOMIC_RELAXED));
+}
+
+/* Every module's w4a_metrics_collect, in hook order, each with its own
+ * budget of samples. */
+static void run_collectors(request_rec *r, w4a_prom_t *out)
+{
+    apr_array_header_t *hooks = apr_optional_hook_get("metrics_collect");
+    w4a_LINK_metrics_collect_t *h;
+    int i;
+
+    if (!hooks) {
+        return;
+    }
+    h = (w4a_LINK_metrics_collect_t *)hooks->elts;
+    for (i = 0; i < hooks->nelts; i++) {
+        w4a_prom_budget(out, COLLECTOR_SAMPLES);
+        h[i].pFunc(r, out);
+    }
+    w4a_prom_budget(out, 0);
 }
 
 static int metrics_handler(request_rec *r)
 {
-    apr_array_header_t *a;
-    const char **names;
-    apr_size_t i;
-    int rv, j, k;
+    static apr_time_t dropped_logged;   /* this process's last W4A00705 */
+    w4a_prom_t *out;
+    apr_uint32_t dropped;
+    int rv;
 
     if (!w4a_status_begin(r, HANDLER, &rv)) {
         if (rv == OK) {
@@ -404,47 +452,30 @@ static int metrics_handler(request_rec *r)
         return rv;
     }
     ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
+    out = w4a_prom_make(page_write, r, r->pool);
     if (!G) {
-        ap_rputs("# W4AMetrics is off\n", r);
-        return OK;
+        ap_rputs("# W4AMetrics is off: no per-hosting figures\n", r);
     }
-    a = w4a_metrics_snapshot(G->t, r->pool);
-    names = apr_palloc(r->pool, sizeof(*names) * (apr_size_t)(a->nelts + 1));
-    for (j = 0; j < a->nelts; j++) {
-        names[j] = label(r->pool, APR_ARRAY_IDX(a, j, w4a_metrics_snap_t).name);
+    else {
+        hosting_families(out, w4a_metrics_snapshot(G->t, r->pool));
     }
-    for (i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
-        const family *f = &families[i];
-        ap_rprintf(r, "# HELP %s %s\n# TYPE %s counter\n", f->name, f->help,
-                   f->name);
-        for (j = 0; j < a->nelts; j++) {
-            print_value(r, f, names[j],
-                        &APR_ARRAY_IDX(a, j, w4a_metrics_snap_t));
+    run_collectors(r, out);
+    dropped = w4a_prom_dropped(out);
+    w4a_prom_one(out, "w4a_metrics_page_dropped_samples", W4A_PROM_GAUGE,
+                 "Samples of this page left out because the writer refused "
+                 "them (a bad name or label, a family twice, over a module's "
+                 "budget); see the error log, W4A00705.", dropped);
+    w4a_prom_flush(out);
+    if (dropped) {
+        apr_time_t now = apr_time_now();
+        if (now - dropped_logged >= DROPPED_LOG_EVERY) {
+            dropped_logged = now;
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00705)
+                          "metrics page: %u samples left out, the first "
+                          "because: %s (logged at most every 60 s per "
+                          "process)", dropped, w4a_prom_error(out));
         }
     }
-    ap_rputs("# HELP w4a_hosting_responses_total Responses of the hosting by "
-             "status class.\n# TYPE w4a_hosting_responses_total counter\n", r);
-    for (j = 0; j < a->nelts; j++) {
-        const w4a_metrics_snap_t *s = &APR_ARRAY_IDX(a, j, w4a_metrics_snap_t);
-        for (k = 0; k < 5; k++) {
-            ap_rprintf(r, "w4a_hosting_responses_total{hosting=\"%s\","
-                       "code=\"%dxx\"} %" APR_UINT64_T_FMT "\n", names[j],
-                       k + 1, s->c[W4A_MC_1XX + k]);
-        }
-    }
-    ap_rprintf(r, "# HELP w4a_metrics_table_rows Rows of the per-hosting "
-               "table (W4AMetricsTableSize).\n"
-               "# TYPE w4a_metrics_table_rows gauge\n"
-               "w4a_metrics_table_rows %u\n"
-               "# HELP w4a_metrics_table_used_rows Rows held by a hosting.\n"
-               "# TYPE w4a_metrics_table_used_rows gauge\n"
-               "w4a_metrics_table_used_rows %u\n"
-               "# HELP w4a_metrics_table_full_total Requests whose hosting "
-               "found no free row (counted as hosting \"(other)\").\n"
-               "# TYPE w4a_metrics_table_full_total counter\n"
-               "w4a_metrics_table_full_total %" APR_UINT64_T_FMT "\n",
-               G->t->nrows, __atomic_load_n(&G->t->used, __ATOMIC_RELAXED),
-               __atomic_load_n(&G->t->full_hits, __ATOMIC_RELAXED));
     return OK;
 }
 

@@ -1091,6 +1091,43 @@ static int w4a_php_dispatched(request_rec *r)
     return our_dispatch(r) != NULL;
 }
 
+/* Prometheus: the node-wide figures of the status page (the limit's
+ * shared table), for mod_w4a_metrics' page (w4a_metrics_collect). */
+#include "w4a_prom.h"
+
+static int php_metrics_collect(request_rec *r, w4a_prom_t *out)
+{
+    php_limit_stats_t st;
+
+    php_limit_stats(&st);
+    w4a_prom_one(out, "w4a_php_inflight_requests", W4A_PROM_GAUGE,
+                 "PHP requests in flight, node-wide (W4APHPHostingLimit's "
+                 "table).", st.inflight);
+    w4a_prom_one(out, "w4a_php_busy_hostings", W4A_PROM_GAUGE,
+                 "Hostings with PHP requests in flight.", st.busy);
+    w4a_prom_one(out, "w4a_php_hosting_limit_refused_total", W4A_PROM_COUNTER,
+                 "PHP requests refused at W4APHPHostingLimit (a client's "
+                 "share included).", st.refused);
+    w4a_prom_one(out, "w4a_php_hosting_limit_client_share_refused_total",
+                 W4A_PROM_COUNTER, "PHP requests refused because their "
+                 "client held its share (W4APHPHostingClientShare).",
+                 st.share_refused);
+    w4a_prom_one(out, "w4a_php_hosting_limit_auto", W4A_PROM_GAUGE,
+                 "The hosting limit W4APHPHostingLimit auto stands for "
+                 "(MaxRequestWorkers / 8, at least 4).",
+                 (apr_uint64_t)(auto_hosting_limit > 0 ? auto_hosting_limit
+                                                       : 0));
+    w4a_prom_one(out, "w4a_php_hosting_limit_table_rows", W4A_PROM_GAUGE,
+                 "Rows of the limit's table (children it can hold).",
+                 st.rows);
+    w4a_prom_one(out, "w4a_php_hosting_limit_children", W4A_PROM_GAUGE,
+                 "Rows of the limit's table held by live children.",
+                 st.children);
+    w4a_prom_one(out, "w4a_php_hosting_limit_buckets", W4A_PROM_GAUGE,
+                 "Hosting buckets of the limit's table.", st.buckets);
+    return OK;
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     /* Fixups run after mod_rewrite's per-directory rules (which may set a
@@ -1112,6 +1149,8 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_insert_error_filter(php_insert_error_filter, NULL, NULL,
                                 APR_HOOK_MIDDLE);
     APR_REGISTER_OPTIONAL_FN(w4a_php_dispatched);
+    APR_OPTIONAL_HOOK(w4a, metrics_collect, php_metrics_collect, NULL, NULL,
+                      APR_HOOK_MIDDLE);
 }
 
 module AP_MODULE_DECLARE_DATA w4a_php_module = {

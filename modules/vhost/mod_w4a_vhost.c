@@ -43,6 +43,7 @@
 #include "w4a_host.h"
 #include "w4a_httpd.h"
 #include "w4a_map.h"
+#include "w4a_prom.h"
 #include "w4a_util.h"
 
 module AP_MODULE_DECLARE_DATA w4a_vhost_module;
@@ -1387,6 +1388,54 @@ static void vhost_child_init(apr_pool_t *pchild, server_rec *s)
     vhost_source_child_init(pchild, s);
 }
 
+/* ------------------------------------------------------------------ */
+/* Prometheus: the node-wide counters of the status page, for
+ * mod_w4a_metrics' page (its optional hook w4a_metrics_collect).      */
+
+static const char *const counter_help[CNT_MAX] = {
+    "Host lookups in the map.",
+    "Host lookups that found a hosting.",
+    "Requests for a Host not in the map.",
+    "Requests of a suspended hosting.",
+    "Requests with an invalid Host header.",
+    "Requests refused for an invalid or refused record.",
+    "Requests refused by the owner check.",
+    "Map index reloads (every process counts its own).",
+    "Map index reloads that failed (the old index kept).",
+    "Requests for a media host.",
+    "Lookups answered by the per-process cache.",
+    "Lookups answered by a negative entry of the per-process cache.",
+    "Lookups that waited for another thread's lookup of the same name.",
+    "Lookups answered by memcached.",
+    "Lookups memcached did not have.",
+    "memcached errors.",
+    "Cache values refused as malformed.",
+    "memcached values refused: their seal did not match.",
+    "memcached values refused: expired.",
+    "Database queries.",
+    "Database errors.",
+    "Records refused as invalid.",
+    "Requests served from a stale record while the source was down.",
+    "Requests answered unavailable: no source answered.",
+    "Handlers named by per-directory configuration and refused.",
+    ".htaccess files refused (too large).",
+    "Request headers removed that stood for our variables.",
+    "Requests of a FIFO, socket or device file refused.",
+};
+
+static int vhost_metrics_collect(request_rec *r, w4a_prom_t *out)
+{
+    int i;
+
+    for (i = 0; i < CNT_MAX; i++) {
+        w4a_prom_one(out, apr_pstrcat(r->pool, "w4a_vhost_", counter_names[i],
+                                      "_total", NULL),
+                     W4A_PROM_COUNTER, counter_help[i],
+                     counters ? apr_atomic_read64(&counters[i]) : 0);
+    }
+    return OK;
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     /* After mod_alias and mod_userdir, as mod_vhost_alias: server-level
@@ -1407,6 +1456,8 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_get_suexec_identity(vhost_suexec_identity, NULL, NULL,
                                 APR_HOOK_FIRST);
     ap_hook_handler(vhost_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(w4a, metrics_collect, vhost_metrics_collect, NULL, NULL,
+                      APR_HOOK_MIDDLE);
     ap_hook_log_transaction(vhost_log_transaction, NULL, NULL,
                             APR_HOOK_REALLY_FIRST);
     vhost_guard_register_hooks();

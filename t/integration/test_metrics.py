@@ -98,7 +98,8 @@ def scrape(httpd):
         for s in fam.samples:
             key = (s.name,) + tuple(s.labels[k] for k in ("hosting", "code")
                                     if k in s.labels)
-            out[key] = s.value
+            # w4a_hosting_refused_total: summed over its label check
+            out[key] = out.get(key, 0) + s.value
     return out
 
 
@@ -519,3 +520,273 @@ def test_metrics_graceful_keeps_the_table_and_says_a_new_size_waits(w4a):
     assert httpd.get("a.example", "/index.html")[0] == 200
     m = wait_requests(httpd, {A: 1})
     assert m[("w4a_metrics_table_rows",)] == 8
+
+
+# ---------------------------------------------------------------------
+# Every module's node-wide counters on the page (w4a_metrics_collect).
+
+from geoip_mmdb import GEOIP_SO, make_mmdb               # noqa: E402
+from w4a_harness import HTCOMPAT_SO, MEDIA_SO             # noqa: E402
+
+GUARD_SO = os.path.join(REPO, "modules/guard/.libs/mod_w4a_guard.so")
+HTCHECK = os.path.join(REPO, "support/w4a-htcheck")
+ALL = OURS + [("w4a_geoip_module", GEOIP_SO),
+              ("w4a_htcompat_module", HTCOMPAT_SO),
+              ("w4a_media_module", MEDIA_SO),
+              ("w4a_guard_module", GUARD_SO)]
+NAME = re.compile(r"^w4a_[a-z0-9_]+$")
+INI = "<?php echo ini_get('max_execution_time'), \"\\n\";\n"
+
+
+def page(httpd):
+    st, h, body = httpd.get("localhost", "/w4a-metrics")
+    assert st == 200, body
+    return body.decode()
+
+
+def families(text):
+    """{name: (type, [(labels, value)])}, parsed by prometheus_client's
+    parser, after checking the text itself: one # HELP and one # TYPE per
+    family, before its samples, every sample of a declared family, names
+    valid and Grafana-ready (counters _total, gauges not)."""
+    helps, types, seen = {}, {}, set()
+    for ln in text.splitlines():
+        if ln.startswith("# HELP "):
+            n = ln.split()[2]
+            assert n not in helps, "HELP twice: " + n
+            helps[n] = ln
+        elif ln.startswith("# TYPE "):
+            _, _, n, t = ln.split()
+            assert n not in types and n in helps, "TYPE of " + n
+            types[n] = t
+        elif ln and not ln.startswith("#"):
+            n = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", ln).group(0)
+            assert n in types, "sample of an undeclared family: " + ln
+            seen.add(n)
+    for n, t in types.items():
+        assert NAME.match(n), n
+        assert t in ("counter", "gauge"), (n, t)
+        assert n.endswith("_total") == (t == "counter"), (n, t)
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            fam_name = smp.name
+            assert fam_name in types, fam_name
+            out.setdefault(fam_name, (types[fam_name], []))[1].append(
+                (smp.labels, smp.value))
+    return out
+
+
+def one(fams, name, **labels):
+    """The value of the sample of name with exactly these labels (0 when
+    the family has no such sample)."""
+    assert name in fams, name + " not on the page"
+    got = [v for lb, v in fams[name][1] if lb == labels]
+    assert len(got) <= 1, (name, labels, fams[name])
+    return got[0] if got else 0
+
+
+def from_src(httpd, src, host, path):
+    """One request from source address src: its status."""
+    import socket
+    s = socket.socket()
+    s.settimeout(10)
+    try:
+        s.bind((src, 0))
+        s.connect(("127.0.0.1", httpd.port))
+        s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                   % (path, host)).encode())
+        buf = b""
+        while b"\r\n" not in buf:
+            d = s.recv(4096)
+            if not d:
+                break
+            buf += d
+        return int(buf.split(b" ", 2)[1])
+    finally:
+        s.close()
+
+
+def all_modules_server(w4a):
+    tree = w4a.tree
+    tree.site(A, "a.example", {"index.html": "static a\n",
+                               "hello.php": HELLO,
+                               "slow.php": SLOW % 3000000,
+                               "img/x.png": "PNG fake\n",
+                               "ht/.htaccess":
+                                   "php_value max_execution_time 77\n",
+                               "ht/ini.php": INI})
+    tree.site(B, "b.example", {"index.html": "static b\n"})
+    tree.write(A, "a.example", "alien.php", "<?php echo 'x';\n", owner=B)
+    rc, out, index = tree.compile_map([
+        tree.line("a.example", A, "a.example"),
+        tree.line("b.example", B, "b.example")])
+    assert rc == 0, out
+    fpm = w4a.fpm()
+    rc, out = fpm.generate(index)
+    assert rc in (0, 1), out
+    fpm.start()
+    table = os.path.join(w4a.root, "php8.2.table")
+    r = subprocess.run([HTCHECK, "--dump-table", "8.2", "-o", table],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    db = make_mmdb(os.path.join(w4a.root, "country.mmdb"), "country")
+    shm = os.path.join(w4a.root, "metrics.shm")
+    httpd = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {tree.base}
+W4AVhostMediaPrefix media.
+W4APHPEngine on
+W4APHPSocket {fpm.socket_pattern}
+W4APHPHostingLimit 1
+W4APHPHostingClientShare off
+W4AHtcompatIniTable 8.2 {table}
+W4AGeoIPDatabase country {db}
+W4AGuardEngine on
+W4AGuardRate 1 5
+W4AGuardWhitelist 127.0.0.1
+W4AMetrics on
+W4AMetricsFile {shm}
+{hostings_dir_block(tree.base)}{LOCATION}
+<Location /w4a-htcompat-status>
+    SetHandler w4a-htcompat-status
+    Require local
+</Location>
+""", with_php=True, ours=ALL)
+    httpd.shm = shm
+    httpd.expect_error(r"W4A00106")      # the owner check's refusal
+    httpd.expect_error(r"W4A00260")      # the PHP limit's
+    httpd.expect_error(r"W4A00600")      # the ban
+    httpd.expect_error(r"W4A00151")      # the handler from .htaccess
+    httpd.start()
+    return tree, httpd
+
+
+def test_metrics_page_has_every_modules_counters_after_a_known_mix(w4a):
+    import threading
+    tree, httpd = all_modules_server(w4a)
+    before = families(page(httpd))
+    # every loaded module says something, before any request of the mix
+    for prefix in ("w4a_hosting_", "w4a_vhost_", "w4a_php_", "w4a_geoip_",
+                   "w4a_htcompat_", "w4a_media_", "w4a_guard_"):
+        assert [n for n in before if n.startswith(prefix)], prefix
+    assert one(before, "w4a_metrics_page_dropped_samples") == 0
+
+    # a vhost refusal: a script of another owner
+    assert httpd.get("a.example", "/alien.php")[0] == 403
+    # a PHP limit refusal: one slow request holds A's limit of 1
+    slow = {}
+    t = threading.Thread(target=lambda: slow.setdefault(
+        "st", httpd.get("a.example", "/slow.php")[0]))
+    t.start()
+    until("A's slow request in flight",
+          lambda: one(families(page(httpd)), "w4a_php_inflight_requests")
+          == 1)
+    assert httpd.get("a.example", "/hello.php")[0] == 503
+    t.join(30)
+    assert slow["st"] == 200
+    # an htcompat php_value, delivered to A's pool
+    st, _, body = httpd.get("a.example", "/ht/ini.php")
+    assert st == 200 and body == b"77\n", body
+    # a media request
+    assert httpd.get("media.a.example", "/img/x.png")[0] == 200
+    # a guard ban: 127.0.0.2 floods B past its burst of 5
+    codes = [from_src(httpd, "127.0.0.2", "b.example", "/index.html")
+             for _ in range(12)]
+    banned = codes.count(429)
+    assert banned >= 5 and codes[:5] == [200] * 5, codes
+    # the page: every request of the mix logged (A: alien, slow, hello,
+    # ini; the media host's request is A's too), then exact figures
+    want_a = 5
+    until("the mix logged", lambda: value(scrape(httpd),
+                                          "w4a_hosting_requests_total", A)
+          == want_a)
+    text = page(httpd)
+    m = families(text)
+    # per hosting, by check
+    assert one(m, "w4a_hosting_refused_total", hosting=A,
+               check="vhost-owner") == 1
+    assert one(m, "w4a_hosting_refused_total", hosting=A,
+               check="php-limit") == 1
+    guard_refused = sum(v for lb, v in m["w4a_hosting_refused_total"][1]
+                        if lb["check"] == "guard-ban-rate")
+    assert guard_refused == banned, m["w4a_hosting_refused_total"]
+    checks = {lb["check"] for lb, v in m["w4a_hosting_refused_total"][1]}
+    assert checks == {"vhost-owner", "php-limit", "guard-ban-rate"}, checks
+    # each module's node-wide counters
+    assert one(m, "w4a_vhost_owner_denied_total") == 1
+    assert one(m, "w4a_vhost_media_total") == 1
+    assert one(m, "w4a_php_hosting_limit_refused_total") == 1
+    assert one(m, "w4a_php_hosting_limit_client_share_refused_total") == 0
+    assert one(m, "w4a_php_inflight_requests") == 0
+    assert one(m, "w4a_htcompat_applied_total") == 1
+    # the same figures as the module's JSON page (node-wide ones)
+    st, _, body = httpd.get("localhost", "/w4a-htcompat-status")
+    assert st == 200, body
+    js = json.loads(body)
+    assert one(m, "w4a_htcompat_requests_total") == js["requests"] >= 1
+    assert one(m, "w4a_htcompat_applied_total") == js["applied"]
+    assert one(m, "w4a_htcompat_refused_total", reason="unknown") == 0
+    assert one(m, "w4a_media_served_total") == 1
+    assert one(m, "w4a_guard_bans_total") == 1
+    assert one(m, "w4a_guard_refused_total") == banned
+    assert one(m, "w4a_geoip_errors_total", database="country") == 0
+    assert one(m, "w4a_geoip_lookups_total", database="country") > 0
+    # a geoip lookup: one request and one more page, two lookups exactly
+    n = one(families(page(httpd)), "w4a_geoip_lookups_total",
+            database="country")
+    assert httpd.get("b.example", "/index.html")[0] == 200
+    assert one(families(page(httpd)), "w4a_geoip_lookups_total",
+               database="country") == n + 2
+    assert one(m, "w4a_metrics_page_dropped_samples") == 0
+    # the JSON pages stay; w4a-top has the split too
+    j = top_json(httpd)
+    rows = {x["hosting"]: x for x in j["hostings"]}
+    assert rows[A]["refused"] == 2 and rows[A]["refused_vhost_owner"] == 1 \
+        and rows[A]["refused_php_limit"] == 1, rows[A]
+    # a hosting's .htaccess cannot name the page
+    tree.write(B, "b.example", ".htaccess", "SetHandler w4a-metrics\n")
+    st, _, body = httpd.get("b.example", "/")
+    assert st == 403 and b"w4a_guard_" not in body, (st, body)
+    assert re.search(r"W4A00151: hosting w4a100011: handler '?w4a-metrics",
+                     httpd.log()), httpd.log()
+
+
+def test_metrics_modules_not_loaded_contribute_nothing(w4a):
+    """Only mod_w4a_vhost, mod_w4a_php and ours: their families, nobody
+    else's, and a page the parser reads; W4AMetrics off: the modules'
+    figures still come, no per-hosting ones."""
+    tree, fpm, httpd = metrics_server(w4a)
+    assert httpd.get("a.example", "/index.html")[0] == 200
+    wait_requests(httpd, {A: 1})
+    m = families(page(httpd))
+    for prefix in ("w4a_geoip_", "w4a_htcompat_", "w4a_media_",
+                   "w4a_guard_"):
+        assert not [n for n in m if n.startswith(prefix)], prefix
+    assert one(m, "w4a_vhost_hits_total") >= 1
+    assert "w4a_php_inflight_requests" in m
+    assert one(m, "w4a_metrics_page_dropped_samples") == 0
+    assert one(m, "w4a_hosting_requests_total", hosting=A) == 1
+
+
+def test_metrics_off_still_shows_the_modules_counters(w4a):
+    tree = w4a.tree
+    tree.site(A, "a.example", {"index.html": "static a\n"})
+    rc, out, index = tree.compile_map([tree.line("a.example", A,
+                                                 "a.example")])
+    assert rc == 0, out
+    httpd = w4a.httpd(f"""
+W4AVhostEngine on
+W4AVhostMap {index}
+W4AVhostDocRootBase {tree.base}
+{hostings_dir_block(tree.base)}{LOCATION}
+""", ours=OURS).start()
+    assert httpd.get("a.example", "/index.html")[0] == 200
+    text = page(httpd)
+    assert text.startswith("# W4AMetrics is off"), text
+    m = families(text)
+    assert not [n for n in m if n.startswith("w4a_hosting_")], m.keys()
+    assert until("the request counted",
+                 lambda: one(families(page(httpd)),
+                             "w4a_vhost_hits_total") == 1)

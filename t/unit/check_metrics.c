@@ -12,6 +12,7 @@
 
 #include "check_w4a.h"
 #include "w4a_metrics.h"
+#include "w4a_prom.h"
 
 static apr_pool_t *pool;
 
@@ -208,6 +209,183 @@ START_TEST(test_metrics_check_refuses_what_is_no_table)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ */
+/* The refusal's check, and the Prometheus writer (w4a_prom).         */
+
+START_TEST(test_metrics_check_of_notes_in_request_order_and_bounded)
+{
+    ck_assert_int_eq(w4a_metrics_check_of(NULL, NULL, NULL, NULL), -1);
+    ck_assert_str_eq(w4a_metrics_check_names[w4a_metrics_check_of(
+        NULL, NULL, "owner_denied", NULL) - W4A_MC_REF_FIRST], "vhost-owner");
+    ck_assert_str_eq(w4a_metrics_check_names[w4a_metrics_check_of(
+        NULL, NULL, NULL, "client-share") - W4A_MC_REF_FIRST],
+        "php-client-share");
+    ck_assert_str_eq(w4a_metrics_check_names[w4a_metrics_check_of(
+        NULL, "limit", NULL, "busy") - W4A_MC_REF_FIRST],
+        "guard-hosting-limit");
+    /* the guard's client check comes first */
+    ck_assert_str_eq(w4a_metrics_check_names[w4a_metrics_check_of(
+        "login", "limit", "refused", "busy") - W4A_MC_REF_FIRST],
+        "guard-ban-login");
+    /* a value nobody sets today: its module's -other */
+    ck_assert_str_eq(w4a_metrics_check_names[w4a_metrics_check_of(
+        NULL, NULL, NULL, "new-thing") - W4A_MC_REF_FIRST], "php-other");
+    ck_assert_str_eq(w4a_metrics_check_names[w4a_metrics_check_of(
+        "zzz", NULL, NULL, NULL) - W4A_MC_REF_FIRST], "guard-other");
+    ck_assert_int_eq(w4a_metrics_check_of(NULL, NULL, "x", NULL),
+                     W4A_MC_REF_FIRST + 12);
+    ck_assert_int_le(W4A_MC_REF_LAST, W4A_MC_MAX - 1);
+}
+END_TEST
+
+typedef struct {
+    apr_pool_t *p;
+    char       *text;
+    int         writes;
+} sink;
+
+static apr_status_t sink_write(void *baton, const char *data, apr_size_t len)
+{
+    sink *k = baton;
+    k->text = apr_pstrcat(k->p, k->text, apr_pstrndup(k->p, data, len), NULL);
+    k->writes++;
+    return APR_SUCCESS;
+}
+
+static w4a_prom_t *writer(sink *k)
+{
+    k->p = pool;
+    k->text = "";
+    k->writes = 0;
+    return w4a_prom_make(sink_write, k, pool);
+}
+
+START_TEST(test_prom_family_once_labels_escaped_values_exact)
+{
+    sink k;
+    w4a_prom_t *o = writer(&k);
+
+    ck_assert_int_eq(w4a_prom_family(o, "w4a_x_things_total",
+                                     W4A_PROM_COUNTER, "Things\\ done,\n"
+                                     "node-wide."), APR_SUCCESS);
+    ck_assert_int_eq(w4a_prom_u64(o, 3, "hosting", "a\"b\\c\nd",
+                                  "check", "x", NULL), APR_SUCCESS);
+    ck_assert_int_eq(w4a_prom_u64(o, 18446744073709551615ULL, NULL),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_prom_family(o, "w4a_x_seconds_total",
+                                     W4A_PROM_COUNTER, "t"), APR_SUCCESS);
+    ck_assert_int_eq(w4a_prom_scaled(o, 1234567, 1000000, NULL), APR_SUCCESS);
+    ck_assert_int_eq(w4a_prom_scaled(o, 5, 1000, "k", "\xc3\xa9", NULL),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_prom_one(o, "w4a_x_rows", W4A_PROM_GAUGE, "", 7),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_prom_flush(o), APR_SUCCESS);
+    ck_assert_str_eq(k.text,
+        "# HELP w4a_x_things_total Things\\\\ done,\\nnode-wide.\n"
+        "# TYPE w4a_x_things_total counter\n"
+        "w4a_x_things_total{hosting=\"a\\\"b\\\\c\\nd\",check=\"x\"} 3\n"
+        "w4a_x_things_total 18446744073709551615\n"
+        "# HELP w4a_x_seconds_total t\n"
+        "# TYPE w4a_x_seconds_total counter\n"
+        "w4a_x_seconds_total 1.234567\n"
+        "w4a_x_seconds_total{k=\"\xc3\xa9\"} 0.005\n"
+        "# HELP w4a_x_rows \n"
+        "# TYPE w4a_x_rows gauge\n"
+        "w4a_x_rows 7\n");
+    ck_assert_int_eq(w4a_prom_samples(o), 5);
+    ck_assert_int_eq(w4a_prom_dropped(o), 0);
+    ck_assert_ptr_null(w4a_prom_error(o));
+}
+END_TEST
+
+START_TEST(test_prom_refuses_bad_names_labels_and_a_family_twice)
+{
+    sink k;
+    w4a_prom_t *o = writer(&k);
+    char big[W4A_PROM_VALUE_MAX + 2];
+
+    memset(big, 'v', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    /* names: prefix, characters, counters _total, gauges not */
+    ck_assert_int_eq(w4a_prom_family(o, "x_total", W4A_PROM_COUNTER, ""),
+                     APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_u64(o, 1, NULL), APR_EINVAL); /* its sample */
+    ck_assert_int_eq(w4a_prom_family(o, "w4a_Up_total", W4A_PROM_COUNTER,
+                                     ""), APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_family(o, "w4a_x", W4A_PROM_COUNTER, ""),
+                     APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_family(o, "w4a_x_total", W4A_PROM_GAUGE, ""),
+                     APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_family(o, "w4a_x-y_total", W4A_PROM_COUNTER,
+                                     ""), APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_family(o, "w4a_a_total", W4A_PROM_COUNTER, ""),
+                     APR_SUCCESS);
+    /* labels: names, each once, at most 4, values UTF-8 and bounded */
+    ck_assert_int_eq(w4a_prom_u64(o, 1, "__x", "v", NULL), APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_u64(o, 1, "Bad", "v", NULL), APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_u64(o, 1, "a", "v", "a", "w", NULL),
+                     APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_u64(o, 1, "a", "1", "b", "2", "c", "3",
+                                  "d", "4", "e", "5", NULL), APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_u64(o, 1, "a", "\xff", NULL), APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_u64(o, 1, "a", "\xc3", NULL), APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_u64(o, 1, "a", "\xed\xa0\x80", NULL),
+                     APR_EINVAL);                  /* a surrogate */
+    ck_assert_int_eq(w4a_prom_u64(o, 1, "a", big, NULL), APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_scaled(o, 1, 7, NULL), APR_EINVAL);
+    ck_assert_int_eq(w4a_prom_u64(o, 2, "a", "ok", NULL), APR_SUCCESS);
+    /* the same family again: refused, its samples too */
+    ck_assert_int_eq(w4a_prom_family(o, "w4a_a_total", W4A_PROM_COUNTER, ""),
+                     APR_EEXIST);
+    ck_assert_int_eq(w4a_prom_u64(o, 9, NULL), APR_EINVAL);
+    w4a_prom_flush(o);
+    ck_assert_str_eq(k.text, "# HELP w4a_a_total \n"
+                             "# TYPE w4a_a_total counter\n"
+                             "w4a_a_total{a=\"ok\"} 2\n");
+    ck_assert_int_eq(w4a_prom_samples(o), 1);
+    ck_assert_int_eq(w4a_prom_dropped(o), 17);
+    ck_assert_ptr_nonnull(strstr(w4a_prom_error(o), "x_total"));
+}
+END_TEST
+
+START_TEST(test_prom_budget_families_and_help_are_bounded_output_streamed)
+{
+    sink k;
+    w4a_prom_t *o = writer(&k);
+    char help[W4A_PROM_HELP_MAX + 100];
+    int i;
+
+    memset(help, 'h', sizeof(help) - 1);
+    help[sizeof(help) - 1] = '\0';
+    help[W4A_PROM_HELP_MAX - 1] = '\xc3';    /* a character across the cut */
+    help[W4A_PROM_HELP_MAX] = '\xa9';
+    w4a_prom_budget(o, 3);
+    ck_assert_int_eq(w4a_prom_family(o, "w4a_b_total", W4A_PROM_COUNTER,
+                                     help), APR_SUCCESS);
+    for (i = 0; i < 5; i++) {
+        w4a_prom_u64(o, (apr_uint64_t)i, NULL);
+    }
+    ck_assert_int_eq(w4a_prom_samples(o), 3);
+    ck_assert_int_eq(w4a_prom_dropped(o), 2);
+    w4a_prom_budget(o, 0);                   /* no limit again */
+    ck_assert_int_eq(w4a_prom_u64(o, 5, NULL), APR_SUCCESS);
+    for (i = 1; i < W4A_PROM_MAX_FAMILIES; i++) {
+        ck_assert_int_eq(w4a_prom_family(o, apr_psprintf(pool, "w4a_f%d", i),
+                                         W4A_PROM_GAUGE, "x"), APR_SUCCESS);
+    }
+    ck_assert_int_eq(w4a_prom_family(o, "w4a_one_more", W4A_PROM_GAUGE, "x"),
+                     APR_ENOSPC);
+    w4a_prom_flush(o);
+    /* the HELP line stops before the character the cut would split */
+    ck_assert_ptr_nonnull(strstr(k.text, "hhh\n# TYPE w4a_b_total counter"));
+    ck_assert_int_eq((int)(strchr(k.text, '\n') - k.text),
+                     (int)strlen("# HELP w4a_b_total ") + W4A_PROM_HELP_MAX
+                     - 1);
+    /* written in 4 KB pieces, not held whole */
+    ck_assert_int_gt(k.writes, 5);
+}
+END_TEST
+
 Suite *metrics_suite(void)
 {
     Suite *s = suite_create("metrics");
@@ -221,6 +399,10 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, test_metrics_stuck_claim_is_skipped_and_snapshot_merges_names);
     tcase_add_test(tc, test_metrics_file_shared_across_processes_and_read_only_mapped);
     tcase_add_test(tc, test_metrics_check_refuses_what_is_no_table);
+    tcase_add_test(tc, test_metrics_check_of_notes_in_request_order_and_bounded);
+    tcase_add_test(tc, test_prom_family_once_labels_escaped_values_exact);
+    tcase_add_test(tc, test_prom_refuses_bad_names_labels_and_a_family_twice);
+    tcase_add_test(tc, test_prom_budget_families_and_help_are_bounded_output_streamed);
     suite_add_tcase(s, tc);
     return s;
 }
