@@ -428,6 +428,20 @@ int w4a_inflight_enter_client(w4a_inflight_t *t, const char *name,
     return W4A_INFLIGHT_ADMITTED;
 }
 
+apr_uint32_t w4a_inflight_share(apr_uint32_t limit, int percent)
+{
+    apr_uint64_t n;
+
+    if (percent <= 0) {
+        return 0;
+    }
+    n = (apr_uint64_t)limit * (apr_uint32_t)percent / 100;
+    if (n >= limit) {
+        return 0;
+    }
+    return n ? (apr_uint32_t)n : 1;
+}
+
 int w4a_inflight_enter(w4a_inflight_t *t, const char *name,
                        apr_uint32_t limit, apr_uint32_t *inflight,
                        apr_pool_t *p)

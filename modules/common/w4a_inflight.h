@@ -77,6 +77,12 @@ int w4a_inflight_enter(w4a_inflight_t *t, const char *name,
                        apr_pool_t *p);
 
 /**
+ * The places one client may hold of @a limit: @a percent of it, at least
+ * one; 0 (no share) when @a percent is 0 or that is the whole limit.
+ */
+apr_uint32_t w4a_inflight_share(apr_uint32_t limit, int percent);
+
+/**
  * As w4a_inflight_enter(), and also refuse the request when @a client
  * already holds @a share of @a name's places (share 0, or not under
  * @a limit: no share).  A client is what the caller makes of the

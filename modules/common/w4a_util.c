@@ -69,11 +69,13 @@ int w4a_ini_name_ok(const char *s)
     return 1;
 }
 
+/* ::ffff:0:0/96, IPv4-mapped IPv6 */
+static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0,
+                                            0, 0, 0xff, 0xff };
+
 void w4a_client_bytes(int family, const void *addr, int v6bits,
                       unsigned char out[16])
 {
-    static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0,
-                                                0, 0, 0xff, 0xff };
     int i;
 
     memset(out, 0, 16);
@@ -102,8 +104,6 @@ void w4a_client_bytes(int family, const void *addr, int v6bits,
 void w4a_client_share_bytes(int family, const void *addr, int v6bits,
                             unsigned char out[16])
 {
-    static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0,
-                                                0, 0, 0xff, 0xff };
     static const unsigned char v6local[16] = { 0, 0, 0, 0, 0, 0, 0, 0,
                                                0, 0, 0, 0, 0, 0, 0, 1 };
 

@@ -71,18 +71,6 @@ void guard_hosting_child_status(server_rec *s, pid_t pid,
     w4a_inflight_httpd_child_status(table, s, pid, state, &glue);
 }
 
-/* A client's places of a hosting's @a limit: share_pct of it, at least
- * 1; 0 when that is the whole limit (no share). */
-static apr_uint32_t share_of(apr_uint32_t limit)
-{
-    apr_uint64_t n = (apr_uint64_t)limit * (apr_uint32_t)share_pct / 100;
-
-    if (!share_pct || n >= limit) {
-        return 0;
-    }
-    return n ? (apr_uint32_t)n : 1;
-}
-
 int guard_hosting_enter(request_rec *r, const char *hosting,
                         apr_uint32_t req_limit, const void *client,
                         apr_size_t client_len, int (*exempt)(void *),
@@ -95,7 +83,7 @@ int guard_hosting_enter(request_rec *r, const char *hosting,
     if (!table || !limit) {
         return DECLINED;
     }
-    share = client ? share_of(limit) : 0;
+    share = client ? w4a_inflight_share(limit, share_pct) : 0;
     rc = w4a_inflight_enter_client(table, hosting, limit, client, client_len,
                                    share, &n, r->pool);
     if (rc == W4A_INFLIGHT_SHARE && exempt && exempt(baton) == 1) {

@@ -776,21 +776,18 @@ static int php_fixups(request_rec *r)
                     : (apr_uint32_t)c->hosting_limit;
         }
         if (limit) {
-            /* a client's share: at least 1, none when the whole limit */
             int pct = c->client_share == W4A_UNSET ? DEF_CLIENT_SHARE
                                                    : c->client_share;
-            apr_uint32_t share = (apr_uint32_t)((apr_uint64_t)limit
-                                                * (apr_uint32_t)pct / 100);
+            apr_uint32_t share = w4a_inflight_share(limit, pct);
             unsigned char client[16];
             const unsigned char *who = NULL;
             int rc;
 
-            if (pct && share < limit && r->useragent_addr) {
+            if (share && r->useragent_addr) {
                 w4a_client_share_bytes(r->useragent_addr->family,
                                        r->useragent_addr->ipaddr_ptr, 64,
                                        client);
                 who = client;
-                share = share ? share : 1;
             }
             rc = php_limit_enter(rec->hosting, limit, who, share, &n,
                                  r->pool);

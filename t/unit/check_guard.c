@@ -295,6 +295,17 @@ START_TEST(test_inflight_a_client_holds_its_share_others_keep_theirs)
 }
 END_TEST
 
+START_TEST(test_inflight_share_is_a_percent_of_the_limit_at_least_one)
+{
+    ck_assert_uint_eq(w4a_inflight_share(4, 50), 2);
+    ck_assert_uint_eq(w4a_inflight_share(3, 50), 1);
+    ck_assert_uint_eq(w4a_inflight_share(3, 10), 1);      /* at least one */
+    ck_assert_uint_eq(w4a_inflight_share(37, 50), 18);
+    ck_assert_uint_eq(w4a_inflight_share(4, 100), 0);     /* the limit */
+    ck_assert_uint_eq(w4a_inflight_share(4, 0), 0);       /* off */
+}
+END_TEST
+
 START_TEST(test_inflight_a_dead_process_leaves_no_share_behind)
 {
     w4a_inflight_t *it;
@@ -369,6 +380,7 @@ Suite *guard_suite(void)
     tcase_add_test(tc, test_inflight_names_share_a_bucket_only_when_every_one_is_taken);
     tcase_add_test(tc, test_inflight_a_client_holds_its_share_others_keep_theirs);
     tcase_add_test(tc, test_inflight_a_dead_process_leaves_no_share_behind);
+    tcase_add_test(tc, test_inflight_share_is_a_percent_of_the_limit_at_least_one);
     tcase_add_test(tc, test_share_client_every_loopback_address_is_one_client);
     suite_add_tcase(s, tc);
     return s;
