@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <apr_atomic.h>
 #include <apr_file_io.h>
 #include <apr_strings.h>
 #include <apr_time.h>
@@ -119,6 +120,7 @@ struct w4a_map_t {
     const map_record_t *records;
     const char         *strings;
     apr_uint64_t        strings_len;
+    volatile apr_uint32_t refs;     /* holders; the opener's is the first */
 };
 
 const char *w4a_state_name(w4a_state_e state)
@@ -469,6 +471,7 @@ apr_status_t w4a_map__load_fd(w4a_map_t **map, int fd, int shared,
     if (!m) {
         return fail(err, "out of memory", APR_ENOMEM);
     }
+    m->refs = 1;
     m->size = (apr_size_t)st.st_size;
     if (shared) {
         /* Only for a file nobody writes again (a private copy). */
@@ -550,6 +553,18 @@ void w4a_map_close(w4a_map_t *map)
         munmap(map->base, map->size_mapped);
         free(map->copy_path);
         free(map);
+    }
+}
+
+void w4a_map_hold(w4a_map_t *map)
+{
+    apr_atomic_inc32(&map->refs);
+}
+
+void w4a_map_release(w4a_map_t *map)
+{
+    if (map && apr_atomic_dec32(&map->refs) == 0) {
+        w4a_map_close(map);
     }
 }
 

@@ -191,6 +191,20 @@ void w4a_map_close(w4a_map_t *map);
  *  that replaces it by a newer one. */
 void w4a_map_discard(w4a_map_t *map);
 
+/** One more holder of @a map: pointers from w4a_map_lookup() stay valid
+ *  until it calls w4a_map_release().  The opener is the first holder.
+ *  w4a_map_close()/w4a_map_discard() ignore holders: use them only on a
+ *  map nobody else holds. */
+void w4a_map_hold(w4a_map_t *map);
+
+/** Drop a hold; the last one closes the map.  NULL is a no-op. */
+void w4a_map_release(w4a_map_t *map);
+
+/** For the opener replacing @a map by a newer one: remove its private
+ *  copy from its directory now, and drop the opener's hold (the map is
+ *  closed when the last request holding it ends). */
+void w4a_map_retire(w4a_map_t *map);
+
 /**
  * Look a normalised host up: exact name first, then wildcards from the
  * longest suffix to the shortest.

@@ -367,3 +367,13 @@ void w4a_map_discard(w4a_map_t *map)
     }
     w4a_map_close(map);
 }
+
+void w4a_map_retire(w4a_map_t *map)
+{
+    /* the name goes now (nothing new opens it), the mapping with the
+     * last holder: a request that found its record in it keeps it */
+    if (map && w4a_map__copy_path(map)) {
+        unlink(w4a_map__copy_path(map));
+    }
+    w4a_map_release(map);
+}

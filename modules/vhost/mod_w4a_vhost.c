@@ -503,7 +503,9 @@ static void map_check(map_state *st, server_rec *s, apr_pool_t *p)
     st->last_error[0] = '\0';
     apr_thread_rwlock_unlock(st->lock);
     if (old) {
-        w4a_map_discard(old);       /* its copy, once no longer the current */
+        /* its copy goes now; the mapping once the requests holding it
+         * (map_find) have ended */
+        w4a_map_retire(old);
     }
     vhost_count(CNT_RELOADS);
     ap_log_error(APLOG_MARK, old ? APLOG_NOTICE : APLOG_INFO, 0, s,
@@ -530,35 +532,39 @@ static void map_maybe_check(map_state *st, server_rec *s, apr_pool_t *p)
     apr_atomic_set32(&st->checking, 0);
 }
 
-static const char *rec_strdup(apr_pool_t *p, const char *v)
+static apr_status_t map_unhold(void *data)
 {
-    return v ? apr_pstrdup(p, v) : NULL;
+    w4a_map_release(data);
+    return APR_SUCCESS;
 }
 
-/* Look up under the read lock; the copy outlives any later swap. */
+/*
+ * Look up in the current generation, held (not copied) for as long as p
+ * lives: the read lock only covers taking the hold, so a reload that swaps
+ * the map meanwhile retires the old one, which stays mapped until the
+ * last request that found a record in it ends.
+ */
 static const w4a_hosting_t *map_find(map_state *st, const char *host,
                                      apr_size_t len, apr_pool_t *p)
 {
-    w4a_hosting_t tmp, *rec = NULL;
+    w4a_hosting_t tmp, *rec;
+    w4a_map_t *map;
 
     apr_thread_rwlock_rdlock(st->lock);
-    if (st->map && w4a_map_lookup(st->map, host, len, &tmp) == APR_SUCCESS) {
-        rec = apr_palloc(p, sizeof(*rec));
-        rec->domain = rec_strdup(p, tmp.domain);
-        rec->matched = rec_strdup(p, tmp.matched);
-        rec->hosting = rec_strdup(p, tmp.hosting);
-        rec->uid = tmp.uid;
-        rec->gid = tmp.gid;
-        rec->docroot = rec_strdup(p, tmp.docroot);
-        rec->php_version = rec_strdup(p, tmp.php_version);
-        rec->state = tmp.state;
-        rec->flags = tmp.flags;
-        rec->log_dir = rec_strdup(p, tmp.log_dir);
-        rec->media_host = rec_strdup(p, tmp.media_host);
-        rec->php_limit = tmp.php_limit;
-        rec->req_limit = tmp.req_limit;
+    map = st->map;
+    if (map) {
+        w4a_map_hold(map);
     }
     apr_thread_rwlock_unlock(st->lock);
+    if (!map) {
+        return NULL;
+    }
+    if (w4a_map_lookup(map, host, len, &tmp) != APR_SUCCESS) {
+        w4a_map_release(map);
+        return NULL;
+    }
+    apr_pool_cleanup_register(p, map, map_unhold, apr_pool_cleanup_null);
+    rec = apr_pmemdup(p, &tmp, sizeof(tmp));
     return rec;
 }
 
