@@ -861,6 +861,44 @@ START_TEST(test_map_open_copy_one_shared_copy_immune_to_the_live_file)
 }
 END_TEST
 
+/* A reload while requests are in flight: the request that found its
+ * record in the old generation holds it (mod_w4a_vhost's map_find); the
+ * reload retires it, which removes its copy at once, but the record's
+ * strings stay readable until the request's hold is released. */
+START_TEST(test_map_retired_generation_kept_by_its_holders)
+{
+    w4a_map_t *m;
+    const char *idx = path_of("map.index");
+    const char *cdir = path_of("copies");
+    const char *err = NULL;
+    w4a_map_fid_t id;
+    w4a_hosting_t r;
+    char hosting[64], docroot[512];
+
+    w4a_map_close(compile_open(MAP, NULL, NULL));
+    ck_assert_int_eq(w4a_map_copy_dir(cdir, -1, -1, 1, &err, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_map_fid_stat(&id, idx), APR_SUCCESS);
+    ck_assert_msg(w4a_map_open_copy(&m, idx, &id, cdir, &err, pool)
+                  == APR_SUCCESS, "%s", err);
+    w4a_map_hold(m);                            /* request 1 */
+    w4a_map_hold(m);                            /* request 2 */
+    ck_assert(find(m, "www.example.com", &r));
+    apr_cpystrn(hosting, r.hosting, sizeof(hosting));
+    apr_cpystrn(docroot, r.docroot, sizeof(docroot));
+
+    w4a_map_retire(m);                          /* the reload's swap */
+    ck_assert_int_eq(files_in(cdir, "map-"), 0);
+    ck_assert_str_eq(r.hosting, hosting);       /* still mapped */
+    ck_assert_str_eq(r.docroot, docroot);
+    w4a_map_release(m);                         /* request 1 ends */
+    ck_assert_str_eq(r.hosting, hosting);
+    ck_assert(find(m, "home.example", &r));     /* request 2 still looks */
+    w4a_map_release(m);                         /* the last: closed */
+    w4a_map_release(NULL);                      /* a no-op */
+}
+END_TEST
+
 START_TEST(test_map_open_copy_refuses_an_unsafe_directory)
 {
     const char *idx = path_of("map.index");
@@ -1325,6 +1363,7 @@ Suite *map_suite(void)
     tcase_add_test(tc, test_map_open_survives_the_file_truncated_in_place);
     tcase_add_test(tc, test_map_empty_text_file_compiles_to_a_valid_index);
     tcase_add_test(tc, test_map_open_copy_one_shared_copy_immune_to_the_live_file);
+    tcase_add_test(tc, test_map_retired_generation_kept_by_its_holders);
     tcase_add_test(tc, test_map_open_copy_refuses_an_unsafe_directory);
     tcase_add_test(tc, test_map_empty_map);
     tcase_add_test(tc, test_map_unreadable_text);
