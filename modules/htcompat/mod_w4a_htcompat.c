@@ -9,15 +9,15 @@
  *
  * Delivery: FPM's PHP_VALUE parameter writes into the worker's master INI
  * values, which stay for every later request of that worker.  So every
- * request handed to a pool sends, for every setting that any request on
- * this node has ever delivered, either its directory's value or the
- * pool's start value (the pool's own php_value, from the settings file
+ * request handed to a pool sends, for every setting that any request has
+ * ever delivered to that pool (its socket), either its directory's value
+ * or the pool's start value (the pool's own php_value, from the settings file
  * w4a-fpm-pools writes beside the pool, else the table's); a setting the
- * pool fixes with php_admin_* is never sent.  The "ever delivered" set is a
- * bitmap in a small state file mapped by every httpd process
- * (W4AHtcompatStateFile); it only grows, and survives restarts of httpd,
- * since FPM workers do.  A page whose directories set nothing, on a node
- * where nothing was ever delivered, sends no PHP_VALUE at all.
+ * pool fixes with php_admin_* is never sent.  The "ever delivered" sets,
+ * one per pool (htcompat_state.h), are bitmaps in a state file mapped by
+ * every httpd process (W4AHtcompatStateFile); they only grow, and survive
+ * restarts of httpd, since FPM workers do.  A page whose directories set
+ * nothing, in a pool that was never sent anything, sends no PHP_VALUE.
  *
  * mod_w4a_php asks, through the optional functions of mod_w4a_htcompat.h,
  * whether PHP may run here (php_flag engine off) and, in its very last
