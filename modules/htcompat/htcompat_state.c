@@ -14,22 +14,26 @@
 typedef char htc_v1_prefix_ok[offsetof(htc_state_t, common)
                               == HTC_STATE_V1_SIZE ? 1 : -1];
 
-int htc_state_init(htc_state_t *st)
+int htc_state_init(htc_state_t *st, apr_size_t old_size)
 {
+    /* Bytes from old_size on are zeros (the file was just extended):
+     * not written again, so the pages of pools never used stay unwritten
+     * (a sparse file) and a first start does not touch 2 MB. */
+    apr_size_t known = old_size < sizeof(*st) ? old_size : sizeof(*st);
+
     if (st->magic == HTC_STATE_MAGIC && st->format == HTC_STATE_FORMAT) {
         return 0;
     }
-    if (st->magic == HTC_STATE_MAGIC && st->format == 1u) {
+    if (known >= HTC_STATE_V1_SIZE && st->magic == HTC_STATE_MAGIC
+        && st->format == 1u) {
         /* A format 1 set was sent to pools we cannot tell apart: every
-         * pool keeps resetting it.  The bytes after format 1's end are
-         * whatever the file had there (nothing: extended with zeros). */
-        memset((char *)st + HTC_STATE_V1_SIZE, 0,
-               sizeof(*st) - HTC_STATE_V1_SIZE);
+         * pool keeps resetting it. */
+        memset((char *)st + HTC_STATE_V1_SIZE, 0, known - HTC_STATE_V1_SIZE);
         memcpy(st->common, st->bits, sizeof(st->common));
         st->format = HTC_STATE_FORMAT;
         return 1;
     }
-    memset(st, 0, sizeof(*st));
+    memset(st, 0, known);
     st->format = HTC_STATE_FORMAT;
     st->magic = HTC_STATE_MAGIC;
     return 2;

@@ -59,14 +59,16 @@ typedef struct {
 #define HTC_STATE_V1_SIZE (2 * 4 + HTC_WORDS * 4 + HTC_STATE_COUNTERS * 4)
 
 /**
- * Make @a st (mapped, sizeof(htc_state_t) bytes) a valid format 2 state.
+ * Make @a st (mapped, sizeof(htc_state_t) bytes) a valid format 2 state;
+ * the bytes from @a old_size on (the file's size before it was extended)
+ * are known zeros and not written.
  * A format 1 state (its first HTC_STATE_V1_SIZE bytes) keeps its counters,
  * and its set becomes the common set: it was delivered to pools unknown,
  * so every pool resets it.  Anything else unknown starts empty.
  * Called once, before any other process maps the file.
  * @return 0: was format 2 already; 1: upgraded from format 1; 2: reset.
  */
-int htc_state_init(htc_state_t *st);
+int htc_state_init(htc_state_t *st, apr_size_t old_size);
 
 /** The 32-bit tag of a pool key (never 0). */
 apr_uint32_t htc_pool_tag(const char *key);

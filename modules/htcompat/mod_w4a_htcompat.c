@@ -955,7 +955,7 @@ static int htc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     st = mm->mm;
-    if (htc_state_init(st) == 1) {
+    if (htc_state_init(st, (apr_size_t)fi.size) == 1) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, W4ALOGNO(00440)
                      "W4AHtcompatStateFile %s: format 1 upgraded; the "
                      "settings it says were delivered are reset for every "

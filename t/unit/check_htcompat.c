@@ -328,8 +328,8 @@ static htc_state_t *fresh_state(void)
 {
     htc_state_t *st = calloc(1, sizeof(*st));
     ck_assert_ptr_nonnull(st);
-    ck_assert_int_eq(htc_state_init(st), 2);
-    ck_assert_int_eq(htc_state_init(st), 0);
+    ck_assert_int_eq(htc_state_init(st, 0), 2);
+    ck_assert_int_eq(htc_state_init(st, sizeof(*st)), 0);
     return st;
 }
 
@@ -425,16 +425,18 @@ START_TEST(format_1_state_upgrades_with_its_set_for_every_pool)
     /* what a format 2 field would hold if the file was never extended
      * with zeros: must not survive the upgrade */
     st->slots[0].tag = 99;
-    ck_assert_int_eq(htc_state_init(st), 1);
+    ck_assert_int_eq(htc_state_init(st, sizeof(*st)), 1);
     ck_assert_uint_eq(st->format, HTC_STATE_FORMAT);
     ck_assert_uint_eq(st->counters[3], 42);
     ck_assert_uint_eq(htc_state_pools(st), 0);
     ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("any.sock"), set), 1);
     ck_assert(in_set(set, bit));
-    ck_assert_int_eq(htc_state_init(st), 0);
+    ck_assert_int_eq(htc_state_init(st, sizeof(*st)), 0);
     /* unknown content: starts empty */
     st->magic = 1;
-    ck_assert_int_eq(htc_state_init(st), 2);
+    st->slots[5].tag = 5;
+    ck_assert_int_eq(htc_state_init(st, sizeof(*st)), 2);
+    ck_assert_uint_eq(htc_state_pools(st), 0);
     ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("any.sock"), set), 0);
     free(st);
 }
