@@ -20,6 +20,7 @@ int htc_state_init(htc_state_t *st, apr_size_t old_size)
      * not written again, so the pages of pools never used stay unwritten
      * (a sparse file) and a first start does not touch 2 MB. */
     apr_size_t known = old_size < sizeof(*st) ? old_size : sizeof(*st);
+    int w;
 
     if (st->magic == HTC_STATE_MAGIC && st->format == HTC_STATE_FORMAT) {
         return 0;
@@ -30,6 +31,12 @@ int htc_state_init(htc_state_t *st, apr_size_t old_size)
          * pool keeps resetting it. */
         memset((char *)st + HTC_STATE_V1_SIZE, 0, known - HTC_STATE_V1_SIZE);
         memcpy(st->common, st->bits, sizeof(st->common));
+        for (w = 0; w < HTC_WORDS; w++) {
+            if (st->bits[w]) {
+                st->bits_used[w / 32] |= 1u << (w % 32);
+            }
+        }
+        memcpy(st->common_used, st->bits_used, sizeof(st->common_used));
         st->format = HTC_STATE_FORMAT;
         return 1;
     }
@@ -48,7 +55,7 @@ apr_uint32_t htc_pool_tag(const char *key)
     return h ? h : 1;
 }
 
-static void or_bit(volatile apr_uint32_t *w, apr_uint32_t m)
+static void or_bit(apr_uint32_t *w, apr_uint32_t m)
 {
     apr_uint32_t old;
     while (!((old = __atomic_load_n(w, __ATOMIC_RELAXED)) & m)) {
@@ -87,39 +94,57 @@ static htc_pool_slot_t *find(htc_state_t *st, apr_uint32_t tag, int claim,
     return NULL;
 }
 
-int htc_state_pool_set(htc_state_t *st, apr_uint32_t tag, apr_uint32_t *out)
+int htc_state_pool_set(htc_state_t *st, apr_uint32_t tag, apr_uint32_t *out,
+                       apr_uint32_t *used)
 {
-    int full, w;
+    int full, i;
     apr_uint32_t any = 0;
     const htc_pool_slot_t *sl = find(st, tag, 0, &full);
     const apr_uint32_t *src = full ? st->bits : sl ? sl->bits : NULL;
+    const apr_uint32_t *src_used = full ? st->bits_used
+                                   : sl ? sl->used : NULL;
 
-    for (w = 0; w < HTC_WORDS; w++) {
-        apr_uint32_t v = __atomic_load_n(&st->common[w], __ATOMIC_RELAXED);
-        if (src) {
-            v |= __atomic_load_n(&src[w], __ATOMIC_RELAXED);
+    for (i = 0; i < HTC_USED_WORDS; i++) {
+        apr_uint32_t cu = __atomic_load_n(&st->common_used[i],
+                                          __ATOMIC_ACQUIRE);
+        apr_uint32_t su = src_used ? __atomic_load_n(&src_used[i],
+                                                     __ATOMIC_ACQUIRE) : 0;
+        apr_uint32_t u = cu | su;
+        used[i] = u;
+        any |= u;
+        while (u) {
+            int w = i * 32 + __builtin_ctz(u);
+            apr_uint32_t m = u & -u;
+            u &= u - 1;
+            out[w] = ((cu & m) ? __atomic_load_n(&st->common[w],
+                                                 __ATOMIC_RELAXED) : 0)
+                     | ((su & m) ? __atomic_load_n(&src[w],
+                                                   __ATOMIC_RELAXED) : 0);
         }
-        out[w] = v;
-        any |= v;
     }
     return any != 0;
 }
 
-apr_uint32_t *htc_state_pool_claim(htc_state_t *st, apr_uint32_t tag)
+htc_pool_slot_t *htc_state_pool_claim(htc_state_t *st, apr_uint32_t tag)
 {
     int full;
-    htc_pool_slot_t *sl = find(st, tag, 1, &full);
-    return sl ? sl->bits : NULL;
+    return find(st, tag, 1, &full);
 }
 
-void htc_state_mark(htc_state_t *st, apr_uint32_t *pool, unsigned bit)
+/* The bit, then the word's bit in the summary: whoever sees the summary
+ * sees the word. */
+static void set_bit(apr_uint32_t *bits, apr_uint32_t *used, unsigned bit)
 {
-    apr_uint32_t m = 1u << (bit % 32);
+    or_bit(&bits[bit / 32], 1u << (bit % 32));
+    or_bit(&used[bit / 1024], 1u << ((bit / 32) % 32));
+}
 
+void htc_state_mark(htc_state_t *st, htc_pool_slot_t *pool, unsigned bit)
+{
     /* the node-wide set first: a pool without a slot reads that one */
-    or_bit(&st->bits[bit / 32], m);
+    set_bit(st->bits, st->bits_used, bit);
     if (pool) {
-        or_bit(&pool[bit / 32], m);
+        set_bit(pool->bits, pool->used, bit);
     }
     else {
         apr_atomic_inc32(&st->pools_full);
@@ -128,9 +153,8 @@ void htc_state_mark(htc_state_t *st, apr_uint32_t *pool, unsigned bit)
 
 void htc_state_mark_common(htc_state_t *st, unsigned bit)
 {
-    apr_uint32_t m = 1u << (bit % 32);
-    or_bit(&st->bits[bit / 32], m);
-    or_bit(&st->common[bit / 32], m);
+    set_bit(st->bits, st->bits_used, bit);
+    set_bit(st->common, st->common_used, bit);
 }
 
 apr_uint32_t htc_state_pools(const htc_state_t *st)

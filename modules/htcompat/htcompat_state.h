@@ -35,10 +35,12 @@
 #define HTC_STATE_COUNTERS 32
 #define HTC_POOL_SLOTS    4096            /* pools with a set of their own */
 #define HTC_POOL_PROBES   8
+#define HTC_USED_WORDS    (HTC_WORDS / 32)  /* which words are not zero */
 
 typedef struct {
     apr_uint32_t tag;                   /* 0: free; else htc_pool_tag() */
-    apr_uint32_t pad;
+    apr_uint32_t used[HTC_USED_WORDS];  /* words of bits not zero */
+    apr_uint32_t pad[3];
     apr_uint32_t bits[HTC_WORDS];
 } htc_pool_slot_t;
 
@@ -51,7 +53,9 @@ typedef struct {
     /* format 2 */
     apr_uint32_t common[HTC_WORDS];     /* reset for every pool */
     apr_uint32_t pools_full;            /* deliveries to a pool without a slot */
-    apr_uint32_t pad;
+    apr_uint32_t bits_used[HTC_USED_WORDS];    /* words not zero: bits */
+    apr_uint32_t common_used[HTC_USED_WORDS];  /* ... common */
+    apr_uint32_t pad[3];
     htc_pool_slot_t slots[HTC_POOL_SLOTS];
 } htc_state_t;
 
@@ -75,25 +79,28 @@ apr_uint32_t htc_pool_tag(const char *key);
 
 /**
  * The set of settings to reset for the pool of @a key, in @a out
- * (HTC_WORDS words): the common set and the pool's own, or the node-wide
- * set when the pool has no slot of its own because the table is full
- * around its hash.
+ * (HTC_WORDS words) and @a used (HTC_USED_WORDS words: which words of
+ * out are set; only those are written): the common set and the pool's
+ * own, or the node-wide set when the pool has no slot of its own because
+ * the table is full around its hash.  A walk over the words in use, not
+ * over all 128: a handful of instructions when a pool was sent nothing.
  * @return 1 if anything is in the set, else 0.
  */
-int htc_state_pool_set(htc_state_t *st, apr_uint32_t tag, apr_uint32_t *out);
+int htc_state_pool_set(htc_state_t *st, apr_uint32_t tag, apr_uint32_t *out,
+                       apr_uint32_t *used);
 
 /**
  * The pool's own set, claiming a slot for it if it has none.
  * @return the set (HTC_WORDS words), or NULL when no slot is free among
  *         its probes (then the node-wide set stands for it).
  */
-apr_uint32_t *htc_state_pool_claim(htc_state_t *st, apr_uint32_t tag);
+htc_pool_slot_t *htc_state_pool_claim(htc_state_t *st, apr_uint32_t tag);
 
 /**
  * Record that setting slot @a bit is delivered to a pool: in the
  * node-wide set, and in @a pool (from htc_state_pool_claim) if not NULL.
  */
-void htc_state_mark(htc_state_t *st, apr_uint32_t *pool, unsigned bit);
+void htc_state_mark(htc_state_t *st, htc_pool_slot_t *pool, unsigned bit);
 
 /** Record @a bit as reset for every pool (W4AHtcompatTrack). */
 void htc_state_mark_common(htc_state_t *st, unsigned bit);

@@ -684,7 +684,10 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
     htc_send_t local[MAX_LOCAL], *send;
     apr_uint32_t mine[HTC_WORDS];       /* slots of this directory's values */
     apr_uint32_t set[HTC_WORDS];        /* slots to send: resets and values */
-    apr_uint32_t tag = htc_pool_tag(pool ? pool : ""), *pool_bits = NULL;
+    apr_uint32_t used[HTC_USED_WORDS];  /* words of set in use */
+    apr_uint32_t mused[HTC_USED_WORDS]; /* words of mine in use */
+    apr_uint32_t tag = htc_pool_tag(pool ? pool : "");
+    htc_pool_slot_t *pool_bits = NULL;
     int any = 0, claimed = 0;
     const htc_pool_t *ps = NULL;
     void *ps_handle = NULL;
@@ -709,7 +712,7 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
      * of this directory, or a reset of what this pool (its socket) was
      * ever sent. */
     if (t) {
-        any = htc_state_pool_set(state, tag, set);
+        any = htc_state_pool_set(state, tag, set, used);
         if (dc->settings || any) {
             rv = pool_settings(r, sc, hosting, version, &ps, &ps_handle);
             if (rv != APR_SUCCESS) {
@@ -720,6 +723,7 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
     if (dc->settings) {
         apr_hash_index_t *hi;
         memset(mine, 0, sizeof(mine));
+        memset(mused, 0, sizeof(mused));
         for (hi = apr_hash_first(r->pool, dc->settings); hi;
              hi = apr_hash_next(hi)) {
             const htc_line_t *l = apr_hash_this_val(hi);
@@ -747,6 +751,7 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
             local[nlocal].s = s;
             local[nlocal++].value = l->value;
             mine[s->bit / 32] |= 1u << (s->bit % 32);
+            mused[s->bit / 1024] |= 1u << ((s->bit / 32) % 32);
             if (!t) {
                 continue;       /* nothing is sent: no version's table */
             }
@@ -777,7 +782,17 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
     cap = 32;
     send = apr_palloc(r->pool, cap * sizeof(*send));
     for (w = 0; w < HTC_WORDS; w++) {
-        apr_uint32_t word = set[w] | (nlocal ? mine[w] : 0);
+        apr_uint32_t su = any ? used[w / 32] : 0;
+        apr_uint32_t mu = nlocal ? mused[w / 32] : 0;
+        apr_uint32_t m = 1u << (w % 32), word;
+        if (!((su | mu) & ~(m - 1))) {
+            w |= 31;                    /* nothing more in these 32 words */
+            continue;
+        }
+        if (!((su | mu) & m)) {
+            continue;
+        }
+        word = ((su & m) ? set[w] : 0) | ((mu & m) ? mine[w] : 0);
         while (word) {
             int b = __builtin_ctz(word);
             const htc_setting_t *s;

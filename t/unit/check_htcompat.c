@@ -319,9 +319,13 @@ START_TEST(pool_cache_of_one_keeps_the_last_file)
 }
 END_TEST
 
-static int in_set(const apr_uint32_t *set, unsigned bit)
+/* set is valid only in the words used says */
+#define in_set(set, bit) in_set_used(set, used, bit)
+static int in_set_used(const apr_uint32_t *set, const apr_uint32_t *used,
+                       unsigned bit)
 {
-    return (set[bit / 32] >> (bit % 32)) & 1;
+    return ((used[bit / 1024] >> ((bit / 32) % 32)) & 1)
+           && ((set[bit / 32] >> (bit % 32)) & 1);
 }
 
 static htc_state_t *fresh_state(void)
@@ -338,17 +342,17 @@ START_TEST(pool_a_values_are_reset_in_a_and_never_sent_to_b)
     htc_state_t *st = fresh_state();
     apr_uint32_t a = htc_pool_tag("/run/php/a.sock");
     apr_uint32_t b = htc_pool_tag("/run/php/b.sock");
-    apr_uint32_t set[HTC_WORDS];
+    apr_uint32_t set[HTC_WORDS], used[HTC_USED_WORDS];
     unsigned bit = htc_bit("memory_limit");
 
     ck_assert_uint_ne(a, b);
-    ck_assert_int_eq(htc_state_pool_set(st, a, set), 0);
+    ck_assert_int_eq(htc_state_pool_set(st, a, set, used), 0);
     htc_state_mark(st, htc_state_pool_claim(st, a), bit);
-    ck_assert_int_eq(htc_state_pool_set(st, a, set), 1);
+    ck_assert_int_eq(htc_state_pool_set(st, a, set, used), 1);
     ck_assert(in_set(set, bit));
-    ck_assert_int_eq(htc_state_pool_set(st, b, set), 0);
+    ck_assert_int_eq(htc_state_pool_set(st, b, set, used), 0);
     ck_assert(!in_set(set, bit));
-    ck_assert(in_set(st->bits, bit));         /* the node-wide set has it */
+    ck_assert(in_set_used(st->bits, st->bits_used, bit));   /* node-wide */
     ck_assert_uint_eq(htc_state_pools(st), 1);
     /* the same slot again, not a second one */
     ck_assert_ptr_eq(htc_state_pool_claim(st, a), htc_state_pool_claim(st, a));
@@ -360,15 +364,15 @@ END_TEST
 START_TEST(track_applies_to_every_pool)
 {
     htc_state_t *st = fresh_state();
-    apr_uint32_t set[HTC_WORDS];
+    apr_uint32_t set[HTC_WORDS], used[HTC_USED_WORDS];
     unsigned bit = htc_bit("post_max_size");
 
     htc_state_mark_common(st, bit);
-    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("x"), set), 1);
+    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("x"), set, used), 1);
     ck_assert(in_set(set, bit));
     htc_state_mark(st, htc_state_pool_claim(st, htc_pool_tag("y")),
                    htc_bit("memory_limit"));
-    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("y"), set), 1);
+    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("y"), set, used), 1);
     ck_assert(in_set(set, bit));
     ck_assert(in_set(set, htc_bit("memory_limit")));
     free(st);
@@ -380,7 +384,7 @@ END_TEST
 START_TEST(pool_without_a_slot_resets_the_node_wide_set)
 {
     htc_state_t *st = fresh_state();
-    apr_uint32_t set[HTC_WORDS];
+    apr_uint32_t set[HTC_WORDS], used[HTC_USED_WORDS];
     apr_uint32_t tag;
     unsigned i;
 
@@ -390,22 +394,22 @@ START_TEST(pool_without_a_slot_resets_the_node_wide_set)
         htc_state_mark(st, htc_state_pool_claim(st, tag), 100 + i);
     }
     tag = 7 + HTC_POOL_PROBES * HTC_POOL_SLOTS;
-    ck_assert_int_eq(htc_state_pool_set(st, tag, set), 1);
+    ck_assert_int_eq(htc_state_pool_set(st, tag, set, used), 1);
     for (i = 0; i < HTC_POOL_PROBES; i++) {
         ck_assert(in_set(set, 100 + i));
     }
     ck_assert_ptr_null(htc_state_pool_claim(st, tag));
     htc_state_mark(st, NULL, 200);
     ck_assert_uint_eq(st->pools_full, 1);
-    ck_assert_int_eq(htc_state_pool_set(st, tag, set), 1);
+    ck_assert_int_eq(htc_state_pool_set(st, tag, set, used), 1);
     ck_assert(in_set(set, 200));
     /* the pools with a slot still get only theirs */
-    ck_assert_int_eq(htc_state_pool_set(st, 7, set), 1);
+    ck_assert_int_eq(htc_state_pool_set(st, 7, set, used), 1);
     ck_assert(in_set(set, 100));
     ck_assert(!in_set(set, 101));
     ck_assert(!in_set(set, 200));
     /* one probe further along: a pool whose own start is free there */
-    ck_assert_int_eq(htc_state_pool_set(st, 7 + HTC_POOL_PROBES, set), 0);
+    ck_assert_int_eq(htc_state_pool_set(st, 7 + HTC_POOL_PROBES, set, used), 0);
     free(st);
 }
 END_TEST
@@ -415,7 +419,7 @@ END_TEST
 START_TEST(format_1_state_upgrades_with_its_set_for_every_pool)
 {
     htc_state_t *st = calloc(1, sizeof(*st));
-    apr_uint32_t set[HTC_WORDS];
+    apr_uint32_t set[HTC_WORDS], used[HTC_USED_WORDS];
     unsigned bit = htc_bit("upload_max_filesize");
 
     st->magic = HTC_STATE_MAGIC;
@@ -429,7 +433,7 @@ START_TEST(format_1_state_upgrades_with_its_set_for_every_pool)
     ck_assert_uint_eq(st->format, HTC_STATE_FORMAT);
     ck_assert_uint_eq(st->counters[3], 42);
     ck_assert_uint_eq(htc_state_pools(st), 0);
-    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("any.sock"), set), 1);
+    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("any.sock"), set, used), 1);
     ck_assert(in_set(set, bit));
     ck_assert_int_eq(htc_state_init(st, sizeof(*st)), 0);
     /* unknown content: starts empty */
@@ -437,7 +441,7 @@ START_TEST(format_1_state_upgrades_with_its_set_for_every_pool)
     st->slots[5].tag = 5;
     ck_assert_int_eq(htc_state_init(st, sizeof(*st)), 2);
     ck_assert_uint_eq(htc_state_pools(st), 0);
-    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("any.sock"), set), 0);
+    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("any.sock"), set, used), 0);
     free(st);
 }
 END_TEST
