@@ -23,8 +23,9 @@ APR_DECLARE_OPTIONAL_FN(int, w4a_htcompat_engine, (request_rec *r));
 
 /**
  * The INI text to send as FPM's PHP_VALUE for a request dispatched to the
- * pool of (@a hosting, PHP @a version): the directory's accepted settings
- * plus, for every setting any request has ever delivered on this node, the
+ * pool of (@a hosting, PHP @a version) at @a pool: the directory's accepted
+ * settings plus, for every setting any request has ever delivered to that
+ * pool (its workers keep them), the
  * value that pool starts its workers with (its own php_value, else the INI
  * table's start value), so that nothing persists from one request to the
  * next on an FPM worker.  A setting the pool fixes with php_admin_value or
@@ -33,6 +34,9 @@ APR_DECLARE_OPTIONAL_FN(int, w4a_htcompat_engine, (request_rec *r));
  * @param r        the request, about to be handed to mod_proxy_fcgi
  * @param hosting  the hosting whose pool it goes to
  * @param version  PHP version of that pool ("8.2")
+ * @param pool     what names the pool's workers: its socket path (two
+ *                 hostings or versions sharing a socket share workers,
+ *                 hence the set of settings to reset)
  * @param text     out: the text ("name=\"value\"\n" lines), or NULL when
  *                 nothing needs to be sent (no setting was ever delivered)
  * @return APR_SUCCESS; an error (logged) when the pool's own settings
@@ -42,6 +46,7 @@ APR_DECLARE_OPTIONAL_FN(int, w4a_htcompat_engine, (request_rec *r));
  */
 APR_DECLARE_OPTIONAL_FN(apr_status_t, w4a_htcompat_php_value,
                         (request_rec *r, const char *hosting,
-                         const char *version, const char **text));
+                         const char *version, const char *pool,
+                         const char **text));
 
 #endif /* MOD_W4A_HTCOMPAT_H */

@@ -9,15 +9,15 @@
  *
  * Delivery: FPM's PHP_VALUE parameter writes into the worker's master INI
  * values, which stay for every later request of that worker.  So every
- * request handed to a pool sends, for every setting that any request on
- * this node has ever delivered, either its directory's value or the
- * pool's start value (the pool's own php_value, from the settings file
+ * request handed to a pool sends, for every setting that any request has
+ * ever delivered to that pool (its socket), either its directory's value
+ * or the pool's start value (the pool's own php_value, from the settings file
  * w4a-fpm-pools writes beside the pool, else the table's); a setting the
- * pool fixes with php_admin_* is never sent.  The "ever delivered" set is a
- * bitmap in a small state file mapped by every httpd process
- * (W4AHtcompatStateFile); it only grows, and survives restarts of httpd,
- * since FPM workers do.  A page whose directories set nothing, on a node
- * where nothing was ever delivered, sends no PHP_VALUE at all.
+ * pool fixes with php_admin_* is never sent.  The "ever delivered" sets,
+ * one per pool (htcompat_state.h), are bitmaps in a state file mapped by
+ * every httpd process (W4AHtcompatStateFile); they only grow, and survive
+ * restarts of httpd, since FPM workers do.  A page whose directories set
+ * nothing, in a pool that was never sent anything, sends no PHP_VALUE.
  *
  * mod_w4a_php asks, through the optional functions of mod_w4a_htcompat.h,
  * whether PHP may run here (php_flag engine off) and, in its very last
@@ -42,6 +42,7 @@
 
 #include "htcompat_pool.h"
 #include "htcompat_private.h"
+#include "htcompat_state.h"
 #include "htcompat_table.h"
 #include "mod_w4a_htcompat.h"
 #include "w4a_httpd.h"
@@ -51,8 +52,6 @@
 module AP_MODULE_DECLARE_DATA w4a_htcompat_module;
 
 #define W4A_UNSET        (-1)
-#define STATE_MAGIC      0x57344843u     /* "W4HC" */
-#define STATE_FORMAT     1u
 #define DEFAULT_STATE    "w4a-htcompat.state"
 #define STATUS_HANDLER   "w4a-htcompat-status"
 /* w4a-fpm-pools' default pool directory, settings file beside each pool */
@@ -64,15 +63,10 @@ module AP_MODULE_DECLARE_DATA w4a_htcompat_module;
 #define CNT_ENGINE_OFF   HTC_NREASONS
 #define CNT_REQUESTS     (HTC_NREASONS + 1)
 #define CNT_POOL_TRIMMED (HTC_NREASONS + 2)   /* pool cache entries dropped */
-#define CNT_MAX          32
+#define CNT_MAX          HTC_STATE_COUNTERS
 
-/* The node-wide state: mapped shared by every httpd process. */
-typedef struct {
-    apr_uint32_t magic;
-    apr_uint32_t format;
-    apr_uint32_t bits[HTC_BITS / 32];   /* settings ever delivered */
-    apr_uint32_t counters[CNT_MAX];
-} htc_state_t;
+/* The node's state, per pool (htcompat_state.h): mapped shared by every
+ * httpd process. */
 
 static htc_state_t *state;
 
@@ -513,18 +507,6 @@ static void count(int k)
     }
 }
 
-static void mark_delivered(unsigned bit)
-{
-    volatile apr_uint32_t *w = &state->bits[bit / 32];
-    apr_uint32_t m = 1u << (bit % 32), old;
-
-    while (!((old = __atomic_load_n(w, __ATOMIC_RELAXED)) & m)) {
-        if (apr_atomic_cas32(w, old | m, old) == old) {
-            break;
-        }
-    }
-}
-
 /* Whether this (file, line, reason) may be logged now. */
 static int throttle_allows(request_rec *r, const htc_line_t *l,
                            htc_reason_e why)
@@ -690,6 +672,7 @@ static apr_status_t pool_settings(request_rec *r, const htc_srv_conf *sc,
 static apr_status_t w4a_htcompat_php_value(request_rec *r,
                                            const char *hosting,
                                            const char *version,
+                                           const char *pool,
                                            const char **textp)
 {
     htc_dir_conf *dc = ap_get_module_config(r->per_dir_config,
@@ -699,8 +682,13 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
     const htc_table_t *t = sc->tables
         ? apr_hash_get(sc->tables, version, APR_HASH_KEY_STRING) : NULL;
     htc_send_t local[MAX_LOCAL], *send;
-    apr_uint32_t mine[HTC_BITS / 32];   /* slots of this directory's values */
-    apr_uint32_t any = 0;
+    apr_uint32_t mine[HTC_WORDS];       /* slots of this directory's values */
+    apr_uint32_t set[HTC_WORDS];        /* slots to send: resets and values */
+    apr_uint32_t used[HTC_USED_WORDS];  /* words of set in use */
+    apr_uint32_t mused[HTC_USED_WORDS]; /* words of mine in use */
+    apr_uint32_t tag = htc_pool_tag(pool ? pool : "");
+    htc_pool_slot_t *pool_bits = NULL;
+    int any = 0, claimed = 0;
     const htc_pool_t *ps = NULL;
     void *ps_handle = NULL;
     int i, w, nlocal = 0, nsend = 0, cap;
@@ -721,11 +709,10 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
         }
     }
     /* The pool's own settings, when anything may be sent at all: a value
-     * of this directory, or a reset of the node's delivered set. */
+     * of this directory, or a reset of what this pool (its socket) was
+     * ever sent. */
     if (t) {
-        for (w = 0; w < HTC_BITS / 32 && !any; w++) {
-            any |= __atomic_load_n(&state->bits[w], __ATOMIC_RELAXED);
-        }
+        any = htc_state_pool_set(state, tag, set, used);
         if (dc->settings || any) {
             rv = pool_settings(r, sc, hosting, version, &ps, &ps_handle);
             if (rv != APR_SUCCESS) {
@@ -736,6 +723,7 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
     if (dc->settings) {
         apr_hash_index_t *hi;
         memset(mine, 0, sizeof(mine));
+        memset(mused, 0, sizeof(mused));
         for (hi = apr_hash_first(r->pool, dc->settings); hi;
              hi = apr_hash_next(hi)) {
             const htc_line_t *l = apr_hash_this_val(hi);
@@ -763,7 +751,15 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
             local[nlocal].s = s;
             local[nlocal++].value = l->value;
             mine[s->bit / 32] |= 1u << (s->bit % 32);
-            mark_delivered(s->bit);
+            mused[s->bit / 1024] |= 1u << ((s->bit / 32) % 32);
+            if (!t) {
+                continue;       /* nothing is sent: no version's table */
+            }
+            if (!claimed) {
+                pool_bits = htc_state_pool_claim(state, tag);
+                claimed = 1;
+            }
+            htc_state_mark(state, pool_bits, s->bit);
         }
         if (!quiet && nlocal) {
             apr_atomic_add32(&state->counters[HTC_OK], nlocal);
@@ -776,13 +772,27 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
         count(CNT_REQUESTS);
     }
 
-    /* Every setting ever delivered on this node: this directory's value,
+    /* Every setting ever delivered to this pool: this directory's value,
      * else the pool's own value, else the table's start value; never one
      * the pool fixes with php_admin_*. */
+    if (!any && !nlocal) {
+        htc_pool_cache_release(pool_cache, ps_handle);
+        return APR_SUCCESS;
+    }
     cap = 32;
     send = apr_palloc(r->pool, cap * sizeof(*send));
-    for (w = 0; w < HTC_BITS / 32; w++) {
-        apr_uint32_t word = __atomic_load_n(&state->bits[w], __ATOMIC_RELAXED);
+    for (w = 0; w < HTC_WORDS; w++) {
+        apr_uint32_t su = any ? used[w / 32] : 0;
+        apr_uint32_t mu = nlocal ? mused[w / 32] : 0;
+        apr_uint32_t m = 1u << (w % 32), word;
+        if (!((su | mu) & ~(m - 1))) {
+            w |= 31;                    /* nothing more in these 32 words */
+            continue;
+        }
+        if (!((su | mu) & m)) {
+            continue;
+        }
+        word = ((su & m) ? set[w] : 0) | ((mu & m) ? mine[w] : 0);
         while (word) {
             int b = __builtin_ctz(word);
             const htc_setting_t *s;
@@ -856,7 +866,7 @@ static int htc_status_handler(request_rec *r)
         ap_rputs("{\"error\":\"no state file\"}\n", r);
         return OK;
     }
-    for (i = 0; i < HTC_BITS / 32; i++) {
+    for (i = 0; i < HTC_WORDS; i++) {
         tracked += __builtin_popcount(apr_atomic_read32(&state->bits[i]));
     }
     ap_rprintf(r, "{\"requests\":%u,\"applied\":%u,\"engine_off\":%u,"
@@ -868,8 +878,10 @@ static int htc_status_handler(request_rec *r)
         ap_rprintf(r, "%s\"%s\":%u", i > 1 ? "," : "", htc_reason_name(i),
                    apr_atomic_read32(&state->counters[i]));
     }
-    ap_rprintf(r, "},\"pool_cache_trimmed\":%u",
-               apr_atomic_read32(&state->counters[CNT_POOL_TRIMMED]));
+    ap_rprintf(r, "},\"pool_cache_trimmed\":%u,\"pool_sets\":%u,"
+               "\"pool_sets_full\":%u",
+               apr_atomic_read32(&state->counters[CNT_POOL_TRIMMED]),
+               htc_state_pools(state), apr_atomic_read32(&state->pools_full));
     if (pool_cache) {
         apr_size_t n, max;
         htc_pool_cache_count(pool_cache, &n, &max);
@@ -892,7 +904,7 @@ static int htc_metrics_collect(request_rec *r, w4a_prom_t *out)
     if (!state) {
         return DECLINED;
     }
-    for (i = 0; i < HTC_BITS / 32; i++) {
+    for (i = 0; i < HTC_WORDS; i++) {
         tracked += __builtin_popcount(apr_atomic_read32(&state->bits[i]));
     }
     w4a_prom_one(out, "w4a_htcompat_requests_total", W4A_PROM_COUNTER,
@@ -958,10 +970,11 @@ static int htc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     st = mm->mm;
-    if (st->magic != STATE_MAGIC || st->format != STATE_FORMAT) {
-        memset(st, 0, sizeof(*st));
-        st->format = STATE_FORMAT;
-        st->magic = STATE_MAGIC;
+    if (htc_state_init(st, (apr_size_t)fi.size) == 1) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, W4ALOGNO(00440)
+                     "W4AHtcompatStateFile %s: format 1 upgraded; the "
+                     "settings it says were delivered are reset for every "
+                     "pool", path);
     }
     state = st;
 
@@ -972,7 +985,7 @@ static int htc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
             const char *name = APR_ARRAY_IDX(sc->track, i, const char *);
             server_rec *sv;
             if (strcmp(name, "all")) {
-                mark_delivered(htc_bit(name));
+                htc_state_mark_common(st, htc_bit(name));
                 continue;
             }
             for (sv = s; sv; sv = sv->next) {
@@ -990,7 +1003,7 @@ static int htc_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                         const htc_setting_t *set = apr_hash_this_val(hi);
                         if (set->defval && !set->locked && !set->irreversible
                             && (set->access & HTC_ACC_PERDIR)) {
-                            mark_delivered(set->bit);
+                            htc_state_mark_common(st, set->bit);
                         }
                     }
                 }

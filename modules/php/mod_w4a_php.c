@@ -966,7 +966,7 @@ static int php_fixups_ini(request_rec *r)
     q->php_value = NULL;
     if (htcompat_php_value) {
         apr_status_t rv = htcompat_php_value(r, rec->hosting, q->version,
-                                             &ini);
+                                             q->sock, &ini);
         if (rv != APR_SUCCESS) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, W4ALOGNO(00240)
                           "hosting %s: the settings of its PHP %s pool are "

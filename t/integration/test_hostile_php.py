@@ -314,21 +314,49 @@ def test_a_php_value_never_undoes_b_pools_admin_value_on_any_worker(w4a):
     assert (v["memory_limit"], v["max_execution_time"]) == ("128M", "30"), v
 
 
+def test_a_php_value_is_reset_in_a_pool_and_never_sent_to_b_pool(w4a):
+    """The set of settings to reset is per pool (issue 17): after A's
+    php_value, B's pool is sent nothing at all, so B's pool settings are
+    not even needed (a file B could have written does not stop B's PHP:
+    nothing reaches B's pool that it could undo), while A's pool is reset
+    on every request."""
+    tree, fpm, httpd = server(w4a, b_pool_settings=B_POOL, dirs_a=("big",),
+                              files_a={"big/.htaccess":
+                                       "php_value max_execution_time 99\n"})
+    settings = os.path.join(fpm.pool_dir, "w4a-%s.settings" % B)
+    assert see(httpd, "a.example", "/big/see.php")["max_execution_time"] == "99"
+    os.chown(settings, pwd.getpwnam(B).pw_uid, pwd.getpwnam(B).pw_uid)
+    for _ in range(3):
+        v = see(httpd, "b.example", "/see.php")
+        assert (v["memory_limit"], v["max_execution_time"]) == ("512M", "45")
+        # A's one worker (max_children=1) got 99 and gets it reset
+        assert see(httpd, "a.example", "/see.php")["max_execution_time"] == "30"
+        assert see(httpd, "a.example",
+                   "/big/see.php")["max_execution_time"] == "99"
+    assert "W4A00420" not in httpd.log()
+
+
 @pytest.mark.parametrize("how", ["tenant-owned", "group-writable",
                                  "writable-dir", "symlink"])
 def test_pool_settings_file_a_tenant_could_write_is_refused(w4a, how):
-    """Once something is sent to B's pool (here: resets, since A
-    delivered a setting), B's pool settings must be known: a settings file
-    someone else than root could have written is not used, and B's PHP is
-    refused (500) rather than sent resets that could undo its pool."""
+    """Once something is sent to B's pool (here: resets, since B's own
+    directory delivered a setting to it), B's pool settings must be known:
+    a settings file someone else than root could have written is not
+    used, and B's PHP is refused (500) rather than sent resets that could
+    undo its pool."""
     tree, fpm, httpd = server(w4a, b_pool_settings=B_POOL, dirs_a=("big",),
+                              dirs_b=("own",),
                               files_a={"big/.htaccess":
                                        "php_value max_execution_time 99\n",
-                                       "static.txt": "static\n"})
+                                       "static.txt": "static\n"},
+                              files_b={"own/.htaccess":
+                                       "php_value upload_max_filesize 9M\n"})
     settings = os.path.join(fpm.pool_dir, "w4a-%s.settings" % B)
     assert see(httpd, "a.example", "/big/see.php")["max_execution_time"] == "99"
+    assert see(httpd, "b.example", "/own/see.php")["upload_max_filesize"] == "9M"
     v = see(httpd, "b.example", "/see.php")
-    assert (v["memory_limit"], v["max_execution_time"]) == ("512M", "45")
+    assert (v["memory_limit"], v["max_execution_time"],
+            v["upload_max_filesize"]) == ("512M", "45", "2M"), v
     uid = pwd.getpwnam(B).pw_uid
     if how == "tenant-owned":
         os.chown(settings, uid, uid)

@@ -3,10 +3,11 @@ against the real PHP's INI table, delivered to FPM without leaks."""
 import json
 import os
 import re
+import struct
 import subprocess
 import time
 
-from w4a_harness import HTCOMPAT_SO, REPO, hostings_dir_block
+from w4a_harness import HTCOMPAT_SO, REPO, hostings_dir_block, wait_until
 
 A, B = "w4a100010", "w4a100011"
 HTCHECK = os.path.join(REPO, "support/w4a-htcheck")
@@ -666,3 +667,61 @@ def test_htcompat_log_interval_zero_logs_every_request(w4a):
     for _ in range(5):
         get_vals(httpd, "a.example", "/x/ini.php")
     assert len(re.findall(r"W4A00401: \S+/x/\.htaccess:1:", httpd.log())) == 5
+
+
+def htc_bit(name):
+    """htcompat_table.c's htc_bit(): FNV-1a of the name, modulo 4096."""
+    h = 2166136261
+    for c in name.encode():
+        h = ((h ^ c) * 16777619) & 0xffffffff
+    return h % 4096
+
+
+def php_values_sent(httpd):
+    """The PHP_VALUE texts mod_proxy_fcgi sent, in order (its trace8)."""
+    return [v.replace("\\n", "\n").strip() for v in
+            re.findall(r"AH01062: sending env var 'PHP_VALUE' value '([^']*)'",
+                       httpd.log())]
+
+
+def test_a_php_value_is_never_sent_to_b_pool_but_always_reset_in_a(w4a):
+    """Issue 17: the set to reset is per pool. A's php_value reaches A's
+    pool and is reset there on every later request; B's requests carry no
+    PHP_VALUE at all."""
+    tree, fpm, httpd = server(
+        w4a, files_a={"big/ini.php": INI_PHP,
+                      "big/.htaccess": "php_value memory_limit 256M\n"},
+        log_level="info proxy_fcgi:trace8")
+    assert get_vals(httpd, "a.example", "/big/ini.php")["memory_limit"] == "256M"
+    assert get_vals(httpd, "b.example", "/ini.php")["memory_limit"] == "128M"
+    assert get_vals(httpd, "a.example", "/ini.php")["memory_limit"] == "128M"
+    wait_until(lambda: len(php_values_sent(httpd)) >= 2, "two PHP_VALUE traced", 5)
+    sent = php_values_sent(httpd)
+    assert sent == ['memory_limit="256M"', 'memory_limit="128M"'], sent
+    j = status(httpd)
+    assert j["pool_sets"] == 1 and j["pool_sets_full"] == 0, j
+
+
+def test_format_1_state_file_is_upgraded_and_its_set_reset_for_every_pool(w4a):
+    """A state file of the node-wide format 1 (before issue 17): its set
+    was sent to pools nobody knows, so every pool now resets it; its
+    counters stay."""
+    state = os.path.join(w4a.root, "old.state")
+    bit = htc_bit("memory_limit")
+    words = [0] * 128
+    words[bit // 32] |= 1 << (bit % 32)
+    counters = [0] * 32
+    with open(state, "wb") as f:
+        f.write(struct.pack("<2I128I32I", 0x57344843, 1, *(words + counters)))
+    os.chmod(state, 0o600)
+    tree, fpm, httpd = server(w4a, conf="W4AHtcompatStateFile %s\n" % state,
+                              log_level="info proxy_fcgi:trace8")
+    assert httpd.wait_log(r"W4A00440: W4AHtcompatStateFile %s: format 1 "
+                          r"upgraded" % re.escape(state))
+    assert get_vals(httpd, "b.example", "/ini.php")["memory_limit"] == "128M"
+    assert get_vals(httpd, "a.example", "/ini.php")["memory_limit"] == "128M"
+    wait_until(lambda: len(php_values_sent(httpd)) >= 2, "two PHP_VALUE traced", 5)
+    assert php_values_sent(httpd) == ['memory_limit="128M"'] * 2, \
+        php_values_sent(httpd)
+    assert status(httpd)["tracked_slots"] == 1
+    assert os.path.getsize(state) > 656

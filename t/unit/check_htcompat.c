@@ -11,6 +11,7 @@
 
 #include "check_w4a.h"
 #include "htcompat_pool.h"
+#include "htcompat_state.h"
 #include "htcompat_table.h"
 
 static apr_pool_t *pool;
@@ -318,6 +319,133 @@ START_TEST(pool_cache_of_one_keeps_the_last_file)
 }
 END_TEST
 
+/* set is valid only in the words used says */
+#define in_set(set, bit) in_set_used(set, used, bit)
+static int in_set_used(const apr_uint32_t *set, const apr_uint32_t *used,
+                       unsigned bit)
+{
+    return ((used[bit / 1024] >> ((bit / 32) % 32)) & 1)
+           && ((set[bit / 32] >> (bit % 32)) & 1);
+}
+
+static htc_state_t *fresh_state(void)
+{
+    htc_state_t *st = calloc(1, sizeof(*st));
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(htc_state_init(st, 0), 2);
+    ck_assert_int_eq(htc_state_init(st, sizeof(*st)), 0);
+    return st;
+}
+
+START_TEST(pool_a_values_are_reset_in_a_and_never_sent_to_b)
+{
+    htc_state_t *st = fresh_state();
+    apr_uint32_t a = htc_pool_tag("/run/php/a.sock");
+    apr_uint32_t b = htc_pool_tag("/run/php/b.sock");
+    apr_uint32_t set[HTC_WORDS], used[HTC_USED_WORDS];
+    unsigned bit = htc_bit("memory_limit");
+
+    ck_assert_uint_ne(a, b);
+    ck_assert_int_eq(htc_state_pool_set(st, a, set, used), 0);
+    htc_state_mark(st, htc_state_pool_claim(st, a), bit);
+    ck_assert_int_eq(htc_state_pool_set(st, a, set, used), 1);
+    ck_assert(in_set(set, bit));
+    ck_assert_int_eq(htc_state_pool_set(st, b, set, used), 0);
+    ck_assert(!in_set(set, bit));
+    ck_assert(in_set_used(st->bits, st->bits_used, bit));   /* node-wide */
+    ck_assert_uint_eq(htc_state_pools(st), 1);
+    /* the same slot again, not a second one */
+    ck_assert_ptr_eq(htc_state_pool_claim(st, a), htc_state_pool_claim(st, a));
+    ck_assert_uint_eq(htc_state_pools(st), 1);
+    free(st);
+}
+END_TEST
+
+START_TEST(track_applies_to_every_pool)
+{
+    htc_state_t *st = fresh_state();
+    apr_uint32_t set[HTC_WORDS], used[HTC_USED_WORDS];
+    unsigned bit = htc_bit("post_max_size");
+
+    htc_state_mark_common(st, bit);
+    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("x"), set, used), 1);
+    ck_assert(in_set(set, bit));
+    htc_state_mark(st, htc_state_pool_claim(st, htc_pool_tag("y")),
+                   htc_bit("memory_limit"));
+    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("y"), set, used), 1);
+    ck_assert(in_set(set, bit));
+    ck_assert(in_set(set, htc_bit("memory_limit")));
+    free(st);
+}
+END_TEST
+
+/* More pools hashing to one place than it has probes: the last gets no
+ * slot, and reads the node-wide set, which holds every pool's settings. */
+START_TEST(pool_without_a_slot_resets_the_node_wide_set)
+{
+    htc_state_t *st = fresh_state();
+    apr_uint32_t set[HTC_WORDS], used[HTC_USED_WORDS];
+    apr_uint32_t tag;
+    unsigned i;
+
+    for (i = 0; i < HTC_POOL_PROBES; i++) {
+        tag = 7 + i * HTC_POOL_SLOTS;           /* all start at slot 7 */
+        ck_assert_ptr_nonnull(htc_state_pool_claim(st, tag));
+        htc_state_mark(st, htc_state_pool_claim(st, tag), 100 + i);
+    }
+    tag = 7 + HTC_POOL_PROBES * HTC_POOL_SLOTS;
+    ck_assert_int_eq(htc_state_pool_set(st, tag, set, used), 1);
+    for (i = 0; i < HTC_POOL_PROBES; i++) {
+        ck_assert(in_set(set, 100 + i));
+    }
+    ck_assert_ptr_null(htc_state_pool_claim(st, tag));
+    htc_state_mark(st, NULL, 200);
+    ck_assert_uint_eq(st->pools_full, 1);
+    ck_assert_int_eq(htc_state_pool_set(st, tag, set, used), 1);
+    ck_assert(in_set(set, 200));
+    /* the pools with a slot still get only theirs */
+    ck_assert_int_eq(htc_state_pool_set(st, 7, set, used), 1);
+    ck_assert(in_set(set, 100));
+    ck_assert(!in_set(set, 101));
+    ck_assert(!in_set(set, 200));
+    /* one probe further along: a pool whose own start is free there */
+    ck_assert_int_eq(htc_state_pool_set(st, 7 + HTC_POOL_PROBES, set, used), 0);
+    free(st);
+}
+END_TEST
+
+/* A format 1 file (node-wide set only): its set was sent to pools nobody
+ * knows, so every pool keeps resetting it; its counters stay. */
+START_TEST(format_1_state_upgrades_with_its_set_for_every_pool)
+{
+    htc_state_t *st = calloc(1, sizeof(*st));
+    apr_uint32_t set[HTC_WORDS], used[HTC_USED_WORDS];
+    unsigned bit = htc_bit("upload_max_filesize");
+
+    st->magic = HTC_STATE_MAGIC;
+    st->format = 1;
+    st->bits[bit / 32] |= 1u << (bit % 32);
+    st->counters[3] = 42;
+    /* what a format 2 field would hold if the file was never extended
+     * with zeros: must not survive the upgrade */
+    st->slots[0].tag = 99;
+    ck_assert_int_eq(htc_state_init(st, sizeof(*st)), 1);
+    ck_assert_uint_eq(st->format, HTC_STATE_FORMAT);
+    ck_assert_uint_eq(st->counters[3], 42);
+    ck_assert_uint_eq(htc_state_pools(st), 0);
+    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("any.sock"), set, used), 1);
+    ck_assert(in_set(set, bit));
+    ck_assert_int_eq(htc_state_init(st, sizeof(*st)), 0);
+    /* unknown content: starts empty */
+    st->magic = 1;
+    st->slots[5].tag = 5;
+    ck_assert_int_eq(htc_state_init(st, sizeof(*st)), 2);
+    ck_assert_uint_eq(htc_state_pools(st), 0);
+    ck_assert_int_eq(htc_state_pool_set(st, htc_pool_tag("any.sock"), set, used), 0);
+    free(st);
+}
+END_TEST
+
 Suite *htcompat_suite(void)
 {
     Suite *s = suite_create("htcompat");
@@ -335,6 +463,10 @@ Suite *htcompat_suite(void)
     tcase_add_test(tc, blank_only_line_is_refused_not_read_past);
     tcase_add_test(tc, pool_cache_full_trims_the_least_recently_checked_tenth);
     tcase_add_test(tc, pool_cache_of_one_keeps_the_last_file);
+    tcase_add_test(tc, pool_a_values_are_reset_in_a_and_never_sent_to_b);
+    tcase_add_test(tc, track_applies_to_every_pool);
+    tcase_add_test(tc, pool_without_a_slot_resets_the_node_wide_set);
+    tcase_add_test(tc, format_1_state_upgrades_with_its_set_for_every_pool);
     suite_add_tcase(s, tc);
     return s;
 }
