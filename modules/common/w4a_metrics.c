@@ -18,7 +18,7 @@
 #include "w4a_metrics.h"
 
 #define METRICS_MAGIC   0x77346d31u     /* "w4m1" */
-#define METRICS_VERSION 2u      /* 2: refusals by check */
+#define METRICS_VERSION 3u      /* 2: refusals by check; 3: domains */
 #define CLAIM_SPINS     1000
 
 const char *const w4a_metrics_counter_names[W4A_MC_MAX] = {
@@ -81,10 +81,11 @@ int w4a_metrics_check_of(const char *guard, const char *guard_hosting,
            : php ? check_in(php_notes, php) : -1;
 }
 
-apr_size_t w4a_metrics_size(apr_uint32_t nrows)
+apr_size_t w4a_metrics_size(apr_uint32_t nrows, apr_uint32_t ndrows)
 {
     return sizeof(w4a_metrics_table_t)
-           + (apr_size_t)(nrows - 1) * sizeof(w4a_metrics_row_t);
+           + (apr_size_t)(nrows - 1) * sizeof(w4a_metrics_row_t)
+           + (apr_size_t)ndrows * sizeof(w4a_metrics_drow_t);
 }
 
 static void special(w4a_metrics_row_t *row, const char *name)
@@ -94,13 +95,17 @@ static void special(w4a_metrics_row_t *row, const char *name)
 }
 
 w4a_metrics_table_t *w4a_metrics_init(void *mem, apr_uint32_t nrows,
-                                      apr_uint32_t pid, apr_uint64_t now_us)
+                                      apr_uint32_t ndrows, apr_uint32_t pid,
+                                      apr_uint64_t now_us)
 {
     w4a_metrics_table_t *t = mem;
 
-    memset(t, 0, w4a_metrics_size(nrows));
+    memset(t, 0, w4a_metrics_size(nrows, ndrows));
     t->version = METRICS_VERSION;
     t->nrows = nrows;
+    t->ndrows = ndrows;
+    apr_cpystrn(t->dother.name, W4A_METRICS_OTHER, sizeof(t->dother.name));
+    t->dother.state = 2;
     t->pid = pid;
     t->started_us = now_us;
     special(&t->other, W4A_METRICS_OTHER);
@@ -117,7 +122,8 @@ apr_status_t w4a_metrics_check(const void *mem, apr_size_t len)
         || __atomic_load_n(&t->magic, __ATOMIC_ACQUIRE) != METRICS_MAGIC
         || t->version != METRICS_VERSION
         || t->nrows < W4A_METRICS_MIN_ROWS || t->nrows > W4A_METRICS_MAX_ROWS
-        || w4a_metrics_size(t->nrows) != len) {
+        || t->ndrows > W4A_METRICS_MAX_DOMAIN_ROWS
+        || w4a_metrics_size(t->nrows, t->ndrows) != len) {
         return APR_EINVAL;
     }
     return APR_SUCCESS;
@@ -184,18 +190,117 @@ w4a_metrics_row_t *w4a_metrics_row(w4a_metrics_table_t *t, const char *hosting,
     return &t->other;
 }
 
-int w4a_metrics_full_due(w4a_metrics_table_t *t, apr_uint32_t now_s,
-                         apr_uint32_t every)
+static int full_due(volatile apr_uint64_t *hits,
+                    volatile apr_uint32_t *logged, apr_uint32_t now_s,
+                    apr_uint32_t every)
 {
     apr_uint32_t last;
 
-    __atomic_fetch_add(&t->full_hits, 1, __ATOMIC_RELAXED);
-    last = __atomic_load_n(&t->full_logged, __ATOMIC_ACQUIRE);
+    __atomic_fetch_add(hits, 1, __ATOMIC_RELAXED);
+    last = __atomic_load_n(logged, __ATOMIC_ACQUIRE);
     if (last && now_s - last < every) {
         return 0;
     }
-    return __atomic_compare_exchange_n(&t->full_logged, &last, now_s, 0,
+    return __atomic_compare_exchange_n(logged, &last, now_s, 0,
                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+int w4a_metrics_full_due(w4a_metrics_table_t *t, apr_uint32_t now_s,
+                         apr_uint32_t every)
+{
+    return full_due(&t->full_hits, &t->full_logged, now_s, every);
+}
+
+int w4a_metrics_domain_full_due(w4a_metrics_table_t *t, apr_uint32_t now_s,
+                                apr_uint32_t every)
+{
+    return full_due(&t->dfull_hits, &t->dfull_logged, now_s, every);
+}
+
+/* One more domain row for the hosting of @a row, unless it has @a cap. */
+static int domain_reserve(w4a_metrics_row_t *row, apr_uint32_t cap)
+{
+    apr_uint32_t n = __atomic_load_n(&row->domains, __ATOMIC_RELAXED);
+
+    while (n < cap) {
+        if (__atomic_compare_exchange_n(&row->domains, &n, n + 1, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+w4a_metrics_drow_t *w4a_metrics_domain_row(w4a_metrics_table_t *t,
+                                           w4a_metrics_row_t *row,
+                                           const char *domain,
+                                           apr_uint32_t cap, int *full)
+{
+    w4a_metrics_drow_t *rows = w4a_metrics_drows(t);
+    const char *name = domain;
+    apr_uint32_t hidx, h, i, n, probe;
+    apr_size_t len = 0;
+    int other;
+
+    *full = 0;
+    if (!t->ndrows || !cap || row == &t->none) {
+        return NULL;
+    }
+    if (row == &t->other) {
+        return &t->dother;
+    }
+    hidx = (apr_uint32_t)(row - t->rows);
+    /* no domain of the map has a parenthesis; one that has (a SQL row
+     * nothing checked) is no name of its own */
+    other = !name || !*name || name[0] == '('
+            || strlen(name) >= W4A_METRICS_DOMAIN_MAX;
+    probe = t->ndrows < W4A_METRICS_PROBE ? t->ndrows : W4A_METRICS_PROBE;
+again:
+    if (other) {
+        name = W4A_METRICS_OTHER;
+    }
+    h = hash_of(name, &len) ^ (hidx * 2654435761u);
+    for (n = 0, i = h % t->ndrows; n < probe; n++, i = (i + 1) % t->ndrows) {
+        w4a_metrics_drow_t *d = &rows[i];
+        apr_uint32_t st = __atomic_load_n(&d->state, __ATOMIC_ACQUIRE);
+        int spins;
+
+        if (st == 0) {
+            apr_uint32_t expect = 0;
+            /* Rows are never freed: a free row means the domain has none
+             * further on either.  A new one only within the cap. */
+            if (!other && !domain_reserve(row, cap)) {
+                other = 1;
+                goto again;
+            }
+            if (__atomic_compare_exchange_n(&d->state, &expect, 1, 0,
+                                            __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE)) {
+                d->hash = h;
+                d->hosting = hidx;
+                memcpy(d->name, name, len + 1);
+                __atomic_store_n(&d->state, 2, __ATOMIC_RELEASE);
+                __atomic_fetch_add(&t->dused, 1, __ATOMIC_RELAXED);
+                return d;
+            }
+            if (!other) {
+                __atomic_fetch_sub(&row->domains, 1, __ATOMIC_RELAXED);
+            }
+            st = expect;
+        }
+        for (spins = 0; st == 1 && spins < CLAIM_SPINS; spins++) {
+            if (spins >= 64) {
+                sched_yield();
+            }
+            st = __atomic_load_n(&d->state, __ATOMIC_ACQUIRE);
+        }
+        if (st == 2 && d->hash == h && d->hosting == hidx
+            && !strcmp(d->name, name)) {
+            return d;
+        }
+    }
+    *full = 1;
+    return &t->dother;
 }
 
 static void copy_row(w4a_metrics_snap_t *s, const w4a_metrics_row_t *row)
@@ -261,6 +366,69 @@ apr_array_header_t *w4a_metrics_snapshot(const w4a_metrics_table_t *t,
     return a;
 }
 
+static int by_pair(const void *a, const void *b)
+{
+    const w4a_metrics_dsnap_t *x = a, *y = b;
+    int c = strcmp(x->hosting, y->hosting);
+    return c ? c : strcmp(x->domain, y->domain);
+}
+
+apr_array_header_t *w4a_metrics_domain_snapshot(const w4a_metrics_table_t *t,
+                                                apr_pool_t *p)
+{
+    apr_array_header_t *a = apr_array_make(p, 64, sizeof(w4a_metrics_dsnap_t));
+    const w4a_metrics_drow_t *rows = w4a_metrics_drows(t);
+    w4a_metrics_dsnap_t *s;
+    apr_uint32_t i;
+    int j, k, c;
+
+    for (i = 0; i < t->ndrows; i++) {
+        const w4a_metrics_drow_t *d = &rows[i];
+        const w4a_metrics_row_t *row;
+        if (__atomic_load_n(&d->state, __ATOMIC_ACQUIRE) != 2
+            || d->hosting >= t->nrows) {
+            continue;
+        }
+        row = &t->rows[d->hosting];
+        if (__atomic_load_n(&row->state, __ATOMIC_ACQUIRE) != 2) {
+            continue;
+        }
+        s = apr_array_push(a);
+        memcpy(s->hosting, row->name, sizeof(s->hosting));
+        s->hosting[sizeof(s->hosting) - 1] = '\0';
+        memcpy(s->domain, d->name, sizeof(s->domain));
+        s->domain[sizeof(s->domain) - 1] = '\0';
+        for (c = 0; c < W4A_MD_MAX; c++) {
+            s->c[c] = __atomic_load_n(&d->c[c], __ATOMIC_RELAXED);
+        }
+    }
+    qsort(a->elts, (size_t)a->nelts, sizeof(*s), by_pair);
+    for (j = 0, k = 1; k < a->nelts; k++) {
+        w4a_metrics_dsnap_t *x = &APR_ARRAY_IDX(a, j, w4a_metrics_dsnap_t);
+        w4a_metrics_dsnap_t *y = &APR_ARRAY_IDX(a, k, w4a_metrics_dsnap_t);
+        if (!by_pair(x, y)) {
+            for (c = 0; c < W4A_MD_MAX; c++) {
+                x->c[c] += y->c[c];
+            }
+        }
+        else if (++j != k) {
+            APR_ARRAY_IDX(a, j, w4a_metrics_dsnap_t) = *y;
+        }
+    }
+    if (a->nelts) {
+        a->nelts = j + 1;
+    }
+    if (__atomic_load_n(&t->dother.c[W4A_MD_REQUESTS], __ATOMIC_RELAXED)) {
+        s = apr_array_push(a);
+        apr_cpystrn(s->hosting, W4A_METRICS_OTHER, sizeof(s->hosting));
+        apr_cpystrn(s->domain, W4A_METRICS_OTHER, sizeof(s->domain));
+        for (c = 0; c < W4A_MD_MAX; c++) {
+            s->c[c] = __atomic_load_n(&t->dother.c[c], __ATOMIC_RELAXED);
+        }
+    }
+    return a;
+}
+
 /* ------------------------------------------------------------------ */
 /* The file.                                                          */
 
@@ -277,11 +445,11 @@ static apr_status_t unmap(void *data)
 }
 
 apr_status_t w4a_metrics_file_create(w4a_metrics_table_t **t, const char *path,
-                                     apr_uint32_t nrows, int mode,
-                                     apr_uint32_t pid, const char **err,
-                                     apr_pool_t *p)
+                                     apr_uint32_t nrows, apr_uint32_t ndrows,
+                                     int mode, apr_uint32_t pid,
+                                     const char **err, apr_pool_t *p)
 {
-    apr_size_t len = w4a_metrics_size(nrows);
+    apr_size_t len = w4a_metrics_size(nrows, ndrows);
     const char *tmp = apr_psprintf(p, "%s.%u.tmp", path, pid);
     mapping *m;
     void *mem;
@@ -307,7 +475,7 @@ apr_status_t w4a_metrics_file_create(w4a_metrics_table_t **t, const char *path,
         *err = apr_psprintf(p, "cannot map %s: %s", tmp, strerror(e));
         goto fail;
     }
-    *t = w4a_metrics_init(mem, nrows, pid,
+    *t = w4a_metrics_init(mem, nrows, ndrows, pid,
                           (apr_uint64_t)apr_time_now());
     if (rename(tmp, path) != 0) {
         e = errno;

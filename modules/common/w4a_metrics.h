@@ -15,6 +15,18 @@
  * Requests without a hosting (a Host not in the map, the default server)
  * have their own row, "(none)".
  *
+ * Domains: a second area of rows, per (hosting row, canonical domain of
+ * the record the request was served for), open-addressed the same way.
+ * The domain comes from the map or the SQL source (the operator's), never
+ * from the request's Host, and a hosting claims at most a given number of
+ * domain rows (W4AMetricsDomains, counted in its hosting row): its further
+ * domains, and a domain longer than W4A_METRICS_DOMAIN_MAX - 1, are
+ * counted in that hosting's domain "(other)".  A domain that finds no free
+ * domain row is counted in the area's overflow row, hosting "(other)",
+ * domain "(other)".  The "(other)" hosting's requests are counted there
+ * too, and "(none)" has no domains: so for every hosting with a row, its
+ * domains' requests add up to its own.
+ *
  * Counters are added with atomic adds (no lock, no per-child slot): a
  * child that dies leaves only what it had already added, which is true.
  * A row is claimed with a compare-and-swap of its state (free -> claiming
@@ -34,6 +46,9 @@
 #define W4A_METRICS_PROBE     32
 #define W4A_METRICS_MIN_ROWS  1
 #define W4A_METRICS_MAX_ROWS  (1u << 20)
+#define W4A_METRICS_DOMAIN_MAX 128
+#define W4A_METRICS_MAX_DOMAIN_ROWS (1u << 20)
+#define W4A_METRICS_MAX_DOMAINS 1024   /* per hosting */
 
 /** Names of the special rows (no Unix user name has parentheses). */
 #define W4A_METRICS_OTHER "(other)"
@@ -81,8 +96,27 @@ typedef struct w4a_metrics_row_t {
     volatile apr_uint32_t state;     /* 0 free, 1 claiming, 2 ready */
     apr_uint32_t          hash;
     char                  name[W4A_METRICS_NAME_MAX];
+    volatile apr_uint32_t domains;   /* domain rows claimed for it */
+    apr_uint32_t          pad;
     volatile apr_uint64_t c[W4A_MC_MAX];
 } w4a_metrics_row_t;
+
+/** The counters of a domain row. */
+enum {
+    W4A_MD_REQUESTS = 0, W4A_MD_BYTES,
+    W4A_MD_1XX, W4A_MD_2XX, W4A_MD_3XX, W4A_MD_4XX, W4A_MD_5XX,
+    W4A_MD_PHP, W4A_MD_PHP_US,
+    W4A_MD_MAX
+};
+
+typedef struct w4a_metrics_drow_t {
+    volatile apr_uint32_t state;     /* 0 free, 1 claiming, 2 ready */
+    apr_uint32_t          hash;
+    apr_uint32_t          hosting;   /* index of its hosting's row */
+    apr_uint32_t          pad;
+    char                  name[W4A_METRICS_DOMAIN_MAX];
+    volatile apr_uint64_t c[W4A_MD_MAX];
+} w4a_metrics_drow_t;
 
 typedef struct w4a_metrics_table_t {
     apr_uint32_t          magic;
@@ -93,17 +127,32 @@ typedef struct w4a_metrics_table_t {
     volatile apr_uint32_t used;         /* rows claimed */
     volatile apr_uint32_t full_logged;  /* second of the last "full" log */
     volatile apr_uint64_t full_hits;    /* requests that found no row */
+    apr_uint32_t          ndrows;       /* domain rows (0: no domains) */
+    volatile apr_uint32_t dused;        /* domain rows claimed */
+    volatile apr_uint64_t dfull_hits;   /* requests whose domain found none */
+    volatile apr_uint32_t dfull_logged; /* second of the last "full" log */
+    apr_uint32_t          pad;
+    w4a_metrics_drow_t    dother;       /* hosting "(other)", domain "(other)" */
     w4a_metrics_row_t     other;
     w4a_metrics_row_t     none;
     w4a_metrics_row_t     rows[1];
+    /* then the ndrows domain rows (w4a_metrics_drows) */
 } w4a_metrics_table_t;
 
-/** Bytes of a table of @a nrows rows. */
-apr_size_t w4a_metrics_size(apr_uint32_t nrows);
+/** Bytes of a table of @a nrows rows and @a ndrows domain rows. */
+apr_size_t w4a_metrics_size(apr_uint32_t nrows, apr_uint32_t ndrows);
+
+/** The domain rows of @a t (t->ndrows of them). */
+static APR_INLINE w4a_metrics_drow_t *
+w4a_metrics_drows(const w4a_metrics_table_t *t)
+{
+    return (w4a_metrics_drow_t *)(void *)&t->rows[t->nrows];
+}
 
 /** Initialise a table in @a mem (w4a_metrics_size bytes). */
 w4a_metrics_table_t *w4a_metrics_init(void *mem, apr_uint32_t nrows,
-                                      apr_uint32_t pid, apr_uint64_t now_us);
+                                      apr_uint32_t ndrows, apr_uint32_t pid,
+                                      apr_uint64_t now_us);
 
 /**
  * Whether @a len bytes at @a mem hold a table this code can read.
@@ -121,6 +170,33 @@ apr_status_t w4a_metrics_check(const void *mem, apr_size_t len);
  */
 w4a_metrics_row_t *w4a_metrics_row(w4a_metrics_table_t *t, const char *hosting,
                                    int *full);
+
+/**
+ * The domain row of (@a row, @a domain), claimed when it has none yet.
+ * @param row    what w4a_metrics_row() gave the request's hosting
+ * @param domain the canonical domain of its record (the operator's)
+ * @param cap    domain rows a hosting may claim (W4AMetricsDomains)
+ * @param full   set to 1 when the domain got the overflow row because no
+ *               domain row was free in its probe window
+ * @return the row; NULL when domains are off (no domain rows, or @a cap
+ *         0) or for the "(none)" row.
+ */
+w4a_metrics_drow_t *w4a_metrics_domain_row(w4a_metrics_table_t *t,
+                                           w4a_metrics_row_t *row,
+                                           const char *domain,
+                                           apr_uint32_t cap, int *full);
+
+/** Domain counter @a c of @a d += @a n (atomic). */
+static APR_INLINE void w4a_metrics_dadd(w4a_metrics_drow_t *d, int c,
+                                        apr_uint64_t n)
+{
+    __atomic_fetch_add(&d->c[c], n, __ATOMIC_RELAXED);
+}
+
+/** As w4a_metrics_full_due, for a domain that found the domain rows
+ * full. */
+int w4a_metrics_domain_full_due(w4a_metrics_table_t *t, apr_uint32_t now_s,
+                                apr_uint32_t every);
 
 /** Counter @a c of @a row += @a n (atomic). */
 static APR_INLINE void w4a_metrics_add(w4a_metrics_row_t *row, int c,
@@ -152,6 +228,22 @@ typedef struct w4a_metrics_snap_t {
 apr_array_header_t *w4a_metrics_snapshot(const w4a_metrics_table_t *t,
                                          apr_pool_t *p);
 
+/** A copy of one domain row. */
+typedef struct w4a_metrics_dsnap_t {
+    char         hosting[W4A_METRICS_NAME_MAX];
+    char         domain[W4A_METRICS_DOMAIN_MAX];
+    apr_uint64_t c[W4A_MD_MAX];
+} w4a_metrics_dsnap_t;
+
+/**
+ * Copy every ready domain row, sorted by hosting then domain, rows of one
+ * (hosting, domain) summed; the overflow row last when it counted
+ * anything.
+ * @return an array of w4a_metrics_dsnap_t from @a p.
+ */
+apr_array_header_t *w4a_metrics_domain_snapshot(const w4a_metrics_table_t *t,
+                                                apr_pool_t *p);
+
 /**
  * Make a new table file: written beside @a path and renamed over it (a
  * reader of the old one keeps its mapping), mode @a mode, mapped shared
@@ -160,8 +252,8 @@ apr_array_header_t *w4a_metrics_snapshot(const w4a_metrics_table_t *t,
  * @return APR_SUCCESS or the errno of the step that failed.
  */
 apr_status_t w4a_metrics_file_create(w4a_metrics_table_t **t, const char *path,
-                                     apr_uint32_t nrows, int mode,
-                                     apr_uint32_t pid, const char **err,
+                                     apr_uint32_t nrows, apr_uint32_t ndrows,
+                                     int mode, apr_uint32_t pid, const char **err,
                                      apr_pool_t *p);
 
 /**

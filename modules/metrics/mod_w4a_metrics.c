@@ -38,6 +38,8 @@ module AP_MODULE_DECLARE_DATA w4a_metrics_module;
 #define USERDATA_KEY   "w4a_metrics_table"
 #define REQ_KEY        "w4a_metrics_req"
 #define DEF_ROWS       4096
+#define DEF_DOMAINS    16                  /* per hosting */
+#define DEF_DROWS      16384
 #define DEF_FILE       "w4a-metrics.shm"   /* in DefaultRuntimeDir */
 #define FULL_LOG_EVERY 60                  /* seconds */
 
@@ -46,6 +48,8 @@ typedef struct {
     int          rows;         /* -1 unset */
     const char  *file;         /* NULL unset */
     int          recent_min;   /* -1 unset, 0 off */
+    int          domains;      /* -1 unset, 0 off: per hosting */
+    int          drows;        /* -1 unset */
 } metrics_conf;
 
 /* The table, once per httpd process (it lives in the process pool: a
@@ -54,6 +58,7 @@ typedef struct {
     w4a_metrics_table_t *t;
     const char          *file;
     apr_uint32_t         rows;
+    apr_uint32_t         drows;
 } metrics_global;
 
 /* One request's PHP timing: in the pool userdata of the initial request
@@ -67,6 +72,7 @@ typedef struct {
 
 static metrics_global *G;
 static int recent_min;           /* the main server's W4AMetricsRecentScript */
+static apr_uint32_t domain_cap;  /* the main server's W4AMetricsDomains */
 static APR_OPTIONAL_FN_TYPE(w4a_hosting) *hosting_of;
 static APR_OPTIONAL_FN_TYPE(w4a_php_dispatched) *php_dispatched;
 
@@ -80,6 +86,8 @@ static void *create_srv_conf(apr_pool_t *p, server_rec *s)
     c->rows = -1;
     c->file = NULL;
     c->recent_min = -1;
+    c->domains = -1;
+    c->drows = -1;
     return c;
 }
 
@@ -155,6 +163,44 @@ static const char *set_recent(cmd_parms *cmd, void *dummy, const char *arg)
     return NULL;
 }
 
+static const char *set_domains(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    metrics_conf *c = ap_get_module_config(cmd->server->module_config,
+                                           &w4a_metrics_module);
+    const char *err = global_only(cmd);
+    apr_int64_t n;
+
+    if (err) {
+        return err;
+    }
+    if (!w4a_parse_number(arg, 0, W4A_METRICS_MAX_DOMAINS, &n)) {
+        return apr_psprintf(cmd->pool, "W4AMetricsDomains: '%s' is not a "
+                            "number of domains per hosting from 0 (off) to "
+                            "%d", arg, W4A_METRICS_MAX_DOMAINS);
+    }
+    c->domains = (int)n;
+    return NULL;
+}
+
+static const char *set_drows(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    metrics_conf *c = ap_get_module_config(cmd->server->module_config,
+                                           &w4a_metrics_module);
+    const char *err = global_only(cmd);
+    apr_int64_t n;
+
+    if (err) {
+        return err;
+    }
+    if (!w4a_parse_number(arg, 1, W4A_METRICS_MAX_DOMAIN_ROWS, &n)) {
+        return apr_psprintf(cmd->pool, "W4AMetricsDomainTableSize: '%s' is "
+                            "not a number of rows from 1 to %u", arg,
+                            W4A_METRICS_MAX_DOMAIN_ROWS);
+    }
+    c->drows = (int)n;
+    return NULL;
+}
+
 static const command_rec metrics_cmds[] = {
     AP_INIT_FLAG("W4AMetrics", set_engine, NULL, RSRC_CONF,
                  "On: count every request per hosting (default Off)"),
@@ -167,6 +213,12 @@ static const command_rec metrics_cmds[] = {
     AP_INIT_TAKE1("W4AMetricsRecentScript", set_recent, NULL, RSRC_CONF,
                   "minutes: count PHP requests of scripts modified that "
                   "recently (default 0: off)"),
+    AP_INIT_TAKE1("W4AMetricsDomains", set_domains, NULL, RSRC_CONF,
+                  "domains counted on their own per hosting (default 16; "
+                  "0: no domain figures); the others as (other)"),
+    AP_INIT_TAKE1("W4AMetricsDomainTableSize", set_drows, NULL, RSRC_CONF,
+                  "rows of the per-domain table (default 16384); domains "
+                  "beyond it are counted as (other) of (other)"),
     { NULL }
 };
 
@@ -247,6 +299,7 @@ static int metrics_log_transaction(request_rec *r)
 {
     const w4a_hosting_t *rec;
     w4a_metrics_row_t *row;
+    w4a_metrics_drow_t *drow = NULL;
     metrics_req *q;
     request_rec *last = r;
     int full, status, klass, check;
@@ -270,6 +323,22 @@ static int metrics_log_transaction(request_rec *r)
                       "every %d s)", G->t->nrows, rec->hosting,
                       G->t->full_hits, FULL_LOG_EVERY);
     }
+    if (domain_cap && rec) {
+        drow = w4a_metrics_domain_row(G->t, row, rec->domain, domain_cap,
+                                      &full);
+        if (full && w4a_metrics_domain_full_due(
+                        G->t, (apr_uint32_t)apr_time_sec(apr_time_now()),
+                        FULL_LOG_EVERY)) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00706)
+                          "metrics domain table full (%u rows, "
+                          "W4AMetricsDomainTableSize): domain %s of hosting "
+                          "%s is counted as domain " W4A_METRICS_OTHER
+                          " of hosting " W4A_METRICS_OTHER " (%"
+                          APR_UINT64_T_FMT " requests so far; logged at "
+                          "most every %d s)", G->t->ndrows, rec->domain,
+                          rec->hosting, G->t->dfull_hits, FULL_LOG_EVERY);
+        }
+    }
     status = last->status;
     klass = status / 100;
     w4a_metrics_add(row, W4A_MC_REQUESTS, 1);
@@ -278,6 +347,16 @@ static int metrics_log_transaction(request_rec *r)
     }
     if (klass >= 1 && klass <= 5) {
         w4a_metrics_add(row, W4A_MC_1XX + klass - 1, 1);
+    }
+    if (drow) {
+        w4a_metrics_dadd(drow, W4A_MD_REQUESTS, 1);
+        if (last->bytes_sent > 0) {
+            w4a_metrics_dadd(drow, W4A_MD_BYTES,
+                             (apr_uint64_t)last->bytes_sent);
+        }
+        if (klass >= 1 && klass <= 5) {
+            w4a_metrics_dadd(drow, W4A_MD_1XX + klass - 1, 1);
+        }
     }
     if (r->method_number == M_POST) {
         w4a_metrics_add(row, W4A_MC_POSTS, 1);
@@ -300,11 +379,18 @@ static int metrics_log_transaction(request_rec *r)
     if (q && q->php) {
         apr_time_t now = apr_time_now();
         w4a_metrics_add(row, W4A_MC_PHP, 1);
+        if (drow) {
+            w4a_metrics_dadd(drow, W4A_MD_PHP, 1);
+        }
         if (q->dispatched) {
             apr_time_t end = q->done ? q->done : now;
             if (end > q->dispatched) {
                 w4a_metrics_add(row, W4A_MC_PHP_US,
                                 (apr_uint64_t)(end - q->dispatched));
+                if (drow) {
+                    w4a_metrics_dadd(drow, W4A_MD_PHP_US,
+                                     (apr_uint64_t)(end - q->dispatched));
+                }
             }
         }
         if (status == HTTP_SERVICE_UNAVAILABLE
@@ -349,6 +435,20 @@ static const family families[] = {
     { W4A_MC_RECENT, "w4a_hosting_php_recent_script_requests_total",
       "PHP requests of a script modified within W4AMetricsRecentScript "
       "minutes." },
+};
+
+static const family domain_families[] = {
+    { W4A_MD_REQUESTS, "w4a_domain_requests_total",
+      "Requests of the domain (the record's canonical domain), counted "
+      "when logged; a hosting's domains beyond W4AMetricsDomains are "
+      "domain \"(other)\"." },
+    { W4A_MD_BYTES, "w4a_domain_sent_bytes_total",
+      "Response body bytes sent for the domain." },
+    { W4A_MD_PHP, "w4a_domain_php_requests_total",
+      "Requests of the domain dispatched to its hosting's PHP-FPM pool." },
+    { W4A_MD_PHP_US, "w4a_domain_php_seconds_total",
+      "Time of the domain's PHP requests, from dispatch to the end of the "
+      "backend's response, seen from httpd." },
 };
 
 /* Samples one module's collector may write: every module's figures are
@@ -419,6 +519,54 @@ static void hosting_families(w4a_prom_t *out, apr_array_header_t *a)
                  __atomic_load_n(&G->t->full_hits, __ATOMIC_RELAXED));
 }
 
+static void domain_families_write(w4a_prom_t *out, apr_array_header_t *a)
+{
+    apr_size_t i;
+    int j, k;
+    static const char *const codes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+    for (i = 0; i < sizeof(domain_families) / sizeof(domain_families[0]);
+         i++) {
+        const family *f = &domain_families[i];
+        w4a_prom_family(out, f->name, W4A_PROM_COUNTER, f->help);
+        for (j = 0; j < a->nelts; j++) {
+            const w4a_metrics_dsnap_t *s = &APR_ARRAY_IDX(a, j,
+                                                          w4a_metrics_dsnap_t);
+            if (f->counter == W4A_MD_PHP_US) {
+                w4a_prom_scaled(out, s->c[f->counter], 1000000, "hosting",
+                                s->hosting, "domain", s->domain, NULL);
+            }
+            else {
+                w4a_prom_u64(out, s->c[f->counter], "hosting", s->hosting,
+                             "domain", s->domain, NULL);
+            }
+        }
+    }
+    w4a_prom_family(out, "w4a_domain_responses_total", W4A_PROM_COUNTER,
+                    "Responses of the domain by status class.");
+    for (j = 0; j < a->nelts; j++) {
+        const w4a_metrics_dsnap_t *s = &APR_ARRAY_IDX(a, j,
+                                                      w4a_metrics_dsnap_t);
+        for (k = 0; k < 5; k++) {
+            w4a_prom_u64(out, s->c[W4A_MD_1XX + k], "hosting", s->hosting,
+                         "domain", s->domain, "code", codes[k], NULL);
+        }
+    }
+    w4a_prom_one(out, "w4a_metrics_domain_table_rows", W4A_PROM_GAUGE,
+                 "Rows of the per-domain table (W4AMetricsDomainTableSize).",
+                 G->t->ndrows);
+    w4a_prom_one(out, "w4a_metrics_domain_table_used_rows", W4A_PROM_GAUGE,
+                 "Domain rows held by a (hosting, domain).",
+                 __atomic_load_n(&G->t->dused, __ATOMIC_RELAXED));
+    w4a_prom_one(out, "w4a_metrics_domain_table_full_total", W4A_PROM_COUNTER,
+                 "Requests whose domain found no free domain row (counted "
+                 "as domain \"(other)\" of hosting \"(other)\").",
+                 __atomic_load_n(&G->t->dfull_hits, __ATOMIC_RELAXED));
+    w4a_prom_one(out, "w4a_metrics_domains_per_hosting", W4A_PROM_GAUGE,
+                 "Domains a hosting has counted on their own at most "
+                 "(W4AMetricsDomains).", domain_cap);
+}
+
 /* Every module's w4a_metrics_collect, in hook order, each with its own
  * budget of samples. */
 static void run_collectors(request_rec *r, w4a_prom_t *out)
@@ -458,6 +606,10 @@ static int metrics_handler(request_rec *r)
     }
     else {
         hosting_families(out, w4a_metrics_snapshot(G->t, r->pool));
+        if (G->t->ndrows && domain_cap) {
+            domain_families_write(out,
+                                  w4a_metrics_domain_snapshot(G->t, r->pool));
+        }
     }
     run_collectors(r, out);
     dropped = w4a_prom_dropped(out);
@@ -490,7 +642,7 @@ static int metrics_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     apr_pool_t *pglobal = s->process->pool;
     metrics_global *g = NULL;
     const char *file, *err = NULL;
-    apr_uint32_t rows;
+    apr_uint32_t rows, drows;
     apr_status_t rv;
 
     /* Here rather than in optional_fn_retrieve, which httpd runs only
@@ -499,6 +651,7 @@ static int metrics_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     php_dispatched = APR_RETRIEVE_OPTIONAL_FN(w4a_php_dispatched);
     G = NULL;
     recent_min = c->recent_min > 0 ? c->recent_min : 0;
+    domain_cap = (apr_uint32_t)(c->domains >= 0 ? c->domains : DEF_DOMAINS);
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG
         || c->engine != 1) {
         return OK;
@@ -510,13 +663,17 @@ static int metrics_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     }
     file = c->file ? c->file : ap_runtime_dir_relative(pconf, DEF_FILE);
     rows = (apr_uint32_t)(c->rows > 0 ? c->rows : DEF_ROWS);
+    /* no domain rows at all when domains are off */
+    drows = domain_cap ? (apr_uint32_t)(c->drows > 0 ? c->drows : DEF_DROWS)
+                       : 0;
     apr_pool_userdata_get((void **)&g, USERDATA_KEY, pglobal);
     if (g) {
-        if (strcmp(g->file, file) || g->rows != rows) {
+        if (strcmp(g->file, file) || g->rows != rows || g->drows != drows) {
             ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, W4ALOGNO(00702)
-                         "W4AMetricsFile/W4AMetricsTableSize changed: the "
-                         "table stays %s (%u rows) until a full restart",
-                         g->file, g->rows);
+                         "W4AMetricsFile/W4AMetricsTableSize/"
+                         "W4AMetricsDomainTableSize changed: the table stays "
+                         "%s (%u rows, %u domain rows) until a full restart",
+                         g->file, g->rows, g->drows);
         }
         G = g;
         return OK;
@@ -524,9 +681,10 @@ static int metrics_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     g = apr_pcalloc(pglobal, sizeof(*g));
     g->file = apr_pstrdup(pglobal, file);
     g->rows = rows;
+    g->drows = drows;
     /* 0600, the parent's (root's): neither a hosting's PHP nor httpd's
      * user can open it; the children use the mapping they inherit. */
-    rv = w4a_metrics_file_create(&g->t, g->file, rows, 0600,
+    rv = w4a_metrics_file_create(&g->t, g->file, rows, drows, 0600,
                                  (apr_uint32_t)getpid(), &err, pglobal);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, W4ALOGNO(00703)
@@ -536,8 +694,9 @@ static int metrics_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     apr_pool_userdata_set(g, USERDATA_KEY, apr_pool_cleanup_null, pglobal);
     G = g;
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, W4ALOGNO(00704)
-                 "per-hosting metrics: %u rows, %" APR_SIZE_T_FMT
-                 " bytes in %s", rows, w4a_metrics_size(rows), g->file);
+                 "per-hosting metrics: %u rows, %u domain rows (%u domains "
+                 "per hosting), %" APR_SIZE_T_FMT " bytes in %s", rows, drows,
+                 domain_cap, w4a_metrics_size(rows, drows), g->file);
     return OK;
 }
 

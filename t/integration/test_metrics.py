@@ -47,7 +47,7 @@ def until(what, fn, timeout=10.0, step=0.05):
 
 
 def metrics_server(w4a, extra="", files_a=None, table=None, recent=None,
-                   start=True):
+                   start=True, map_lines=None, names_a="a.example"):
     tree = w4a.tree
     tree.site(A, "a.example", dict({"index.html": "static a\n",
                                     "hello.php": HELLO,
@@ -57,9 +57,10 @@ def metrics_server(w4a, extra="", files_a=None, table=None, recent=None,
                                "hello.php": HELLO})
     tree.site(C, "c.example", {"index.html": "static c\n"})
     rc, out, index = tree.compile_map([
-        tree.line("a.example", A, "a.example"),
+        tree.line(names_a, A, "a.example"),
         tree.line("b.example", B, "b.example"),
-        tree.line("c.example", C, "c.example")])
+        tree.line("c.example", C, "c.example")]
+        + (map_lines(tree) if map_lines else []))
     assert rc == 0, out
     fpm = w4a.fpm()
     rc, out = fpm.generate(index)
@@ -508,8 +509,9 @@ def test_metrics_graceful_keeps_the_table_and_says_a_new_size_waits(w4a):
     with open(httpd.conf, "a") as f:
         f.write("W4AMetricsTableSize 8\n")
     httpd.graceful()
-    assert httpd.wait_log(r"W4A00702: W4AMetricsFile/W4AMetricsTableSize "
-                          r"changed: the table stays .*metrics.shm \(4096 "
+    assert httpd.wait_log(r"W4A00702: W4AMetricsFile/W4AMetricsTableSize/"
+                          r"W4AMetricsDomainTableSize changed: the table "
+                          r"stays .*metrics.shm \(4096 rows, 16384 domain "
                           r"rows\) until a full restart"), httpd.log()
     assert httpd.get("a.example", "/index.html")[0] == 200
     m = wait_requests(httpd, {A: 2})

@@ -26,10 +26,30 @@ static void teardown(void)
     apr_pool_destroy(pool);
 }
 
+static w4a_metrics_table_t *table_of2(apr_uint32_t nrows, apr_uint32_t ndrows)
+{
+    void *mem = apr_palloc(pool, w4a_metrics_size(nrows, ndrows));
+    return w4a_metrics_init(mem, nrows, ndrows, 1, 0);
+}
+
 static w4a_metrics_table_t *table_of(apr_uint32_t nrows)
 {
-    void *mem = apr_palloc(pool, w4a_metrics_size(nrows));
-    return w4a_metrics_init(mem, nrows, 1, 0);
+    return table_of2(nrows, 0);
+}
+
+static const w4a_metrics_dsnap_t *dfind(apr_array_header_t *a,
+                                        const char *hosting,
+                                        const char *domain)
+{
+    int i;
+    for (i = 0; i < a->nelts; i++) {
+        const w4a_metrics_dsnap_t *s = &APR_ARRAY_IDX(a, i,
+                                                      w4a_metrics_dsnap_t);
+        if (!strcmp(s->hosting, hosting) && !strcmp(s->domain, domain)) {
+            return s;
+        }
+    }
+    return NULL;
 }
 
 static const w4a_metrics_snap_t *find(apr_array_header_t *a, const char *name)
@@ -159,7 +179,7 @@ START_TEST(test_metrics_file_shared_across_processes_and_read_only_mapped)
 
     ck_assert_ptr_nonnull(mkdtemp(dir));
     path = apr_pstrcat(pool, dir, "/metrics.shm", NULL);
-    ck_assert_int_eq(w4a_metrics_file_create(&t, path, 16, 0600, 42, &err,
+    ck_assert_int_eq(w4a_metrics_file_create(&t, path, 16, 16, 0600, 42, &err,
                                              pool), APR_SUCCESS);
     ck_assert_int_eq(stat(path, &st), 0);
     ck_assert_int_eq(st.st_mode & 07777, 0600);
@@ -171,6 +191,11 @@ START_TEST(test_metrics_file_shared_across_processes_and_read_only_mapped)
                 w4a_metrics_row_t *r = w4a_metrics_row(t, n % 2 ? "w4a100011"
                                                            : "w4a100010", &full);
                 w4a_metrics_add(r, W4A_MC_REQUESTS, 1);
+                w4a_metrics_dadd(w4a_metrics_domain_row(t, r, n % 4 < 2
+                                                        ? "a.example"
+                                                        : "b.example", 16,
+                                                        &full),
+                                 W4A_MD_REQUESTS, 1);
             }
             _exit(0);
         }
@@ -186,8 +211,17 @@ START_TEST(test_metrics_file_shared_across_processes_and_read_only_mapped)
     ck_assert_int_eq(a->nelts, 4);
     ck_assert_uint_eq(find(a, "w4a100010")->c[W4A_MC_REQUESTS], 2000);
     ck_assert_uint_eq(find(a, "w4a100011")->c[W4A_MC_REQUESTS], 2000);
+    /* the domains of each hosting, from four processes, exact */
+    a = w4a_metrics_domain_snapshot(ro, pool);
+    ck_assert_int_eq(a->nelts, 4);
+    ck_assert_uint_eq(dfind(a, "w4a100010", "a.example")->c[W4A_MD_REQUESTS],
+                      1000);
+    ck_assert_uint_eq(dfind(a, "w4a100010", "b.example")->c[W4A_MD_REQUESTS],
+                      1000);
+    ck_assert_uint_eq(dfind(a, "w4a100011", "a.example")->c[W4A_MD_REQUESTS],
+                      1000);
     /* a new table replaces the file; the old mapping stays readable */
-    ck_assert_int_eq(w4a_metrics_file_create(&t, path, 16, 0600, 43, &err,
+    ck_assert_int_eq(w4a_metrics_file_create(&t, path, 16, 16, 0600, 43, &err,
                                              pool), APR_SUCCESS);
     ck_assert_uint_eq(ro->pid, 42);
     unlink(path);
@@ -202,10 +236,94 @@ START_TEST(test_metrics_check_refuses_what_is_no_table)
 
     memset(junk, 0, sizeof(junk));
     ck_assert_int_eq(w4a_metrics_check(junk, sizeof(junk)), APR_EINVAL);
-    ck_assert_int_eq(w4a_metrics_check(t, w4a_metrics_size(4)), APR_SUCCESS);
-    ck_assert_int_eq(w4a_metrics_check(t, w4a_metrics_size(4) - 1),
+    ck_assert_int_eq(w4a_metrics_check(t, w4a_metrics_size(4, 0)),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_metrics_check(t, w4a_metrics_size(4, 0) - 1),
+                     APR_EINVAL);
+    /* the domain rows are part of the size */
+    t = table_of2(4, 8);
+    ck_assert_int_eq(w4a_metrics_check(t, w4a_metrics_size(4, 8)),
+                     APR_SUCCESS);
+    ck_assert_int_eq(w4a_metrics_check(t, w4a_metrics_size(4, 7)),
                      APR_EINVAL);
     ck_assert_int_eq(w4a_metrics_check(t, 8), APR_EINVAL);
+}
+END_TEST
+
+START_TEST(test_metrics_domains_per_hosting_bounded_other_and_full)
+{
+    w4a_metrics_table_t *t = table_of2(64, 64);
+    w4a_metrics_row_t *a, *b;
+    w4a_metrics_drow_t *d;
+    apr_array_header_t *s;
+    char longname[W4A_METRICS_DOMAIN_MAX + 8];
+    int full, i;
+
+    a = w4a_metrics_row(t, "w4a100010", &full);
+    b = w4a_metrics_row(t, "w4a100011", &full);
+    /* the same domain under two hostings: two rows */
+    d = w4a_metrics_domain_row(t, a, "x.example", 2, &full);
+    ck_assert_int_eq(full, 0);
+    ck_assert_ptr_ne(d, w4a_metrics_domain_row(t, b, "x.example", 2, &full));
+    ck_assert_ptr_eq(d, w4a_metrics_domain_row(t, a, "x.example", 2, &full));
+    w4a_metrics_dadd(d, W4A_MD_REQUESTS, 1);
+    /* cap 2: a's second domain has a row, its third and later are a's
+     * "(other)", which does not count against the cap */
+    d = w4a_metrics_domain_row(t, a, "y.example", 2, &full);
+    ck_assert_str_eq(d->name, "y.example");
+    for (i = 0; i < 10; i++) {
+        char name[32];
+        apr_snprintf(name, sizeof(name), "z%d.example", i);
+        d = w4a_metrics_domain_row(t, a, name, 2, &full);
+        ck_assert_int_eq(full, 0);
+        ck_assert_str_eq(d->name, W4A_METRICS_OTHER);
+        ck_assert_uint_eq(d->hosting, (apr_uint32_t)(a - t->rows));
+        w4a_metrics_dadd(d, W4A_MD_REQUESTS, 1);
+    }
+    ck_assert_uint_eq(a->domains, 2);
+    /* too long, or with a parenthesis: "(other)" too, never a row of its own */
+    memset(longname, 'l', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    ck_assert_str_eq(w4a_metrics_domain_row(t, b, longname, 8, &full)->name,
+                     W4A_METRICS_OTHER);
+    ck_assert_str_eq(w4a_metrics_domain_row(t, b, "(x)", 8, &full)->name,
+                     W4A_METRICS_OTHER);
+    ck_assert_uint_eq(b->domains, 1);
+    /* "(none)" has no domains; "(other)" hosting counts in the overflow */
+    ck_assert_ptr_null(w4a_metrics_domain_row(t, &t->none, "x.example", 2,
+                                              &full));
+    ck_assert_ptr_eq(w4a_metrics_domain_row(t, &t->other, "x.example", 2,
+                                            &full), &t->dother);
+    /* cap 0: off */
+    ck_assert_ptr_null(w4a_metrics_domain_row(t, a, "x.example", 0, &full));
+    s = w4a_metrics_domain_snapshot(t, pool);
+    ck_assert_uint_eq(dfind(s, "w4a100010", W4A_METRICS_OTHER)
+                      ->c[W4A_MD_REQUESTS], 10);
+    ck_assert_uint_eq(dfind(s, "w4a100010", "x.example")->c[W4A_MD_REQUESTS],
+                      1);
+    ck_assert_ptr_null(dfind(s, W4A_METRICS_OTHER, W4A_METRICS_OTHER));
+
+    /* a full domain area: the overflow row, said */
+    t = table_of2(8, 2);
+    a = w4a_metrics_row(t, "w4a100010", &full);
+    for (i = 0; i < 2; i++) {
+        char name[32];
+        apr_snprintf(name, sizeof(name), "d%d.example", i);
+        d = w4a_metrics_domain_row(t, a, name, 16, &full);
+        ck_assert_int_eq(full, 0);
+        ck_assert_ptr_ne(d, &t->dother);
+    }
+    d = w4a_metrics_domain_row(t, a, "d9.example", 16, &full);
+    ck_assert_int_eq(full, 1);
+    ck_assert_ptr_eq(d, &t->dother);
+    ck_assert_uint_eq(a->domains, 2);       /* the reservation given back */
+    w4a_metrics_dadd(d, W4A_MD_REQUESTS, 1);
+    ck_assert_int_eq(w4a_metrics_domain_full_due(t, 100, 60), 1);
+    ck_assert_int_eq(w4a_metrics_domain_full_due(t, 110, 60), 0);
+    ck_assert_uint_eq(t->dfull_hits, 2);
+    s = w4a_metrics_domain_snapshot(t, pool);
+    ck_assert_uint_eq(dfind(s, W4A_METRICS_OTHER, W4A_METRICS_OTHER)
+                      ->c[W4A_MD_REQUESTS], 1);
 }
 END_TEST
 
@@ -399,6 +517,7 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, test_metrics_stuck_claim_is_skipped_and_snapshot_merges_names);
     tcase_add_test(tc, test_metrics_file_shared_across_processes_and_read_only_mapped);
     tcase_add_test(tc, test_metrics_check_refuses_what_is_no_table);
+    tcase_add_test(tc, test_metrics_domains_per_hosting_bounded_other_and_full);
     tcase_add_test(tc, test_metrics_check_of_notes_in_request_order_and_bounded);
     tcase_add_test(tc, test_prom_family_once_labels_escaped_values_exact);
     tcase_add_test(tc, test_prom_refuses_bad_names_labels_and_a_family_twice);
