@@ -252,14 +252,17 @@ w4a_metrics_drow_t *w4a_metrics_domain_row(w4a_metrics_table_t *t,
     hidx = (apr_uint32_t)(row - t->rows);
     /* no domain of the map has a parenthesis; one that has (a SQL row
      * nothing checked) is no name of its own */
-    other = !name || !*name || name[0] == '('
-            || strlen(name) >= W4A_METRICS_DOMAIN_MAX;
+    other = !name || !*name || name[0] == '(';
     probe = t->ndrows < W4A_METRICS_PROBE ? t->ndrows : W4A_METRICS_PROBE;
 again:
     if (other) {
         name = W4A_METRICS_OTHER;
     }
     h = hash_of(name, &len) ^ (hidx * 2654435761u);
+    if (len >= W4A_METRICS_DOMAIN_MAX) {
+        other = 1;
+        goto again;
+    }
     for (n = 0, i = h % t->ndrows; n < probe; n++, i = (i + 1) % t->ndrows) {
         w4a_metrics_drow_t *d = &rows[i];
         apr_uint32_t st = __atomic_load_n(&d->state, __ATOMIC_ACQUIRE);
