@@ -132,7 +132,8 @@ typedef struct {
     apr_thread_mutex_t *wlock;
     apr_thread_cond_t  *wcond;
     int                 stop;
-    apr_uint32_t        generation; /* bumped when any database changes */
+    apr_uint32_t        generation; /* bumped when any database or the
+                                       supervisor list changes */
     apr_uint64_t       *headers_removed; /* shared; NULL: not counted */
     apr_uint64_t       *sup_shared;  /* SUP_MAX, shared; NULL: none */
 } geoip_global;
@@ -141,8 +142,10 @@ typedef struct {
 enum { SUP_FILE, SUP_RELOADS, SUP_REFUSED, SUP_MAX };
 
 /* The last result of a connection: the next request on it from the same
- * client (a browser fetching a page's assets) reuses it while no database
- * changed.  Fixed size, so that a long connection from a proxy carrying
+ * client (a browser fetching a page's assets) reuses it, the supervisor
+ * exemption included, while no database and no supervisor list changed
+ * (the key is the exact address looked up: through trusted proxies it may
+ * change from one request to the next).  Fixed size, so that a long connection from a proxy carrying
  * many clients costs nothing more; values that do not fit are not kept. */
 #define CONN_CACHE_VARS  8
 #define CONN_CACHE_BYTES 256
@@ -152,6 +155,7 @@ typedef struct {
     apr_uint32_t  generation;
     int           family;
     unsigned char addr[16];
+    int           supervisor;      /* is_supervisor() of addr */
     const char   *values[CONN_CACHE_VARS];
     char          buf[CONN_CACHE_BYTES];
 } geoip_conncache;
@@ -877,6 +881,9 @@ static void sup_swap(geoip_global *g, geoip_netlist *l)
     g->sup_loaded_at = apr_time_now();
     g->sup_error[0] = '\0';
     apr_thread_mutex_unlock(g->sup_lock);
+    /* after the swap: a connection's cached exemption, taken under the
+     * generation read before, is not used again */
+    apr_atomic_inc32(&g->generation);
     if (old) {
         netlist_release(g, old);
     }
@@ -1415,7 +1422,7 @@ static int conn_cache_hit(const geoip_conncache *cc, const geoip_conf *c,
 
 static void conn_cache_store(geoip_conncache *cc, const geoip_conf *c,
                              apr_uint32_t gen, const apr_sockaddr_t *sa,
-                             const char **values, int n)
+                             const char **values, int n, int supervisor)
 {
     apr_size_t used = 0;
     int i;
@@ -1439,6 +1446,7 @@ static void conn_cache_store(geoip_conncache *cc, const geoip_conf *c,
         used += len;
     }
     cc->generation = gen;
+    cc->supervisor = supervisor;
     cc->family = sa->family;
     memcpy(cc->addr, sa->ipaddr_ptr, sa->ipaddr_len);
     cc->c = c;
@@ -1489,7 +1497,7 @@ static int geoip_post_read_request(request_rec *r)
     geoip_conncache *cc = NULL;
     apr_uint32_t gen = 0;
     geoip_req *rq;
-    int i, d, nvars;
+    int i, d, nvars, supervisor = 0;
 
     /* Nothing to say (not configured, or off here): nothing said, not
      * even the exemption variable. */
@@ -1501,14 +1509,20 @@ static int geoip_post_read_request(request_rec *r)
     rq->c = c;
     rq->values = apr_pcalloc(r->pool, sizeof(const char *) * (nvars + 1));
     client = client_addr(r, c);
-    rq->values[nvars] = is_supervisor(g, client) ? "1" : "0";
-    if (client && nvars) {
+    /* the generation before the supervisor list and the databases are
+     * read: a change meanwhile makes what is stored below a miss */
+    if (client) {
         cc = conn_cache(r->connection);
         gen = apr_atomic_read32(&g->generation);
         if (conn_cache_hit(cc, c, gen, client)) {
             memcpy(rq->values, cc->values, sizeof(const char *) * nvars);
+            rq->values[nvars] = cc->supervisor ? "1" : "0";
             client = NULL;                  /* no lookup */
         }
+    }
+    if (client || !cc) {
+        supervisor = is_supervisor(g, client);
+        rq->values[nvars] = supervisor ? "1" : "0";
     }
     for (d = 0; client && d < g->dbs->nelts; d++) {
         geoip_slot *slot;
@@ -1551,7 +1565,7 @@ static int geoip_post_read_request(request_rec *r)
         slot_release(slot, db);
     }
     if (client && cc) {
-        conn_cache_store(cc, c, gen, client, rq->values, nvars);
+        conn_cache_store(cc, c, gen, client, rq->values, nvars, supervisor);
     }
     ap_set_module_config(r->request_config, &w4a_geoip_module, rq);
     put_values(r, rq);

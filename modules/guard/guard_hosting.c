@@ -71,6 +71,11 @@ void guard_hosting_child_status(server_rec *s, pid_t pid,
     w4a_inflight_httpd_child_status(table, s, pid, state, &glue);
 }
 
+int guard_hosting_limited(apr_uint32_t req_limit)
+{
+    return table && (req_limit || node_limit);
+}
+
 int guard_hosting_enter(request_rec *r, const char *hosting,
                         apr_uint32_t req_limit, const void *client,
                         apr_size_t client_len, int (*exempt)(void *),

@@ -37,6 +37,10 @@ void guard_hosting_child_status(server_rec *s, pid_t pid,
                                 ap_generation_t gen, int slot,
                                 mpm_child_status state);
 
+/** Whether a hosting whose record says @a req_limit (0: none) is held to
+ * a limit, so guard_hosting_enter() has something to do. */
+int guard_hosting_limited(apr_uint32_t req_limit);
+
 /**
  * Admit the request of a hosting, or refuse it.
  * @param hosting  the hosting's name

@@ -608,10 +608,10 @@ static guard_netlist *netlist_read(const char *path, const char **why,
     return l;
 }
 
-/* Look at the file when its time has come (one thread of the process). */
-static void wl_maybe_reload(apr_pool_t *p, int at_start)
+/* Look at the file when its time has come (one thread of the process);
+ * @a now: the request's time (read with it: no clock call per request). */
+static void wl_maybe_reload(apr_pool_t *p, apr_time_t now, int at_start)
 {
-    apr_time_t now = apr_time_now();
     apr_uint64_t next = apr_atomic_read64(&G->wl_next);
     apr_finfo_t fi;
     guard_netlist *l, *old;
@@ -932,7 +932,7 @@ static int guard_post_read_request(request_rec *r)
     ap_set_module_config(r->request_config, &w4a_guard_module, q);
 
     fleet_poll(now, r->pool);
-    wl_maybe_reload(r->pool, 0);
+    wl_maybe_reload(r->pool, r->request_time, 0);
     if (r->method_number == M_POST) {
         units += G->w_post;
     }
@@ -1027,18 +1027,19 @@ static int guard_fixups(request_rec *r)
     guard_key_t lk;
     guard_verdict_t v;
     const char *hosting = NULL;
-    apr_int64_t now;
+    apr_int64_t now = 0;
 
     if (!G || !G->on || r->main || r->prev
         || !(q = ap_get_module_config(r->request_config, &w4a_guard_module))
         || q->refused) {
         return DECLINED;
     }
-    now = apr_time_now() / 1000;
     /* Banned from this hosting (its login quota, here or on another
      * node): every request to it is refused, the others' are served.
-     * Looked up only when the client's slot says such a ban may hold. */
-    if (q->scoped_until_ms > now) {
+     * Looked up only when the client's slot says such a ban may hold
+     * (the clock read only then, or for a POST: not per request). */
+    if (q->scoped_until_ms && q->scoped_until_ms > (now = apr_time_now()
+                                                         / 1000)) {
         hosting = hosting_name(r);
         if (!exempt_cb(q)
             && guard_scoped_check(G->table, &q->key, hosting, now, 1, &v)) {
@@ -1052,6 +1053,9 @@ static int guard_fixups(request_rec *r)
     }
     if (!hosting) {
         hosting = hosting_name(r);
+    }
+    if (!now) {
+        now = apr_time_now() / 1000;
     }
     lk = q->key;
     lk.hosting = guard_hash_str(hosting);
@@ -1084,8 +1088,9 @@ static int guard_hosting_fixups(request_rec *r)
     guard_req *q;
 
     if (!G || !G->on || r->main || r->prev || !hosting_of
-        || !(rec = hosting_of(r)) || !rec->hosting) {
-        return DECLINED;
+        || !(rec = hosting_of(r)) || !rec->hosting
+        || !guard_hosting_limited(rec->req_limit)) {
+        return DECLINED;                /* no limit: nothing to count */
     }
     /* The client's share: its address as the client guard keys it (IPv6
      * its prefix), every loopback address one client; a whitelisted
@@ -1482,7 +1487,7 @@ static void guard_child_init(apr_pool_t *pchild, server_rec *s)
     guard_hosting_child_init(pchild, s);
     apr_thread_mutex_create(&G->wl_lock, APR_THREAD_MUTEX_DEFAULT, pchild);
     if (G->wl_file) {
-        wl_maybe_reload(pchild, 1);
+        wl_maybe_reload(pchild, apr_time_now(), 1);
         apr_atomic_set64(&G->wl_next,
                          (apr_uint64_t)(apr_time_now() + G->wl_check_us));
     }
