@@ -50,7 +50,11 @@ def test_php_socket_cache_follows_a_new_php_version_after_map_reload(w4a):
     # its 8.3 pool appears: served there
     rc, out = fpm.generate(index)
     assert rc == 0, out
-    wait_until(lambda: socket_listens(sock83), "the 8.3 pool of " + A)
+    # FPM's reload (SIGUSR2 from w4a-fpm-pools: the master re-executes and
+    # starts every pool again) took more than 10 s in a CI run with two
+    # others on the same two cores: a deadline, not a pause, so generous
+    wait_until(lambda: socket_listens(sock83), "the 8.3 pool of " + A,
+               timeout=60)
     warm(httpd, "a.example", A, 10)
 
 
