@@ -108,8 +108,29 @@ static const char *set_engine(cmd_parms *cmd, void *dummy, int on)
     return NULL;
 }
 
-static const char *set_rows(cmd_parms *cmd, void *dummy, const char *arg)
+/* A numeric directive: where it goes in metrics_conf, its range, what
+ * its number counts (for the message). */
+typedef struct {
+    apr_size_t   offset;
+    apr_int64_t  min, max;
+    const char  *what;
+} number_directive;
+
+static const number_directive table_size = {
+    APR_OFFSETOF(metrics_conf, rows), W4A_METRICS_MIN_ROWS,
+    W4A_METRICS_MAX_ROWS, "rows" };
+static const number_directive recent_script = {
+    APR_OFFSETOF(metrics_conf, recent_min), 0, 525600, "minutes" };
+static const number_directive domains_per_hosting = {
+    APR_OFFSETOF(metrics_conf, domains), 0, W4A_METRICS_MAX_DOMAINS,
+    "domains per hosting" };
+static const number_directive domain_table_size = {
+    APR_OFFSETOF(metrics_conf, drows), 1, W4A_METRICS_MAX_DOMAIN_ROWS,
+    "rows" };
+
+static const char *set_number(cmd_parms *cmd, void *dummy, const char *arg)
 {
+    const number_directive *d = cmd->info;
     metrics_conf *c = ap_get_module_config(cmd->server->module_config,
                                            &w4a_metrics_module);
     const char *err = global_only(cmd);
@@ -118,13 +139,15 @@ static const char *set_rows(cmd_parms *cmd, void *dummy, const char *arg)
     if (err) {
         return err;
     }
-    if (!w4a_parse_number(arg, W4A_METRICS_MIN_ROWS, W4A_METRICS_MAX_ROWS,
-                          &n)) {
-        return apr_psprintf(cmd->pool, "W4AMetricsTableSize: '%s' is not a "
-                            "number of rows from %d to %u", arg,
-                            W4A_METRICS_MIN_ROWS, W4A_METRICS_MAX_ROWS);
+    if (!w4a_parse_number(arg, d->min, d->max, &n)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a number of %s from "
+                            "%s to %" APR_INT64_T_FMT,
+                            cmd->directive->directive, arg, d->what,
+                            d->min ? apr_psprintf(cmd->pool,
+                                                  "%" APR_INT64_T_FMT, d->min)
+                                   : "0 (off)", d->max);
     }
-    c->rows = (int)n;
+    *(int *)(void *)((char *)c + d->offset) = (int)n;
     return NULL;
 }
 
@@ -144,79 +167,26 @@ static const char *set_file(cmd_parms *cmd, void *dummy, const char *arg)
     return NULL;
 }
 
-static const char *set_recent(cmd_parms *cmd, void *dummy, const char *arg)
-{
-    metrics_conf *c = ap_get_module_config(cmd->server->module_config,
-                                           &w4a_metrics_module);
-    const char *err = global_only(cmd);
-    apr_int64_t n;
-
-    if (err) {
-        return err;
-    }
-    if (!w4a_parse_number(arg, 0, 525600, &n)) {
-        return apr_psprintf(cmd->pool, "W4AMetricsRecentScript: '%s' is not "
-                            "a number of minutes from 0 (off) to 525600",
-                            arg);
-    }
-    c->recent_min = (int)n;
-    return NULL;
-}
-
-static const char *set_domains(cmd_parms *cmd, void *dummy, const char *arg)
-{
-    metrics_conf *c = ap_get_module_config(cmd->server->module_config,
-                                           &w4a_metrics_module);
-    const char *err = global_only(cmd);
-    apr_int64_t n;
-
-    if (err) {
-        return err;
-    }
-    if (!w4a_parse_number(arg, 0, W4A_METRICS_MAX_DOMAINS, &n)) {
-        return apr_psprintf(cmd->pool, "W4AMetricsDomains: '%s' is not a "
-                            "number of domains per hosting from 0 (off) to "
-                            "%d", arg, W4A_METRICS_MAX_DOMAINS);
-    }
-    c->domains = (int)n;
-    return NULL;
-}
-
-static const char *set_drows(cmd_parms *cmd, void *dummy, const char *arg)
-{
-    metrics_conf *c = ap_get_module_config(cmd->server->module_config,
-                                           &w4a_metrics_module);
-    const char *err = global_only(cmd);
-    apr_int64_t n;
-
-    if (err) {
-        return err;
-    }
-    if (!w4a_parse_number(arg, 1, W4A_METRICS_MAX_DOMAIN_ROWS, &n)) {
-        return apr_psprintf(cmd->pool, "W4AMetricsDomainTableSize: '%s' is "
-                            "not a number of rows from 1 to %u", arg,
-                            W4A_METRICS_MAX_DOMAIN_ROWS);
-    }
-    c->drows = (int)n;
-    return NULL;
-}
-
 static const command_rec metrics_cmds[] = {
     AP_INIT_FLAG("W4AMetrics", set_engine, NULL, RSRC_CONF,
                  "On: count every request per hosting (default Off)"),
-    AP_INIT_TAKE1("W4AMetricsTableSize", set_rows, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("W4AMetricsTableSize", set_number,
+                  (void *)&table_size, RSRC_CONF,
                   "rows of the per-hosting table (default 4096); hostings "
                   "beyond it are counted as (other)"),
     AP_INIT_TAKE1("W4AMetricsFile", set_file, NULL, RSRC_CONF,
                   "the table's file, read by w4a-top (default "
                   DEF_FILE " in DefaultRuntimeDir)"),
-    AP_INIT_TAKE1("W4AMetricsRecentScript", set_recent, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("W4AMetricsRecentScript", set_number,
+                  (void *)&recent_script, RSRC_CONF,
                   "minutes: count PHP requests of scripts modified that "
                   "recently (default 0: off)"),
-    AP_INIT_TAKE1("W4AMetricsDomains", set_domains, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("W4AMetricsDomains", set_number,
+                  (void *)&domains_per_hosting, RSRC_CONF,
                   "domains counted on their own per hosting (default 16; "
                   "0: no domain figures); the others as (other)"),
-    AP_INIT_TAKE1("W4AMetricsDomainTableSize", set_drows, NULL, RSRC_CONF,
+    AP_INIT_TAKE1("W4AMetricsDomainTableSize", set_number,
+                  (void *)&domain_table_size, RSRC_CONF,
                   "rows of the per-domain table (default 16384); domains "
                   "beyond it are counted as (other) of (other)"),
     { NULL }

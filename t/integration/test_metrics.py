@@ -481,18 +481,11 @@ def test_w4a_top_live_refreshes_and_follows_a_new_table(w4a):
         assert p.wait(10) == 0
 
 
-def test_metrics_directives_are_global_and_checked(w4a):
-    tree, fpm, httpd = metrics_server(w4a, start=False)
+def assert_httpd_t_refuses(httpd, cases):
+    """Each (configuration added, message) of cases: httpd -t fails saying
+    it; the configuration is put back after."""
     conf = open(httpd.conf).read()
-    for bad, msg in (
-            ("<VirtualHost *:*>\nW4AMetricsTableSize 8\n</VirtualHost>\n",
-             r"cannot occur within <VirtualHost> section"),
-            ("W4AMetricsTableSize 0\n", r"W4AMetricsTableSize: '0' is not"),
-            ("W4AMetricsRecentScript soon\n",
-             r"W4AMetricsRecentScript: 'soon' is not"),
-            ("W4AMetricsRecentScript ' 5'\n",
-             r"W4AMetricsRecentScript: ' 5' is not"),
-            ("W4AMetricsTableSize +64\n", r"W4AMetricsTableSize: '\+64' is not")):
+    for bad, msg in cases:
         with open(httpd.conf, "w") as f:
             f.write(conf + bad)
         r = httpd.ctl("-t")
@@ -500,6 +493,19 @@ def test_metrics_directives_are_global_and_checked(w4a):
             (bad, r.stdout + r.stderr)
     with open(httpd.conf, "w") as f:
         f.write(conf)
+
+
+def test_metrics_directives_are_global_and_checked(w4a):
+    tree, fpm, httpd = metrics_server(w4a, start=False)
+    assert_httpd_t_refuses(httpd, (
+            ("<VirtualHost *:*>\nW4AMetricsTableSize 8\n</VirtualHost>\n",
+             r"cannot occur within <VirtualHost> section"),
+            ("W4AMetricsTableSize 0\n", r"W4AMetricsTableSize: '0' is not"),
+            ("W4AMetricsRecentScript soon\n",
+             r"W4AMetricsRecentScript: 'soon' is not"),
+            ("W4AMetricsRecentScript ' 5'\n",
+             r"W4AMetricsRecentScript: ' 5' is not"),
+            ("W4AMetricsTableSize +64\n", r"W4AMetricsTableSize: '\+64' is not")))
 
 
 def test_metrics_graceful_keeps_the_table_and_says_a_new_size_waits(w4a):

@@ -11,8 +11,8 @@ import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from test_metrics import A, B, OTHER, metrics_server, until, \
-    wait_requests
+from test_metrics import A, B, OTHER, assert_httpd_t_refuses, \
+    metrics_server, until, wait_requests
 
 DOMAIN_FAMILIES = ("w4a_domain_requests", "w4a_domain_sent_bytes",
                    "w4a_domain_responses", "w4a_domain_php_requests",
@@ -163,16 +163,10 @@ def test_domains_off_no_domain_family_and_no_memory(w4a):
 
 def test_domain_directives_checked(w4a):
     tree, fpm, httpd = metrics_server(w4a, start=False)
-    conf = open(httpd.conf).read()
-    for bad, msg in (
+    assert_httpd_t_refuses(httpd, (
             ("<VirtualHost *:*>\nW4AMetricsDomains 8\n</VirtualHost>\n",
              r"cannot occur within <VirtualHost> section"),
             ("W4AMetricsDomains 1025\n", r"W4AMetricsDomains: '1025' is not"),
             ("W4AMetricsDomains many\n", r"W4AMetricsDomains: 'many' is not"),
             ("W4AMetricsDomainTableSize 0\n",
-             r"W4AMetricsDomainTableSize: '0' is not")):
-        with open(httpd.conf, "w") as f:
-            f.write(conf + bad)
-        r = httpd.ctl("-t")
-        assert r.returncode != 0 and re.search(msg, r.stdout + r.stderr), \
-            (bad, r.stdout + r.stderr)
+             r"W4AMetricsDomainTableSize: '0' is not")))
