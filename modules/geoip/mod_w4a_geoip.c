@@ -145,8 +145,9 @@ enum { SUP_FILE, SUP_RELOADS, SUP_REFUSED, SUP_MAX };
  * client (a browser fetching a page's assets) reuses it, the supervisor
  * exemption included, while no database and no supervisor list changed
  * (the key is the exact address looked up: through trusted proxies it may
- * change from one request to the next).  Fixed size, so that a long connection from a proxy carrying
- * many clients costs nothing more; values that do not fit are not kept. */
+ * change from one request to the next).  Fixed size, so that a long
+ * connection from a proxy carrying many clients costs nothing more;
+ * values that do not fit are not kept. */
 #define CONN_CACHE_VARS  8
 #define CONN_CACHE_BYTES 256
 typedef struct {
