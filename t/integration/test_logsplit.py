@@ -321,13 +321,7 @@ def test_logsplit_lru_keeps_at_most_max_files_open_and_loses_nothing(tree):
                          stdin=subprocess.PIPE, text=True)
 
     def open_logs():
-        out = []
-        for fd in os.listdir("/proc/%d/fd" % p.pid):
-            try:
-                out.append(os.readlink("/proc/%d/fd/%s" % (p.pid, fd)))
-            except FileNotFoundError:
-                pass                # closed between the listing and here
-        return [x for x in out if x.endswith("/access.log")]
+        return [x for x in open_files(p.pid) if x.endswith("/access.log")]
 
     want = ""
     seen = []                       # open logs at each look, never above 4
@@ -364,23 +358,33 @@ def test_logsplit_reopens_a_rotated_file_and_on_sighup(tree):
         wait_until(lambda: read_or_empty(into).endswith(s + "\n"),
                    "line %r in %s" % (s, into), 5)
 
-    def open_logs():
-        return [os.readlink("/proc/%d/fd/%s" % (p.pid, fd))
-                for fd in os.listdir("/proc/%d/fd" % p.pid)]
-
     send("one", log)
     os.rename(log, log + ".1")              # logrotate, no postrotate
-    time.sleep(1.1)                         # the --check-every 1 s interval
-    send("two", log)                        # checked: reopened
+    # Lines go on into the renamed file until the --check-every 1 s check
+    # sees the rename: send one line at a time, each waited for in one of
+    # the two files, until one lands in a new access.log.
+    ticks = []
+    def tick_lands_in_new_log():
+        s = "two-%d" % len(ticks)
+        ticks.append(s)
+        p.stdin.write("%s %s\n" % (prefix(UID_A, a), s))
+        p.stdin.flush()
+        wait_until(lambda: any(read_or_empty(f).endswith(s + "\n")
+                               for f in (log, log + ".1")),
+                   "line %r written" % s, 5)
+        return read_or_empty(log) == s + "\n"
+    wait_until(tick_lands_in_new_log, "the rotated file reopened by the "
+               "periodic check", 10)
     os.rename(log, log + ".2")
     p.send_signal(signal.SIGHUP)            # logrotate with postrotate
-    wait_until(lambda: not [x for x in open_logs() if x.endswith(".2")],
+    wait_until(lambda: not [x for x in open_files(p.pid)
+                            if x.endswith(".2")],
                "w4a-logsplit to close the rotated file on SIGHUP", 5)
     send("three", log)
     p.stdin.close()
     assert p.wait(10) == 0
-    assert read(log + ".1") == "one\n"
-    assert read(log + ".2") == "two\n"
+    assert read(log + ".1") == "one\n" + "".join(t + "\n" for t in ticks[:-1])
+    assert read(log + ".2") == ticks[-1] + "\n"
     assert read(log) == "three\n"
     assert os.stat(log).st_uid == UID_A
 
@@ -407,6 +411,18 @@ def test_logsplit_sigterm_still_writes_what_is_in_the_pipe(tree):
 
 # ---------------------------------------------------------------------------
 # Under httpd, with mod_w4a_vhost's log flag.
+
+def open_files(pid):
+    """What process pid has open, by /proc; a descriptor closed between the
+    listing and its readlink is left out."""
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out.append(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except FileNotFoundError:
+            pass
+    return out
+
 
 def read_or_empty(path):
     """The file's text, "" while it does not exist yet."""
