@@ -72,6 +72,63 @@ static int check_in(const note_check *t, const char *v)
     return W4A_MC_REF_FIRST + t->check;
 }
 
+/* The slot of a record: its strings' address, mixed (Fibonacci). */
+static apr_uint32_t cache_slot(const char *hosting, const char *domain)
+{
+    apr_uint64_t k = (apr_uint64_t)(apr_uintptr_t)(domain ? domain : hosting);
+
+    return (apr_uint32_t)((k * 11400714819323198485ull) >> 54)
+           & (W4A_METRICS_CACHE - 1);
+}
+
+w4a_metrics_row_t *w4a_metrics_rows(w4a_metrics_table_t *t,
+                                    w4a_metrics_cache_t *cache,
+                                    const char *hosting, const char *domain,
+                                    apr_uint32_t cap, w4a_metrics_drow_t **drow,
+                                    int *full, int *dfull)
+{
+    int domains = t->ndrows && cap;
+    apr_uint32_t i = 0, ri, di;
+    apr_uint64_t v;
+    w4a_metrics_row_t *row;
+
+    *dfull = 0;
+    if (cache && hosting) {
+        i = cache_slot(hosting, domain);
+        v = __atomic_load_n(&cache->slot[i], __ATOMIC_RELAXED);
+        ri = (apr_uint32_t)(v >> 32);       /* index + 1, 0: empty */
+        di = (apr_uint32_t)v;               /* index + 1, 0: none */
+        if (ri && ri <= t->nrows && !strcmp(t->rows[ri - 1].name, hosting)) {
+            if (!domains && !di) {
+                *full = 0;
+                *drow = NULL;
+                return &t->rows[ri - 1];
+            }
+            if (domains && di && di <= t->ndrows && domain) {
+                w4a_metrics_drow_t *d = &w4a_metrics_drows(t)[di - 1];
+                if (d->hosting == ri - 1 && !strcmp(d->name, domain)) {
+                    *full = 0;
+                    *drow = d;
+                    return &t->rows[ri - 1];
+                }
+            }
+        }
+    }
+    row = w4a_metrics_row(t, hosting, full);
+    *drow = w4a_metrics_domain_row(t, row, domain, cap, dfull);
+    /* only a hosting's own row and, with domains, its domain's own row:
+     * the one a hit can check by name */
+    if (cache && hosting && row != &t->other && row != &t->none
+        && (!domains || (*drow && *drow != &t->dother && domain
+                         && !strcmp((*drow)->name, domain)))) {
+        ri = (apr_uint32_t)(row - t->rows) + 1;
+        di = *drow ? (apr_uint32_t)(*drow - w4a_metrics_drows(t)) + 1 : 0;
+        __atomic_store_n(&cache->slot[i], ((apr_uint64_t)ri << 32) | di,
+                         __ATOMIC_RELAXED);
+    }
+    return row;
+}
+
 int w4a_metrics_check_of(const char *guard, const char *guard_hosting,
                          const char *vhost, const char *php)
 {

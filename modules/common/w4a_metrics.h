@@ -186,6 +186,37 @@ w4a_metrics_drow_t *w4a_metrics_domain_row(w4a_metrics_table_t *t,
                                            const char *domain,
                                            apr_uint32_t cap, int *full);
 
+/** Slots of a w4a_metrics_cache_t (a power of two). */
+#define W4A_METRICS_CACHE 1024
+
+/**
+ * One process's memory of the rows its requests found, so that a request
+ * of a hosting seen before neither hashes nor probes: one word per slot
+ * (row and domain row indexes), chosen by the address of the record's
+ * strings, read and written whole (any thread, no lock).  A hit is only
+ * taken after the row's name (and the domain row's) is compared with the
+ * request's, so a stale or shared slot costs a lookup, never a wrong row.
+ * Zeroed memory is an empty cache.
+ */
+typedef struct w4a_metrics_cache_t {
+    apr_uint64_t slot[W4A_METRICS_CACHE];
+} w4a_metrics_cache_t;
+
+/**
+ * w4a_metrics_row() then w4a_metrics_domain_row(), through @a cache.
+ * @param cache  the process's cache, or NULL for none
+ * @param drow   set to the domain row, or NULL (as w4a_metrics_domain_row)
+ * @param full   set to 1 when the hosting found the table full
+ * @param dfull  set to 1 when the domain found the domain rows full
+ * @return the hosting's row (never NULL).  Overflow and "(none)" rows are
+ *         never cached: each such request is counted as full again.
+ */
+w4a_metrics_row_t *w4a_metrics_rows(w4a_metrics_table_t *t,
+                                    w4a_metrics_cache_t *cache,
+                                    const char *hosting, const char *domain,
+                                    apr_uint32_t cap, w4a_metrics_drow_t **drow,
+                                    int *full, int *dfull);
+
 /** Domain counter @a c of @a d += @a n (atomic). */
 static APR_INLINE void w4a_metrics_dadd(w4a_metrics_drow_t *d, int c,
                                         apr_uint64_t n)

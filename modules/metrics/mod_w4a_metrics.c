@@ -36,7 +36,6 @@ module AP_MODULE_DECLARE_DATA w4a_metrics_module;
 #define HANDLER        "w4a-metrics"
 #define FILTER         "W4A_METRICS"
 #define USERDATA_KEY   "w4a_metrics_table"
-#define REQ_KEY        "w4a_metrics_req"
 #define DEF_ROWS       4096
 #define DEF_DOMAINS    16                  /* per hosting */
 #define DEF_DROWS      16384
@@ -59,11 +58,12 @@ typedef struct {
     const char          *file;
     apr_uint32_t         rows;
     apr_uint32_t         drows;
+    w4a_metrics_cache_t  cache;    /* copied at fork: each process its own */
 } metrics_global;
 
-/* One request's PHP timing: in the pool userdata of the initial request
- * (a sub-request's pool is its child, an internal redirect shares it),
- * where no per-directory configuration reaches. */
+/* One request's PHP timing: in the request configuration of the initial
+ * request (w4a_initial_request), which its sub-requests and internal
+ * redirects reach, and no per-directory configuration does. */
 typedef struct {
     apr_time_t dispatched;   /* our fixup after mod_w4a_php's dispatch */
     apr_time_t done;         /* EOS through our filter */
@@ -197,13 +197,13 @@ static const command_rec metrics_cmds[] = {
 
 static metrics_req *req_of(request_rec *r, int create)
 {
-    apr_pool_t *p = w4a_initial_request(r)->pool;
-    metrics_req *q = NULL;
+    request_rec *first = w4a_initial_request(r);
+    metrics_req *q = ap_get_module_config(first->request_config,
+                                          &w4a_metrics_module);
 
-    apr_pool_userdata_get((void **)&q, REQ_KEY, p);
     if (!q && create) {
-        q = apr_pcalloc(p, sizeof(*q));
-        apr_pool_userdata_setn(q, REQ_KEY, NULL, p);
+        q = apr_pcalloc(first->pool, sizeof(*q));
+        ap_set_module_config(first->request_config, &w4a_metrics_module, q);
     }
     return q;
 }
@@ -253,16 +253,46 @@ static apr_status_t metrics_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     return ap_pass_brigade(f->next, bb);
 }
 
-/* Refused by one of our checks: the note each module sets when it
- * refuses (mod_w4a_vhost: owner, file type, record, handler, .htaccess;
- * mod_w4a_php: its checks and limits; mod_w4a_guard: bans, quotas and
- * its per-hosting request limit), as the counter of that check, or -1. */
-static int refused_check(request_rec *r)
+/* The notes our modules set when they refuse a request (mod_w4a_vhost:
+ * owner, file type, record, handler, .htaccess; mod_w4a_php: its checks
+ * and limits; mod_w4a_guard: bans, quotas and its per-hosting request
+ * limit) or find no PHP backend, read in one pass over r->notes: the
+ * first of each, as apr_table_get would give it. */
+typedef struct {
+    const char *guard, *guard_hosting, *vhost, *php, *backend;
+} refusal_notes;
+
+static void notes_of(const request_rec *r, refusal_notes *n)
 {
-    return w4a_metrics_check_of(apr_table_get(r->notes, "w4a-guard"),
-                                apr_table_get(r->notes, "w4a-guard-hosting"),
-                                apr_table_get(r->notes, "w4a-vhost-refused"),
-                                apr_table_get(r->notes, "w4a-php-refused"));
+    const apr_array_header_t *a = apr_table_elts(r->notes);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)a->elts;
+    int i;
+
+    memset(n, 0, sizeof(*n));
+    for (i = 0; i < a->nelts; i++) {
+        const char *k = e[i].key, **slot;
+
+        /* our modules set these names as written here */
+        if (!k || k[0] != 'w' || k[1] != '4' || k[2] != 'a' || k[3] != '-') {
+            continue;
+        }
+        k += 4;
+        slot = !strcmp(k, "guard") ? &n->guard
+               : !strcmp(k, "guard-hosting") ? &n->guard_hosting
+               : !strcmp(k, "vhost-refused") ? &n->vhost
+               : !strcmp(k, "php-refused") ? &n->php
+               : !strcmp(k, "php-backend") ? &n->backend : NULL;
+        if (slot && !*slot) {
+            *slot = e[i].val;
+        }
+    }
+}
+
+/* The counter of the check that refused, or -1. */
+static int refused_check(const refusal_notes *n)
+{
+    return w4a_metrics_check_of(n->guard, n->guard_hosting, n->vhost,
+                                n->php);
 }
 
 static int metrics_log_transaction(request_rec *r)
@@ -272,7 +302,8 @@ static int metrics_log_transaction(request_rec *r)
     w4a_metrics_drow_t *drow = NULL;
     metrics_req *q;
     request_rec *last = r;
-    int full, status, klass, check;
+    refusal_notes notes;
+    int full, dfull, status, klass, check, backend;
 
     if (!G || r->main) {
         return DECLINED;
@@ -281,7 +312,9 @@ static int metrics_log_transaction(request_rec *r)
         last = last->next;
     }
     rec = hosting_of ? hosting_of(r) : NULL;
-    row = w4a_metrics_row(G->t, rec ? rec->hosting : NULL, &full);
+    row = w4a_metrics_rows(G->t, &G->cache, rec ? rec->hosting : NULL,
+                           rec ? rec->domain : NULL, rec ? domain_cap : 0,
+                           &drow, &full, &dfull);
     if (full && w4a_metrics_full_due(G->t,
                                      (apr_uint32_t)apr_time_sec(apr_time_now()),
                                      FULL_LOG_EVERY)) {
@@ -293,12 +326,9 @@ static int metrics_log_transaction(request_rec *r)
                       "every %d s)", G->t->nrows, rec->hosting,
                       G->t->full_hits, FULL_LOG_EVERY);
     }
-    if (domain_cap && rec) {
-        drow = w4a_metrics_domain_row(G->t, row, rec->domain, domain_cap,
-                                      &full);
-        if (full && w4a_metrics_domain_full_due(
-                        G->t, (apr_uint32_t)apr_time_sec(apr_time_now()),
-                        FULL_LOG_EVERY)) {
+    if (dfull && w4a_metrics_domain_full_due(
+                    G->t, (apr_uint32_t)apr_time_sec(apr_time_now()),
+                    FULL_LOG_EVERY)) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00706)
                           "metrics domain table full (%u rows, "
                           "W4AMetricsDomainTableSize): domain %s of hosting "
@@ -307,7 +337,6 @@ static int metrics_log_transaction(request_rec *r)
                           APR_UINT64_T_FMT " requests so far; logged at "
                           "most every %d s)", G->t->ndrows, rec->domain,
                           rec->hosting, G->t->dfull_hits, FULL_LOG_EVERY);
-        }
     }
     status = last->status;
     klass = status / 100;
@@ -331,9 +360,15 @@ static int metrics_log_transaction(request_rec *r)
     if (r->method_number == M_POST) {
         w4a_metrics_add(row, W4A_MC_POSTS, 1);
     }
-    check = refused_check(r);
-    if (check < 0 && last != r) {
-        check = refused_check(last);
+    notes_of(r, &notes);
+    check = refused_check(&notes);
+    backend = notes.backend != NULL;
+    if (last != r && (check < 0 || !backend)) {
+        notes_of(last, &notes);
+        if (check < 0) {
+            check = refused_check(&notes);
+        }
+        backend = backend || notes.backend;
     }
     if (check >= 0) {
         w4a_metrics_add(row, W4A_MC_REFUSED, 1);
@@ -341,8 +376,7 @@ static int metrics_log_transaction(request_rec *r)
     }
     /* mod_w4a_php found no socket for the hosting's pool: 503 before any
      * dispatch, a backend error all the same. */
-    if (apr_table_get(r->notes, "w4a-php-backend")
-        || (last != r && apr_table_get(last->notes, "w4a-php-backend"))) {
+    if (backend) {
         w4a_metrics_add(row, W4A_MC_BACKEND_ERR, 1);
     }
     q = req_of(r, 0);

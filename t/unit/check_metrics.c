@@ -327,6 +327,74 @@ START_TEST(test_metrics_domains_per_hosting_bounded_other_and_full)
 }
 END_TEST
 
+START_TEST(test_metrics_cache_gives_the_rows_a_lookup_gives_never_a_stale_one)
+{
+    w4a_metrics_table_t *t = table_of2(64, 64);
+    w4a_metrics_cache_t *c = apr_pcalloc(pool, sizeof(*c));
+    w4a_metrics_row_t *a, *row;
+    w4a_metrics_drow_t *d, *drow;
+    char hosting[16], domain[32];
+    int full, dfull, i;
+
+    /* a miss then hits: the rows the plain lookups give */
+    strcpy(hosting, "w4a100010");
+    strcpy(domain, "x.example");
+    a = w4a_metrics_row(t, hosting, &full);
+    d = w4a_metrics_domain_row(t, a, domain, 4, &full);
+    for (i = 0; i < 3; i++) {
+        row = w4a_metrics_rows(t, c, hosting, domain, 4, &drow, &full, &dfull);
+        ck_assert_ptr_eq(row, a);
+        ck_assert_ptr_eq(drow, d);
+        ck_assert_int_eq(full + dfull, 0);
+    }
+    /* the same strings' memory now holds another record (a map generation
+     * swapped in at the same address): the slot is checked by name */
+    strcpy(hosting, "w4a100011");
+    row = w4a_metrics_rows(t, c, hosting, domain, 4, &drow, &full, &dfull);
+    ck_assert_str_eq(row->name, "w4a100011");
+    ck_assert_uint_eq(drow->hosting, (apr_uint32_t)(row - t->rows));
+    ck_assert_ptr_ne(drow, d);
+    strcpy(domain, "y.example");
+    row = w4a_metrics_rows(t, c, hosting, domain, 4, &drow, &full, &dfull);
+    ck_assert_str_eq(row->name, "w4a100011");
+    ck_assert_str_eq(drow->name, "y.example");
+    /* domains off (cap 0) with the same slot: no domain row */
+    row = w4a_metrics_rows(t, c, hosting, domain, 0, &drow, &full, &dfull);
+    ck_assert_str_eq(row->name, "w4a100011");
+    ck_assert_ptr_null(drow);
+    row = w4a_metrics_rows(t, c, hosting, domain, 4, &drow, &full, &dfull);
+    ck_assert_str_eq(drow->name, "y.example");
+    /* no hosting: "(none)", nothing cached */
+    ck_assert_ptr_eq(w4a_metrics_rows(t, c, NULL, NULL, 4, &drow, &full,
+                                      &dfull), &t->none);
+    ck_assert_ptr_null(drow);
+
+    /* a full table: "(other)" and full each time, never from the cache */
+    t = table_of2(8, 2);
+    memset(c, 0, sizeof(*c));
+    for (i = 0; i < 8 + 2; i++) {
+        apr_snprintf(hosting, sizeof(hosting), "w4a%d", 200000 + i);
+        w4a_metrics_rows(t, c, hosting, "d.example", 4, &drow, &full, &dfull);
+    }
+    for (i = 0; i < 3; i++) {
+        row = w4a_metrics_rows(t, c, hosting, "d.example", 4, &drow, &full,
+                               &dfull);
+        ck_assert_ptr_eq(row, &t->other);
+        ck_assert_int_eq(full, 1);
+    }
+    /* a full domain area: the hosting's row, the domain overflow, dfull
+     * each time */
+    a = &t->rows[0];
+    for (i = 0; i < 3; i++) {
+        row = w4a_metrics_rows(t, c, a->name, "e.example", 4, &drow, &full,
+                               &dfull);
+        ck_assert_ptr_eq(row, a);
+        ck_assert_ptr_eq(drow, &t->dother);
+        ck_assert_int_eq(dfull, 1);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* The refusal's check, and the Prometheus writer (w4a_prom).         */
 
@@ -518,6 +586,7 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, test_metrics_file_shared_across_processes_and_read_only_mapped);
     tcase_add_test(tc, test_metrics_check_refuses_what_is_no_table);
     tcase_add_test(tc, test_metrics_domains_per_hosting_bounded_other_and_full);
+    tcase_add_test(tc, test_metrics_cache_gives_the_rows_a_lookup_gives_never_a_stale_one);
     tcase_add_test(tc, test_metrics_check_of_notes_in_request_order_and_bounded);
     tcase_add_test(tc, test_prom_family_once_labels_escaped_values_exact);
     tcase_add_test(tc, test_prom_refuses_bad_names_labels_and_a_family_twice);
