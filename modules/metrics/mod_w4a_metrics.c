@@ -291,6 +291,9 @@ static void notes_of(const request_rec *r, refusal_notes *n)
 /* The counter of the check that refused, or -1. */
 static int refused_check(const refusal_notes *n)
 {
+    if (!n->guard && !n->guard_hosting && !n->vhost && !n->php) {
+        return -1;                      /* most requests: no call */
+    }
     return w4a_metrics_check_of(n->guard, n->guard_hosting, n->vhost,
                                 n->php);
 }
@@ -379,7 +382,8 @@ static int metrics_log_transaction(request_rec *r)
     if (backend) {
         w4a_metrics_add(row, W4A_MC_BACKEND_ERR, 1);
     }
-    q = req_of(r, 0);
+    /* r is the initial request here (its redirects are r->next) */
+    q = ap_get_module_config(r->request_config, &w4a_metrics_module);
     if (q && q->php) {
         apr_time_t now = apr_time_now();
         w4a_metrics_add(row, W4A_MC_PHP, 1);
@@ -597,6 +601,9 @@ static int metrics_handler(request_rec *r)
     apr_uint32_t dropped;
     int rv;
 
+    if (!r->handler || r->handler[0] != HANDLER[0]) {
+        return DECLINED;                /* every other request: no call */
+    }
     if (!w4a_status_begin(r, HANDLER, &rv)) {
         if (rv == OK) {
             ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
