@@ -786,14 +786,24 @@ static const char *env_value(const vhost_req *req, apr_size_t i)
  * stands under those names first. */
 static void set_env(request_rec *r, const vhost_req *req, int clean)
 {
+    /* An empty table (a request's first hook, as a rule) has none of the
+     * names: added, without setn's search for each (all five share their
+     * first four letters, which is all apr_table's index tells apart). */
+    int fresh = apr_is_empty_table(r->subprocess_env);
     apr_size_t i;
 
     for (i = 0; i < ENV_NAMES; i++) {
         const char *v = env_value(req, i);
-        if (clean) {
+        if (clean && !fresh) {
             apr_table_unset(r->subprocess_env, env_names[i]);
         }
-        if (v) {
+        if (!v) {
+            continue;
+        }
+        if (fresh) {
+            apr_table_addn(r->subprocess_env, env_names[i], v);
+        }
+        else {
             apr_table_setn(r->subprocess_env, env_names[i], v);
         }
     }
