@@ -37,6 +37,8 @@ APR_DECLARE_OPTIONAL_FN(int, w4a_htcompat_engine, (request_rec *r));
  * @param pool     what names the pool's workers: its socket path (two
  *                 hostings or versions sharing a socket share workers,
  *                 hence the set of settings to reset)
+ * @param pool_hash w4a_fnv1a(@a pool) (modules/common/w4a_util.h), which
+ *                 the caller has cached with the path
  * @param text     out: the text ("name=\"value\"\n" lines), or NULL when
  *                 nothing needs to be sent (no setting was ever delivered)
  * @return APR_SUCCESS; an error (logged) when the pool's own settings
@@ -47,6 +49,6 @@ APR_DECLARE_OPTIONAL_FN(int, w4a_htcompat_engine, (request_rec *r));
 APR_DECLARE_OPTIONAL_FN(apr_status_t, w4a_htcompat_php_value,
                         (request_rec *r, const char *hosting,
                          const char *version, const char *pool,
-                         const char **text));
+                         apr_uint32_t pool_hash, const char **text));
 
 #endif /* MOD_W4A_HTCOMPAT_H */

@@ -15,6 +15,21 @@
 int w4a_path_under(const char *path, const char *base);
 
 /**
+ * FNV-1a (32 bits) of the string @a s.  A pool socket's: mod_w4a_php
+ * computes it once per cached socket path and hands it on, so neither its
+ * in-flight buckets nor mod_w4a_htcompat's pool tags hash the path again.
+ */
+static APR_INLINE apr_uint32_t w4a_fnv1a(const char *s)
+{
+    apr_uint32_t h = 2166136261u;
+
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    }
+    return h;
+}
+
+/**
  * Parse a whole decimal number within [min, max].
  * @return 1 with *out set, or 0 when @a s is empty, has other characters,
  *         or is out of range.

@@ -9,6 +9,7 @@
 #include <apr_atomic.h>
 
 #include "htcompat_state.h"
+#include "w4a_util.h"
 
 /* format 1's fields are a prefix of format 2's */
 typedef char htc_v1_prefix_ok[offsetof(htc_state_t, common)
@@ -48,11 +49,7 @@ int htc_state_init(htc_state_t *st, apr_size_t old_size)
 
 apr_uint32_t htc_pool_tag(const char *key)
 {
-    apr_uint32_t h = 2166136261u;               /* FNV-1a */
-    for (; *key; key++) {
-        h = (h ^ (unsigned char)*key) * 16777619u;
-    }
-    return h ? h : 1;
+    return htc_pool_tag_of(w4a_fnv1a(key));
 }
 
 static void or_bit(apr_uint32_t *w, apr_uint32_t m)

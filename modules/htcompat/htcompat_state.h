@@ -77,6 +77,12 @@ int htc_state_init(htc_state_t *st, apr_size_t old_size);
 /** The 32-bit tag of a pool key (never 0). */
 apr_uint32_t htc_pool_tag(const char *key);
 
+/** The same tag from the key's w4a_fnv1a(), when the caller has it. */
+static APR_INLINE apr_uint32_t htc_pool_tag_of(apr_uint32_t fnv)
+{
+    return fnv ? fnv : 1;
+}
+
 /**
  * The set of settings to reset for the pool of @a key, in @a out
  * (HTC_WORDS words) and @a used (HTC_USED_WORDS words: which words of

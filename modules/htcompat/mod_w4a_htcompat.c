@@ -673,6 +673,7 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
                                            const char *hosting,
                                            const char *version,
                                            const char *pool,
+                                           apr_uint32_t pool_hash,
                                            const char **textp)
 {
     htc_dir_conf *dc = ap_get_module_config(r->per_dir_config,
@@ -686,7 +687,7 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
     apr_uint32_t set[HTC_WORDS];        /* slots to send: resets and values */
     apr_uint32_t used[HTC_USED_WORDS];  /* words of set in use */
     apr_uint32_t mused[HTC_USED_WORDS]; /* words of mine in use */
-    apr_uint32_t tag = htc_pool_tag(pool ? pool : "");
+    apr_uint32_t tag = pool ? htc_pool_tag_of(pool_hash) : htc_pool_tag("");
     htc_pool_slot_t *pool_bits = NULL;
     int any = 0, claimed = 0;
     const htc_pool_t *ps = NULL;

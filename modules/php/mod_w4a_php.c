@@ -81,6 +81,7 @@ struct php_req {
     int         pre_proxy;  /* proxied before the per-directory phase */
     const char *handler;    /* the very handler string this module set */
     const char *sock;       /* its pool socket */
+    apr_uint32_t sock_hash; /* w4a_fnv1a(sock), from the socket cache */
     const char *version;    /* its PHP version */
     const char *php_value;  /* the PHP_VALUE string this module set */
     php_req    *sub;        /* a dispatched sub-request of this request */
@@ -411,11 +412,12 @@ static void sock_cache_child_init(apr_pool_t *pchild, server_rec *s)
  * request's own copies. */
 static void pool_socket(request_rec *r, const php_conf *c,
                         const char *hosting, const char *version,
-                        const char **sock, const char **handler)
+                        const char **sock, const char **handler,
+                        apr_uint32_t *sock_hash)
 {
     php_sock_get(thread_sock_cache(), conf_generation,
                  c->socket ? c->socket : DEFAULT_SOCKET, hosting, version,
-                 r->pool, sock, handler);
+                 r->pool, sock, handler, sock_hash);
 }
 
 /* A socket is there: stat(2) by path, as mod_proxy_fcgi's connect()
@@ -544,13 +546,10 @@ static int is_proxied(const request_rec *r)
                && !strncmp(r->filename, "proxy:", 6));
 }
 
-static apr_size_t bucket_of(const char *sock)
+/* The in-flight bucket of a pool socket, from its w4a_fnv1a(). */
+static apr_size_t bucket_of(apr_uint32_t sock_hash)
 {
-    apr_uint32_t h = 2166136261u;
-    for (; *sock; sock++) {
-        h = (h ^ (unsigned char)*sock) * 16777619u;
-    }
-    return h % INFLIGHT_BUCKETS;
+    return sock_hash % INFLIGHT_BUCKETS;
 }
 
 static apr_status_t inflight_done(void *slot)
@@ -600,6 +599,7 @@ static php_req *our_dispatch(request_rec *r)
     if (q->sub && r->handler == q->sub->handler) {
         q->handler = q->sub->handler;
         q->sock = q->sub->sock;
+        q->sock_hash = q->sub->sock_hash;
         q->version = q->sub->version;
         q->php_value = q->sub->php_value;
         return q;
@@ -638,6 +638,7 @@ static int php_fixups(request_rec *r)
     const w4a_hosting_t *rec;
     apr_uint32_t min_uid;
     const char *sock, *handler, *version, *want = NULL;
+    apr_uint32_t sock_hash = 0;
     int by_type;
 
     if (c->engine != 1 || !get_hosting || !(rec = get_hosting(r))) {
@@ -741,7 +742,7 @@ static int php_fixups(request_rec *r)
      * hosting has one; otherwise, the domain's version. */
     version = NULL;
     if (want && strcmp(want, rec->php_version)) {
-        pool_socket(r, c, rec->hosting, want, &sock, &handler);
+        pool_socket(r, c, rec->hosting, want, &sock, &handler, &sock_hash);
         if (socket_there(sock)) {
             version = want;
         }
@@ -754,7 +755,8 @@ static int php_fixups(request_rec *r)
     }
     if (!version) {
         version = rec->php_version;
-        pool_socket(r, c, rec->hosting, version, &sock, &handler);
+        pool_socket(r, c, rec->hosting, version, &sock, &handler,
+                    &sock_hash);
         if (!socket_there(sock)) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00210)
                           "hosting %s: PHP %s pool socket %s is missing; "
@@ -828,7 +830,7 @@ static int php_fixups(request_rec *r)
     }
 
     if (c->pool_limit > 0) {
-        apr_uint32_t *slot = &inflight[bucket_of(sock)];
+        apr_uint32_t *slot = &inflight[bucket_of(sock_hash)];
         apr_uint32_t n = apr_atomic_inc32(slot) + 1;
         if (n > (apr_uint32_t)c->pool_limit) {
             apr_atomic_dec32(slot);
@@ -856,6 +858,7 @@ static int php_fixups(request_rec *r)
         php_req *q = req_of(r, 1);
         q->handler = r->handler = handler;
         q->sock = sock;
+        q->sock_hash = sock_hash;
         q->version = version;
         if (r->main) {
             /* mod_dir may make this sub-request its main request */
@@ -966,7 +969,7 @@ static int php_fixups_ini(request_rec *r)
     q->php_value = NULL;
     if (htcompat_php_value) {
         apr_status_t rv = htcompat_php_value(r, rec->hosting, q->version,
-                                             q->sock, &ini);
+                                             q->sock, q->sock_hash, &ini);
         if (rv != APR_SUCCESS) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, W4ALOGNO(00240)
                           "hosting %s: the settings of its PHP %s pool are "

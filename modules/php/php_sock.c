@@ -8,6 +8,7 @@
 #include <apr_strings.h>
 
 #include "php_sock.h"
+#include "w4a_util.h"
 
 #define HEAD_LEN (sizeof(PHP_SOCK_HANDLER_HEAD) - 1)
 #define TAIL_LEN (sizeof(PHP_SOCK_HANDLER_TAIL) - 1)
@@ -21,6 +22,7 @@ typedef struct entry {
     apr_size_t   hosting_len;
     apr_size_t   version_len;
     apr_size_t   sock_len;
+    apr_uint32_t sock_hash;     /* w4a_fnv1a of the socket path */
     char         data[];
 } entry;
 
@@ -173,7 +175,8 @@ void php_sock_cache_destroy(php_sock_cache_t *c)
 
 static void uncached(const char *pattern, const char *hosting,
                      apr_size_t hl, const char *version, apr_size_t vl,
-                     apr_pool_t *p, const char **sock, const char **handler)
+                     apr_pool_t *p, const char **sock, const char **handler,
+                     apr_uint32_t *sock_hash)
 {
     apr_size_t sl = expand_len(pattern, hl, vl);
     char *out = apr_palloc(p, PAIR_LEN(sl));
@@ -181,11 +184,13 @@ static void uncached(const char *pattern, const char *hosting,
     write_pair(out, pattern, hosting, hl, version, vl, sl);
     *handler = out;
     *sock = out + HEAD_LEN + sl + TAIL_LEN + 1;
+    *sock_hash = w4a_fnv1a(*sock);
 }
 
 void php_sock_get(php_sock_cache_t *c, apr_uint32_t gen, const char *pattern,
                   const char *hosting, const char *version, apr_pool_t *p,
-                  const char **sock, const char **handler)
+                  const char **sock, const char **handler,
+                  apr_uint32_t *sock_hash)
 {
     apr_size_t hl, vl, sl, len;
     apr_uint32_t h;
@@ -194,7 +199,7 @@ void php_sock_get(php_sock_cache_t *c, apr_uint32_t gen, const char *pattern,
 
     if (!c) {
         uncached(pattern, hosting, strlen(hosting), version,
-                 strlen(version), p, sock, handler);
+                 strlen(version), p, sock, handler, sock_hash);
         return;
     }
     if (c->gen != gen) {
@@ -217,7 +222,8 @@ void php_sock_get(php_sock_cache_t *c, apr_uint32_t gen, const char *pattern,
         sl = expand_len(pattern, hl, vl);
         e = malloc(sizeof(*e) + hl + 1 + vl + 1 + PAIR_LEN(sl));
         if (!e) {
-            uncached(pattern, hosting, hl, version, vl, p, sock, handler);
+            uncached(pattern, hosting, hl, version, vl, p, sock, handler,
+                     sock_hash);
             return;
         }
         e->pattern = pattern;
@@ -229,6 +235,8 @@ void php_sock_get(php_sock_cache_t *c, apr_uint32_t gen, const char *pattern,
         memcpy(e->data + hl + 1, version, vl + 1);
         write_pair(e->data + hl + 1 + vl + 1, pattern, hosting, hl, version,
                    vl, sl);
+        e->sock_hash = w4a_fnv1a(e->data + hl + 1 + vl + 1 + HEAD_LEN + sl
+                                 + TAIL_LEN + 1);
         if (*slot) {
             c->st.replaced++;
             free(*slot);
@@ -244,6 +252,7 @@ void php_sock_get(php_sock_cache_t *c, apr_uint32_t gen, const char *pattern,
     memcpy(out, e->data + e->hosting_len + 1 + e->version_len + 1, len);
     *handler = out;
     *sock = out + HEAD_LEN + sl + TAIL_LEN + 1;
+    *sock_hash = e->sock_hash;
 }
 
 void php_sock_cache_stats(const php_sock_cache_t *c, php_sock_stats_t *st)

@@ -83,10 +83,12 @@ void php_sock_cache_destroy(php_sock_cache_t *c);
  * @param sock    set to the socket path
  * @param handler set to the handler string (never shared with another
  *                call's result)
+ * @param sock_hash set to w4a_fnv1a(*sock), computed once per entry
  */
 void php_sock_get(php_sock_cache_t *c, apr_uint32_t gen, const char *pattern,
                   const char *hosting, const char *version, apr_pool_t *p,
-                  const char **sock, const char **handler);
+                  const char **sock, const char **handler,
+                  apr_uint32_t *sock_hash);
 
 /** A cache's figures (c not NULL). */
 void php_sock_cache_stats(const php_sock_cache_t *c, php_sock_stats_t *st);

@@ -7,6 +7,7 @@
 
 #include "check_w4a.h"
 #include "php_sock.h"
+#include "w4a_util.h"
 
 static apr_pool_t *pool;
 
@@ -43,14 +44,17 @@ END_TEST
 
 START_TEST(test_phpsock_hit_gives_the_same_strings_in_fresh_copies)
 {
+    apr_uint32_t hh;
     php_sock_cache_t *c;
     php_sock_stats_t st;
     const char *pat = "/run/%v/%h.sock";
     const char *s1, *h1, *s2, *h2;
 
     ck_assert_int_eq(php_sock_cache_create(&c, 64), APR_SUCCESS);
-    php_sock_get(c, 1, pat, "w4a100010", "8.2", pool, &s1, &h1);
-    php_sock_get(c, 1, pat, "w4a100010", "8.2", pool, &s2, &h2);
+    php_sock_get(c, 1, pat, "w4a100010", "8.2", pool, &s1, &h1, &hh);
+    ck_assert_uint_eq(hh, w4a_fnv1a(s1));
+    php_sock_get(c, 1, pat, "w4a100010", "8.2", pool, &s2, &h2, &hh);
+    ck_assert_uint_eq(hh, w4a_fnv1a(s2));
     ck_assert_str_eq(s1, "/run/8.2/w4a100010.sock");
     ck_assert_str_eq(h1, handler_of(s1));
     ck_assert_str_eq(s2, s1);
@@ -70,6 +74,7 @@ END_TEST
  * collide do; each must still get its own socket. */
 START_TEST(test_phpsock_colliding_keys_never_get_each_others_socket)
 {
+    apr_uint32_t hh;
     static const char *const keys[][2] = {
         { "w4a100010", "8.2" }, { "w4a100011", "8.2" },
         { "w4a100010", "8.3" }, { "w4a10001", "08.2" },
@@ -87,11 +92,13 @@ START_TEST(test_phpsock_colliding_keys_never_get_each_others_socket)
             const char *s, *h;
             const char *want = apr_psprintf(pool, "/run/%s/%s.sock",
                                             keys[i][1], keys[i][0]);
-            php_sock_get(c, 1, pat, keys[i][0], keys[i][1], pool, &s, &h);
+            php_sock_get(c, 1, pat, keys[i][0], keys[i][1], pool, &s, &h, &hh);
+            ck_assert_uint_eq(hh, w4a_fnv1a(s));
             ck_assert_str_eq(s, want);
             ck_assert_str_eq(h, handler_of(want));
             /* the same key twice in a row: from the entry */
-            php_sock_get(c, 1, pat, keys[i][0], keys[i][1], pool, &s, &h);
+            php_sock_get(c, 1, pat, keys[i][0], keys[i][1], pool, &s, &h, &hh);
+            ck_assert_uint_eq(hh, w4a_fnv1a(s));
             ck_assert_str_eq(s, want);
             ck_assert_str_eq(h, handler_of(want));
         }
@@ -108,6 +115,7 @@ END_TEST
  * own socket, whichever came first. */
 START_TEST(test_phpsock_equal_hashes_compared_in_full)
 {
+    apr_uint32_t hh;
     php_sock_cache_t *c;
     php_sock_stats_t st;
     const char *pat = "/run/%v/%h.sock", *s, *h;
@@ -115,9 +123,11 @@ START_TEST(test_phpsock_equal_hashes_compared_in_full)
 
     ck_assert_int_eq(php_sock_cache_create(&c, 64), APR_SUCCESS);
     for (i = 0; i < 4; i++) {
-        php_sock_get(c, 1, pat, "w4agwzxx", "8.2", pool, &s, &h);
+        php_sock_get(c, 1, pat, "w4agwzxx", "8.2", pool, &s, &h, &hh);
+        ck_assert_uint_eq(hh, w4a_fnv1a(s));
         ck_assert_str_eq(s, "/run/8.2/w4agwzxx.sock");
-        php_sock_get(c, 1, pat, "w4a16cdx", "8.2", pool, &s, &h);
+        php_sock_get(c, 1, pat, "w4a16cdx", "8.2", pool, &s, &h, &hh);
+        ck_assert_uint_eq(hh, w4a_fnv1a(s));
         ck_assert_str_eq(s, "/run/8.2/w4a16cdx.sock");
         ck_assert_str_eq(h, handler_of(s));
     }
@@ -126,9 +136,11 @@ START_TEST(test_phpsock_equal_hashes_compared_in_full)
     ck_assert_uint_eq(st.entries, 1);
     /* the same hosting, versions of equal hashes */
     for (i = 0; i < 4; i++) {
-        php_sock_get(c, 1, pat, "w4a100010", "i.xz1", pool, &s, &h);
+        php_sock_get(c, 1, pat, "w4a100010", "i.xz1", pool, &s, &h, &hh);
+        ck_assert_uint_eq(hh, w4a_fnv1a(s));
         ck_assert_str_eq(s, "/run/i.xz1/w4a100010.sock");
-        php_sock_get(c, 1, pat, "w4a100010", "u9de1", pool, &s, &h);
+        php_sock_get(c, 1, pat, "w4a100010", "u9de1", pool, &s, &h, &hh);
+        ck_assert_uint_eq(hh, w4a_fnv1a(s));
         ck_assert_str_eq(s, "/run/u9de1/w4a100010.sock");
     }
     php_sock_cache_stats(c, &st);
@@ -142,6 +154,7 @@ END_TEST
  * entries than slots. */
 START_TEST(test_phpsock_many_hostings_bounded_and_right)
 {
+    apr_uint32_t hh;
     php_sock_cache_t *c;
     php_sock_stats_t st;
     const char *pat = "/run/w4a-php/%v/%h.sock";
@@ -153,7 +166,9 @@ START_TEST(test_phpsock_many_hostings_bounded_and_right)
             const char *s, *h;
             char name[32];
             snprintf(name, sizeof(name), "w4a%d", 100000 + (i * 7919) % 5000);
-            php_sock_get(c, 7, pat, name, i % 3 ? "8.2" : "7.4", pool, &s, &h);
+            php_sock_get(c, 7, pat, name, i % 3 ? "8.2" : "7.4", pool,
+                         &s, &h, &hh);
+            ck_assert_uint_eq(hh, w4a_fnv1a(s));
             ck_assert_str_eq(s, apr_psprintf(pool, "/run/w4a-php/%s/%s.sock",
                                              i % 3 ? "8.2" : "7.4", name));
             ck_assert_str_eq(h, handler_of(s));
@@ -173,6 +188,7 @@ END_TEST
  * freed the old configuration): never the old socket. */
 START_TEST(test_phpsock_new_generation_never_gets_an_old_socket)
 {
+    apr_uint32_t hh;
     php_sock_cache_t *c;
     php_sock_stats_t st;
     char pat[64];
@@ -180,10 +196,12 @@ START_TEST(test_phpsock_new_generation_never_gets_an_old_socket)
 
     ck_assert_int_eq(php_sock_cache_create(&c, 64), APR_SUCCESS);
     strcpy(pat, "/old/%h.sock");
-    php_sock_get(c, 1, pat, "w4a100010", "8.2", pool, &s, &h);
+    php_sock_get(c, 1, pat, "w4a100010", "8.2", pool, &s, &h, &hh);
+    ck_assert_uint_eq(hh, w4a_fnv1a(s));
     ck_assert_str_eq(s, "/old/w4a100010.sock");
     strcpy(pat, "/new/%v/%h.sock");
-    php_sock_get(c, 2, pat, "w4a100010", "8.2", pool, &s, &h);
+    php_sock_get(c, 2, pat, "w4a100010", "8.2", pool, &s, &h, &hh);
+    ck_assert_uint_eq(hh, w4a_fnv1a(s));
     ck_assert_str_eq(s, "/new/8.2/w4a100010.sock");
     ck_assert_str_eq(h, handler_of(s));
     php_sock_cache_stats(c, &st);
@@ -198,15 +216,18 @@ END_TEST
  * even for the same hosting and version. */
 START_TEST(test_phpsock_each_pattern_its_own_entry)
 {
+    apr_uint32_t hh;
     php_sock_cache_t *c;
     const char *pa = "/a/%h.sock", *pb = "/b/%h.sock", *s, *h;
     int i;
 
     ck_assert_int_eq(php_sock_cache_create(&c, 64), APR_SUCCESS);
     for (i = 0; i < 3; i++) {
-        php_sock_get(c, 1, pa, "w4a100010", "8.2", pool, &s, &h);
+        php_sock_get(c, 1, pa, "w4a100010", "8.2", pool, &s, &h, &hh);
+        ck_assert_uint_eq(hh, w4a_fnv1a(s));
         ck_assert_str_eq(s, "/a/w4a100010.sock");
-        php_sock_get(c, 1, pb, "w4a100010", "8.2", pool, &s, &h);
+        php_sock_get(c, 1, pb, "w4a100010", "8.2", pool, &s, &h, &hh);
+        ck_assert_uint_eq(hh, w4a_fnv1a(s));
         ck_assert_str_eq(s, "/b/w4a100010.sock");
     }
     php_sock_cache_destroy(c);
@@ -215,10 +236,12 @@ END_TEST
 
 START_TEST(test_phpsock_without_cache_and_bad_sizes)
 {
+    apr_uint32_t hh;
     php_sock_cache_t *c = NULL;
     const char *s, *h;
 
-    php_sock_get(NULL, 1, "/x/%h-%v", "w4a1", "8.1", pool, &s, &h);
+    php_sock_get(NULL, 1, "/x/%h-%v", "w4a1", "8.1", pool, &s, &h, &hh);
+    ck_assert_uint_eq(hh, w4a_fnv1a(s));
     ck_assert_str_eq(s, "/x/w4a1-8.1");
     ck_assert_str_eq(h, "proxy:unix:/x/w4a1-8.1|fcgi://localhost");
     ck_assert_int_eq(php_sock_cache_create(&c, 0), APR_EINVAL);
