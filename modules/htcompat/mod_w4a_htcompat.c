@@ -603,26 +603,52 @@ static const char *pool_settings_path(apr_pool_t *p, const char *pattern,
                                       const char *hosting,
                                       const char *version)
 {
-    apr_array_header_t *parts = apr_array_make(p, 8, sizeof(const char *));
-    const char *q, *start = pattern;
+    apr_size_t hl, vl, len = 0;
+    const char *q;
+    char *out, *o;
 
     if (!*hosting || strchr(hosting, '/') || hosting[0] == '.'
         || !*version || strchr(version, '/') || version[0] == '.') {
         return NULL;
     }
+    hl = strlen(hosting);
+    vl = strlen(version);
+    /* the length, then the one copy (a request's hot path: no array) */
     for (q = pattern; *q; q++) {
         if (*q != '%') {
+            len++;
             continue;
         }
-        APR_ARRAY_PUSH(parts, const char *) = apr_pstrmemdup(p, start,
-                                                             q - start);
         q++;
-        APR_ARRAY_PUSH(parts, const char *) =
-            *q == 'h' ? hosting : *q == 'v' ? version : "%";
-        start = q + 1;
+        len += *q == 'h' ? hl : *q == 'v' ? vl : 1;
+        if (!*q) {
+            break;              /* a '%' last (refused by the directive) */
+        }
     }
-    APR_ARRAY_PUSH(parts, const char *) = start;
-    return apr_array_pstrcat(p, parts, 0);
+    o = out = apr_palloc(p, len + 1);
+    for (q = pattern; *q; q++) {
+        if (*q != '%') {
+            *o++ = *q;
+            continue;
+        }
+        q++;
+        if (*q == 'h') {
+            memcpy(o, hosting, hl);
+            o += hl;
+        }
+        else if (*q == 'v') {
+            memcpy(o, version, vl);
+            o += vl;
+        }
+        else {
+            *o++ = '%';
+        }
+        if (!*q) {
+            break;
+        }
+    }
+    *o = '\0';
+    return out;
 }
 
 /* The pool's own settings: APR_SUCCESS with *set (NULL: the pool sets
