@@ -64,6 +64,13 @@ const char *htc_pool_escape(const char *value, apr_pool_t *p)
     return out;
 }
 
+/* The class of a name in htc_pool_t's sig (len: strlen(name) > 0). */
+static unsigned sig_of(const char *name, apr_size_t len)
+{
+    return (unsigned)(len * 7 + (unsigned char)name[0] * 3
+                      + (unsigned char)name[len - 1]) & 255u;
+}
+
 apr_status_t htc_pool_parse(htc_pool_t **out, const char *text,
                             const char **err, apr_pool_t *p)
 {
@@ -114,6 +121,10 @@ apr_status_t htc_pool_parse(htc_pool_t **out, const char *text,
         s->value = val + 1;
         s->admin = kind[0] == 'a';
         apr_hash_set(ps->settings, s->name, APR_HASH_KEY_STRING, s);
+        {
+            unsigned b = sig_of(name, strlen(name));   /* name not empty */
+            ps->sig[b / 32] |= 1u << (b % 32);
+        }
     }
     if (!magic) {
         *err = "empty: not a file written by w4a-fpm-pools";
@@ -126,7 +137,18 @@ apr_status_t htc_pool_parse(htc_pool_t **out, const char *text,
 const htc_pool_setting_t *htc_pool_get(const htc_pool_t *ps,
                                        const char *name)
 {
-    return ps ? apr_hash_get(ps->settings, name, APR_HASH_KEY_STRING) : NULL;
+    apr_size_t len;
+    unsigned b;
+
+    if (!ps || !*name) {
+        return NULL;                    /* no pool, or a name none has */
+    }
+    len = strlen(name);
+    b = sig_of(name, len);
+    if (!(ps->sig[b / 32] & (1u << (b % 32)))) {
+        return NULL;                    /* most lookups: not set by the pool */
+    }
+    return apr_hash_get(ps->settings, name, (apr_ssize_t)len);
 }
 
 /* ------------------------------------------------------------------ */

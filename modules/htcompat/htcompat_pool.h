@@ -40,7 +40,10 @@ typedef struct {
 } htc_pool_setting_t;
 
 typedef struct htc_pool_t {
-    apr_hash_t *settings;  /**< name -> htc_pool_setting_t * */
+    apr_hash_t  *settings;  /**< name -> htc_pool_setting_t * */
+    apr_uint32_t sig[8];    /**< 256 bits, one per (length, first and last
+                                 byte) class of the names set: a name whose
+                                 bit is clear is not there, no hash needed */
 } htc_pool_t;
 
 /**

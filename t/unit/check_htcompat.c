@@ -211,6 +211,16 @@ START_TEST(pool_settings_parse_and_escape_round_trip)
     ck_assert_str_eq(htc_pool_get(ps, "display_errors")->value, "");
     ck_assert_ptr_null(htc_pool_get(ps, "upload_max_filesize"));
     ck_assert_ptr_null(htc_pool_get(NULL, "memory_limit"));
+    ck_assert_ptr_null(htc_pool_get(ps, ""));
+    /* a name of the same (length, first, last byte) class as one the
+     * pool sets ("axd", "bxa"): the pre-check lets it through, the hash
+     * still says no */
+    ck_assert_int_eq(htc_pool_parse(&ps, HTC_POOL_MAGIC " " HTC_POOL_FORMAT
+                                    "\nvalue axd =1\n", &err, pool),
+                     APR_SUCCESS);
+    ck_assert_str_eq(htc_pool_get(ps, "axd")->value, "1");
+    ck_assert_ptr_null(htc_pool_get(ps, "bxa"));
+    ck_assert_ptr_null(htc_pool_get(ps, "axe"));
 }
 END_TEST
 
