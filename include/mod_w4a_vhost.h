@@ -26,6 +26,17 @@
 APR_DECLARE_OPTIONAL_FN(const w4a_hosting_t *, w4a_hosting, (request_rec *r));
 
 /**
+ * The media host of a request's hosting: the record's media=HOST, or, on
+ * the site itself, the one W4AVhostMediaPrefix gives (prefix + domain,
+ * unless that name is another hosting's or docroot's own site), looked up
+ * the first time it is asked for (a request that never asks never pays
+ * the lookup); on a media host request, the name being served.
+ * @param r the request
+ * @return the host name (valid for the request's lifetime), or NULL.
+ */
+APR_DECLARE_OPTIONAL_FN(const char *, w4a_media_host, (request_rec *r));
+
+/**
  * The handler the operator's own configuration gives r: the server's and
  * the <Location>/<If> sections' SetHandler, as they stand before any
  * directory (and so before any .htaccess) is read.

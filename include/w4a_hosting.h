@@ -47,7 +47,10 @@ typedef struct w4a_hosting_t {
     w4a_state_e  state;       /**< active or suspended */
     apr_uint32_t flags;       /**< W4A_FLAG_* */
     const char  *log_dir;     /**< per-hosting log directory; NULL unless W4A_FLAG_LOG */
-    const char  *media_host;  /**< media host name, e.g. "media.example.com"; NULL if none */
+    const char  *media_host;  /**< the record's media host (media=HOST), e.g.
+                                   "media.example.com"; NULL if none.  The
+                                   prefix's media host of a site: through
+                                   w4a_media_host() (mod_w4a_vhost.h) */
     apr_uint32_t php_limit;   /**< PHP requests in flight for the hosting on the
                                    node (flag php_limit=N, 1..W4A_PHP_LIMIT_MAX);
                                    0: the node's W4APHPHostingLimit */

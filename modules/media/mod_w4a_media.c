@@ -139,6 +139,7 @@ typedef struct {
 } media_conf;
 
 static APR_OPTIONAL_FN_TYPE(w4a_hosting) *get_hosting;
+static APR_OPTIONAL_FN_TYPE(w4a_media_host) *get_media_host;
 
 static void *create_srv_conf(apr_pool_t *p, server_rec *s)
 {
@@ -884,7 +885,7 @@ static rw_ctx *rw_start(ap_filter_t *f, const w4a_hosting_t *rec)
     ctx->opts.media_base = apr_pstrcat(r->pool,
                                        c->scheme == SCHEME_HTTPS ? "https:"
                                        : c->scheme == SCHEME_HTTP ? "http:"
-                                       : "", "//", rec->media_host, NULL);
+                                       : "", "//", get_media_host(r), NULL);
     /* relative URLs resolve against what the browser asked for */
     ctx->opts.doc_path = top->parsed_uri.path ? top->parsed_uri.path : top->uri;
     ctx->opts.extensions = conf_extensions(c);
@@ -1040,7 +1041,7 @@ static apr_status_t media_rewrite_filter(ap_filter_t *f,
     if (!ctx) {
         const w4a_hosting_t *rec = get_hosting ? get_hosting(r) : NULL;
         int gzip = 0;
-        const char *why = rec && rec->media_host ? rw_skip_reason(r, &gzip)
+        const char *why = rec && get_media_host(r) ? rw_skip_reason(r, &gzip)
                                                  : "no media host";
         if (why && r->header_only && !strcmp(why, "HEAD")) {
             /* no body goes out anyway: without its bytes, httpd cannot
@@ -1197,8 +1198,9 @@ static void media_insert_rewrite_filter(request_rec *r)
 
     /* on: every hosting; unset: the hostings whose record says rewrite */
     if (c->rewrite != 0 && !r->main && !media_host_of(r) && get_hosting
-        && (rec = get_hosting(r)) && rec->media_host
-        && (c->rewrite == 1 || (rec->flags & W4A_FLAG_REWRITE))) {
+        && (rec = get_hosting(r))
+        && (c->rewrite == 1 || (rec->flags & W4A_FLAG_REWRITE))
+        && get_media_host(r)) {        /* its lookup last: only if needed */
         ap_add_output_filter(REWRITE_FILTER, NULL, r, r->connection);
     }
 }
@@ -1299,7 +1301,8 @@ static int media_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         allowed_filters[n++] = NULL;
     }
     get_hosting = APR_RETRIEVE_OPTIONAL_FN(w4a_hosting);
-    if (!get_hosting) {
+    get_media_host = APR_RETRIEVE_OPTIONAL_FN(w4a_media_host);
+    if (!get_hosting || !get_media_host) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, W4ALOGNO(00520)
                      "mod_w4a_media needs mod_w4a_vhost (load it)");
         return HTTP_INTERNAL_SERVER_ERROR;

@@ -129,6 +129,8 @@ typedef struct {
     const w4a_hosting_t *rec;
     int                  media;     /* a media host request */
     const char          *log_note; /* "uid:gid:dir" for w4a-logsplit, or NULL */
+    const char          *site_media;      /* w4a_media_host(), once asked */
+    int                  site_media_done;
 } vhost_req;
 
 static void *create_srv_conf(apr_pool_t *p, server_rec *s)
@@ -595,6 +597,32 @@ static const w4a_hosting_t *w4a_hosting(request_rec *r)
     return vhost_request_hosting(r);
 }
 
+static const char *site_media_host(request_rec *r, vhost_conf *c,
+                                   const w4a_hosting_t *rec);
+
+static const char *w4a_media_host(request_rec *r)
+{
+    vhost_req *req = find_req(r);
+    request_rec *first;
+    vhost_conf *c;
+
+    if (!req || !req->rec) {
+        return NULL;
+    }
+    if (req->rec->media_host || req->media) {
+        return req->rec->media_host;
+    }
+    if (!req->site_media_done) {
+        /* req is the initial request's: what it holds lives as long */
+        first = w4a_initial_request(r);
+        c = ap_get_module_config(first->server->module_config,
+                                 &w4a_vhost_module);
+        req->site_media = site_media_host(first, c, req->rec);
+        req->site_media_done = 1;
+    }
+    return req->site_media;
+}
+
 const w4a_hosting_t *vhost_request_hosting(const request_rec *r)
 {
     vhost_req *req = find_req(r);
@@ -725,33 +753,45 @@ static vhost_source_result_e resolve_host(request_rec *r, vhost_conf *c,
             }
         }
     }
-    if (res == SRC_FOUND && prefix && !(*rec)->media_host) {
-        /* the media host of the pattern: on a media request the name being
-         * served; on the site itself media.<domain>, unless that name is a
-         * site of its own (not a wildcard's) of another hosting or docroot,
-         * since the pages of one tenant must never load their assets (their
-         * scripts) from another's */
-        const char *mhost = *media ? apr_pstrndup(r->pool, host, len)
-                            : apr_pstrcat(r->pool, prefix, (*rec)->domain,
-                                          NULL);
-        const w4a_hosting_t *other = NULL;
-        if (!*media) {
-            mres = resolve(r, c, mhost, strlen(mhost), &other);
-            if (!(mres == SRC_NOTFOUND
-                  || (mres == SRC_FOUND
-                      && (other->matched[0] == '*'
-                          || (!strcmp(other->hosting, (*rec)->hosting)
-                              && !strcmp(other->docroot, (*rec)->docroot)))))) {
-                mhost = NULL;
-            }
-        }
-        if (mhost) {
-            out = apr_pmemdup(r->pool, *rec, sizeof(**rec));
-            out->media_host = mhost;
-            *rec = out;
-        }
+    if (res == SRC_FOUND && prefix && !(*rec)->media_host && *media) {
+        /* the media host of the pattern, on a media request: the name
+         * being served (on the site itself: site_media_host(), when asked) */
+        out = apr_pmemdup(r->pool, *rec, sizeof(**rec));
+        out->media_host = apr_pstrndup(r->pool, host, len);
+        *rec = out;
     }
     return res;
+}
+
+/*
+ * The media host of the pattern for a request of the site itself, whose
+ * record names none: media.<domain>, unless that name is a site of its
+ * own (not a wildcard's) of another hosting or docroot, since the pages of
+ * one tenant must never load their assets (their scripts) from another's.
+ * A lookup of its own: made only when asked (w4a_media_host), not for
+ * every request of every site.
+ */
+static const char *site_media_host(request_rec *r, vhost_conf *c,
+                                   const w4a_hosting_t *rec)
+{
+    const char *prefix = media_prefix(c);
+    const w4a_hosting_t *other = NULL;
+    vhost_source_result_e mres;
+    const char *mhost;
+
+    if (!prefix) {
+        return NULL;
+    }
+    mhost = apr_pstrcat(r->pool, prefix, rec->domain, NULL);
+    mres = resolve(r, c, mhost, strlen(mhost), &other);
+    if (mres == SRC_NOTFOUND
+        || (mres == SRC_FOUND
+            && (other->matched[0] == '*'
+                || (!strcmp(other->hosting, rec->hosting)
+                    && !strcmp(other->docroot, rec->docroot))))) {
+        return mhost;
+    }
+    return NULL;
 }
 
 static void set_docroot(request_rec *r, const char *docroot)
@@ -1479,6 +1519,7 @@ static void register_hooks(apr_pool_t *p)
     vhost_guard_register_hooks();
     vhost_static_register_hooks();
     APR_REGISTER_OPTIONAL_FN(w4a_hosting);
+    APR_REGISTER_OPTIONAL_FN(w4a_media_host);
     APR_REGISTER_OPTIONAL_FN(w4a_operator_handler);
 }
 
