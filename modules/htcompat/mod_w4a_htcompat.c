@@ -935,8 +935,8 @@ static int htc_metrics_collect(request_rec *r, w4a_prom_t *out)
         tracked += __builtin_popcount(apr_atomic_read32(&state->bits[i]));
     }
     w4a_prom_one(out, "w4a_htcompat_requests_total", W4A_PROM_COUNTER,
-                 "PHP requests mod_w4a_htcompat delivered "
-                 "settings for.",
+                 "PHP requests mod_w4a_htcompat worked PHP_VALUE out "
+                 "for (their settings and resets), sent or not.",
                  apr_atomic_read32(&state->counters[CNT_REQUESTS]));
     w4a_prom_one(out, "w4a_htcompat_applied_total", W4A_PROM_COUNTER,
                  "php_value/php_flag lines delivered to PHP.",
