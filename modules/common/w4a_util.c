@@ -56,6 +56,56 @@ const char *w4a_pool_pattern_check(const char *pattern)
     return NULL;
 }
 
+apr_size_t w4a_pool_pattern_len(const char *pattern, apr_size_t hl,
+                                apr_size_t vl)
+{
+    apr_size_t n = 0;
+    const char *q;
+
+    for (q = pattern; *q; q++) {
+        if (*q != '%') {
+            n++;
+            continue;
+        }
+        q++;
+        n += *q == 'h' ? hl : *q == 'v' ? vl : 1;
+        if (!*q) {
+            break;              /* a '%' last: kept as it is */
+        }
+    }
+    return n;
+}
+
+void w4a_pool_pattern_expand(char *out, const char *pattern,
+                             const char *hosting, apr_size_t hl,
+                             const char *version, apr_size_t vl)
+{
+    const char *q;
+
+    for (q = pattern; *q; q++) {
+        if (*q != '%') {
+            *out++ = *q;
+            continue;
+        }
+        q++;
+        if (*q == 'h') {
+            memcpy(out, hosting, hl);
+            out += hl;
+        }
+        else if (*q == 'v') {
+            memcpy(out, version, vl);
+            out += vl;
+        }
+        else {
+            *out++ = '%';
+            if (!*q) {
+                break;
+            }
+        }
+    }
+    *out = '\0';
+}
+
 int w4a_ini_name_ok(const char *s)
 {
     if (!*s) {

@@ -45,6 +45,23 @@ int w4a_parse_number(const char *s, apr_int64_t min, apr_int64_t max,
 const char *w4a_pool_pattern_check(const char *pattern);
 
 /**
+ * Bytes of a per-pool path pattern expanded for a hosting name of @a hl
+ * bytes and a PHP version of @a vl bytes (the terminating NUL not
+ * counted).  A request's hot path (socket and settings-file paths): no
+ * allocation, no formatting.
+ */
+apr_size_t w4a_pool_pattern_len(const char *pattern, apr_size_t hl,
+                                apr_size_t vl);
+
+/**
+ * Write the pattern expanded (%h: @a hosting, %v: @a version, %%: '%')
+ * and a NUL into @a out, which holds w4a_pool_pattern_len() + 1 bytes.
+ */
+void w4a_pool_pattern_expand(char *out, const char *pattern,
+                             const char *hosting, apr_size_t hl,
+                             const char *version, apr_size_t vl);
+
+/**
  * Whether @a s is a PHP INI setting name: letters, digits, '_', '.', '-',
  * not empty.
  * @return 1 or 0

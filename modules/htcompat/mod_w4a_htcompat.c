@@ -603,9 +603,8 @@ static const char *pool_settings_path(apr_pool_t *p, const char *pattern,
                                       const char *hosting,
                                       const char *version)
 {
-    apr_size_t hl, vl, len = 0;
-    const char *q;
-    char *out, *o;
+    apr_size_t hl, vl;
+    char *out;
 
     if (!*hosting || strchr(hosting, '/') || hosting[0] == '.'
         || !*version || strchr(version, '/') || version[0] == '.') {
@@ -613,41 +612,9 @@ static const char *pool_settings_path(apr_pool_t *p, const char *pattern,
     }
     hl = strlen(hosting);
     vl = strlen(version);
-    /* the length, then the one copy (a request's hot path: no array) */
-    for (q = pattern; *q; q++) {
-        if (*q != '%') {
-            len++;
-            continue;
-        }
-        q++;
-        len += *q == 'h' ? hl : *q == 'v' ? vl : 1;
-        if (!*q) {
-            break;              /* a '%' last (refused by the directive) */
-        }
-    }
-    o = out = apr_palloc(p, len + 1);
-    for (q = pattern; *q; q++) {
-        if (*q != '%') {
-            *o++ = *q;
-            continue;
-        }
-        q++;
-        if (*q == 'h') {
-            memcpy(o, hosting, hl);
-            o += hl;
-        }
-        else if (*q == 'v') {
-            memcpy(o, version, vl);
-            o += vl;
-        }
-        else {
-            *o++ = '%';
-        }
-        if (!*q) {
-            break;
-        }
-    }
-    *o = '\0';
+    /* one allocation, no array of parts: a request's hot path */
+    out = apr_palloc(p, w4a_pool_pattern_len(pattern, hl, vl) + 1);
+    w4a_pool_pattern_expand(out, pattern, hosting, hl, version, vl);
     return out;
 }
 

@@ -32,67 +32,15 @@ struct php_sock_cache_t {
     php_sock_stats_t st;
     entry           *slot[];
 };
-
-/* The socket's length; every '%' of a checked pattern is followed by h,
- * v or '%'. */
-static apr_size_t expand_len(const char *pattern, apr_size_t hl,
-                             apr_size_t vl)
-{
-    apr_size_t n = 0;
-    const char *q;
-
-    for (q = pattern; *q; q++) {
-        if (*q != '%') {
-            n++;
-            continue;
-        }
-        q++;
-        n += *q == 'h' ? hl : *q == 'v' ? vl : 1;
-        if (!*q) {
-            break;
-        }
-    }
-    return n;
-}
-
-static void expand_into(char *out, const char *pattern, const char *hosting,
-                        apr_size_t hl, const char *version, apr_size_t vl)
-{
-    const char *q;
-
-    for (q = pattern; *q; q++) {
-        if (*q != '%') {
-            *out++ = *q;
-            continue;
-        }
-        q++;
-        if (*q == 'h') {
-            memcpy(out, hosting, hl);
-            out += hl;
-        }
-        else if (*q == 'v') {
-            memcpy(out, version, vl);
-            out += vl;
-        }
-        else {
-            *out++ = '%';
-            if (!*q) {
-                break;
-            }
-        }
-    }
-    *out = '\0';
-}
-
 const char *php_sock_expand(apr_pool_t *p, const char *pattern,
                             const char *hosting, const char *version,
                             apr_size_t *len)
 {
     apr_size_t hl = strlen(hosting), vl = strlen(version);
-    apr_size_t n = expand_len(pattern, hl, vl);
+    apr_size_t n = w4a_pool_pattern_len(pattern, hl, vl);
     char *s = apr_palloc(p, n + 1);
 
-    expand_into(s, pattern, hosting, hl, version, vl);
+    w4a_pool_pattern_expand(s, pattern, hosting, hl, version, vl);
     if (len) {
         *len = n;
     }
@@ -107,7 +55,7 @@ static void write_pair(char *out, const char *pattern, const char *hosting,
                        apr_size_t sl)
 {
     memcpy(out, PHP_SOCK_HANDLER_HEAD, HEAD_LEN);
-    expand_into(out + HEAD_LEN, pattern, hosting, hl, version, vl);
+    w4a_pool_pattern_expand(out + HEAD_LEN, pattern, hosting, hl, version, vl);
     memcpy(out + HEAD_LEN + sl, PHP_SOCK_HANDLER_TAIL, TAIL_LEN + 1);
     memcpy(out + HEAD_LEN + sl + TAIL_LEN + 1, out + HEAD_LEN, sl);
     out[HEAD_LEN + sl + TAIL_LEN + 1 + sl] = '\0';
@@ -178,7 +126,7 @@ static void uncached(const char *pattern, const char *hosting,
                      apr_pool_t *p, const char **sock, const char **handler,
                      apr_uint32_t *sock_hash)
 {
-    apr_size_t sl = expand_len(pattern, hl, vl);
+    apr_size_t sl = w4a_pool_pattern_len(pattern, hl, vl);
     char *out = apr_palloc(p, PAIR_LEN(sl));
 
     write_pair(out, pattern, hosting, hl, version, vl, sl);
@@ -219,7 +167,7 @@ void php_sock_get(php_sock_cache_t *c, apr_uint32_t gen, const char *pattern,
     }
     else {
         c->st.misses++;
-        sl = expand_len(pattern, hl, vl);
+        sl = w4a_pool_pattern_len(pattern, hl, vl);
         e = malloc(sizeof(*e) + hl + 1 + vl + 1 + PAIR_LEN(sl));
         if (!e) {
             uncached(pattern, hosting, hl, version, vl, p, sock, handler,
