@@ -291,9 +291,6 @@ static void notes_of(const request_rec *r, refusal_notes *n)
 /* The counter of the check that refused, or -1. */
 static int refused_check(const refusal_notes *n)
 {
-    if (!n->guard && !n->guard_hosting && !n->vhost && !n->php) {
-        return -1;                      /* most requests: no call */
-    }
     return w4a_metrics_check_of(n->guard, n->guard_hosting, n->vhost,
                                 n->php);
 }
@@ -302,7 +299,7 @@ static int metrics_log_transaction(request_rec *r)
 {
     const w4a_hosting_t *rec;
     w4a_metrics_row_t *row;
-    w4a_metrics_drow_t *drow = NULL;
+    w4a_metrics_drow_t *drow;
     metrics_req *q;
     request_rec *last = r;
     refusal_notes notes;
@@ -332,14 +329,14 @@ static int metrics_log_transaction(request_rec *r)
     if (dfull && w4a_metrics_domain_full_due(
                     G->t, (apr_uint32_t)apr_time_sec(apr_time_now()),
                     FULL_LOG_EVERY)) {
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00706)
-                          "metrics domain table full (%u rows, "
-                          "W4AMetricsDomainTableSize): domain %s of hosting "
-                          "%s is counted as domain " W4A_METRICS_OTHER
-                          " of hosting " W4A_METRICS_OTHER " (%"
-                          APR_UINT64_T_FMT " requests so far; logged at "
-                          "most every %d s)", G->t->ndrows, rec->domain,
-                          rec->hosting, G->t->dfull_hits, FULL_LOG_EVERY);
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, W4ALOGNO(00706)
+                      "metrics domain table full (%u rows, "
+                      "W4AMetricsDomainTableSize): domain %s of hosting %s "
+                      "is counted as domain " W4A_METRICS_OTHER " of "
+                      "hosting " W4A_METRICS_OTHER " (%" APR_UINT64_T_FMT
+                      " requests so far; logged at most every %d s)",
+                      G->t->ndrows, rec->domain, rec->hosting,
+                      G->t->dfull_hits, FULL_LOG_EVERY);
     }
     status = last->status;
     klass = status / 100;
@@ -601,9 +598,6 @@ static int metrics_handler(request_rec *r)
     apr_uint32_t dropped;
     int rv;
 
-    if (!r->handler || r->handler[0] != HANDLER[0]) {
-        return DECLINED;                /* every other request: no call */
-    }
     if (!w4a_status_begin(r, HANDLER, &rv)) {
         if (rv == OK) {
             ap_set_content_type(r, "text/plain; version=0.0.4; charset=utf-8");
