@@ -67,10 +67,7 @@ void guard_count(guard_table_t *t, int c, apr_uint64_t n)
 
 apr_uint32_t guard_hash_str(const char *s)
 {
-    apr_uint32_t h = 2166136261u;
-    for (; *s; s++) {
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    }
+    apr_uint32_t h = w4a_fnv1a(s);
     return h ? h : 1;
 }
 

@@ -49,11 +49,7 @@ const char *htc_reason_text(htc_reason_e why)
 
 unsigned htc_bit(const char *name)
 {
-    apr_uint32_t h = 2166136261u;
-    for (; *name; name++) {
-        h = (h ^ (unsigned char)*name) * 16777619u;
-    }
-    return h % HTC_BITS;
+    return w4a_fnv1a(name) % HTC_BITS;
 }
 
 /* Settings PHP has removed (PHP 5.3 to 8.x); lines naming them had no

@@ -895,15 +895,11 @@ static fetch_e db_lookup(request_rec *r, vhost_source *src, const char *key,
 static int node_lock(vhost_source *src, const char *key)
 {
     struct flock fl;
-    apr_uint32_t h = 2166136261u;
-    const unsigned char *q;
+    apr_uint32_t h = w4a_fnv1a(key);
     int fd = open(src->lock_path, O_RDWR | O_CLOEXEC);
 
     if (fd < 0) {
         return -1;
-    }
-    for (q = (const unsigned char *)key; *q; q++) {
-        h = (h ^ *q) * 16777619u;
     }
     memset(&fl, 0, sizeof(fl));
     fl.l_type = F_WRLCK;
