@@ -94,6 +94,9 @@ typedef struct {
     options     *o;
     apr_hash_t  *pools;        /* "hosting\001version" -> pool_t */
     apr_hash_t  *versions;     /* version -> per-version state */
+    apr_hash_t  *dirs;         /* pool directory -> what all its versions want */
+    apr_hash_t  *signalled;    /* pid file -> its master was sent SIGUSR2 */
+    int          reloaded;     /* masters signalled */
 } gen_ctx;
 
 /* One php_value / php_flag / php_admin_value / php_admin_flag of a pool. */
@@ -114,6 +117,7 @@ typedef struct {
     const char *version;
     const char *dir;
     apr_hash_t *wanted;        /* file name -> content */
+    apr_hash_t *dir_wanted;    /* the same, for every version of v->dir */
     int         changed;
     int         written, removed, unchanged;
 } version_t;
@@ -415,6 +419,11 @@ static version_t *version_of(gen_ctx *g, const char *version)
         v->version = version;
         v->dir = expand(g->p, g->o->pool_dir, "", version);
         v->wanted = apr_hash_make(g->p);
+        v->dir_wanted = apr_hash_get(g->dirs, v->dir, APR_HASH_KEY_STRING);
+        if (!v->dir_wanted) {
+            v->dir_wanted = apr_hash_make(g->p);
+            apr_hash_set(g->dirs, v->dir, APR_HASH_KEY_STRING, v->dir_wanted);
+        }
         apr_hash_set(g->versions, version, APR_HASH_KEY_STRING, v);
     }
     return v;
@@ -655,8 +664,10 @@ static int sync_version(gen_ctx *g, version_t *v)
         return g->o->dry_run ? 0 : -1;
     }
     while ((de = readdir(d)) != NULL) {
+        /* another version's file, in a directory they share, is not ours
+         * to remove */
         if (is_pool_file(de->d_name)
-            && !apr_hash_get(v->wanted, de->d_name, APR_HASH_KEY_STRING)) {
+            && !apr_hash_get(v->dir_wanted, de->d_name, APR_HASH_KEY_STRING)) {
             v->removed += has_suffix(de->d_name, POOL_SUFFIX);
             v->changed = 1;
             if (!g->o->dry_run) {
@@ -678,6 +689,10 @@ static int reload(gen_ctx *g, version_t *v)
         return 0;
     }
     pidf = expand(g->p, g->o->pid_file, "", v->version);
+    if (apr_hash_get(g->signalled, pidf, APR_HASH_KEY_STRING)) {
+        return 0;               /* one master for several versions: once */
+    }
+    apr_hash_set(g->signalled, pidf, APR_HASH_KEY_STRING, pidf);
     text = read_small(g->p, pidf);
     pid = text ? strtol(text, &end, 10) : 0;
     if (pid <= 1) {
@@ -690,7 +705,53 @@ static int reload(gen_ctx *g, version_t *v)
                 "master %ld: %s\n", v->version, pid, strerror(errno));
         return 1;
     }
+    g->reloaded++;
     return 0;
+}
+
+static int version_cmp(const void *a, const void *b)
+{
+    return strcmp((*(version_t *const *)a)->version,
+                  (*(version_t *const *)b)->version);
+}
+
+/* The versions in one order from run to run (apr_hash's is random), and
+ * each one's files entered in its directory's dir_wanted.  Versions whose
+ * --pool-dir has no %v share one directory, where a hosting with pools in
+ * two versions would need two files of one name (and one master would see
+ * two pools of one name, and refuse to start at all): the lowest version
+ * keeps it, the later one's pool is skipped and said. */
+static apr_array_header_t *versions_in_order(gen_ctx *g, int *npools)
+{
+    apr_array_header_t *vs = apr_array_make(g->p, 4, sizeof(version_t *));
+    apr_hash_index_t *hi;
+    int i;
+
+    for (hi = apr_hash_first(g->p, g->versions); hi; hi = apr_hash_next(hi)) {
+        APR_ARRAY_PUSH(vs, version_t *) = apr_hash_this_val(hi);
+    }
+    qsort(vs->elts, vs->nelts, sizeof(version_t *), version_cmp);
+    for (i = 0; i < vs->nelts; i++) {
+        version_t *v = APR_ARRAY_IDX(vs, i, version_t *);
+        for (hi = apr_hash_first(g->p, v->wanted); hi; hi = apr_hash_next(hi)) {
+            const char *name = apr_hash_this_key(hi);
+            const char *text = apr_hash_this_val(hi);
+            const char *had = apr_hash_get(v->dir_wanted, name,
+                                           APR_HASH_KEY_STRING);
+            if (!had) {
+                apr_hash_set(v->dir_wanted, name, APR_HASH_KEY_STRING, text);
+            }
+            else if (strcmp(had, text)) {
+                fprintf(stderr, "w4a-fpm-pools: W4A00909: PHP %s: %s/%s is "
+                        "another PHP version's already (--pool-dir has no "
+                        "%%v); the PHP %s one is skipped\n", v->version,
+                        v->dir, name, v->version);
+                *npools -= has_suffix(name, POOL_SUFFIX);
+                apr_hash_set(v->wanted, name, APR_HASH_KEY_STRING, NULL);
+            }
+        }
+    }
+    return vs;
 }
 
 /* ---- --copy-slow-logs ------------------------------------------------
@@ -1510,7 +1571,8 @@ int main(int argc, const char *const *argv)
     gen_ctx g;
     apr_hash_index_t *hi;
     apr_time_t t0 = apr_time_now();
-    int npools = 0, written = 0, removed = 0, unchanged = 0, reloaded = 0;
+    int npools = 0, written = 0, removed = 0, unchanged = 0, i;
+    apr_array_header_t *vs;
 
     apr_app_initialize(&argc, &argv, NULL);
     atexit(apr_terminate);
@@ -1567,6 +1629,9 @@ int main(int argc, const char *const *argv)
     g.o = &o;
     g.pools = apr_hash_make(p);
     g.versions = apr_hash_make(p);
+    g.dirs = apr_hash_make(p);
+    g.signalled = apr_hash_make(p);
+    g.reloaded = 0;
     w4a_map_iterate(map, collect, &g);
     if (o.copy_slow) {
         rc = copy_slow_logs(&g);
@@ -1598,26 +1663,28 @@ int main(int argc, const char *const *argv)
                      APR_HASH_KEY_STRING, settings_text(p, pl));
         npools++;
     }
-    for (hi = apr_hash_first(p, g.versions); hi; hi = apr_hash_next(hi)) {
-        version_t *v = apr_hash_this_val(hi);
+    vs = versions_in_order(&g, &npools);
+    for (i = 0; i < vs->nelts; i++) {
+        version_t *v = APR_ARRAY_IDX(vs, i, version_t *);
         if (sync_version(&g, v) != 0) {
             return 2;
         }
         written += v->written;
         removed += v->removed;
         unchanged += v->unchanged;
-        if (reload(&g, v) != 0) {
+    }
+    /* Every file first, then the masters: one master may run the pools of
+     * several versions, and reads them all when it starts again. */
+    for (i = 0; i < vs->nelts; i++) {
+        if (reload(&g, APR_ARRAY_IDX(vs, i, version_t *)) != 0) {
             rc = 1;
-        }
-        else if (v->changed && !o.dry_run && *o.pid_file) {
-            reloaded++;
         }
     }
     if (!o.quiet) {
         printf("%s%d pools: %d written, %d unchanged, %d removed; %d FPM "
                "master(s) reloaded in %" APR_TIME_T_FMT " ms\n",
                o.dry_run ? "(dry run) " : "", npools, written, unchanged,
-               removed, reloaded, apr_time_as_msec(apr_time_now() - t0));
+               removed, g.reloaded, apr_time_as_msec(apr_time_now() - t0));
     }
     w4a_map_close(map);
     return rc;

@@ -3,7 +3,7 @@ import os
 import re
 import subprocess
 
-from w4a_harness import hostings_dir_block, wait_until
+from w4a_harness import hostings_dir_block, socket_listens, wait_until
 
 A, B = "w4a100010", "w4a100011"
 
@@ -271,6 +271,50 @@ def test_fpm_pools_written_once_removed_when_gone_and_master_reloaded(w4a):
     assert fpm.pid()        # SIGUSR2 re-executes the master (a new pid when daemonized)
     st, h, body = httpd.get("a.example", "/info.php")
     assert st == 200 and vars_of(body)["user"] == A
+
+
+def test_fpm_pools_of_two_versions_in_one_pool_dir_never_remove_each_other(w4a):
+    """--pool-dir without %v (one master for every version, as the tests
+    and docs/w4a-fpm-pools.md's second example run it): a version's run
+    once removed every other version's pool files as "gone" from the map,
+    so moving one hosting to 8.3 took all the 8.2 pools off the node."""
+    tree, fpm, httpd = php_server(w4a)
+    tree.site(A, "new.a.example", {"info.php": INFO_PHP})
+    rc, out, index = tree.compile_map([
+        tree.line("a.example", A, "a.example", php="8.3"),
+        tree.line("b.example", B, "b.example"),
+        # one hosting in two versions: one file name in a shared directory
+        tree.line("new.a.example", A, "new.a.example", php="8.2")])
+    assert rc == 0, out
+    rc, out = fpm.generate(index)
+    # the lowest version keeps the name; the other is skipped and said
+    assert rc == 0 and "W4A00909: PHP 8.3: %s/w4a-%s.conf is another PHP " \
+        "version's already (--pool-dir has no %%v); the PHP 8.3 one is " \
+        "skipped" % (fpm.pool_dir, A) in out, out
+    assert "2 pools: 0 written, 2 unchanged, 0 removed; 0 FPM" in out, out
+    files = ["w4a-%s.%s" % (h, ext) for h in (A, B)
+             for ext in ("conf", "settings")]
+    assert sorted(os.listdir(fpm.pool_dir)) == files
+    # A moves to 8.3 alone while every pool changes: each version writes
+    # its own file, removes none of the other's, and the one master they
+    # share is signalled once, after both are written
+    rc, out, index = tree.compile_map([
+        tree.line("a.example,new.a.example", A, "a.example", php="8.3"),
+        tree.line("b.example", B, "b.example")])
+    assert rc == 0, out
+    more = ("--max-children", "4")
+    rc, out = fpm.generate(index, more)
+    assert rc == 0 and "W4A00909" not in out, out
+    assert "2 pools: 2 written, 0 unchanged, 0 removed; 1 FPM master(s) " \
+        "reloaded" in out, out
+    assert sorted(os.listdir(fpm.pool_dir)) == files
+    rc, out = fpm.generate(index, more)
+    assert rc == 0 and "0 written, 2 unchanged, 0 removed; 0 FPM" in out, out
+    sock83 = os.path.join(fpm.sock_dir, "8.3-%s.sock" % A)
+    wait_until(lambda: socket_listens(sock83), "A's 8.3 pool", 60)
+    for host, user in (("b.example", B), ("a.example", A)):
+        st, h, body = httpd.get(host, "/info.php")
+        assert st == 200 and vars_of(body)["user"] == user, (host, body)
 
 
 def test_php_backend_timeout_is_504_and_logged(w4a):

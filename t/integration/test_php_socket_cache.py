@@ -56,6 +56,11 @@ def test_php_socket_cache_follows_a_new_php_version_after_map_reload(w4a):
     wait_until(lambda: socket_listens(sock83), "the 8.3 pool of " + A,
                timeout=60)
     warm(httpd, "a.example", A, 10)
+    # the 8.2 pool of B kept its file through A's move (one --pool-dir for
+    # both versions here): still served after the master's reload
+    assert sorted(os.listdir(fpm.pool_dir)) == sorted(
+        "w4a-%s.%s" % (h, e) for h in (A, B) for e in ("conf", "settings"))
+    warm(httpd, "b.example", B, 4)
 
 
 def test_php_socket_cache_domain_moved_to_another_hosting_gets_its_pool(w4a):
