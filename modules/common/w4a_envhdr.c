@@ -138,7 +138,9 @@ int w4a_envhdr_strip(const w4a_envhdr_set_t *set, apr_table_t *headers,
         const char *name;
         int before;
 
-        if (!e->key || !(name = w4a_envhdr_match(set, e->key))) {
+        /* the first byte tells most headers apart without a call */
+        if (!e->key || !may_match(set, e->key)
+            || !(name = w4a_envhdr_match(set, e->key))) {
             i++;
             continue;
         }

@@ -5,7 +5,10 @@
 #ifndef W4A_UTIL_H
 #define W4A_UTIL_H
 
+#include <string.h>
+
 #include <apr.h>
+#include <apr_pools.h>
 
 /**
  * Whether @a path is @a base or lies below it ("/datas" holds "/datas/x",
@@ -27,6 +30,21 @@ static APR_INLINE apr_uint32_t w4a_fnv1a(const char *s)
         h = (h ^ (unsigned char)*s) * 16777619u;
     }
     return h;
+}
+
+/**
+ * @a a then @a b in one allocation of @a p: the two strings a request's
+ * path is made of (docroot and URI), without apr_pstrcat's two passes over
+ * a NULL-terminated list.
+ */
+static APR_INLINE char *w4a_pjoin(apr_pool_t *p, const char *a, const char *b)
+{
+    apr_size_t na = strlen(a), nb = strlen(b);
+    char *s = apr_palloc(p, na + nb + 1);
+
+    memcpy(s, a, na);
+    memcpy(s + na, b, nb + 1);
+    return s;
 }
 
 /**

@@ -1059,7 +1059,7 @@ static int vhost_translate_name(request_rec *r)
     if (r->main || r->prev) {
         set_docroot(r, req->rec->docroot);
     }
-    r->filename = apr_pstrcat(r->pool, req->rec->docroot, r->uri, NULL);
+    r->filename = w4a_pjoin(r->pool, req->rec->docroot, r->uri);
     return OK;
 }
 
