@@ -918,6 +918,11 @@ static int php_fixups_ini(request_rec *r)
         return DECLINED;
     }
     q = our_dispatch(r);
+    if (!q && !is_proxied(r)) {
+        /* Served in httpd (a static file, a CGI as the hosting): its
+         * environment reaches no FPM worker, so no worker keeps it */
+        return DECLINED;
+    }
     arr = apr_table_elts(r->subprocess_env);
     e = (const apr_table_entry_t *)arr->elts;
     for (i = 0; i < arr->nelts; i++) {

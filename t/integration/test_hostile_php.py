@@ -243,6 +243,11 @@ def test_directory_index_with_php_values_logs_no_false_php_value_warning(w4a):
         v = see(httpd, "a.example", path)
         assert v["memory_limit"] == "200M", (path, v)
     assert "W4A00215" not in httpd.log(), httpd.log()[-2000:]
+    # a static file there reaches no FPM worker: nothing removed, no line
+    tree.write(A, "a.example", "setenv/plain.txt", "plain\n")
+    st, h, body = httpd.get("a.example", "/setenv/plain.txt")
+    assert st == 200 and body == b"plain\n"
+    assert "W4A00215" not in httpd.log(), httpd.log()[-2000:]
     # who did set PHP_VALUE by hand is still told so, through / as well
     v = see(httpd, "a.example", "/setenv/")
     assert v["memory_limit"] == "128M"
