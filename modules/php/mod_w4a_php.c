@@ -430,13 +430,18 @@ static int socket_there(const char *path)
 
 static int has_php_extension(const php_conf *c, const char *filename)
 {
-    const char *slash = strrchr(filename, '/');
-    const char *dot = strrchr(slash ? slash : filename, '.');
+    /* the last '.' of the last component: one scan back from the end,
+     * which is a few bytes away */
+    const char *dot = filename + strlen(filename);
     int i;
 
-    if (!dot) {
+    while (dot > filename && dot[-1] != '.' && dot[-1] != '/') {
+        dot--;
+    }
+    if (dot == filename || dot[-1] != '.') {
         return 0;
     }
+    dot--;
     if (!c->extensions) {
         return !strcasecmp(dot, ".php");
     }
@@ -467,6 +472,12 @@ static int php_type_version(apr_pool_t *p, const char *name,
 
     *version = NULL;
     if (!name) {
+        return 0;
+    }
+    switch (name[0]) {          /* "text/html" and most others end here */
+    case 'a': case 'A': case 'x': case 'X': case 'p': case 'P':
+        break;
+    default:
         return 0;
     }
     if (!strncasecmp(name, "application/", 12)) {

@@ -575,7 +575,16 @@ static const w4a_hosting_t *map_find(map_state *st, const char *host,
 
 /* The record of r, of the request it is a sub-request of, or of the one
  * it was internally redirected from. */
-static vhost_req *find_req(const request_rec *r)
+static vhost_req *find_req_chain(const request_rec *r);
+
+static APR_INLINE vhost_req *find_req(const request_rec *r)
+{
+    vhost_req *req = ap_get_module_config(r->request_config,
+                                          &w4a_vhost_module);
+    return req ? req : find_req_chain(r);
+}
+
+static vhost_req *find_req_chain(const request_rec *r)
 {
     const request_rec *rr;
     for (rr = r; rr; rr = rr->main ? rr->main : rr->prev) {
@@ -824,12 +833,30 @@ static const char *env_value(const vhost_req *req, apr_size_t i)
 
 /* The record's W4A_* variables, or none at all; clean: remove whatever
  * stands under those names first. */
+/* 1 when no entry of t is named W4A_* (in any case): one pass, cheaper
+ * than setn's search for each of five names that share their first four
+ * letters, which is all apr_table's index tells apart. */
+static int no_w4a_entry(const apr_table_t *t)
+{
+    const apr_array_header_t *arr = apr_table_elts(t);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+    int k;
+
+    for (k = 0; k < arr->nelts; k++) {
+        if (e[k].key && (e[k].key[0] == 'W' || e[k].key[0] == 'w')
+            && !strncasecmp(e[k].key, "W4A_", 4)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void set_env(request_rec *r, const vhost_req *req, int clean)
 {
-    /* An empty table (a request's first hook, as a rule) has none of the
-     * names: added, without setn's search for each (all five share their
-     * first four letters, which is all apr_table's index tells apart). */
-    int fresh = apr_is_empty_table(r->subprocess_env);
+    /* A table with none of the names (a request's first hooks: empty, or
+     * only what mod_w4a_geoip put there) gets them added, without setn's
+     * search for each. */
+    int fresh = no_w4a_entry(r->subprocess_env);
     apr_size_t i;
 
     for (i = 0; i < ENV_NAMES; i++) {
