@@ -1333,7 +1333,9 @@ static int may_be_ours(const geoip_conf *c, const char *key)
 /* Whether r's environment holds exactly our entries, as we put them: one
  * pass over the table, our own entries recognised by their key and value
  * pointers (the very strings we put there), any other entry whose name is
- * one of ours a change. */
+ * one of ours a change.  1: in place; 0: changed; -1: no entry has any
+ * of our names (the first put of a request whose table mod_w4a_vhost's
+ * W4A_* made non-empty). */
 static int values_in_place(request_rec *r, const geoip_req *rq)
 {
     const geoip_conf *c = rq->c;
@@ -1367,16 +1369,22 @@ static int values_in_place(request_rec *r, const geoip_req *rq)
             }
         }
     }
-    return found == present;
+    if (found == present) {
+        return 1;
+    }
+    return found ? 0 : -1;
 }
 
 /* Our names in r's environment hold the lookup's values. */
 static void put_values(request_rec *r, const geoip_req *rq)
 {
     const apr_array_header_t *names = rq->c->names;
-    int i;
+    int i, in_place;
 
-    if (apr_is_empty_table(r->subprocess_env)) {
+    in_place = apr_is_empty_table(r->subprocess_env)
+               ? -1 : values_in_place(r, rq);
+    if (in_place < 0) {
+        /* none of our names there: added, without setn's search */
         for (i = 0; i < names->nelts; i++) {
             if (rq->values[i]) {
                 apr_table_addn(r->subprocess_env,
@@ -1386,7 +1394,7 @@ static void put_values(request_rec *r, const geoip_req *rq)
         }
         return;
     }
-    if (values_in_place(r, rq)) {
+    if (in_place) {
         return;
     }
     /* Something changed: set every name (apr_table_setn also drops
