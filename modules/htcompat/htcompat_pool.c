@@ -157,6 +157,8 @@ const htc_pool_setting_t *htc_pool_get(const htc_pool_t *ps,
 typedef struct entry_t entry_t;
 struct entry_t {
     apr_pool_t        *pool;      /* the entry's own; NULL: static "none" */
+    const void        *key;       /* in c->entries: klen bytes */
+    apr_size_t         klen;
     const char        *path;
     apr_time_t         checked;
     apr_status_t       status;    /* of the last check */
@@ -170,7 +172,7 @@ struct entry_t {
 
 struct htc_pool_cache_t {
     apr_pool_t          *pool;
-    apr_hash_t          *entries; /* path -> entry_t * */
+    apr_hash_t          *entries; /* key -> entry_t * */
     apr_size_t           max;
     apr_interval_time_t  recheck;
 #if APR_HAS_THREADS
@@ -313,10 +315,10 @@ static apr_status_t check_file(const char *path, struct stat *st, int *fd,
     return APR_SUCCESS;
 }
 
-/* A new entry for path from the open fd (-1: none). */
-static entry_t *load(htc_pool_cache_t *c, const char *path, int fd,
-                     const struct stat *st, apr_status_t status,
-                     const char *why)
+/* A new entry for key and path from the open fd (-1: none). */
+static entry_t *load(htc_pool_cache_t *c, const void *key, apr_size_t klen,
+                     const char *path, int fd, const struct stat *st,
+                     apr_status_t status, const char *why)
 {
     apr_pool_t *p;
     entry_t *e;
@@ -324,6 +326,8 @@ static entry_t *load(htc_pool_cache_t *c, const char *path, int fd,
     apr_pool_create(&p, c->pool);
     e = apr_pcalloc(p, sizeof(*e));
     e->pool = p;
+    e->key = apr_pmemdup(p, key, klen);
+    e->klen = klen;
     e->path = apr_pstrdup(p, path);
     e->status = status;
     e->why = why ? apr_pstrdup(p, why) : NULL;
@@ -380,7 +384,7 @@ static apr_size_t trim(htc_pool_cache_t *c, apr_pool_t *tmp)
     }
     qsort(all, n, sizeof(*all), by_checked);
     for (i = 0; i < drop; i++) {
-        apr_hash_set(c->entries, all[i]->path, APR_HASH_KEY_STRING, NULL);
+        apr_hash_set(c->entries, all[i]->key, all[i]->klen, NULL);
         entry_drop(all[i]);
     }
     return drop;
@@ -395,15 +399,18 @@ void htc_pool_cache_count(htc_pool_cache_t *c, apr_size_t *entries,
     unlock(c);
 }
 
-apr_status_t htc_pool_cache_get(htc_pool_cache_t *c, const char *path,
-                                const htc_pool_t **set, void **handle,
-                                const char **why, int *fresh,
-                                apr_size_t *trimmed, apr_pool_t *tmp)
+apr_status_t htc_pool_cache_get_key(htc_pool_cache_t *c, const void *key,
+                                    apr_size_t klen,
+                                    htc_pool_path_fn *path_of, void *baton,
+                                    const htc_pool_t **set, void **handle,
+                                    const char **why, const char **pathp,
+                                    int *fresh, apr_size_t *trimmed,
+                                    apr_pool_t *tmp)
 {
     apr_time_t now = apr_time_now();
     entry_t *e, *n;
     struct stat st;
-    const char *w = NULL;
+    const char *w = NULL, *path;
     apr_status_t rv;
     int fd;
 
@@ -411,23 +418,31 @@ apr_status_t htc_pool_cache_get(htc_pool_cache_t *c, const char *path,
     *handle = NULL;
     *why = NULL;
     *fresh = 0;
+    if (pathp) {
+        *pathp = NULL;
+    }
     if (trimmed) {
         *trimmed = 0;
     }
     lock(c);
-    e = apr_hash_get(c->entries, path, APR_HASH_KEY_STRING);
+    e = apr_hash_get(c->entries, key, klen);
     if (!e || now - e->checked >= c->recheck || now < e->checked) {
         *fresh = 1;
+        /* the path, only when the file is looked at */
+        path = e ? e->path : path_of(baton, tmp);
+        if (pathp) {
+            *pathp = path;
+        }
         rv = check_file(path, &st, &fd, &w, tmp);
         if (e && rv == APR_SUCCESS && fd >= 0 && e->have_st
             && e->status == APR_SUCCESS && same_file(&st, &e->st)) {
             e->checked = now;            /* unchanged */
         }
         else {
-            n = load(c, path, fd, &st, rv, w);
+            n = load(c, key, klen, path, fd, &st, rv, w);
             n->checked = now;
             if (e) {
-                apr_hash_set(c->entries, e->path, APR_HASH_KEY_STRING, NULL);
+                apr_hash_set(c->entries, e->key, e->klen, NULL);
                 entry_drop(e);
             }
             else if (apr_hash_count(c->entries) >= c->max) {
@@ -436,7 +451,7 @@ apr_status_t htc_pool_cache_get(htc_pool_cache_t *c, const char *path,
                     *trimmed = k;
                 }
             }
-            apr_hash_set(c->entries, n->path, APR_HASH_KEY_STRING, n);
+            apr_hash_set(c->entries, n->key, n->klen, n);
             e = n;
         }
         if (fd >= 0) {
@@ -454,6 +469,22 @@ apr_status_t htc_pool_cache_get(htc_pool_cache_t *c, const char *path,
     }
     unlock(c);
     return rv;
+}
+
+static const char *path_itself(void *baton, apr_pool_t *p)
+{
+    (void)p;
+    return baton;
+}
+
+apr_status_t htc_pool_cache_get(htc_pool_cache_t *c, const char *path,
+                                const htc_pool_t **set, void **handle,
+                                const char **why, int *fresh,
+                                apr_size_t *trimmed, apr_pool_t *tmp)
+{
+    return htc_pool_cache_get_key(c, path, strlen(path), path_itself,
+                                  (void *)path, set, handle, why, NULL, fresh,
+                                  trimmed, tmp);
 }
 
 void htc_pool_cache_release(htc_pool_cache_t *c, void *handle)

@@ -97,6 +97,27 @@ apr_status_t htc_pool_cache_get(htc_pool_cache_t *c, const char *path,
                                 const char **why, int *fresh,
                                 apr_size_t *trimmed, apr_pool_t *tmp);
 
+/** Builds the path of a settings file when htc_pool_cache_get_key()
+ *  must look at it (allocated from @a p, or @a baton's own). */
+typedef const char *htc_pool_path_fn(void *baton, apr_pool_t *p);
+
+/**
+ * htc_pool_cache_get() for the entry found by @a key (@a klen bytes, any
+ * binary: a request's pool names, say) rather than by the path, which
+ * @a path_of builds only when the file is looked at (a new entry, or its
+ * recheck is due): a request whose pool's file was checked a moment ago
+ * builds no path at all.  One key must always stand for one path.
+ * @param pathp  out: the path when this call looked at the file (*fresh),
+ *               else NULL; NULL: not wanted
+ */
+apr_status_t htc_pool_cache_get_key(htc_pool_cache_t *c, const void *key,
+                                    apr_size_t klen,
+                                    htc_pool_path_fn *path_of, void *baton,
+                                    const htc_pool_t **set, void **handle,
+                                    const char **why, const char **pathp,
+                                    int *fresh, apr_size_t *trimmed,
+                                    apr_pool_t *tmp);
+
 /** The number of files the cache holds now, and its bound. */
 void htc_pool_cache_count(htc_pool_cache_t *c, apr_size_t *entries,
                           apr_size_t *max);

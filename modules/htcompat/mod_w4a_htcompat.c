@@ -597,26 +597,35 @@ typedef struct {
 
 #define MAX_LOCAL 256   /* settings one directory may deliver */
 
-/* The path of the settings file of pool (hosting, version); NULL when
- * the names could leave the pattern's directory. */
-static const char *pool_settings_path(apr_pool_t *p, const char *pattern,
-                                      const char *hosting,
-                                      const char *version)
-{
-    apr_size_t hl, vl;
-    char *out;
+/* A pool's names, and the pattern its settings file path is made from. */
+typedef struct {
+    const char *pattern;
+    const char *hosting;
+    apr_size_t  hl;
+    const char *version;
+    apr_size_t  vl;
+} pool_names_t;
 
-    if (!*hosting || strchr(hosting, '/') || hosting[0] == '.'
-        || !*version || strchr(version, '/') || version[0] == '.') {
-        return NULL;
-    }
-    hl = strlen(hosting);
-    vl = strlen(version);
-    /* one allocation, no array of parts: a request's hot path */
-    out = apr_palloc(p, w4a_pool_pattern_len(pattern, hl, vl) + 1);
-    w4a_pool_pattern_expand(out, pattern, hosting, hl, version, vl);
+/* The path of the settings file of pool (hosting, version): built only
+ * when the cache looks at the file (htc_pool_cache_get_key). */
+static const char *pool_settings_path(void *baton, apr_pool_t *p)
+{
+    const pool_names_t *n = baton;
+    char *out = apr_palloc(p, w4a_pool_pattern_len(n->pattern, n->hl, n->vl)
+                              + 1);
+
+    w4a_pool_pattern_expand(out, n->pattern, n->hosting, n->hl, n->version,
+                            n->vl);
     return out;
 }
+
+/* Names that cannot leave the pattern's directory. */
+static int pool_name_ok(const char *s)
+{
+    return *s && s[0] != '.' && !strchr(s, '/');
+}
+
+#define POOL_KEY_MAX 256    /* the cache key of a pool, on the stack */
 
 /* The pool's own settings: APR_SUCCESS with *set (NULL: the pool sets
  * nothing we need to know, or no settings file is configured), or the
@@ -627,8 +636,10 @@ static apr_status_t pool_settings(request_rec *r, const htc_srv_conf *sc,
 {
     const char *pattern = sc->pool_settings ? sc->pool_settings
                                             : DEFAULT_POOL_SETTINGS;
-    const char *path, *why = NULL;
-    apr_size_t trimmed = 0;
+    const char *path = NULL, *why = NULL;
+    char key[POOL_KEY_MAX];
+    pool_names_t names;
+    apr_size_t trimmed = 0, klen;
     apr_status_t rv;
     int fresh = 0;
 
@@ -637,8 +648,7 @@ static apr_status_t pool_settings(request_rec *r, const htc_srv_conf *sc,
     if (!*pattern) {
         return APR_SUCCESS;                     /* W4AHtcompatPoolSettings none */
     }
-    path = pool_settings_path(r->pool, pattern, hosting, version);
-    if (!path) {
+    if (!pool_name_ok(hosting) || !pool_name_ok(version)) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00421)
                       "pool %s (PHP %s): name unusable in a file path; its "
                       "settings are unknown", hosting, version);
@@ -647,8 +657,28 @@ static apr_status_t pool_settings(request_rec *r, const htc_srv_conf *sc,
     if (!pool_cache) {
         return APR_ENOMEM;                      /* child_init could not make it */
     }
-    rv = htc_pool_cache_get(pool_cache, path, set, handle, &why, &fresh,
-                            &trimmed, r->pool);
+    /* The entry is found by the pattern (its address: one per server
+     * configuration, for the child's life) and the two names, so that a
+     * request makes no path: that costs a pass over the whole pattern. */
+    names.pattern = pattern;
+    names.hosting = hosting;
+    names.hl = strlen(hosting);
+    names.version = version;
+    names.vl = strlen(version);
+    klen = sizeof(pattern) + names.hl + 1 + names.vl;
+    if (klen > sizeof(key)) {
+        path = pool_settings_path(&names, r->pool);
+        rv = htc_pool_cache_get(pool_cache, path, set, handle, &why, &fresh,
+                                &trimmed, r->pool);
+    }
+    else {
+        memcpy(key, &pattern, sizeof(pattern));
+        memcpy(key + sizeof(pattern), hosting, names.hl + 1);
+        memcpy(key + sizeof(pattern) + names.hl + 1, version, names.vl);
+        rv = htc_pool_cache_get_key(pool_cache, key, klen, pool_settings_path,
+                                    &names, set, handle, &why, &path, &fresh,
+                                    &trimmed, r->pool);
+    }
     if (trimmed && state) {
         apr_atomic_add32(&state->counters[CNT_POOL_TRIMMED],
                          (apr_uint32_t)trimmed);

@@ -306,6 +306,67 @@ START_TEST(pool_cache_full_trims_the_least_recently_checked_tenth)
 }
 END_TEST
 
+static int paths_built;
+
+static const char *count_path(void *baton, apr_pool_t *p)
+{
+    (void)p;
+    paths_built++;
+    return baton;
+}
+
+START_TEST(pool_cache_by_key_builds_the_path_only_when_it_looks_at_the_file)
+{
+    char dir[] = "/tmp/w4a-check-htckey-XXXXXX";
+    const char *path, *why = NULL, *seen = NULL;
+    htc_pool_cache_t *c = NULL;
+    const htc_pool_t *set = NULL, *again = NULL;
+    void *handle = NULL, *handle2 = NULL;
+    int fresh = -1;
+    FILE *f;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    path = apr_psprintf(pool, "%s/w4a-a.settings", dir);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(HTC_POOL_MAGIC " 1\nadmin memory_limit =64M\n", f);
+    fclose(f);
+    ck_assert_int_eq(htc_pool_cache_create(&c, 10, apr_time_from_sec(3600),
+                                           pool), APR_SUCCESS);
+    paths_built = 0;
+    /* a new key: the path is built and the file read */
+    ck_assert_int_eq(htc_pool_cache_get_key(c, "a\0" "8.2", 5, count_path,
+                                            (void *)path, &set, &handle, &why,
+                                            &seen, &fresh, NULL, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(paths_built, 1);
+    ck_assert_int_eq(fresh, 1);
+    ck_assert_str_eq(seen, path);
+    ck_assert_ptr_nonnull(set);
+    /* the same key within the recheck: no path, the same settings */
+    ck_assert_int_eq(htc_pool_cache_get_key(c, "a\0" "8.2", 5, count_path,
+                                            (void *)path, &again, &handle2,
+                                            &why, &seen, &fresh, NULL, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(paths_built, 1);
+    ck_assert_int_eq(fresh, 0);
+    ck_assert_ptr_null(seen);
+    ck_assert_ptr_eq(again, set);
+    htc_pool_cache_release(c, handle2);
+    /* a key that differs after the NUL is another pool's entry */
+    ck_assert_int_eq(htc_pool_cache_get_key(c, "a\0" "8.3", 5, count_path,
+                                            (void *)path, &again, &handle2,
+                                            &why, &seen, &fresh, NULL, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(paths_built, 2);
+    ck_assert_int_eq(fresh, 1);
+    htc_pool_cache_release(c, handle2);
+    htc_pool_cache_release(c, handle);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(pool_cache_of_one_keeps_the_last_file)
 {
     char dir[] = "/tmp/w4a-check-htcpool-XXXXXX";
@@ -473,6 +534,7 @@ Suite *htcompat_suite(void)
     tcase_add_test(tc, blank_only_line_is_refused_not_read_past);
     tcase_add_test(tc, pool_cache_full_trims_the_least_recently_checked_tenth);
     tcase_add_test(tc, pool_cache_of_one_keeps_the_last_file);
+    tcase_add_test(tc, pool_cache_by_key_builds_the_path_only_when_it_looks_at_the_file);
     tcase_add_test(tc, pool_a_values_are_reset_in_a_and_never_sent_to_b);
     tcase_add_test(tc, track_applies_to_every_pool);
     tcase_add_test(tc, pool_without_a_slot_resets_the_node_wide_set);
