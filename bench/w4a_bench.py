@@ -226,6 +226,40 @@ def wrk(port, host, path, seconds, conns, srv=None):
     return float(m.group(1))
 
 
+def server_cpu(pidfile):
+    """(pids, CPU ns) of the httpd whose parent is in pidfile and of its
+    children, every thread: the sum of /proc/<pid>/task/*/schedstat's run
+    time.  Divided by the requests served between two readings, it is what
+    a request costs the server in CPU, a figure that does not move with
+    which process the scheduler runs, as req/s does on a 2-core machine
+    that runs wrk too.  pids is there to check that no child came or went
+    in between (its time would be missing)."""
+    try:
+        parent = int(read_text(pidfile).split()[0])
+    except (IndexError, ValueError):
+        die("no pid in " + pidfile)
+    pids = [parent]
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = read_text("/proc/%s/stat" % name)
+            # the ppid is the second field after the ")" closing comm
+            rest = stat.rpartition(")")[2].split()
+            if len(rest) > 1 and rest[1] == str(parent):
+                pids.append(int(name))
+    total = 0
+    for pid in pids:
+        tdir = "/proc/%d/task" % pid
+        try:
+            tasks = os.listdir(tdir)
+        except OSError:
+            die("httpd process %d went away while measured" % pid)
+        for t in tasks:
+            f = read_text("%s/%s/schedstat" % (tdir, t)).split()
+            if f:
+                total += int(f[0])
+    return sorted(pids), total
+
+
 # --------------------------------------------------------------------------
 # PHP-FPM
 
