@@ -124,6 +124,35 @@ int htc_value_safe(const char *value)
     return 1;
 }
 
+char *htc_ini_text(const htc_send_t *send, int n, apr_pool_t *p)
+{
+    apr_size_t len = 0;
+    char *text, *o;
+    int i;
+
+    if (n <= 0) {
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        /* name="value"\n */
+        len += strlen(send[i].s->name) + strlen(send[i].value) + 4;
+    }
+    text = o = apr_palloc(p, len + 1);
+    for (i = 0; i < n; i++) {
+        apr_size_t a = strlen(send[i].s->name), m = strlen(send[i].value);
+        memcpy(o, send[i].s->name, a);
+        o += a;
+        *o++ = '=';
+        *o++ = '"';
+        memcpy(o, send[i].value, m);
+        o += m;
+        *o++ = '"';
+        *o++ = '\n';
+    }
+    *o = '\0';
+    return text;
+}
+
 const char *htc_flag_value(const char *arg)
 {
     if (!strcasecmp(arg, "on") || !strcmp(arg, "1")

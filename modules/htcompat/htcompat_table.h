@@ -126,4 +126,18 @@ htc_reason_e htc_check(const htc_table_t *t, const char *name,
                        const char *value, int admin,
                        const htc_setting_t **sp);
 
+/** A setting to send to a pool, and its value. */
+typedef struct {
+    const htc_setting_t *s;
+    const char          *value;
+} htc_send_t;
+
+/**
+ * The PHP_VALUE text of send[0, n): one name="value" line each, in that
+ * order, allocated from @a p; NULL when n is 0.  Every value must be
+ * htc_value_safe(): inside the quotes, nothing can start another setting
+ * (t/fuzz/fuzz_htcompat_ini.c reads the text back as FPM's INI scanner).
+ */
+char *htc_ini_text(const htc_send_t *send, int n, apr_pool_t *p);
+
 #endif /* HTCOMPAT_TABLE_H */

@@ -589,12 +589,6 @@ static int w4a_htcompat_engine(request_rec *r)
     return 1;
 }
 
-/* A setting to send, and its value. */
-typedef struct {
-    const htc_setting_t *s;
-    const char          *value;
-} htc_send_t;
-
 #define MAX_LOCAL 256   /* settings one directory may deliver */
 
 /* A pool's names, and the pattern its settings file path is made from. */
@@ -717,9 +711,8 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
     void *ps_handle = NULL;
     int i, w, g, nlocal = 0, nsend = 0, cap;
     int quiet = r->main != NULL;        /* a sub-request: its main says it */
-    apr_size_t len = 0;
     apr_status_t rv;
-    char *text, *o;
+    char *text;
 
     *textp = NULL;
     if (!state) {
@@ -852,7 +845,6 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
                     }
                     send[nsend].s = s;
                     send[nsend++].value = v;
-                    len += strlen(s->name) + strlen(v) + 4;   /* ="…"\n */
                 }
             }
         }
@@ -861,19 +853,7 @@ static apr_status_t w4a_htcompat_php_value(request_rec *r,
         htc_pool_cache_release(pool_cache, ps_handle);
         return APR_SUCCESS;
     }
-    text = o = apr_palloc(r->pool, len + 1);
-    for (i = 0; i < nsend; i++) {
-        apr_size_t n = strlen(send[i].s->name), m = strlen(send[i].value);
-        memcpy(o, send[i].s->name, n);
-        o += n;
-        *o++ = '=';
-        *o++ = '"';
-        memcpy(o, send[i].value, m);
-        o += m;
-        *o++ = '"';
-        *o++ = '\n';
-    }
-    *o = '\0';
+    text = htc_ini_text(send, nsend, r->pool);
     htc_pool_cache_release(pool_cache, ps_handle);
     *textp = text;
     return APR_SUCCESS;

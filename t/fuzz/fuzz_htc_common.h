@@ -1,9 +1,12 @@
 /*
  * Shared by the htcompat targets: the PHP_VALUE text as
  * w4a_htcompat_php_value() in modules/htcompat/mod_w4a_htcompat.c builds
- * it (the module's function is tied to request_rec and the shared state
- * file, so its loop is mirrored here: keep the two in step), and a reader
- * of that text as PHP-FPM's INI scanner (ZEND_INI_SCANNER_NORMAL) reads it.
+ * it, and a reader of that text as PHP-FPM's INI scanner
+ * (ZEND_INI_SCANNER_NORMAL) reads it.  The text itself is the module's
+ * own htc_ini_text(); the choice of what to send (tied in the module to
+ * request_rec, the pool's settings and the shared state file) is modelled
+ * here: every setting of a delivered slot, with this directory's value or
+ * the table's start value.
  */
 #ifndef W4A_FUZZ_HTC_COMMON_H
 #define W4A_FUZZ_HTC_COMMON_H
@@ -13,20 +16,18 @@
 #include <apr_strings.h>
 #include "htcompat_table.h"
 
-typedef struct {
-    const htc_setting_t *s;
-    const char          *value;
-} fz_send_t;
+typedef htc_send_t fz_send_t;
 
-/* The module's loop: every setting of t in a delivered slot (bits), with
- * this directory's value (local[0, nlocal)) or the pool's start value. */
+/* The module's choice, modelled: every setting of t in a delivered slot
+ * (bits), with this directory's value (local[0, nlocal)) or the table's
+ * start value; then the module's own text. */
 static char *fz_build(const htc_table_t *t, const apr_uint32_t *bits,
                       const fz_send_t *local, int nlocal, fz_send_t *send,
                       int *nsend, apr_pool_t *p)
 {
     apr_size_t len = 0;
     int w, i, n = 0;
-    char *text, *o;
+    char *text;
 
     for (w = 0; w < HTC_BITS / 32; w++) {
         apr_uint32_t word = bits[w];
@@ -47,7 +48,7 @@ static char *fz_build(const htc_table_t *t, const apr_uint32_t *bits,
                 }
                 send[n].s = s;
                 send[n++].value = v;
-                len += strlen(s->name) + strlen(v) + 4;
+                len += strlen(s->name) + strlen(v) + 4;   /* =""\n */
             }
         }
     }
@@ -55,21 +56,9 @@ static char *fz_build(const htc_table_t *t, const apr_uint32_t *bits,
     if (!n) {
         return NULL;
     }
-    text = o = apr_palloc(p, len + 1);
-    for (i = 0; i < n; i++) {
-        apr_size_t a = strlen(send[i].s->name), m = strlen(send[i].value);
-        memcpy(o, send[i].s->name, a);
-        o += a;
-        *o++ = '=';
-        *o++ = '"';
-        memcpy(o, send[i].value, m);
-        o += m;
-        *o++ = '"';
-        *o++ = '\n';
-    }
-    *o = '\0';
-    FUZZ_CHECK((apr_size_t)(o - text) == len, "length computed %zu, "
-               "written %zu", (size_t)len, (size_t)(o - text));
+    text = htc_ini_text(send, n, p);
+    FUZZ_CHECK(text && strlen(text) == len, "htc_ini_text wrote %zu bytes "
+               "for %zu", text ? strlen(text) : (size_t)0, (size_t)len);
     return text;
 }
 
