@@ -428,8 +428,10 @@ apr_status_t htc_pool_cache_get_key(htc_pool_cache_t *c, const void *key,
     e = apr_hash_get(c->entries, key, klen);
     if (!e || now - e->checked >= c->recheck || now < e->checked) {
         *fresh = 1;
-        /* the path, only when the file is looked at */
-        path = e ? e->path : path_of(baton, tmp);
+        /* the path, only when the file is looked at; the entry's is
+         * copied, since the entry may be dropped below and the caller
+         * logs the path it is given back */
+        path = e ? apr_pstrdup(tmp, e->path) : path_of(baton, tmp);
         if (pathp) {
             *pathp = path;
         }

@@ -108,6 +108,7 @@ typedef const char *htc_pool_path_fn(void *baton, apr_pool_t *p);
  * recheck is due): a request whose pool's file was checked a moment ago
  * builds no path at all.  One key must always stand for one path.
  * @param pathp  out: the path when this call looked at the file (*fresh),
+ *               allocated from @a tmp (it outlives the entry),
  *               else NULL; NULL: not wanted
  */
 apr_status_t htc_pool_cache_get_key(htc_pool_cache_t *c, const void *key,

@@ -367,6 +367,61 @@ START_TEST(pool_cache_by_key_builds_the_path_only_when_it_looks_at_the_file)
 }
 END_TEST
 
+/* The path given back of a recheck that replaces the entry (a file in
+ * error stays in error: a new entry each time) is the caller's own copy,
+ * not the dropped entry's: W4A00420 logs it after the entry is freed, and
+ * another pool's entry may take that memory. */
+START_TEST(pool_cache_by_key_gives_back_a_path_that_outlives_the_entry)
+{
+    char dir[] = "/tmp/w4a-check-htckey2-XXXXXX";
+    const char *bad, *other, *why = NULL, *seen = NULL, *seen2 = NULL;
+    htc_pool_cache_t *c = NULL;
+    const htc_pool_t *set = NULL;
+    void *handle = NULL;
+    int fresh = -1;
+    char copy[256];
+    int i;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    bad = apr_psprintf(pool, "%s/w4a-bad-a.settings", dir);
+    other = apr_psprintf(pool, "%s/w4a-bad-bbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+                         ".settings", dir);
+    for (i = 0; i < 2; i++) {           /* not a settings file: an error */
+        FILE *f = fopen(i ? other : bad, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs("not a settings file\n", f);
+        fclose(f);
+    }
+    ck_assert_int_eq(htc_pool_cache_create(&c, 10, 0, pool), APR_SUCCESS);
+    ck_assert_int_ne(htc_pool_cache_get_key(c, "a\0" "8.2", 5, count_path,
+                                            (void *)bad, &set, &handle, &why,
+                                            &seen, &fresh, NULL, pool),
+                     APR_SUCCESS);
+    /* recheck 0: looked at again, still in error, the entry replaced */
+    ck_assert_int_ne(htc_pool_cache_get_key(c, "a\0" "8.2", 5, count_path,
+                                            (void *)bad, &set, &handle, &why,
+                                            &seen, &fresh, NULL, pool),
+                     APR_SUCCESS);
+    ck_assert_int_eq(fresh, 1);
+    ck_assert_ptr_nonnull(seen);
+    apr_cpystrn(copy, seen, sizeof(copy));
+    ck_assert_str_eq(copy, bad);
+    /* another pool's entries, which may reuse the dropped one's memory */
+    ck_assert_int_ne(htc_pool_cache_get_key(c, "b\0" "8.3", 5, count_path,
+                                            (void *)other, &set, &handle,
+                                            &why, &seen2, &fresh, NULL, pool),
+                     APR_SUCCESS);
+    ck_assert_int_ne(htc_pool_cache_get_key(c, "c\0" "8.3", 5, count_path,
+                                            (void *)other, &set, &handle,
+                                            &why, &seen2, &fresh, NULL, pool),
+                     APR_SUCCESS);
+    ck_assert_str_eq(seen, bad);
+    unlink(bad);
+    unlink(other);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(pool_cache_of_one_keeps_the_last_file)
 {
     char dir[] = "/tmp/w4a-check-htcpool-XXXXXX";
@@ -535,6 +590,7 @@ Suite *htcompat_suite(void)
     tcase_add_test(tc, pool_cache_full_trims_the_least_recently_checked_tenth);
     tcase_add_test(tc, pool_cache_of_one_keeps_the_last_file);
     tcase_add_test(tc, pool_cache_by_key_builds_the_path_only_when_it_looks_at_the_file);
+    tcase_add_test(tc, pool_cache_by_key_gives_back_a_path_that_outlives_the_entry);
     tcase_add_test(tc, pool_a_values_are_reset_in_a_and_never_sent_to_b);
     tcase_add_test(tc, track_applies_to_every_pool);
     tcase_add_test(tc, pool_without_a_slot_resets_the_node_wide_set);
