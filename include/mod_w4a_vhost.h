@@ -37,6 +37,17 @@ APR_DECLARE_OPTIONAL_FN(const w4a_hosting_t *, w4a_hosting, (request_rec *r));
 APR_DECLARE_OPTIONAL_FN(const char *, w4a_media_host, (request_rec *r));
 
 /**
+ * Whether r is a request for a media host (or a sub-request or internal
+ * redirect of one): what mod_w4a_vhost decided when it read the Host, kept
+ * in its own per-request state, which no configuration can touch (the
+ * request note w4a-media says the same, for logs and rules).
+ * @param r the request
+ * @return the media host name being served (valid for the request's
+ *         lifetime), or NULL when r is not a media host request.
+ */
+APR_DECLARE_OPTIONAL_FN(const char *, w4a_media_request, (request_rec *r));
+
+/**
  * The handler the operator's own configuration gives r: the server's and
  * the <Location>/<If> sections' SetHandler, as they stand before any
  * directory (and so before any .htaccess) is read.

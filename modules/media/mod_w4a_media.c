@@ -3,8 +3,9 @@
  * it in the domain's HTML.
  *
  * The media host.  mod_w4a_vhost resolves media.<domain> (or the record's
- * own media host) to the domain's record, sets its document root and the
- * note "w4a-media" (see docs/mod_w4a_media.md).  Here such a request may
+ * own media host) to the domain's record and sets its document root; it
+ * tells (w4a_media_request) whether a request is for a media host (see
+ * docs/mod_w4a_media.md).  Here such a request may
  * only be an allow-listed static file served by core: a fixup ordered
  * first refuses anything else before mod_w4a_php (or anyone) dispatches
  * it; a late fixup (after mod_rewrite, before mod_w4a_php) and a handler
@@ -51,7 +52,6 @@
 module AP_MODULE_DECLARE_DATA w4a_media_module;
 
 #define W4A_UNSET         (-1)
-#define NOTE_MEDIA        "w4a-media"
 #define STATUS_HANDLER    "w4a-media-status"
 #define REWRITE_FILTER    "W4A_MEDIA_REWRITE"
 #define HEADERS_FILTER    "W4A_MEDIA_HEADERS"
@@ -140,6 +140,7 @@ typedef struct {
 
 static APR_OPTIONAL_FN_TYPE(w4a_hosting) *get_hosting;
 static APR_OPTIONAL_FN_TYPE(w4a_media_host) *get_media_host;
+static APR_OPTIONAL_FN_TYPE(w4a_media_request) *get_media_request;
 
 static void *create_srv_conf(apr_pool_t *p, server_rec *s)
 {
@@ -477,11 +478,13 @@ static const command_rec media_cmds[] = {
 /* ------------------------------------------------------------------ */
 /* helpers                                                              */
 
-/* The media host name when r is a media request, else NULL.  Notes are
- * set by modules only, never by per-directory configuration. */
+/* The media host name when r is a media request, else NULL: asked of
+ * mod_w4a_vhost's own per-request state (a pointer or two), not read from
+ * the note w4a-media, a table search of every request, five times, and a
+ * table that mod_headers' "Header note" could write into. */
 static const char *media_host_of(request_rec *r)
 {
-    return apr_table_get(w4a_initial_request(r)->notes, NOTE_MEDIA);
+    return get_media_request(r);
 }
 
 static const char *extension_of(const char *filename)
@@ -1302,7 +1305,8 @@ static int media_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     }
     get_hosting = APR_RETRIEVE_OPTIONAL_FN(w4a_hosting);
     get_media_host = APR_RETRIEVE_OPTIONAL_FN(w4a_media_host);
-    if (!get_hosting || !get_media_host) {
+    get_media_request = APR_RETRIEVE_OPTIONAL_FN(w4a_media_request);
+    if (!get_hosting || !get_media_host || !get_media_request) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, W4ALOGNO(00520)
                      "mod_w4a_media needs mod_w4a_vhost (load it)");
         return HTTP_INTERNAL_SERVER_ERROR;

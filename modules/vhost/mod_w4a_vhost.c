@@ -609,6 +609,13 @@ static const w4a_hosting_t *w4a_hosting(request_rec *r)
 static const char *site_media_host(request_rec *r, vhost_conf *c,
                                    const w4a_hosting_t *rec);
 
+static const char *w4a_media_request(request_rec *r)
+{
+    vhost_req *req = find_req(r);
+
+    return req && req->media && req->rec ? req->rec->media_host : NULL;
+}
+
 static const char *w4a_media_host(request_rec *r)
 {
     vhost_req *req = find_req(r);
@@ -1547,6 +1554,7 @@ static void register_hooks(apr_pool_t *p)
     vhost_static_register_hooks();
     APR_REGISTER_OPTIONAL_FN(w4a_hosting);
     APR_REGISTER_OPTIONAL_FN(w4a_media_host);
+    APR_REGISTER_OPTIONAL_FN(w4a_media_request);
     APR_REGISTER_OPTIONAL_FN(w4a_operator_handler);
 }
 
