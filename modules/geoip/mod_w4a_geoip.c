@@ -197,6 +197,10 @@ typedef struct {
 typedef struct {
     const geoip_conf   *c;
     const char        **values;
+    const apr_table_t  *block_env;     /* the table our entries were added
+                                          to as one block, or NULL */
+    int                 block_pos;     /* where the block starts there */
+    int                 block_n;       /* its entries */
 } geoip_req;
 
 /* ------------------------------------------------------------------ */
@@ -1342,12 +1346,32 @@ static int values_in_place(request_rec *r, const geoip_req *rq)
     const apr_array_header_t *h = apr_table_elts(r->subprocess_env);
     const apr_table_entry_t *e = (const apr_table_entry_t *)h->elts;
     const char *const *names = (const char *const *)c->names->elts;
-    int i, j, found = 0, present = 0;
+    int i, j, found = 0, present = 0, from = 0;
 
     for (j = 0; j < c->names->nelts; j++) {
         present += rq->values[j] != NULL;
     }
-    for (i = 0; i < h->nelts; i++) {
+    if (rq->block_env == r->subprocess_env
+        && rq->block_pos + rq->block_n <= h->nelts) {
+        /* Added as one block after entries none of which had our names:
+         * if the block still stands where it was, key and value pointers
+         * ours, no entry before it can have changed into one of ours
+         * (a set keeps its key, an unset or a sort moves the block, an add
+         * comes after it), so only the entries after it are looked at. */
+        for (i = rq->block_pos, j = 0; j < c->names->nelts; j++) {
+            if (rq->values[j]) {
+                if (e[i].key != names[j] || e[i].val != rq->values[j]) {
+                    break;
+                }
+                i++;
+            }
+        }
+        if (j == c->names->nelts) {
+            found = rq->block_n;
+            from = rq->block_pos + rq->block_n;
+        }
+    }
+    for (i = from; i < h->nelts; i++) {
         if (!e[i].key || !may_be_ours(c, e[i].key)) {
             continue;
         }
@@ -1376,7 +1400,7 @@ static int values_in_place(request_rec *r, const geoip_req *rq)
 }
 
 /* Our names in r's environment hold the lookup's values. */
-static void put_values(request_rec *r, const geoip_req *rq)
+static void put_values(request_rec *r, geoip_req *rq)
 {
     const apr_array_header_t *names = rq->c->names;
     int i, in_place;
@@ -1384,12 +1408,17 @@ static void put_values(request_rec *r, const geoip_req *rq)
     in_place = apr_is_empty_table(r->subprocess_env)
                ? -1 : values_in_place(r, rq);
     if (in_place < 0) {
-        /* none of our names there: added, without setn's search */
+        /* none of our names there: added, without setn's search, as one
+         * block that values_in_place() finds again cheaply */
+        rq->block_env = r->subprocess_env;
+        rq->block_pos = apr_table_elts(r->subprocess_env)->nelts;
+        rq->block_n = 0;
         for (i = 0; i < names->nelts; i++) {
             if (rq->values[i]) {
                 apr_table_addn(r->subprocess_env,
                                APR_ARRAY_IDX(names, i, const char *),
                                rq->values[i]);
+                rq->block_n++;
             }
         }
         return;
@@ -1514,7 +1543,7 @@ static int geoip_post_read_request(request_rec *r)
         return DECLINED;
     }
     nvars = c->effective->nelts;
-    rq = apr_palloc(r->pool, sizeof(*rq));
+    rq = apr_pcalloc(r->pool, sizeof(*rq));
     rq->c = c;
     rq->values = apr_pcalloc(r->pool, sizeof(const char *) * (nvars + 1));
     client = client_addr(r, c);

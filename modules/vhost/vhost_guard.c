@@ -163,6 +163,11 @@ static int guard_handler(request_rec *r)
     if (!r->handler || !*r->handler) {
         return DECLINED;
     }
+    if ((r->handler[0] | 0x20) == 'p' && !strncasecmp(r->handler, "proxy:", 6)
+        && php_dispatched && php_dispatched(r)) {
+        return DECLINED;            /* mod_w4a_php: the hosting's own pool
+                                     * (first: every PHP request) */
+    }
     if (is_safe_handler(r, r->handler)) {
         return DECLINED;            /* the common case: a static file */
     }
