@@ -432,7 +432,7 @@ static int has_php_extension(const php_conf *c, const char *filename)
 {
     /* the last '.' of the last component: one scan back from the end,
      * which is a few bytes away */
-    const char *dot = filename + strlen(filename);
+    const char *end = filename + strlen(filename), *dot = end;
     int i;
 
     while (dot > filename && dot[-1] != '.' && dot[-1] != '/') {
@@ -443,7 +443,7 @@ static int has_php_extension(const php_conf *c, const char *filename)
     }
     dot--;
     if (!c->extensions) {
-        return !strcasecmp(dot, ".php");
+        return end - dot == 4 && !strcasecmp(dot, ".php");
     }
     for (i = 0; i < c->extensions->nelts; i++) {
         if (!strcasecmp(dot, APR_ARRAY_IDX(c->extensions, i, const char *))) {
@@ -551,8 +551,9 @@ static int is_php_ini_param(const char *key)
 
 static int is_proxied(const request_rec *r)
 {
-    return (r->handler && (!strncasecmp(r->handler, "proxy:", 6)
-                           || !strcasecmp(r->handler, "proxy-server")))
+    return (r->handler && (r->handler[0] | 0x20) == 'p'
+            && (!strncasecmp(r->handler, "proxy:", 6)
+                || !strcasecmp(r->handler, "proxy-server")))
            || (r->proxyreq && r->filename
                && !strncmp(r->filename, "proxy:", 6));
 }
@@ -671,7 +672,8 @@ static int php_fixups(request_rec *r)
                       r->filename ? r->filename : r->uri,
                       r->handler ? r->handler : "-"));
     }
-    if (!r->filename || !strncmp(r->filename, "redirect:", 9)) {
+    if (!r->filename
+        || (r->filename[0] == 'r' && !strncmp(r->filename, "redirect:", 9))) {
         /* none, or mod_rewrite's per-directory internal redirect of an
          * existing file: its new URI comes through these fixups again */
         return DECLINED;
