@@ -131,6 +131,8 @@ typedef struct {
     const char          *log_note; /* "uid:gid:dir" for w4a-logsplit, or NULL */
     const char          *site_media;      /* w4a_media_host(), once asked */
     int                  site_media_done;
+    const request_rec   *node_page; /* the request the operator's sections
+                                       gave a node handler (vhost_guard.c) */
 } vhost_req;
 
 static void *create_srv_conf(apr_pool_t *p, server_rec *s)
@@ -643,6 +645,20 @@ const w4a_hosting_t *vhost_request_hosting(const request_rec *r)
 {
     vhost_req *req = find_req(r);
     return req ? req->rec : NULL;
+}
+
+void vhost_set_node_page(const request_rec *r)
+{
+    vhost_req *req = find_req(r);
+    if (req) {
+        req->node_page = r;
+    }
+}
+
+int vhost_node_page(const request_rec *r)
+{
+    vhost_req *req = find_req(r);
+    return req && req->node_page == r;
 }
 
 int vhost_owner_check_on(const request_rec *r)

@@ -85,9 +85,23 @@ static int guard_post_read_request(request_rec *r)
     return DECLINED;
 }
 
+static int is_safe_handler(request_rec *r, const char *h);
+
+/* A node page: a handler of the operator's sections that serves neither
+ * the hosting's files (the safe handlers) nor its programs (CGI by
+ * suEXEC, a proxy the operator set up): the status pages, w4a-metrics,
+ * server-status, server-info, balancer-manager... */
+static int is_node_handler(request_rec *r, const char *h)
+{
+    return !is_safe_handler(r, h) && strncasecmp(h, "proxy:", 6)
+           && strcasecmp(h, "proxy-server") && strcasecmp(h, "cgi-script");
+}
+
 /* Taken before the directory walk: at translate_name, r->per_dir_config
  * holds the server's, <Location>'s and <If>'s sections only.  Nothing is
- * stored for the common request whose sections set no handler. */
+ * stored for the common request whose sections set no handler.  A node
+ * page is marked: the directory walk reads no .htaccess of the hosting
+ * for it (guard_open_htaccess). */
 static int guard_translate_name(request_rec *r)
 {
     core_dir_config *d;
@@ -112,6 +126,9 @@ static int guard_translate_name(request_rec *r)
         oh->r = r;
         oh->handler = h;
         apr_pool_userdata_setn(oh, OP_HANDLER_KEY, NULL, r->pool);
+        if (is_node_handler(r, h)) {
+            vhost_set_node_page(r);
+        }
     }
     else {
         void *old = NULL;
@@ -122,6 +139,29 @@ static int guard_translate_name(request_rec *r)
         }
     }
     return DECLINED;
+}
+
+/* A node page on a hosting's Host: no directory walk (as mod_proxy does
+ * for what it proxies), so no .htaccess of the hosting is merged into it.
+ * httpd merges a .htaccess's <If> sections after the operator's
+ * <Location>: an <If "true"> Require all granted </If> would override the
+ * Require that keeps the page to the monitoring host, and a request
+ * internally redirected there (RewriteRule, ErrorDocument) or included
+ * (SSI) would reuse the .htaccess its first request had parsed.  What
+ * decides is the operator's <Location> (and server-level <If>) alone. */
+static int guard_map_to_storage(request_rec *r)
+{
+    const w4a_hosting_t *rec;
+
+    if (!vhost_node_page(r) || !(rec = vhost_request_hosting(r))) {
+        return DECLINED;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00157)
+                  "hosting %s: %s is a node page (handler %s of the "
+                  "operator's sections): no directory walk, no .htaccess",
+                  rec->hosting, ap_escape_logitem(r->pool, r->uri),
+                  vhost_operator_handler(r));
+    return OK;
 }
 
 const char *vhost_operator_handler(request_rec *r)
@@ -412,5 +452,7 @@ void vhost_guard_register_hooks(void)
     ap_hook_translate_name(guard_translate_name, NULL, NULL,
                            APR_HOOK_REALLY_FIRST);
     ap_hook_handler(guard_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    /* Before core's directory walk (after mod_w4a_php's mark). */
+    ap_hook_map_to_storage(guard_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_open_htaccess(guard_open_htaccess, NULL, NULL, APR_HOOK_FIRST);
 }

@@ -41,6 +41,14 @@ void vhost_refused(request_rec *r, vhost_counter_e c);
  *  redirected from), or NULL. */
 const w4a_hosting_t *vhost_request_hosting(const request_rec *r);
 
+/** Marks r (not its main request, nor the one it came from) as a node
+ *  page: the operator's sections gave it a handler that does not serve
+ *  the hosting's files (vhost_guard.c). */
+void vhost_set_node_page(const request_rec *r);
+
+/** 1 when vhost_set_node_page(r) was called for r itself. */
+int vhost_node_page(const request_rec *r);
+
 /** 1 when W4AVhostOwnerCheck is on for the request's server. */
 int vhost_owner_check_on(const request_rec *r);
 

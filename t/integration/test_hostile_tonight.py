@@ -198,6 +198,16 @@ ROUTES = [
     ("Options +IncludesNOEXEC\nAddHandler server-parsed .shtml\n",
      "/inc.shtml"),
 ]
+# httpd merges a .htaccess's <If> after the operator's <Location>: a
+# Require there would override the one that keeps the page to the
+# monitoring host, directly or on any of the routes above
+IF_GRANTED = '<If "true">\n    Require all granted\n</If>\n'
+ROUTES += [(IF_GRANTED, "/w4a-metrics"),
+           ('<If "%{REQUEST_URI} =~ m#metrics#">\n    <RequireAny>\n'
+            '        Require ip 127.0.0.1\n    </RequireAny>\n</If>\n',
+            "/w4a-metrics")]
+ROUTES += [(IF_GRANTED + ht, path) for ht, path in ROUTES[:5]
+           if "[P]" not in ht]
 
 
 def test_no_htaccess_route_reaches_the_metrics_page(w4a):
@@ -220,6 +230,14 @@ def test_no_htaccess_route_reaches_the_metrics_page(w4a):
         assert b"w4a_hosting_requests_total" not in body, (ht, st, body)
         assert st in (403, 404, 500) or (
             st == 200 and b"an error occurred" in body), (ht, st, body)
+    # the operator's own Require still decides on a hosting's name, with
+    # the tenant's <If> there: granted for the local page, nothing from
+    # the hosting needed, and B untouched
+    tree.write(A, "a.example", ".htaccess",
+               '<If "true">\n    Require all denied\n</If>\n')
+    st, _, body = httpd.get("a.example", "/w4a-metrics-local")
+    assert st == 200 and b"w4a_hosting_requests_total" in body, (st, body)
+    assert httpd.get("b.example", "/index.html")[::2] == (200, b"b\n")
     # the proxy request was refused by mod_w4a_vhost's handler guard
     # (httpd's own request from 127.0.0.1 would have passed Require local)
     assert re.search(r"W4A00151: hosting w4a100010: handler 'proxy-server'",
