@@ -565,7 +565,8 @@ apr_status_t w4a_metrics_file_open(const w4a_metrics_table_t **t,
     void *mem;
     int fd, e;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* without blocking: a FIFO there is refused below, not waited on */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         e = errno;
         *err = apr_psprintf(p, "cannot open %s: %s", path, strerror(e));

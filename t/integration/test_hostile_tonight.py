@@ -455,3 +455,12 @@ def test_w4a_top_refuses_a_table_a_tenant_could_have_written(w4a):
                            text=True, timeout=30)
         assert r.returncode == 1, (owner, oct(mode), r.stdout, r.stderr)
         assert "is not httpd's table" in r.stderr, r.stderr
+    # a FIFO at the path: refused at once (opened without blocking), not
+    # a w4a-top that waits forever for a writer
+    fifo = os.path.join(w4a.root, "fifo.shm")
+    os.mkfifo(fifo, 0o600)
+    r = subprocess.run([TOP, "--file", fifo, "--once", "--json",
+                        "--interval", "0.05"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "is not a metrics table" in r.stderr, r.stderr
