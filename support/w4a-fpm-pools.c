@@ -765,14 +765,17 @@ static apr_array_header_t *versions_in_order(gen_ctx *g, int *npools)
  * appends the bytes.  Root never opens a path in the hosting's tree: the
  * child can write only what the hosting itself could, whatever symlink or
  * FIFO the tenant put there.  The child says what it did through a pipe,
- * and is killed past SLOW_CHILD_TIMEOUT_MS (the tenant may stop it: it is
- * the tenant's process). */
+ * and is killed past SLOW_CHILD_TIMEOUT_MS, or as soon as it is seen
+ * stopped (it is the tenant's process: the tenant may SIGSTOP it, and each
+ * stopped copy would otherwise hold the run, which is serial, for the
+ * whole timeout). */
 
 #define SLOW_STATE_MAGIC      "w4a-slowlog-state 1"
 #define SLOW_DEST_DIR         "/log/php"
 #define SLOW_DEST_NAME        "slow.log"
 #define SLOW_DEST_OLD         "slow.log.1"
-#define SLOW_CHILD_TIMEOUT_MS 10000
+#define SLOW_CHILD_TIMEOUT_MS 5000
+#define SLOW_CHILD_SLICE_MS   20      /* how often a stopped child is looked for */
 
 /* Where a source was read up to: the file (device, inode) and offset. */
 typedef struct {
@@ -1100,7 +1103,7 @@ static int slow_append(const options *o, const pool_t *pl, const char *buf,
     apr_time_t deadline = apr_time_now()
                           + apr_time_from_msec(SLOW_CHILD_TIMEOUT_MS);
     size_t got = 0;
-    int fds[2], status = 0, timed_out = 0;
+    int fds[2], status = 0, timed_out = 0, stopped = 0;
     pid_t pid;
 
     if (pipe2(fds, O_CLOEXEC) != 0) {
@@ -1134,12 +1137,24 @@ static int slow_append(const options *o, const pool_t *pl, const char *buf,
             timed_out = 1;
             break;
         }
+        if (left > apr_time_from_msec(SLOW_CHILD_SLICE_MS)) {
+            left = apr_time_from_msec(SLOW_CHILD_SLICE_MS);
+        }
         k = poll(&pfd, 1, (int)apr_time_as_msec(left) + 1);
         if (k < 0 && errno == EINTR) {
             continue;
         }
-        if (k <= 0) {
-            timed_out = k == 0;
+        if (k == 0) {
+            siginfo_t si;
+            memset(&si, 0, sizeof(si));
+            if (waitid(P_PID, (id_t)pid, &si, WSTOPPED | WNOHANG | WNOWAIT)
+                == 0 && si.si_pid == pid && si.si_code == CLD_STOPPED) {
+                stopped = 1;
+                break;
+            }
+            continue;
+        }
+        if (k < 0) {
             break;
         }
         m = read(fds[0], (char *)rep + got, sizeof(*rep) - got);
@@ -1152,15 +1167,22 @@ static int slow_append(const options *o, const pool_t *pl, const char *buf,
         got += (size_t)m;
     }
     close(fds[0]);
-    if (got < sizeof(*rep)) {
-        kill(pid, SIGKILL);
-    }
+    /* Killed even after a whole report: all it does then is exit, and a
+     * child the tenant stopped between its report and its exit would
+     * otherwise hold this waitpid(), and the run, for ever. */
+    kill(pid, SIGKILL);
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     if (got == sizeof(*rep)) {
         return 0;
     }
-    if (timed_out) {
+    if (stopped) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00926: hosting %s: the copy to "
+                "%s" SLOW_DEST_DIR "/" SLOW_DEST_NAME " was stopped (by the "
+                "hosting: it runs as its uid); killed, the bytes are copied "
+                "again next run\n", r->hosting, pl->home);
+    }
+    else if (timed_out) {
         fprintf(stderr, "w4a-fpm-pools: W4A00926: hosting %s: the copy to "
                 "%s" SLOW_DEST_DIR "/" SLOW_DEST_NAME " did not finish within "
                 "%d ms (stopped by the hosting?); killed, the bytes are "
