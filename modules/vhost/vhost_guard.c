@@ -93,7 +93,8 @@ static int is_safe_handler(request_rec *r, const char *h);
  * server-status, server-info, balancer-manager... */
 static int is_node_handler(request_rec *r, const char *h)
 {
-    return !is_safe_handler(r, h) && strncasecmp(h, "proxy:", 6)
+    return strcasecmp(h, "none")  /* never seen: httpd keeps no handler */
+           && !is_safe_handler(r, h) && strncasecmp(h, "proxy:", 6)
            && strcasecmp(h, "proxy-server") && strcasecmp(h, "cgi-script");
 }
 

@@ -455,3 +455,34 @@ Header always set X-Hosting "%{W4A_HOSTING}e"
     s = json.loads(httpd.get("localhost", "/w4a-vhost-status")[2])
     assert s["counters"]["headers_removed"] == 3
     assert_b_served(httpd)
+
+
+def test_operator_sethandler_none_or_a_file_handler_keeps_the_htaccess(w4a):
+    """Only a node page (the operator's handler serves no hosting files)
+    skips the directory walk: under the operator's SetHandler None or
+    default-handler, the hosting's .htaccess still applies (here its
+    Require all denied), and the operator's status page on the hosting's
+    name is still the operator's to grant."""
+    tree, _, httpd = map_server(
+        w4a, {"none/x.txt": "x\n", "none/.htaccess": "Require all denied\n",
+              "dflt/x.txt": "x\n", "dflt/.htaccess": "Require all denied\n",
+              ".htaccess": '<If "true">\n    Require all denied\n</If>\n'},
+        conf="""<Location /none>
+    SetHandler None
+</Location>
+<Location /dflt>
+    SetHandler default-handler
+</Location>
+<Location /w4a-vhost-status>
+    SetHandler w4a-vhost-status
+    Require local
+</Location>
+""")
+    httpd.expect_error(r"AH01630")
+    httpd.start()
+    assert httpd.get("a.example", "/none/x.txt")[0] == 403
+    assert httpd.get("a.example", "/dflt/x.txt")[0] == 403
+    assert httpd.get("a.example", "/index.html")[0] == 403
+    st, _, body = httpd.get("a.example", "/w4a-vhost-status")
+    assert st == 200 and b'"lookups"' in body, (st, body[:300])
+    assert_b_served(httpd)
