@@ -606,13 +606,20 @@ def test_rewrite_corrupt_or_truncated_gzip_is_cut_with_a_log_line(w4a):
     assert st == 500 and b"not gzip at all" not in body
     assert httpd.wait_log(r"W4A00513: gzip answer of /blog/bad\.php is "
                           r"corrupt \(.*\); answered 500")
-    # broken after the answer started (garbage that inflates, then the
-    # stream stops): no last chunk, the connection closed
+    # broken after the answer started (4000 bytes of a gzip stream of
+    # random content, then 4000 bytes of 0xff, then the end): no last
+    # chunk, the connection closed.  Whether zlib takes the 0xff bytes for
+    # a corrupt stream (W4A00513) or for more of a stream that then ends
+    # too soon (W4A00514) depends on where the cut falls in the random
+    # stream: either, cut short
+    httpd.expect_error(r"W4A00513: gzip answer of /blog/mid\.php is corrupt "
+                       r"\(.*\); answer cut short")
     cut, st, raw = answer_cut(httpd, "/blog/mid.php")
     assert cut and st == 200, raw[-60:]
     assert PAGE_WANT[:200].encode() in raw
-    assert httpd.wait_log(r"W4A00514: gzip answer of /blog/mid\.php ends "
-                          r"before its gzip stream does; answer cut short")
+    assert httpd.wait_log(r"W4A0051[34]: gzip answer of /blog/mid\.php "
+                          r"(ends before its gzip stream does|is corrupt "
+                          r"\(.*\)); answer cut short")
     cut, st, raw = answer_cut(httpd, "/blog/cut.php")
     assert cut, raw[-60:]
     assert httpd.wait_log(r"W4A00514: gzip answer of /blog/cut\.php ends before")

@@ -363,14 +363,39 @@ while time.time() < end:
 """
 
 
+# The stopping tenant of the test below: a uid no other test uses, since
+# its kill(-1) stops every process of its uid on the machine (the FPM
+# workers of A in a run alongside, were it A).
+STOPPER_H, STOPPER_UID = "w4a100077", 100077
+
+
+def ensure_stopper_user():
+    import grp
+    try:
+        grp.getgrgid(STOPPER_UID)
+    except KeyError:
+        subprocess.run(["groupadd", "-g", str(STOPPER_UID), STOPPER_H],
+                       check=True)
+    try:
+        pwd.getpwuid(STOPPER_UID)
+    except KeyError:
+        subprocess.run(["useradd", "-u", str(STOPPER_UID), "-g",
+                        str(STOPPER_UID), "-M", "-d", "/nonexistent", "-s",
+                        "/usr/sbin/nologin", STOPPER_H], check=True,
+                       stderr=subprocess.DEVNULL)
+
+
 def test_slowlog_tenant_stopping_its_copy_child_does_not_hold_the_run(w4a):
     """The copy child runs as the hosting, so the hosting may SIGSTOP it
     (here a loop stopping every process of its uid).  The run used to wait
     its whole 10 s timeout for each stopped child (serially, so a tenant
     with a few pools made runs miss their minute), and for ever for a
     child stopped after its report.  Now a stopped child is seen and
-    killed at once; B's copy is whole, A's bytes come with a later run."""
+    killed at once; B's copy is whole, the stopper's bytes come with a
+    later run."""
     import time
+    ensure_stopper_user()
+    A = STOPPER_H                       # the stopping tenant, in this test
     n = Node(w4a, [A, B], with_fpm=False)
     u = pwd.getpwnam(A)
     stopper = subprocess.Popen(["/usr/bin/python3", "-c", STOPPER, "120"],
