@@ -198,9 +198,9 @@ typedef struct {
     const geoip_conf   *c;
     const char        **values;
     const apr_table_t  *block_env;     /* the table our entries were added
-                                          to as one block, or NULL */
+                                          to as one block (one entry per
+                                          value), or NULL */
     int                 block_pos;     /* where the block starts there */
-    int                 block_n;       /* its entries */
 } geoip_req;
 
 /* ------------------------------------------------------------------ */
@@ -1352,7 +1352,7 @@ static int values_in_place(request_rec *r, const geoip_req *rq)
         present += rq->values[j] != NULL;
     }
     if (rq->block_env == r->subprocess_env
-        && rq->block_pos + rq->block_n <= h->nelts) {
+        && rq->block_pos + present <= h->nelts) {
         /* Added as one block after entries none of which had our names:
          * if the block still stands where it was, key and value pointers
          * ours, no entry before it can have changed into one of ours
@@ -1367,8 +1367,8 @@ static int values_in_place(request_rec *r, const geoip_req *rq)
             }
         }
         if (j == c->names->nelts) {
-            found = rq->block_n;
-            from = rq->block_pos + rq->block_n;
+            found = present;
+            from = rq->block_pos + present;
         }
     }
     for (i = from; i < h->nelts; i++) {
@@ -1412,13 +1412,11 @@ static void put_values(request_rec *r, geoip_req *rq)
          * block that values_in_place() finds again cheaply */
         rq->block_env = r->subprocess_env;
         rq->block_pos = apr_table_elts(r->subprocess_env)->nelts;
-        rq->block_n = 0;
         for (i = 0; i < names->nelts; i++) {
             if (rq->values[i]) {
                 apr_table_addn(r->subprocess_env,
                                APR_ARRAY_IDX(names, i, const char *),
                                rq->values[i]);
-                rq->block_n++;
             }
         }
         return;

@@ -93,16 +93,15 @@ static int is_safe_handler(request_rec *r, const char *h);
  * server-status, server-info, balancer-manager... */
 static int is_node_handler(request_rec *r, const char *h)
 {
-    return strcasecmp(h, "none")  /* never seen: httpd keeps no handler */
-           && !is_safe_handler(r, h) && strncasecmp(h, "proxy:", 6)
+    return !is_safe_handler(r, h) && strncasecmp(h, "proxy:", 6)
            && strcasecmp(h, "proxy-server") && strcasecmp(h, "cgi-script");
 }
 
 /* Taken before the directory walk: at translate_name, r->per_dir_config
  * holds the server's, <Location>'s and <If>'s sections only.  Nothing is
  * stored for the common request whose sections set no handler.  A node
- * page is marked: the directory walk reads no .htaccess of the hosting
- * for it (guard_open_htaccess). */
+ * page is marked: it gets no directory walk, so no .htaccess of the
+ * hosting (guard_map_to_storage). */
 static int guard_translate_name(request_rec *r)
 {
     core_dir_config *d;
@@ -219,13 +218,9 @@ static int guard_handler(request_rec *r)
     if (op && !strcmp(op, r->handler)) {
         return DECLINED;            /* the operator's <Location> */
     }
-    if (!strncasecmp(r->handler, "proxy:", 6)
-        || !strcasecmp(r->handler, "proxy-server")) {
-        if (php_dispatched && php_dispatched(r)) {
-            return DECLINED;        /* mod_w4a_php: the hosting's own pool */
-        }
-    }
-    else if (!strcasecmp(r->handler, "cgi-script")) {
+    /* a proxy: handler that is not mod_w4a_php's own dispatch (let through
+     * first of all above), and proxy-server, are refused below */
+    if (!strcasecmp(r->handler, "cgi-script")) {
         if (ap_unixd_config.suexec_enabled) {
             return DECLINED;        /* run as the hosting, by suEXEC */
         }
