@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from w4a_harness import hostings_dir_block, wait_until
+from w4a_harness import ensure_user, hostings_dir_block, wait_until
 from test_guard_hosting_limit import GUARD_SO, Holder, safe_status
 from test_metrics import (METRICS_SO, HANDLER_CASES, scrape, value,
                           wait_requests)
@@ -247,20 +247,7 @@ def test_no_htaccess_route_reaches_the_metrics_page(w4a):
 def ensure_collider_user():
     """COLLIDER as a real hosting user (uid = gid = 113584), as the
     harness makes its hostings' users."""
-    import grp
-    import pwd
-    import subprocess
-    uid = 113584
-    try:
-        grp.getgrgid(uid)
-    except KeyError:
-        subprocess.run(["groupadd", "-g", str(uid), COLLIDER], check=True)
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        subprocess.run(["useradd", "-u", str(uid), "-g", str(uid), "-M",
-                        "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
-                        COLLIDER], check=True, stderr=subprocess.DEVNULL)
+    ensure_user(COLLIDER, 113584)
 
 
 def test_a_hosting_sharing_bs_bucket_cannot_take_bs_php_limit(w4a):

@@ -12,7 +12,8 @@ import threading
 
 import pytest
 
-from w4a_harness import FPM_POOLS, hostings_dir_block, wait_until
+from w4a_harness import (FPM_POOLS, ensure_user, hostings_dir_block,
+                         wait_until)
 
 A, B, C = "w4a100010", "w4a100011", "w4a100012"
 
@@ -369,22 +370,6 @@ while time.time() < end:
 STOPPER_H, STOPPER_UID = "w4a100077", 100077
 
 
-def ensure_stopper_user():
-    import grp
-    try:
-        grp.getgrgid(STOPPER_UID)
-    except KeyError:
-        subprocess.run(["groupadd", "-g", str(STOPPER_UID), STOPPER_H],
-                       check=True)
-    try:
-        pwd.getpwuid(STOPPER_UID)
-    except KeyError:
-        subprocess.run(["useradd", "-u", str(STOPPER_UID), "-g",
-                        str(STOPPER_UID), "-M", "-d", "/nonexistent", "-s",
-                        "/usr/sbin/nologin", STOPPER_H], check=True,
-                       stderr=subprocess.DEVNULL)
-
-
 def test_slowlog_tenant_stopping_its_copy_child_does_not_hold_the_run(w4a):
     """The copy child runs as the hosting, so the hosting may SIGSTOP it
     (here a loop stopping every process of its uid).  The run used to wait
@@ -394,7 +379,7 @@ def test_slowlog_tenant_stopping_its_copy_child_does_not_hold_the_run(w4a):
     killed at once; B's copy is whole, the stopper's bytes come with a
     later run."""
     import time
-    ensure_stopper_user()
+    ensure_user(STOPPER_H, STOPPER_UID)
     A = STOPPER_H                       # the stopping tenant, in this test
     n = Node(w4a, [A, B], with_fpm=False)
     u = pwd.getpwnam(A)

@@ -98,19 +98,24 @@ BASE_MODULES = ["mpm_event", "authz_core", "authz_host", "mime", "dir",
                 "access_compat", "authn_core"]
 
 
+def ensure_user(name, uid):
+    """A hosting's Unix user and group (uid = gid), made when missing."""
+    try:
+        grp.getgrgid(uid)
+    except KeyError:
+        subprocess.run(["groupadd", "-g", str(uid), name], check=True)
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        subprocess.run(["useradd", "-u", str(uid), "-g", str(uid), "-M",
+                        "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
+                        name], check=True, stderr=subprocess.DEVNULL)
+
+
 def ensure_users():
     """The test hostings' Unix users and groups (uid = gid)."""
     for name, uid in HOSTINGS:
-        try:
-            grp.getgrgid(uid)
-        except KeyError:
-            subprocess.run(["groupadd", "-g", str(uid), name], check=True)
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            subprocess.run(["useradd", "-u", str(uid), "-g", str(uid), "-M",
-                            "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
-                            name], check=True, stderr=subprocess.DEVNULL)
+        ensure_user(name, uid)
 
 
 OVERRIDES_CONF = os.path.join(REPO, "conf/w4a-overrides.conf")
