@@ -78,7 +78,11 @@ static htc_state_t *state;
  */
 #define DEFAULT_LOG_INTERVAL 300
 #define MAX_THROTTLED        10000
-static apr_pool_t         *throttle_pool;
+/* Skipped lines one request logs at most: a file of 10,000 refused lines
+ * must not write 10,000 lines to the node's error log per request (the
+ * rest are counted, and one W4A00441 says so). */
+#define MAX_LOGGED_PER_REQUEST 16
+static apr_pool_t         *throttle_pool;   /* cleared whenever full */
 static apr_hash_t         *throttle_seen;    /* key -> apr_time_t * */
 #if APR_HAS_THREADS
 static apr_thread_mutex_t *throttle_mutex;
@@ -507,9 +511,10 @@ static void count(int k)
     }
 }
 
-/* Whether this (file, line, reason) may be logged now. */
-static int throttle_allows(request_rec *r, const htc_line_t *l,
-                           htc_reason_e why)
+/* Whether this (file, line, reason) may be logged now; record: and
+ * note that it is (0: only look). */
+static int throttle_check(request_rec *r, const htc_line_t *l,
+                          htc_reason_e why, int record)
 {
     htc_srv_conf *sc = ap_get_module_config(r->server->module_config,
                                             &w4a_htcompat_module);
@@ -533,10 +538,14 @@ static int throttle_allows(request_rec *r, const htc_line_t *l,
     if (last && now - *last < apr_time_from_sec(interval)) {
         ok = 0;
     }
-    else {
+    else if (record) {
         if (!last) {
             if (apr_hash_count(throttle_seen) >= MAX_THROTTLED) {
-                apr_hash_clear(throttle_seen);   /* bounded memory */
+                /* bounded memory: the keys and times live in a pool of
+                 * their own, freed with the table (a cleared hash alone
+                 * would keep every key it ever held) */
+                apr_pool_clear(throttle_pool);
+                throttle_seen = apr_hash_make(throttle_pool);
             }
             last = apr_palloc(throttle_pool, sizeof(*last));
             apr_hash_set(throttle_seen, apr_pstrdup(throttle_pool, key),
@@ -552,12 +561,51 @@ static int throttle_allows(request_rec *r, const htc_line_t *l,
     return ok;
 }
 
+/* The skipped lines this request has logged (its main request's). */
+static apr_uint32_t *logged_of(request_rec *r)
+{
+    void *v = NULL;
+
+    while (r->main) {
+        r = r->main;
+    }
+    apr_pool_userdata_get(&v, "w4a-htcompat-logged", r->pool);
+    if (!v) {
+        v = apr_pcalloc(r->pool, sizeof(apr_uint32_t));
+        apr_pool_userdata_setn(v, "w4a-htcompat-logged", NULL, r->pool);
+    }
+    return v;
+}
+
 static void log_refused(request_rec *r, const htc_line_t *l, htc_reason_e why)
 {
+    apr_uint32_t *logged;
+
     count(why);
-    if (!throttle_allows(r, l, why)) {
+    logged = logged_of(r);
+    if (*logged >= MAX_LOGGED_PER_REQUEST) {
+        /* a line that would be logged, past the cap: said once a request
+         * (and that too throttled per file) */
+        if (*logged == MAX_LOGGED_PER_REQUEST
+            && throttle_check(r, l, why, 0)) {
+            htc_line_t cap = *l;
+            (*logged)++;
+            cap.line = 0;
+            cap.name = "";
+            if (throttle_check(r, &cap, HTC_REMOVED, 1)) {
+                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                              W4ALOGNO(00441) "%s: more skipped lines than "
+                              "the %d one request logs: the others are "
+                              "counted, and logged by the next requests",
+                              l->file, MAX_LOGGED_PER_REQUEST);
+            }
+        }
         return;
     }
+    if (!throttle_check(r, l, why, 1)) {
+        return;
+    }
+    (*logged)++;
     if (why == HTC_REMOVED) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, W4ALOGNO(00402)
                       "%s:%d: %s %s dropped: %s", l->file, l->line,
@@ -1033,8 +1081,10 @@ static void htc_child_init(apr_pool_t *pchild, server_rec *s)
                      "cannot create the cache of PHP pool settings: PHP "
                      "requests that would carry settings are refused");
     }
-    throttle_pool = pchild;
-    throttle_seen = apr_hash_make(pchild);
+    if (apr_pool_create(&throttle_pool, pchild) != APR_SUCCESS) {
+        throttle_pool = NULL;
+    }
+    throttle_seen = throttle_pool ? apr_hash_make(throttle_pool) : NULL;
 #if APR_HAS_THREADS
     if (apr_thread_mutex_create(&throttle_mutex, APR_THREAD_MUTEX_DEFAULT,
                                 pchild) != APR_SUCCESS) {

@@ -669,6 +669,31 @@ def test_htcompat_log_interval_zero_logs_every_request(w4a):
     assert len(re.findall(r"W4A00401: \S+/x/\.htaccess:1:", httpd.log())) == 5
 
 
+def test_htcompat_a_file_of_refused_lines_logs_a_bounded_number_per_request(w4a):
+    """A hostile .htaccess of many refused lines logs at most 16 of them per
+    request (and one W4A00441 saying the rest are counted), not one line of
+    the node's error log per line of the file and request; the counters
+    count them all and the other hostings are served."""
+    ht = "".join("php_value w4a.no_such_%d 1\n" % i for i in range(40))
+    files = {"x/.htaccess": ht, "x/ini.php": INI_PHP}
+    tree, fpm, httpd = server(w4a, files_a=files,
+                              conf="W4AHtcompatLogInterval 0\n")
+    for n in range(1, 4):
+        get_vals(httpd, "a.example", "/x/ini.php")
+        log = httpd.log()
+        assert len(re.findall(r"\[w4a_htcompat:warn\].*W4A00401: \S+/x/"
+                              r"\.htaccess:\d+: php_value w4a\.no_such_\d+ "
+                              r"skipped \(unknown\)", log)) == 16 * n
+        caps = re.findall(r".*W4A00441.*", log)
+        assert len(caps) == n, caps
+        assert re.search(r"\[w4a_htcompat:warn\].*W4A00441: \S+/x/\.htaccess: "
+                         r"more skipped lines than the 16 one request logs: "
+                         r"the others are counted", caps[0]), caps[0]
+    assert status(httpd)["refused"]["unknown"] == 3 * 40
+    vb = get_vals(httpd, "b.example", "/ini.php")
+    assert vb["user"] == B
+
+
 def htc_bit(name):
     """htcompat_table.c's htc_bit(): FNV-1a of the name, modulo 4096."""
     h = 2166136261
