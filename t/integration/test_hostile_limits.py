@@ -200,10 +200,13 @@ def test_hosting_over_its_php_limit_gets_503_at_once_others_served(w4a):
     # one log line for the 9 refusals (at most one every 5 s per hosting)
     lines = re.findall(r".*W4A00260.*", httpd.log())
     assert len(lines) == 1, lines
-    assert re.search(r"\[w4a_php:warn\].*W4A00260: hosting w4a100010: PHP "
-                     r"requests in flight on the node at its limit of 3 "
-                     r"\(W4APHPHostingLimit\); answered 503 \(1 refused so "
-                     r"far", lines[0]), lines[0]
+    # the count is the refusals counted when the line was written: refusals
+    # racing in other threads may be counted before the first one logs
+    m = re.search(r"\[w4a_php:warn\].*W4A00260: hosting w4a100010: PHP "
+                  r"requests in flight on the node at its limit of 3 "
+                  r"\(W4APHPHostingLimit\); answered 503 \((\d+) refused so "
+                  r"far", lines[0])
+    assert m and 1 <= int(m.group(1)) <= 9, lines[0]
     # the counts go back to zero after the flood; B never counted a refusal
     s = wait_status(httpd, lambda s: s["inflight"] == 0, "no PHP in flight",
                     A)
