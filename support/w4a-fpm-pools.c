@@ -164,11 +164,16 @@ static int ini_safe_value(const char *s)
     return 1;
 }
 
+/* A name or path written unquoted into a pool file: none of the bytes
+ * FPM's INI parser reads as quoting, sections, assignment, comments,
+ * variables or (the operators ( ) ! ~ | & ^) an expression, which fails
+ * the whole file or turns the value into a number. */
 static int ini_safe(const char *s)
 {
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
-        if (ch < 0x21 || ch >= 0x7f || strchr("\"'[]=;$`\\{}", ch)) {
+        if (ch < 0x21 || ch >= 0x7f
+            || strchr("\"'[]=;$`\\{}()!~|&^", ch)) {
             return 0;
         }
     }

@@ -1,5 +1,6 @@
 """mod_w4a_php: each hosting's PHP runs in its own FPM pool, as its user."""
 import os
+import pwd
 import re
 import subprocess
 
@@ -315,6 +316,32 @@ def test_fpm_pools_of_two_versions_in_one_pool_dir_never_remove_each_other(w4a):
     for host, user in (("b.example", B), ("a.example", A)):
         st, h, body = httpd.get(host, "/info.php")
         assert st == 200 and vars_of(body)["user"] == user, (host, body)
+
+
+def test_fpm_pools_refuse_a_docroot_fpm_would_parse_as_an_ini_expression(w4a):
+    """A docroot holding ( ) ! ~ | & ^ was written unquoted into the pool's
+    php_admin_value lines: FPM's INI parser fails on ( ) ! ~ (a master that
+    reloads on it loses every pool of the version) and turns a value with
+    | & ^ into "0" (open_basedir 0).  Such a pool is skipped (W4A00901); the
+    other hostings' pools are written and keep serving."""
+    tree, fpm, httpd = php_server(w4a)
+    uid = pwd.getpwnam(B).pw_uid
+    for odd in ("b(x)", "b|x", "b&x", "b^x", "b!x", "b~x"):
+        docroot = os.path.join(tree.home(B), "var/www", odd)
+        rc, out, index = tree.compile_map([
+            tree.line("a.example", A, "a.example"),
+            "b.example %s %d %d %s 8.2 active -" % (B, uid, uid, docroot)])
+        assert rc == 0, out
+        rc, out = fpm.generate(index)
+        assert "W4A00901: hosting '%s' (domain b.example): name, version or " \
+            "docroot holds characters unsafe in a pool file; skipped" % B \
+            in out, (odd, out)
+        assert "1 pools: 0 written, 1 unchanged, 1 removed" in out \
+            or "1 pools: 0 written, 1 unchanged, 0 removed" in out, (odd, out)
+        assert sorted(os.listdir(fpm.pool_dir)) == ["w4a-%s.conf" % A,
+                                                    "w4a-%s.settings" % A]
+    st, h, body = httpd.get("a.example", "/info.php")
+    assert st == 200 and vars_of(body)["user"] == A
 
 
 def test_php_backend_timeout_is_504_and_logged(w4a):
