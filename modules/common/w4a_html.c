@@ -46,7 +46,14 @@ typedef enum {
 typedef struct {
     char      *d;
     apr_size_t len, cap;
+    apr_size_t limit;        /* 0: none; past it sbuf_reserve refuses */
+    int        over;         /* something was refused for the limit */
 } sbuf;
+
+/* A relative URL is joined to the page's directory only when that is at
+ * most this long: a client's 8 KB request path must not make every
+ * "a.js" of a tenant's page 8 KB long. */
+#define MAX_DOC_DIR 1024
 
 #define MAX_ATTRS 64
 #define TNAME_MAX 10   /* longer than every tag name tag_kind knows */
@@ -168,6 +175,10 @@ static apr_status_t sbuf_reserve(sbuf *b, apr_size_t more)
 {
     apr_size_t need = b->len + more + 1;
     char *d;
+    if (b->limit && need > b->limit + 1) {
+        b->over = 1;
+        return APR_ENOSPC;
+    }
     if (need <= b->cap) {
         return APR_SUCCESS;
     }
@@ -365,7 +376,7 @@ const char *w4a_html_rewrite_url(w4a_html_t *h, const char *u, apr_size_t n)
         else {
             /* relative: the page's directory, then the URL */
             const char *dp = h->o->doc_path, *ls = strrchr(dp, '/');
-            if (dp[0] != '/' || !ls) {
+            if (dp[0] != '/' || !ls || (apr_size_t)(ls - dp) > MAX_DOC_DIR) {
                 return NULL;
             }
             h->tmp.len = 0;
@@ -790,6 +801,11 @@ static apr_status_t do_tag(w4a_html_t *h, const char *t, apr_size_t n,
     *done = 0;
     h->kind = kind;
     h->raw_name = raw;
+    /* the rewritten tag may grow by at most max_token: a tenant's srcset
+     * of thousands of short relative URLs is passed as it is, not made a
+     * hundred times longer in memory */
+    h->val.limit = n + h->max;
+    h->val.over = 0;
     if (kind == K_BASE) {
         h->has_base = 1;
         return APR_SUCCESS;
@@ -893,6 +909,10 @@ static apr_status_t do_tag(w4a_html_t *h, const char *t, apr_size_t n,
         return APR_SUCCESS;
     }
     sbuf_add(&h->val, t + cur, n - cur);
+    if (h->val.over) {
+        h->st.overlong++;
+        return APR_SUCCESS;                 /* passed unchanged */
+    }
     if (sbuf_reserve(&h->val, 0) != APR_SUCCESS) {
         return APR_ENOMEM;
     }
@@ -911,6 +931,8 @@ static apr_status_t do_cssurl(w4a_html_t *h, const char *t, apr_size_t n,
     apr_status_t rv;
     *done = 0;
     h->val.len = 0;
+    h->val.limit = 0;           /* one URL: bounded by MAX_DOC_DIR */
+    h->val.over = 0;
     if (!css_inner(h, t, n - 1)) {
         return APR_SUCCESS;
     }

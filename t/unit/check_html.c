@@ -348,6 +348,67 @@ START_TEST(test_html_multi_megabyte_attribute_passes_unchanged)
 }
 END_TEST
 
+/* A page with deep directory or a srcset of thousands of short relative
+ * URLs: each would be joined to the page's directory, so one 64 KB tag
+ * became 87 MB in one sink call under an 8 KB request path. */
+static char *run_at(const char *in, const char *doc_path,
+                    w4a_html_stats_t *st)
+{
+    apr_pool_t *p;
+    w4a_html_t *h;
+    obuf o = { NULL, 0, 0 };
+    w4a_html_opts_t op = opts(0);
+
+    op.doc_path = doc_path;
+    apr_pool_create(&p, NULL);
+    ck_assert_int_eq(w4a_html_create(&h, p, &op, sink, &o), APR_SUCCESS);
+    ck_assert_int_eq(w4a_html_feed(h, in, strlen(in)), APR_SUCCESS);
+    ck_assert_int_eq(w4a_html_finish(h), APR_SUCCESS);
+    w4a_html_get_stats(h, st);
+    apr_pool_destroy(p);
+    sink(&o, "", 0);
+    return o.d;
+}
+
+START_TEST(test_html_rewriting_never_grows_a_tag_past_max_token)
+{
+    apr_size_t n = 10000, i, len;
+    char *in = malloc(n * 6 + 64), *got, *dir, *w;
+    w4a_html_stats_t st;
+
+    strcpy(in, "<img srcset=\"");
+    w = in + strlen(in);
+    for (i = 0; i < n; i++, w += 6) {
+        memcpy(w, "a.js ,", 6);
+    }
+    strcpy(w, "a.js\"><img src=\"b.js\">");
+    len = strlen(in);
+    /* a 1000-byte directory: the long srcset would grow by ~10 MB, so it
+     * passes as it is; the next tag is rewritten */
+    dir = malloc(1100);
+    memset(dir, 'd', 1100);
+    dir[0] = '/';
+    strcpy(dir + 1000, "/p.html");
+    got = run_at(in, dir, &st);
+    ck_assert_uint_eq(st.overlong, 1);
+    ck_assert_uint_eq(strlen(got), len + 1000 + strlen("//media.a.example/"));
+    ck_assert(!strncmp(got, in, len - strlen("<img src=\"b.js\">")));
+    free(got);
+    /* a 2000-byte directory: relative URLs are left alone */
+    free(dir);
+    dir = malloc(2100);
+    memset(dir, 'd', 2100);
+    dir[0] = '/';
+    strcpy(dir + 2000, "/p.html");
+    got = run_at("<img src=\"b.js\"><img src=\"/c.js\">", dir, &st);
+    ck_assert_str_eq(got, "<img src=\"b.js\"><img "
+                     "src=\"//media.a.example/c.js\">");
+    free(got);
+    free(dir);
+    free(in);
+}
+END_TEST
+
 START_TEST(test_html_max_token_is_the_same_in_place_and_held)
 {
     /* a tag of exactly max_token bytes (name to '>') is rewritten, one
@@ -432,6 +493,7 @@ Suite *html_suite(void)
     tcase_add_test(tc, test_html_max_token_is_the_same_in_place_and_held);
     tcase_add_test(tc, test_html_overlong_raw_tag_cut_in_its_name);
     tcase_add_test(tc, test_html_charsets);
+    tcase_add_test(tc, test_html_rewriting_never_grows_a_tag_past_max_token);
     suite_add_tcase(s, tc);
     return s;
 }
