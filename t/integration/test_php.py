@@ -326,7 +326,7 @@ def test_fpm_pools_refuse_a_docroot_fpm_would_parse_as_an_ini_expression(w4a):
     other hostings' pools are written and keep serving."""
     tree, fpm, httpd = php_server(w4a)
     uid = pwd.getpwnam(B).pw_uid
-    for odd in ("b(x)", "b|x", "b&x", "b^x", "b!x", "b~x"):
+    for k, odd in enumerate(("b(x)", "b|x", "b&x", "b^x", "b!x", "b~x")):
         docroot = os.path.join(tree.home(B), "var/www", odd)
         rc, out, index = tree.compile_map([
             tree.line("a.example", A, "a.example"),
@@ -336,8 +336,9 @@ def test_fpm_pools_refuse_a_docroot_fpm_would_parse_as_an_ini_expression(w4a):
         assert "W4A00901: hosting '%s' (domain b.example): name, version or " \
             "docroot holds characters unsafe in a pool file; skipped" % B \
             in out, (odd, out)
-        assert "1 pools: 0 written, 1 unchanged, 1 removed" in out \
-            or "1 pools: 0 written, 1 unchanged, 0 removed" in out, (odd, out)
+        # B's pool goes on the first run; A's stays as it was
+        assert "1 pools: 0 written, 1 unchanged, %d removed" \
+            % (1 if k == 0 else 0) in out, (odd, out)
         assert sorted(os.listdir(fpm.pool_dir)) == ["w4a-%s.conf" % A,
                                                     "w4a-%s.settings" % A]
     st, h, body = httpd.get("a.example", "/info.php")
