@@ -16,7 +16,9 @@
 #include "w4a_util.h"
 
 #define KEY_MAX 250
-#define SEALED_MAX 16384        /* a record is at most ~8.5 KiB */
+#define RECORD_MAX 16384        /* a record is at most ~8.5 KiB */
+/* what sealing adds: "w4a1 " EXP(<= 19) " " MAC(64) " " */
+#define SEAL_ROOM  96
 
 struct w4a_mc_t {
     memcached_st      *master;
@@ -223,6 +225,12 @@ static apr_status_t failed(memcached_st *m, memcached_return_t rc,
 apr_status_t w4a_mc_get(w4a_mc_t *mc, const char *key, char **val,
                         const char **err, apr_pool_t *p)
 {
+    return w4a_mc_get_max(mc, key, RECORD_MAX, val, err, p);
+}
+
+apr_status_t w4a_mc_get_max(w4a_mc_t *mc, const char *key, apr_size_t max,
+                            char **val, const char **err, apr_pool_t *p)
+{
     apr_size_t klen, vlen = 0;
     const char *k = full_key(mc, key, &klen, p);
     memcached_st *m = take(mc, err);
@@ -240,9 +248,10 @@ apr_status_t w4a_mc_get(w4a_mc_t *mc, const char *key, char **val,
         rv = APR_SUCCESS;
         if (mc->key) {
             const char *plain = NULL;
-            /* a NUL inside, or a size no record has, is not a value we
-             * wrote: refused before hashing it */
-            rv = strlen(*val) != vlen || vlen > SEALED_MAX ? W4A_MAC_EFORGED
+            /* a NUL inside, or a size our writers never store, is not a
+             * value we wrote: refused before hashing it */
+            rv = strlen(*val) != vlen || vlen > max + SEAL_ROOM
+                 ? W4A_MAC_EFORGED
                  : w4a_mac_open(mc->key, apr_pstrcat(p, mc->prefix, key, NULL),
                                 *val, apr_time_sec(apr_time_now()), &plain);
             if (rv == APR_SUCCESS) {

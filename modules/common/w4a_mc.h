@@ -68,6 +68,15 @@ apr_status_t w4a_mc_get(w4a_mc_t *mc, const char *key, char **val,
                         const char **err, apr_pool_t *p);
 
 /**
+ * w4a_mc_get() for a value of at most @a max bytes before sealing (a
+ * hosting record is at most 16 KiB, the size w4a_mc_get() takes).  With a
+ * key, a longer value is refused as W4A_MAC_EFORGED before it is hashed:
+ * a writer of this value must never store more than @a max.
+ */
+apr_status_t w4a_mc_get_max(w4a_mc_t *mc, const char *key, apr_size_t max,
+                            char **val, const char **err, apr_pool_t *p);
+
+/**
  * Store a value for @a ttl_s seconds (0: no expiry).
  * @return APR_SUCCESS, or APR_EGENERAL when the server did not take it.
  */

@@ -80,7 +80,7 @@ apr_status_t guard_fleet_read(w4a_mc_t *mc, apr_array_header_t **bans,
     apr_status_t rv;
 
     *bans = apr_array_make(p, 16, sizeof(guard_fleet_ban_t));
-    rv = w4a_mc_get(mc, GUARD_FLEET_KEY, &val, err, p);
+    rv = w4a_mc_get_max(mc, GUARD_FLEET_KEY, GUARD_FLEET_BYTES, &val, err, p);
     if (rv == APR_NOTFOUND) {
         return APR_SUCCESS;
     }
@@ -148,13 +148,19 @@ apr_status_t guard_fleet_publish(w4a_mc_t *mc, const guard_fleet_ban_t *ban,
     for (i = 0; i < n; i++) {
         guard_fleet_ban_t *b = &APR_ARRAY_IDX(keep, i, guard_fleet_ban_t);
         /* address <= 43, scope and hosting <= 63 (checked), times <= 20 */
-        len += (apr_size_t)apr_snprintf(text + len, room, "%s%s%s %"
-                                        APR_INT64_T_FMT " %" APR_INT64_T_FMT
-                                        " %.16s %.63s\n", b->addr,
-                                        b->scope ? "@" : "",
-                                        b->scope ? b->scope : "",
-                                        b->since_ms, b->until_ms, b->reason,
-                                        b->hosting);
+        apr_size_t l = (apr_size_t)apr_snprintf(text + len, room, "%s%s%s %"
+                                                APR_INT64_T_FMT " %"
+                                                APR_INT64_T_FMT " %.16s "
+                                                "%.63s\n", b->addr,
+                                                b->scope ? "@" : "",
+                                                b->scope ? b->scope : "",
+                                                b->since_ms, b->until_ms,
+                                                b->reason, b->hosting);
+        if (len + l > GUARD_FLEET_BYTES) {
+            text[len] = '\0';      /* the rest end sooner: dropped */
+            break;
+        }
+        len += l;
     }
     return w4a_mc_set(mc, GUARD_FLEET_KEY, text,
                       (apr_uint32_t)((last - now_ms) / 1000 + 2), err, p);

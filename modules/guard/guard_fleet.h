@@ -35,6 +35,10 @@
 #define GUARD_FLEET_KEY      "bans"
 #define GUARD_FLEET_TOMB_MS  (600 * 1000)
 #define GUARD_FLEET_MAX      4096    /* lines kept, the ones ending last */
+/* bytes of the list, at most (memcached's items are 1 MiB by default):
+ * a publisher keeps the lines ending last that fit, a reader refuses a
+ * longer value as not ours */
+#define GUARD_FLEET_BYTES    (768 * 1024)
 
 typedef struct guard_fleet_ban_t {
     const char  *addr;

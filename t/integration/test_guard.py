@@ -538,6 +538,43 @@ def test_guard_w4a_ban_add_list_remove_fleet_wide_and_show(w4a):
         mc.stop()
 
 
+def test_guard_fleet_list_of_a_thousand_bans_keeps_the_admin_ban(w4a):
+    """A list of 1,001 bans (about 50 KiB) is read, kept and extended:
+    the list was refused as forged past 16 KiB (about 300 bans), and the
+    next ban published started from an empty list, dropping the admin's."""
+    mc = Memcached().start()
+    try:
+        n1 = node(w4a, mc=mc, rate="100 200",
+                  guard="W4AGuardFleetPoll 100")
+        key = key_file(w4a)
+        base = ["--memcached", mc.server, "--key", key]
+        r = subprocess.run([BAN, "add", *base, "--for", "600", "127.0.0.21"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        many = ["10.%d.%d.1" % (i // 250, i % 250) for i in range(1000)]
+        r = subprocess.run([BAN, "add", *base, "--for", "300", *many],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr[-2000:]
+        r = subprocess.run([BAN, "list", *base], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert len(lines) == 1001, (len(lines), r.stderr)
+        assert re.search(r"^127\.0\.0\.21 banned (5\d\d|600) s more, "
+                         r"reason admin",
+                         r.stdout, re.M), r.stdout[:500]
+        assert len(mc.get("w4a-guard:bans")) > 40000
+        # the node reads the whole list: the admin's ban and the last one
+        # published hold there, another client is served
+        until("the node applying the list",
+              lambda: req(n1, "127.0.0.21")[0] == 429, timeout=3.0)
+        assert req(n1, "127.0.0.22")[0] == 200
+        assert "W4A00610" not in n1.log()
+        assert status(n1)["counters"]["fleet_applied"] == 1001
+    finally:
+        mc.stop()
+
+
 HITS_PHP = """<?php
 file_put_contents(__DIR__ . '/hits.txt', "x", FILE_APPEND);
 echo "login page\\n";
