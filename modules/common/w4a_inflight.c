@@ -193,6 +193,17 @@ static apr_uint32_t bucket_of(const w4a_inflight_t *t, const char *name)
     return (apr_uint32_t)bucket_find(t, name, 1);
 }
 
+void w4a_inflight_set_key(w4a_inflight_t *t, const unsigned char key[16])
+{
+    int i;
+
+    t->sipkey[0] = t->sipkey[1] = 0;
+    for (i = 0; i < 8; i++) {
+        t->sipkey[0] = (t->sipkey[0] << 8) | key[i];
+        t->sipkey[1] = (t->sipkey[1] << 8) | key[8 + i];
+    }
+}
+
 apr_status_t w4a_inflight_create(w4a_inflight_t **out, apr_uint32_t rows,
                                  apr_size_t max_bytes, apr_size_t *size,
                                  apr_pool_t *p)
@@ -201,7 +212,6 @@ apr_status_t w4a_inflight_create(w4a_inflight_t **out, apr_uint32_t rows,
     unsigned char key[16];
     apr_status_t rv;
     char *base;
-    int i;
 
     t->rows = rows ? rows : 1;
     t->buckets = MAX_BUCKETS;
@@ -214,10 +224,7 @@ apr_status_t w4a_inflight_create(w4a_inflight_t **out, apr_uint32_t rows,
     if (rv != APR_SUCCESS) {
         return rv;
     }
-    for (i = 0; i < 8; i++) {
-        t->sipkey[0] = (t->sipkey[0] << 8) | key[i];
-        t->sipkey[1] = (t->sipkey[1] << 8) | key[8 + i];
-    }
+    w4a_inflight_set_key(t, key);
     *size = ((apr_size_t)t->rows + 3 * (apr_size_t)t->buckets + 2
              + 2 * (apr_size_t)t->buckets * t->rows) * sizeof(apr_uint32_t)
             + (apr_size_t)t->buckets * NAME_MAX_LEN;

@@ -37,6 +37,14 @@ apr_status_t w4a_inflight_create(w4a_inflight_t **t, apr_uint32_t rows,
                                  apr_pool_t *p);
 
 /**
+ * For tests: replace the key of the client-share hash, drawn at random by
+ * w4a_inflight_create(), by @a key, so that which pairs of (name, client)
+ * fall in one share bucket is the same on every run.  Before any request
+ * is counted.
+ */
+void w4a_inflight_set_key(w4a_inflight_t *t, const unsigned char key[16]);
+
+/**
  * In a new process: claim a free row for @a pid.
  * @return APR_SUCCESS, or APR_ENOSPC when every row is held: this
  *         process's requests are then counted in @a p's memory only
