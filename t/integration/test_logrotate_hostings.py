@@ -1,0 +1,116 @@
+"""w4a-logrotate-hostings: each hosting's access log rotated as the
+hosting, in a logrotate run of its own with a deadline.
+
+A hostile tenant owns its log directory.  Hole (fixed, 2026-12-03): the
+stanzas of every hosting were run in the system's one logrotate run; a
+FIFO named access.log.1 (logrotate opens it read-write, so the open does
+not block, then the hosting's gzip waits on it for ever), a stopped gzip
+or a 16 TB sparse file held that run with no deadline: no log of the node
+rotated again (the next runs find the state file locked).  Real
+logrotate, real gzip, the hostings' real users.
+"""
+import os
+import pwd
+import subprocess
+import time
+
+from w4a_harness import SOURCE
+
+TOOL = os.path.join(SOURCE, "support/w4a-logrotate-hostings")
+A, B = "w4a100010", "w4a100011"
+
+
+def make_sites(w4a):
+    """A and B with the log flag, one line in each access.log."""
+    tree = w4a.tree
+    for h, d in ((A, "a.example"), (B, "b.example")):
+        tree.site(h, d, {"index.html": "x\n"})
+        log = os.path.join(tree.home(h), "log/apache2/access.log")
+        with open(log, "w") as f:
+            f.write("a line of %s\n" % h)
+        uid = pwd.getpwnam(h).pw_uid
+        os.chown(log, uid, uid)
+    text = os.path.join(w4a.root, "map.txt")
+    with open(text, "w") as f:
+        f.write("%s\n%s\n"
+                % (tree.line("a.example", A, "a.example", flags="log"),
+                   tree.line("b.example", B, "b.example", flags="log")))
+    conf = os.path.join(w4a.root, "logrotate-hostings")
+    r = subprocess.run([TOOL, text, conf], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return text, conf
+
+
+def rotate(w4a, conf, *opts):
+    t0 = time.time()
+    r = subprocess.run([TOOL, "--rotate", "--force", "--state",
+                        os.path.join(w4a.root, "state"), *opts, conf],
+                       capture_output=True, text=True, timeout=120)
+    return r, time.time() - t0
+
+
+def test_logrotate_hostings_one_file_per_hosting_rotated_as_the_hosting(w4a):
+    text, conf = make_sites(w4a)
+    assert sorted(os.listdir(conf)) == [A + ".conf", B + ".conf"]
+    stanza = open(os.path.join(conf, B + ".conf")).read()
+    assert "su %s %s" % (B, B) in stanza and A not in stanza, stanza
+    r, _ = rotate(w4a, conf)
+    assert r.returncode == 0, r.stderr
+    for h in (A, B):
+        one = os.path.join(w4a.tree.home(h), "log/apache2/access.log.1")
+        st = os.stat(one)
+        assert st.st_uid == pwd.getpwnam(h).pw_uid, h
+        assert open(one).read() == "a line of %s\n" % h
+    # B leaves the map: its file goes, A's stays
+    with open(text) as f:
+        lines = [ln for ln in f if not ln.startswith("b.example")]
+    with open(text, "w") as f:
+        f.writelines(lines)
+    r = subprocess.run([TOOL, text, conf], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(conf) == [A + ".conf"]
+
+
+def test_logrotate_hostings_a_fifo_in_one_log_dir_holds_that_hosting_only(w4a):
+    """A's access.log.1 is a FIFO: the compression of A waits on it.  A's
+    run is stopped at the deadline (W4A00970), no process of A's is left,
+    and B, after A in the order, is rotated in the same run, and again in
+    the next run (no lock left behind)."""
+    _, conf = make_sites(w4a)
+    logdir = os.path.join(w4a.tree.home(A), "log/apache2")
+    fifo = os.path.join(logdir, "access.log.1")
+    os.mkfifo(fifo)
+    uid = pwd.getpwnam(A).pw_uid
+    os.chown(fifo, uid, uid)
+    b_one = os.path.join(w4a.tree.home(B), "log/apache2/access.log.1")
+    r, took = rotate(w4a, conf, "--deadline", "2")
+    assert r.returncode == 1, r.stderr
+    assert ("W4A00970: hosting %s: logrotate stopped after 2 s (--deadline)"
+            % A) in r.stderr, r.stderr
+    assert B not in r.stderr, r.stderr
+    assert took < 20, took
+    assert open(b_one).read() == "a line of %s\n" % B
+    left = subprocess.run(["pgrep", "-u", str(uid)], capture_output=True,
+                          text=True)
+    assert left.stdout == "", "processes of A left: " + left.stdout
+    # the next run: A held again, B rotated again
+    with open(os.path.join(w4a.tree.home(B), "log/apache2/access.log"),
+              "w") as f:
+        f.write("the second line of B\n")
+    r, _ = rotate(w4a, conf, "--deadline", "2")
+    assert r.returncode == 1 and r.stderr.count("W4A00970") == 1, r.stderr
+    assert open(b_one).read() == "the second line of B\n"
+    assert os.path.exists(b_one.replace(".1", ".2.gz"))
+
+
+def test_logrotate_hostings_bad_arguments_refused_with_a_reason(w4a):
+    for args, want in ((["--rotate", "--deadline", "x"], "--deadline x: "
+                        "expected whole seconds"),
+                       (["--rotate", "--deadline", "0"], "--deadline 0"),
+                       (["--rotate", "/nonexistent"], "cannot read "
+                        "/nonexistent"),
+                       (["/nonexistent.map"], "cannot read "
+                        "/nonexistent.map"),
+                       (["--bogus"], "usage:")):
+        r = subprocess.run([TOOL, *args], capture_output=True, text=True)
+        assert r.returncode == 2 and want in r.stderr, (args, r.stderr)
