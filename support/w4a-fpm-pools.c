@@ -533,6 +533,61 @@ static int subdir_at(int dfd, const char *name, mode_t mode,
     return fd;
 }
 
+/* The home, opened one component at a time from "/": a symlink is
+ * followed only when it is root's, in a directory nobody but root can
+ * change (the operator's: a volume moved to another disk).  A home whose
+ * name sits in a directory of the tenant's (a docroot without /var/www/
+ * is its own home) could be swapped for a symlink to another hosting's
+ * home, and root would make the tenant's directories there.  Its
+ * descriptor, or -1 with errno set: EPERM (*link set to the path up to
+ * that symlink), else open's. */
+static int open_home(const char *path, const char **link, apr_pool_t *p)
+{
+    char *copy = apr_pstrdup(p, path), *comp, *last;
+    int fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    apr_size_t at = 0;
+
+    *link = NULL;
+    if (path[0] != '/') {
+        if (fd >= 0) {
+            close(fd);
+        }
+        errno = EINVAL;
+        return -1;
+    }
+    for (comp = apr_strtok(copy, "/", &last); comp && fd >= 0;
+         comp = apr_strtok(NULL, "/", &last)) {
+        int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW
+                                    | O_CLOEXEC);
+        at = (apr_size_t)(comp - copy) + strlen(comp);
+        /* (a symlink with O_DIRECTORY | O_NOFOLLOW: ENOTDIR or ELOOP) */
+        if (next < 0 && (errno == ELOOP || errno == ENOTDIR)) {
+            struct stat dir, ln;
+            if (fstat(fd, &dir) != 0
+                || fstatat(fd, comp, &ln, AT_SYMLINK_NOFOLLOW) != 0) {
+                close(fd);
+                return -1;
+            }
+            if (!S_ISLNK(ln.st_mode)) {
+                close(fd);
+                errno = ENOTDIR;
+                return -1;
+            }
+            if (ln.st_uid != 0 || dir.st_uid != 0
+                || (dir.st_mode & (S_IWGRP | S_IWOTH))) {
+                *link = apr_pstrmemdup(p, path, at);
+                close(fd);
+                errno = EPERM;
+                return -1;
+            }
+            next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        }
+        close(fd);
+        fd = next;
+    }
+    return fd;
+}
+
 /* <home>/log/php (error and mail logs) and <home>/tmp, owned by the
  * hosting: both are written by its workers, which run as the hosting.
  * The home is the hosting's: whatever is in it may be swapped for a
@@ -542,15 +597,34 @@ static int subdir_at(int dfd, const char *name, mode_t mode,
  * the tenant put there in between, anywhere on the machine).  The slow
  * log is not here: the FPM master writes it as root, so it lives in the
  * operator's --slowlog directory.  -1: no usable home. */
-static int prepare_dirs(const options *o, const pool_t *pl, apr_pool_t *p)
+static int home_dirs(const pool_t *pl, apr_pool_t *p)
 {
     const w4a_hosting_t *r = pl->rec;
+    const char *link;
+    struct stat st;
     int home, log, php, tmp;
 
-    /* (the home itself sits in the operator's tree: it may be a symlink) */
-    home = open(pl->home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (home < 0) {
+    home = open_home(pl->home, &link, p);
+    if (home < 0 && errno == EPERM) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00928: hosting %s: home %s is "
+                "reached through a symlink (%s) in a directory others than "
+                "root can change: log/ and tmp/ not made; the pool is "
+                "written\n", r->hosting, pl->home, link);
+        return 0;
+    }
+    if (home < 0 || fstat(home, &st) != 0) {
+        if (home >= 0) {
+            close(home);
+        }
         return -1;
+    }
+    if (st.st_uid != r->uid && st.st_uid != 0) {
+        fprintf(stderr, "w4a-fpm-pools: W4A00928: hosting %s: home %s "
+                "belongs to uid %ld, neither the hosting's nor root's: log/ "
+                "and tmp/ not made; the pool is written\n", r->hosting,
+                pl->home, (long)st.st_uid);
+        close(home);
+        return 0;
     }
     log = subdir_at(home, "log", 0755, r);
     php = log >= 0 ? subdir_at(log, "php", 0755, r) : -1;
@@ -575,6 +649,16 @@ static int prepare_dirs(const options *o, const pool_t *pl, apr_pool_t *p)
         close(tmp);
     }
     close(home);
+    return 0;
+}
+
+static int prepare_dirs(const options *o, const pool_t *pl, apr_pool_t *p)
+{
+    const w4a_hosting_t *r = pl->rec;
+
+    if (home_dirs(pl, p) != 0) {
+        return -1;
+    }
     /* FPM refuses a pool whose slow log cannot be opened. */
     {
         const char *slow = expand(p, o->slowlog, r->hosting, r->php_version);

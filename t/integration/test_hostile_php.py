@@ -454,6 +454,60 @@ def test_mail_says_its_hosting_and_script_and_lands_in_the_hostings_mail_log(w4a
     assert re.search(r"W4A004\d\d: .*mail\.log", httpd.log()), httpd.log()[-2000:]
 
 
+def test_fpm_pools_never_makes_dirs_through_a_symlinked_home_the_tenant_made(w4a):
+    """A record whose docroot has no /var/www/ has the docroot for home,
+    and its name sits in a directory of the tenant's: A swaps it for a
+    symlink to B's home.  Root made log/, log/php/ and tmp/ there, A's:
+    A's directories in B's home (and A's pool writing its logs and
+    uploads there).  Now a symlink is followed only where nobody but root
+    can change it: nothing is made (W4A00928), A's pool is still written,
+    B's home is untouched."""
+    tree = w4a.tree
+    tree.site(A, "a.example", {"x.php": "<?php\n"})
+    tree.site(B, "b.example", {"x.php": "<?php\n"})
+    uid_a = pwd.getpwnam(A).pw_uid
+    home_a, home_b = tree.home(A), tree.home(B)
+    for name in ("log", "tmp"):
+        subprocess.run(["rm", "-rf", os.path.join(home_b, name)], check=True)
+    www = os.path.join(home_a, "www")
+    os.makedirs(www)
+    os.chown(www, uid_a, uid_a)
+    line = tree.line("a.example", A, "a.example").replace(
+        tree.docroot(A, "a.example"), www)
+    rc, out, index = tree.compile_map([line])
+    assert rc == 0, out
+    # after the compiler's checks: the tenant's swap
+    os.rmdir(www)
+    os.symlink(home_b, www)
+    os.lchown(www, uid_a, uid_a)
+    pool_dir = os.path.join(w4a.root, "pools")
+    r = subprocess.run([FPM_POOLS, "--pool-dir", pool_dir, "--pid-file", "",
+                        "--slowlog", os.path.join(w4a.root, "slow/%h-%v.log"),
+                        index], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.path.exists(os.path.join(pool_dir, "w4a-%s.conf" % A)), \
+        r.stdout + r.stderr
+    assert sorted(os.listdir(home_b)) == ["var"], os.listdir(home_b)
+    assert re.search(r"W4A00928: hosting %s: home %s is reached through "
+                     r"a symlink \(%s\) in a directory others than root "
+                     r"can change: log/ and tmp/ not made"
+                     % (A, re.escape(www), re.escape(www)), r.stderr), r.stderr
+    # the operator's own symlinks (a volume moved to another disk) are
+    # followed: B's home through a root-owned link in a root-owned dir
+    vol = os.path.join(w4a.root, "vol-link")
+    os.symlink(os.path.dirname(home_b), vol)
+    line_b = tree.line("b.example", B, "b.example").replace(
+        os.path.dirname(home_b), vol)
+    rc, out, index = tree.compile_map([line_b], extra=["--base", w4a.root])
+    assert rc == 0, out
+    r = subprocess.run([FPM_POOLS, "--pool-dir", pool_dir, "--pid-file", "",
+                        "--slowlog", os.path.join(w4a.root, "slow/%h-%v.log"),
+                        index], capture_output=True, text=True)
+    assert r.returncode == 0 and "W4A0092" not in r.stderr, r.stderr
+    assert os.stat(os.path.join(home_b, "tmp")).st_uid == \
+        pwd.getpwnam(B).pw_uid
+
+
 def test_fpm_pools_never_chowns_through_a_symlink_the_tenant_put_in_its_home(w4a):
     """The home is the tenant's: it can replace <home>/log with a symlink
     at any moment, e.g. between w4a-fpm-pools making a directory and
