@@ -533,61 +533,6 @@ static int subdir_at(int dfd, const char *name, mode_t mode,
     return fd;
 }
 
-/* The home, opened one component at a time from "/": a symlink is
- * followed only when it is root's, in a directory nobody but root can
- * change (the operator's: a volume moved to another disk).  A home whose
- * name sits in a directory of the tenant's (a docroot without /var/www/
- * is its own home) could be swapped for a symlink to another hosting's
- * home, and root would make the tenant's directories there.  Its
- * descriptor, or -1 with errno set: EPERM (*link set to the path up to
- * that symlink), else open's. */
-static int open_home(const char *path, const char **link, apr_pool_t *p)
-{
-    char *copy = apr_pstrdup(p, path), *comp, *last;
-    int fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    apr_size_t at = 0;
-
-    *link = NULL;
-    if (path[0] != '/') {
-        if (fd >= 0) {
-            close(fd);
-        }
-        errno = EINVAL;
-        return -1;
-    }
-    for (comp = apr_strtok(copy, "/", &last); comp && fd >= 0;
-         comp = apr_strtok(NULL, "/", &last)) {
-        int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW
-                                    | O_CLOEXEC);
-        at = (apr_size_t)(comp - copy) + strlen(comp);
-        /* (a symlink with O_DIRECTORY | O_NOFOLLOW: ENOTDIR or ELOOP) */
-        if (next < 0 && (errno == ELOOP || errno == ENOTDIR)) {
-            struct stat dir, ln;
-            if (fstat(fd, &dir) != 0
-                || fstatat(fd, comp, &ln, AT_SYMLINK_NOFOLLOW) != 0) {
-                close(fd);
-                return -1;
-            }
-            if (!S_ISLNK(ln.st_mode)) {
-                close(fd);
-                errno = ENOTDIR;
-                return -1;
-            }
-            if (ln.st_uid != 0 || dir.st_uid != 0
-                || (dir.st_mode & (S_IWGRP | S_IWOTH))) {
-                *link = apr_pstrmemdup(p, path, at);
-                close(fd);
-                errno = EPERM;
-                return -1;
-            }
-            next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        }
-        close(fd);
-        fd = next;
-    }
-    return fd;
-}
-
 /* <home>/log/php (error and mail logs) and <home>/tmp, owned by the
  * hosting: both are written by its workers, which run as the hosting.
  * The home is the hosting's: whatever is in it may be swapped for a
@@ -604,7 +549,10 @@ static int home_dirs(const pool_t *pl, apr_pool_t *p)
     struct stat st;
     int home, log, php, tmp;
 
-    home = open_home(pl->home, &link, p);
+    /* (a docroot without /var/www/ is its own home, its name in the
+     * tenant's directory: w4a_open_dir_trusted follows no symlink of
+     * the tenant's on the way) */
+    home = w4a_open_dir_trusted(pl->home, &link, p);
     if (home < 0 && errno == EPERM) {
         fprintf(stderr, "w4a-fpm-pools: W4A00928: hosting %s: home %s is "
                 "reached through a symlink (%s) in a directory others than "

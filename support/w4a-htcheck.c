@@ -9,7 +9,10 @@
  *
  * Runs as root over customers' trees: every file is opened relative to an
  * already opened directory with O_NOFOLLOW, so that a symlink in a tree
- * never makes it read or write anything outside.
+ * never makes it read or write anything outside, and the docroot itself
+ * (whose name sits in the tenant's directory) is reached without a
+ * symlink of anyone's but root's.  Each file's memory goes with it, and
+ * what it prints of a tenant's names and words is escaped.
  */
 
 #include <errno.h>
@@ -32,6 +35,7 @@
 
 #include "htcompat_table.h"
 #include "w4a_map.h"
+#include "w4a_util.h"
 
 #define ORIG_SUFFIX ".w4a-orig"
 #define FIX_MARK    "# w4a-htcheck: "
@@ -309,6 +313,7 @@ static int names_php_ini_env(const char *w)
 
 typedef struct {
     ctx_t       *c;
+    apr_pool_t  *p;            /* this file's, gone after it */
     const char  *path;
     const htc_table_t *table;
     const char  *version;
@@ -328,9 +333,9 @@ static void report(file_t *f, int line, sev_e sev, const char *what,
     if (f->c->quiet && sev == SEV_NOTE) {
         return;
     }
-    printf("%s:%d: %s: %s: %s%s%s\n", f->path, line,
-           sev == SEV_BREAK ? "break" : "note", what, why,
-           fix ? "; fix: " : "", fix ? fix : "");
+    printf("%s\n", w4a_printable(f->p, apr_psprintf(f->p, "%s:%d: %s: %s: "
+           "%s%s%s", f->path, line, sev == SEV_BREAK ? "break" : "note",
+           what, why, fix ? "; fix: " : "", fix ? fix : "")));
 }
 
 /* Options mixing +/- and bare words: 2.4 refuses the line (500). */
@@ -397,7 +402,7 @@ static const char *indent_of(apr_pool_t *p, const char *line)
  */
 static char *check_text(file_t *f, char *text)
 {
-    apr_pool_t *p = f->c->p;
+    apr_pool_t *p = f->p;
     apr_array_header_t *out = apr_array_make(p, 64, sizeof(const char *));
     char *line, *next;
     int lineno = 0, changed = 0, has_require = 0, has_order = 0;
@@ -668,41 +673,47 @@ static int write_at(apr_pool_t *p, int dfd, const char *name, const char *text,
 static void check_file(ctx_t *c, int dfd, const char *dir, const char *version)
 {
     struct stat st;
-    apr_pool_t *p = c->p;
-    const char *path = apr_pstrcat(p, dir, "/.htaccess", NULL);
-    char *text = read_at(p, dfd, ".htaccess", &st);
-    char *orig;
-    char *fixed;
+    apr_pool_t *p;
+    const char *path;
+    char *text, *orig, *fixed;
     file_t f;
 
+    /* (a tenant's tree can hold thousands of hard links to one 4 MiB
+     * .htaccess: nothing of a file is kept past it) */
+    apr_pool_create(&p, c->p);
+    path = apr_pstrcat(p, dir, "/.htaccess", NULL);
+    text = read_at(p, dfd, ".htaccess", &st);
     if (!text) {
+        apr_pool_destroy(p);
         return;
     }
     c->files++;
     memset(&f, 0, sizeof(f));
     f.c = c;
+    f.p = p;
     f.path = path;
     f.version = version;
     f.table = table_of(c, version);
     orig = apr_pstrdup(p, text);
     fixed = check_text(&f, text);
-    if (!fixed || !c->fix) {
-        return;
+    if (fixed && c->fix) {
+        /* The original is kept once: the first version we ever changed. */
+        if (write_at(p, dfd, ".htaccess" ORIG_SUFFIX, orig, &st, 1) != 0
+            || write_at(p, dfd, ".htaccess", fixed, &st, 0) != 0) {
+            fprintf(stderr, "w4a-htcheck: W4A00966: %s: cannot rewrite: %s\n",
+                    w4a_printable(p, path), strerror(errno));
+            c->errors++;
+        }
+        else {
+            c->fixed += f.fixes;
+            c->rewritten++;
+            if (!c->quiet) {
+                printf("%s: fixed %d line(s), original kept in .htaccess%s\n",
+                       w4a_printable(p, path), f.fixes, ORIG_SUFFIX);
+            }
+        }
     }
-    /* The original is kept once: the first version we ever changed. */
-    if (write_at(p, dfd, ".htaccess" ORIG_SUFFIX, orig, &st, 1) != 0
-        || write_at(p, dfd, ".htaccess", fixed, &st, 0) != 0) {
-        fprintf(stderr, "w4a-htcheck: W4A00966: %s: cannot rewrite: %s\n",
-                path, strerror(errno));
-        c->errors++;
-        return;
-    }
-    c->fixed += f.fixes;
-    c->rewritten++;
-    if (!c->quiet) {
-        printf("%s: fixed %d line(s), original kept in .htaccess%s\n", path,
-               f.fixes, ORIG_SUFFIX);
-    }
+    apr_pool_destroy(p);
 }
 
 static void walk(ctx_t *c, int dfd, const char *path, const char *version,
@@ -711,7 +722,8 @@ static void walk(ctx_t *c, int dfd, const char *path, const char *version,
     DIR *d;
     struct dirent *de;
     int fd2;
-    apr_array_header_t *subdirs = apr_array_make(c->p, 8, sizeof(const char *));
+    apr_pool_t *wp;
+    apr_array_header_t *subdirs;
     int i;
 
     check_file(c, dfd, path, version);
@@ -722,6 +734,8 @@ static void walk(ctx_t *c, int dfd, const char *path, const char *version,
         close(fd2);
         return;
     }
+    apr_pool_create(&wp, c->p);
+    subdirs = apr_array_make(wp, 8, sizeof(const char *));
     while ((de = readdir(d)) != NULL) {
         struct stat st;
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) {
@@ -729,7 +743,7 @@ static void walk(ctx_t *c, int dfd, const char *path, const char *version,
         }
         if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
             && S_ISDIR(st.st_mode)) {
-            APR_ARRAY_PUSH(subdirs, const char *) = apr_pstrdup(c->p, de->d_name);
+            APR_ARRAY_PUSH(subdirs, const char *) = apr_pstrdup(wp, de->d_name);
         }
     }
     closedir(d);
@@ -740,19 +754,37 @@ static void walk(ctx_t *c, int dfd, const char *path, const char *version,
         if (nfd < 0) {
             continue;
         }
-        walk(c, nfd, apr_pstrcat(c->p, path, "/", name, NULL), version,
+        walk(c, nfd, apr_pstrcat(wp, path, "/", name, NULL), version,
              depth + 1);
         close(nfd);
     }
+    apr_pool_destroy(wp);
 }
 
 static void walk_top(ctx_t *c, const char *top, const char *version)
 {
-    int fd = open(top, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const char *abs = top, *link;
     size_t n = strlen(top);
+    int fd;
 
+    if (top[0] != '/') {
+        char cwd[4096];
+        if (getcwd(cwd, sizeof(cwd))) {
+            abs = apr_pstrcat(c->p, cwd, "/", top, NULL);
+        }
+    }
+    fd = w4a_open_dir_trusted(abs, &link, c->p);
+    if (fd < 0 && errno == EPERM) {
+        fprintf(stderr, "w4a-htcheck: W4A00967: %s: reached through a "
+                "symlink (%s) in a directory others than root can change: "
+                "not checked\n", w4a_printable(c->p, top),
+                w4a_printable(c->p, link));
+        c->errors++;
+        return;
+    }
     if (fd < 0) {
-        fprintf(stderr, "w4a-htcheck: W4A00967: %s: %s\n", top, strerror(errno));
+        fprintf(stderr, "w4a-htcheck: W4A00967: %s: %s\n",
+                w4a_printable(c->p, top), strerror(errno));
         c->errors++;
         return;
     }

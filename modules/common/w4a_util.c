@@ -2,7 +2,10 @@
  * Small helpers shared by the modules and tools: see w4a_util.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <apr_lib.h>
 #include <apr_network_io.h>
@@ -168,4 +171,84 @@ void w4a_client_share_bytes(int family, const void *addr, int v6bits,
     if (v6bits < 128) {
         w4a_client_bytes(family, addr, v6bits, out);
     }
+}
+
+int w4a_open_dir_trusted(const char *path, const char **link, apr_pool_t *p)
+{
+    char *copy, *comp, *last;
+    int fd;
+
+    *link = NULL;
+    if (path[0] != '/') {
+        errno = EINVAL;
+        return -1;
+    }
+    copy = apr_pstrdup(p, path);
+    fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    for (comp = apr_strtok(copy, "/", &last); comp && fd >= 0;
+         comp = apr_strtok(NULL, "/", &last)) {
+        int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW
+                                    | O_CLOEXEC);
+        /* (a symlink with O_DIRECTORY | O_NOFOLLOW: ENOTDIR or ELOOP) */
+        if (next < 0 && (errno == ELOOP || errno == ENOTDIR)) {
+            struct stat dir, ln;
+            if (fstat(fd, &dir) != 0
+                || fstatat(fd, comp, &ln, AT_SYMLINK_NOFOLLOW) != 0) {
+                close(fd);
+                return -1;
+            }
+            if (!S_ISLNK(ln.st_mode)) {
+                close(fd);
+                errno = ENOTDIR;
+                return -1;
+            }
+            if (ln.st_uid != 0 || dir.st_uid != 0
+                || (dir.st_mode & (S_IWGRP | S_IWOTH))) {
+                *link = apr_pstrmemdup(p, path, (apr_size_t)(comp - copy)
+                                                + strlen(comp));
+                close(fd);
+                errno = EPERM;
+                return -1;
+            }
+            next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        }
+        close(fd);
+        fd = next;
+    }
+    return fd;
+}
+
+const char *w4a_printable(apr_pool_t *p, const char *s)
+{
+    const unsigned char *q;
+    char *out, *o;
+    apr_size_t extra = 0;
+
+    for (q = (const unsigned char *)s; *q; q++) {
+        if (*q < 0x20 || *q == 0x7f) {
+            extra += 3;
+        }
+        else if (*q == 0xc2 && q[1] >= 0x80 && q[1] <= 0x9f) {
+            extra += 6;         /* two bytes become eight */
+            q++;
+        }
+    }
+    if (!extra) {
+        return s;
+    }
+    o = out = apr_palloc(p, strlen(s) + extra + 1);
+    for (q = (const unsigned char *)s; *q; q++) {
+        if (*q < 0x20 || *q == 0x7f) {
+            o += apr_snprintf(o, 5, "\\x%02x", *q);
+        }
+        else if (*q == 0xc2 && q[1] >= 0x80 && q[1] <= 0x9f) {
+            o += apr_snprintf(o, 9, "\\xc2\\x%02x", q[1]);
+            q++;
+        }
+        else {
+            *o++ = (char)*q;
+        }
+    }
+    *o = '\0';
+    return out;
 }

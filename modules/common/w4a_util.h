@@ -105,4 +105,28 @@ void w4a_client_bytes(int family, const void *addr, int v6bits,
 void w4a_client_share_bytes(int family, const void *addr, int v6bits,
                             unsigned char out[16]);
 
+/**
+ * Open the directory @a path (absolute) for a root tool about to act in
+ * it, one name at a time from "/": a symlink on the way is followed only
+ * when it is root's, in a directory nobody but root can write (the
+ * operator's, such as a volume moved to another disk).  A tenant owns the
+ * directory holding its docroot's name, and could swap it for a symlink
+ * to another hosting's tree at any moment.
+ * @param link  set, on EPERM, to @a path up to the refused symlink
+ * @return the descriptor (O_DIRECTORY, close-on-exec), or -1 with errno:
+ *         EPERM (a symlink refused), EINVAL (not absolute), ENOTDIR,
+ *         or openat()'s
+ */
+int w4a_open_dir_trusted(const char *path, const char **link, apr_pool_t *p);
+
+/**
+ * @a s with every control byte (below 0x20, 0x7f, and the C1 controls
+ * U+0080 to U+009F in UTF-8) written as \xHH: for a line a person reads
+ * in a terminal, where a tenant's names could otherwise move the cursor,
+ * recolour or forge lines (a backslash stays as it is: the line is for
+ * reading, not for parsing back).  @a s itself when nothing needs
+ * escaping.
+ */
+const char *w4a_printable(apr_pool_t *p, const char *s);
+
 #endif /* W4A_UTIL_H */

@@ -2,7 +2,9 @@
 with the reason and the fix; --fix rewrites, keeps the original, and a
 second run changes nothing."""
 import os
+import pwd
 import re
+import resource
 import subprocess
 
 from w4a_harness import HTCOMPAT_SO, hostings_dir_block
@@ -230,6 +232,86 @@ def test_htcheck_map_walks_every_hosting_and_never_follows_symlinks(w4a):
         "Options +Indexes -MultiViews\n"
     rc, out = run("--fix", "--map", index, "--table", table.replace("8.2", "%v"))
     assert rc == 0, out
+
+
+C = "w4a100012"
+
+
+def test_htcheck_fix_never_follows_a_docroot_the_tenant_swapped(w4a):
+    """A docroot's name sits in the tenant's var/www: A swaps it for a
+    symlink to C's docroot (C: a hosting of the node, not in this map).
+    --fix as root followed it and rewrote C's .htaccess.  Now the docroot
+    is reached without a symlink of anyone's but root's: refused
+    (W4A00967), C's file untouched, B checked as usual."""
+    tree = w4a.tree
+    dra = tree.site(A, "a.example", {"index.html": "a\n"})
+    tree.site(B, "b.example", {".htaccess": "Options Indexes -MultiViews\n"})
+    drc = tree.site(C, "c.example", {".htaccess": "Options Indexes -FollowSymLinks\n"})
+    rc, out, index = tree.compile_map([tree.line("a.example", A, "a.example"),
+                                       tree.line("b.example", B, "b.example")])
+    assert rc == 0, out
+    subprocess.run(["rm", "-rf", dra], check=True)
+    os.symlink(drc, dra)
+    uid_a = pwd.getpwnam(A).pw_uid
+    os.lchown(dra, uid_a, uid_a)
+    before = snapshot(drc)
+    table = dump_table(w4a.root)
+    rc, out = run("--fix", "--map", index, "--table", table.replace("8.2", "%v"))
+    assert rc == 1, out
+    assert snapshot(drc) == before
+    assert ("W4A00967: %s: reached through a symlink (%s) in a directory "
+            "others than root can change: not checked" % (dra, dra)) in out, out
+    assert "b.example/.htaccess: fixed 1 line(s)" in out, out
+    assert "c.example" not in out, out
+
+
+def test_htcheck_prints_a_tenants_names_and_words_escaped(w4a):
+    """Directory names and .htaccess words are the tenant's: a name with
+    ESC, CSI and a newline printed raw moved the operator's cursor or
+    forged a report line."""
+    tree = w4a.tree
+    dra = tree.site(A, "a.example", {"index.html": "a\n"})
+    evil = os.path.join(dra.encode(), b"x\x1b[2J\nforged:1: note: \xc2\x9b31m")
+    os.makedirs(evil)
+    with open(os.path.join(evil, b".htaccess"), "wb") as f:
+        f.write(b"php_flag magic_quotes_gpc\x1b]0;owned\x07 off\n")
+    table = dump_table(w4a.root)
+    r = subprocess.run([HTCHECK, "--php-version", "8.2", "--table", table, dra],
+                       capture_output=True)
+    out = r.stdout.decode("utf-8", "replace")
+    assert r.returncode == 1, out
+    assert b"\x1b" not in r.stdout and b"\xc2\x9b" not in r.stdout, r.stdout
+    assert not any(ln.startswith("forged") for ln in out.splitlines()), out
+    assert "x\\x1b[2J\\x0aforged:1: note: \\xc2\\x9b31m/.htaccess:1: break: " \
+        "php_flag magic_quotes_gpc\\x1b]0;owned\\x07" in out, out
+
+
+def test_htcheck_keeps_no_file_in_memory_past_it(w4a):
+    """100 hard links of one 4 MiB .htaccess in A's tree: every file read
+    was kept to the end of the run (about 12 MiB each, 1.2 GiB in all).
+    Now each file's memory goes with it: the run fits in 256 MiB of
+    address space."""
+    tree = w4a.tree
+    dra = tree.site(A, "a.example", {"index.html": "a\n"})
+    big = os.path.join(w4a.root, "big.htaccess")
+    with open(big, "w") as f:
+        line = "# " + "x" * 1021 + "\n"
+        f.write(line * (4 * 1024 - 1))
+    for i in range(100):
+        d = os.path.join(dra, "d%03d" % i)
+        os.makedirs(d)
+        os.link(big, os.path.join(d, ".htaccess"))
+    table = dump_table(w4a.root)
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (256 << 20, 256 << 20))
+
+    r = subprocess.run([HTCHECK, "--php-version", "8.2", "--table", table, dra],
+                       capture_output=True, text=True, preexec_fn=cap,
+                       timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr[-500:])
+    assert r.stdout.splitlines()[-1].startswith("100 .htaccess file(s): 0 line(s)"), \
+        r.stdout[-500:]
 
 
 def test_htcheck_dump_table_reads_the_fpm_ini_and_bad_usage_is_an_error(w4a):

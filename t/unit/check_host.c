@@ -2,6 +2,7 @@
 #include <string.h>
 #include "check_w4a.h"
 #include "w4a_host.h"
+#include "w4a_util.h"
 
 static void ok(const char *in, const char *want)
 {
@@ -139,6 +140,24 @@ START_TEST(test_host_length_limit)
 }
 END_TEST
 
+/* w4a_printable: what the root tools print of a tenant's names */
+START_TEST(test_printable_escapes_controls_keeps_utf8)
+{
+    apr_pool_t *p;
+    const char *same = "caf\xc3\xa9 a\\b [x]";
+
+    apr_pool_create(&p, NULL);
+    ck_assert_ptr_eq(w4a_printable(p, same), same);
+    ck_assert_str_eq(w4a_printable(p, "a\x1b[2J\nb\x7f"),
+                     "a\\x1b[2J\\x0ab\\x7f");
+    /* C1 CSI as UTF-8 escaped, a no-break space (C2 A0) kept */
+    ck_assert_str_eq(w4a_printable(p, "\xc2\x9b" "31m \xc2\xa0"),
+                     "\\xc2\\x9b31m \xc2\xa0");
+    ck_assert_str_eq(w4a_printable(p, "end\xc2"), "end\xc2");
+    apr_pool_destroy(p);
+}
+END_TEST
+
 Suite *host_suite(void)
 {
     Suite *s = suite_create("host");
@@ -149,6 +168,7 @@ Suite *host_suite(void)
     tcase_add_test(tc, test_host_ipv6_literals);
     tcase_add_test(tc, test_host_malformed);
     tcase_add_test(tc, test_host_length_limit);
+    tcase_add_test(tc, test_printable_escapes_controls_keeps_utf8);
     suite_add_tcase(s, tc);
     return s;
 }
