@@ -272,10 +272,18 @@ static int operands(const cmd_t *cmd, int argc, const tool_opts *o, int n)
     return -1;
 }
 
+/* (a map line's names may be a customer's, through the panel: printed
+ * with their control bytes escaped) */
 static void to_stderr(void *baton, int level, const char *msg)
 {
+    apr_pool_t *p;
+
+    if (apr_pool_create(&p, NULL) != APR_SUCCESS) {
+        return;
+    }
     fprintf(stderr, "%s: %s\n", level <= W4A_LOG_ERR ? "error" : "warning",
-            msg);
+            w4a_printable(p, msg));
+    apr_pool_destroy(p);
 }
 
 /* The index's permissions from --group: 0 or an exit status. */

@@ -219,6 +219,23 @@ def test_vhost_map_line_with_bad_uid_or_base_is_refused_old_index_kept(w4a):
     assert (st, b) == (200, b"site b\n")
 
 
+def test_vhostmap_prints_a_bad_lines_control_bytes_escaped(w4a):
+    """A customer's domain reaches the map through the panel: a name with
+    ESC sequences and a BEL in it was echoed raw to the operator's
+    terminal by the compiler's error line."""
+    tree = w4a.tree
+    tree.site(A, "a.example", {"index.html": "a\n"})
+    rc, out, _ = tree.compile_map([
+        tree.line("a.example", A, "a.example"),
+        "x\x1b[2J\x07forged.example w4a100010 100010 100010 %s 8.2 active -"
+        % tree.docroot(A, "a.example"),
+    ])
+    assert rc == 1, out
+    assert "\x1b" not in out and "\x07" not in out, repr(out)
+    assert re.search(r"map\.txt:2: .*x\\x1b\[2J\\x07forged\.example", out), \
+        repr(out)
+
+
 def test_vhost_record_below_min_uid_refused_at_request_time(w4a):
     """Second lock: an index compiled with a lower --min-uid still cannot
     make the module serve a low uid."""
