@@ -100,19 +100,108 @@ static int usage(int rc)
     return rc;
 }
 
-/* A GET of url (http://host:port/path?query) with a timeout: *body is
- * the answer's body (a 200's only).  Returns 0, 1 (no answer, not a 200;
- * *err says why) or 2 (not an http:// URL). */
+#define HTTP_MAX_BODY (16 << 20)     /* 65,536 bans are about 8 MiB */
+
+/* The TCP sockets of this machine listening where a connection to sa
+ * lands (its address, a wildcard, the IPv4-mapped form, in
+ * /proc/net/tcp and tcp6): their inodes as a text, or NULL with *why
+ * when there is none or one is not root's.  httpd binds its ports as
+ * root; a tenant's process binding the port while httpd does not hold
+ * it (a restart, another Listen) would answer in its place. */
+static const char *http_listeners(const apr_sockaddr_t *sa, const char **why,
+                                  apr_pool_t *p)
+{
+    static const char *files[2] = { "/proc/net/tcp", "/proc/net/tcp6" };
+    unsigned char want[16] = { 0 };
+    const unsigned char v4any[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff,
+                                      0xff, 0, 0, 0, 0 };
+    const unsigned char any[16] = { 0 };
+    apr_array_header_t *ids = apr_array_make(p, 4, sizeof(const char *));
+    int i;
+
+    if (sa->family == APR_INET) {
+        want[10] = want[11] = 0xff;
+        memcpy(want + 12, &sa->sa.sin.sin_addr, 4);
+    }
+#if APR_HAVE_IPV6
+    else if (sa->family == APR_INET6) {
+        memcpy(want, &sa->sa.sin6.sin6_addr, 16);
+    }
+#endif
+    for (i = 0; i < 2; i++) {
+        FILE *f = fopen(files[i], "r");
+        char line[512];
+
+        if (!f) {
+            continue;
+        }
+        while (fgets(line, sizeof(line), f)) {
+            char hex[40];
+            unsigned int port, st;
+            unsigned long uid, inode;
+            unsigned char got[16] = { 0 };
+            int w, words = i ? 4 : 1;
+
+            if (sscanf(line, " %*u: %32[0-9A-Fa-f]:%x %*s %x %*s %*s %*s "
+                       "%lu %*d %lu", hex, &port, &st, &uid, &inode) != 5
+                || st != 0x0A || port != sa->port
+                || strlen(hex) != (size_t)words * 8) {
+                continue;
+            }
+            for (w = 0; w < words; w++) {
+                char part[9];
+                apr_uint32_t v;
+                memcpy(part, hex + w * 8, 8);
+                part[8] = '\0';
+                v = (apr_uint32_t)strtoul(part, NULL, 16);
+                memcpy(got + (i ? w * 4 : 12), &v, 4);   /* as in memory */
+            }
+            if (!i) {
+                got[10] = got[11] = 0xff;
+            }
+            if (memcmp(got, want, 16) && memcmp(got, v4any, 16)
+                && memcmp(got, any, 16)) {
+                continue;
+            }
+            if (uid != 0) {
+                fclose(f);
+                *why = apr_psprintf(p, "the socket listening on port %u "
+                                    "belongs to uid %lu, not root: not "
+                                    "httpd's (a tenant's process, bound "
+                                    "while httpd did not hold the port?): "
+                                    "not read", port, uid);
+                return NULL;
+            }
+            APR_ARRAY_PUSH(ids, const char *) = apr_psprintf(p, "%lu", inode);
+        }
+        fclose(f);
+    }
+    if (!ids->nelts) {
+        *why = "no socket of this machine listens there (the URL must be "
+               "the node's own httpd)";
+        return NULL;
+    }
+    return apr_array_pstrcat(p, ids, ',');
+}
+
+/* A GET of url (http://host:port/path?query), all of it within
+ * timeout_ms and HTTP_MAX_BODY bytes: *body is the answer's body (a
+ * 200's only).  With own_node, the listener must be root's before the
+ * connection and the same one after the answer (http_listeners).
+ * Returns 0, 1 (no answer, not a 200; *err says why) or 2 (not an
+ * http:// URL). */
 static int http_get(const char *url, const char *query, int timeout_ms,
-                    char **body, const char **err, apr_pool_t *p)
+                    int own_node, char **body, const char **err,
+                    apr_pool_t *p)
 {
     apr_uri_t u;
     apr_sockaddr_t *sa;
     apr_socket_t *s = NULL;
     apr_status_t rv;
-    const char *path, *req;
+    const char *path, *req, *before = NULL;
     char *buf, *eoh;
     apr_size_t len, used = 0, cap = 65536;
+    apr_time_t end = apr_time_now() + apr_time_from_msec(timeout_ms);
 
     if (apr_uri_parse(p, url, &u) != APR_SUCCESS || !u.scheme
         || strcmp(u.scheme, "http") || !u.hostname) {
@@ -127,6 +216,10 @@ static int http_get(const char *url, const char *query, int timeout_ms,
                        u.hostname);
     rv = apr_sockaddr_info_get(&sa, u.hostname, APR_UNSPEC,
                                u.port ? u.port : 80, 0, p);
+    if (rv == APR_SUCCESS && own_node
+        && (before = http_listeners(sa, err, p)) == NULL) {
+        return 1;
+    }
     if (rv == APR_SUCCESS) {
         rv = apr_socket_create(&s, sa->family, SOCK_STREAM, APR_PROTO_TCP, p);
     }
@@ -140,12 +233,21 @@ static int http_get(const char *url, const char *query, int timeout_ms,
     }
     buf = apr_palloc(p, cap);
     while (rv == APR_SUCCESS) {
+        apr_time_t left = end - apr_time_now();
+        if (left <= 0) {
+            rv = APR_TIMEUP;
+            break;
+        }
+        if (used > HTTP_MAX_BODY) {
+            break;
+        }
         if (cap - used < 4096) {
             char *nb = apr_palloc(p, cap * 2);
             memcpy(nb, buf, used);
             buf = nb;
             cap *= 2;
         }
+        apr_socket_timeout_set(s, left);
         len = cap - used - 1;
         rv = apr_socket_recv(s, buf + used, &len);
         used += len;
@@ -154,9 +256,29 @@ static int http_get(const char *url, const char *query, int timeout_ms,
     if (s) {
         apr_socket_close(s);
     }
+    if (used > HTTP_MAX_BODY) {
+        *err = apr_psprintf(p, "the answer is larger than %d bytes: not read",
+                            HTTP_MAX_BODY);
+        return 1;
+    }
+    if (rv == APR_TIMEUP || APR_STATUS_IS_TIMEUP(rv)) {
+        *err = apr_psprintf(p, "no whole answer within %d ms", timeout_ms);
+        return 1;
+    }
     if (rv != APR_EOF) {
         *err = apr_psprintf(p, "%pm", &rv);
         return 1;
+    }
+    if (own_node) {
+        const char *after = http_listeners(sa, err, p);
+        if (!after) {
+            return 1;
+        }
+        if (strcmp(after, before)) {
+            *err = "the socket listening there changed during the read: "
+                   "not used";
+            return 1;
+        }
     }
     if (strncmp(buf, "HTTP/1.", 7) || used < 12 || strncmp(buf + 9, "200", 3)
         || !(eoh = strstr(buf, "\r\n\r\n"))) {
@@ -173,7 +295,7 @@ static int http_show(const char *url, const char *client, apr_pool_t *p)
     char *body;
     const char *err = NULL;
     int rc = http_get(url, client ? apr_pstrcat(p, "client=", client, NULL)
-                                  : NULL, 5000, &body, &err, p);
+                                  : NULL, 5000, 0, &body, &err, p);
     if (rc) {
         fprintf(stderr, PROG ": %s: %s\n", url, err);
         return rc;
@@ -198,6 +320,7 @@ static int http_show(const char *url, const char *client, apr_pool_t *p)
 #define FW_DEF_PORTS "80,443"
 #define FW_DEF_MAX 65536
 #define FW_MAX_PORTS 16
+#define FW_MIN_V6_BITS 48         /* the widest IPv6 ban put in a set */
 #define FW_CHUNK 512
 
 /* An address or network: 16 bytes (IPv4 as ::ffff:a.b.c.d), the prefix
@@ -451,9 +574,14 @@ static int fw_read_bans(const char *body, apr_int64_t now_ms,
         client = fw_json_field(o, e, "client", p);
         scope = fw_json_field(o, e, "scope", p);
         until = fw_json_field(o, e, "until_ms", p);
+        /* the guard bans one IPv4 address, or an IPv6 prefix of
+         * W4AGuardIPv6Prefix (64): anything wider is not one of its bans
+         * (2000::/3 would cut the node off the IPv6 Internet) */
         if (!client || !scope || !until
             || !w4a_parse_number(until, 0, APR_INT64_MAX, &u)
-            || !fw_net_parse(&b.net, client, 64)) {
+            || !fw_net_parse(&b.net, client, 64)
+            || (fw_is_v4(&b.net) ? b.net.bits != 128
+                                 : b.net.bits < FW_MIN_V6_BITS)) {
             bad++;
             continue;
         }
@@ -633,7 +761,7 @@ static int fw_run(const fw_conf *c, int once, apr_pool_t *pool)
         int rc, bad, left_out = 0;
         struct timespec ts;
 
-        rc = http_get(c->url, NULL, 2000, &body, &err, p);
+        rc = http_get(c->url, NULL, 2000, 1, &body, &err, p);
         if (rc) {
             if (!down++ || once) {
                 fw_log("W4A00681: the node's status %s not read: %s (the "

@@ -308,3 +308,134 @@ def test_firewall_status_not_read_once_exits_1(w4a, fw):
     assert r.returncode == 1, r.stderr
     assert "W4A00681: the node's status" in r.stderr, r.stderr
     assert req(h, "127.0.0.69")[0] == 200
+
+
+# A status page of our own, for what the daemon does with a page it should
+# not trust: served by a process of this test (root) or of a tenant.
+PAGE_SERVER = r"""
+import socket, sys, time
+mode, port, body = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port))
+s.listen(16)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(30)
+    try:
+        c.recv(65536)
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
+        if mode == "page":
+            c.sendall(body)
+        elif mode == "trickle":
+            for _ in range(600):
+                c.sendall(b" ")
+                time.sleep(0.05)
+        elif mode == "endless":
+            chunk = b" " * 65536
+            for _ in range(1024):
+                c.sendall(chunk)
+    except OSError:
+        pass
+    c.close()
+"""
+
+
+def page(*clients):
+    until_ms = int(time.time() * 1000) + 600000
+    return json.dumps({"bans": [{"client": c, "scope": "all",
+                                 "until_ms": until_ms} for c in clients]},
+                      separators=(",", ":"))
+
+
+class PageServer:
+    def __init__(self, w4a, mode, body="", uid=None):
+        from w4a_harness import free_port
+        self.port = free_port()
+        script = os.path.join(w4a.root, "page_server.py")
+        with open(script, "w") as f:
+            f.write(PAGE_SERVER)
+        os.chmod(script, 0o644)
+
+        def drop():
+            if uid is not None:
+                os.setgid(uid)
+                os.setuid(uid)
+
+        self.proc = subprocess.Popen(["/usr/bin/python3", script, mode,
+                                      str(self.port), body],
+                                     stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=drop)
+        assert self.proc.stdout.readline().strip() == "listening"
+
+    def url(self):
+        return "http://127.0.0.1:%d/w4a-guard-status" % self.port
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def once(d, url):
+    args = list(d.args)
+    args[args.index("--url") + 1] = url
+    args.append("--once")
+    t0 = time.time()
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    return r, time.time() - t0
+
+
+def test_firewall_refuses_a_page_from_a_listener_not_roots(w4a, fw):
+    """A tenant binds the page's port while httpd does not hold it (a
+    restart, a Listen that failed) and serves a page banning whom it
+    likes: root's firewall dropped them.  Now the daemon reads only from
+    a root-owned listener (httpd binds as root)."""
+    import pwd
+    h = node(w4a)
+    d = fw(h)
+    srv = PageServer(w4a, "page", page("192.0.2.81"),
+                     uid=pwd.getpwnam("w4a100010").pw_uid)
+    try:
+        r, _ = once(d, srv.url())
+    finally:
+        srv.stop()
+    assert r.returncode == 1, r.stderr
+    assert ("W4A00681: the node's status %s not read: the socket listening "
+            "on port %d belongs to uid 100010, not root" % (srv.url(),
+                                                            srv.port)) \
+        in r.stderr, r.stderr
+    assert not table_exists(d.table) or not elements(d.table, "ban4")
+    assert req(h, "127.0.0.69")[0] == 200
+
+
+def test_firewall_bounds_a_pages_prefixes_size_and_time(w4a, fw):
+    """Even a root listener's page is bounded: the guard bans one IPv4
+    address or an IPv6 /48 or longer, so 2000::/3 or 10.0.0.0/8 are left
+    out (W4A00682); a body without end, or one that trickles, is dropped
+    (W4A00681) within the read's 2 s, and the daemon goes on."""
+    h = node(w4a)
+    d = fw(h)
+    srv = PageServer(w4a, "page", page("2000::/3", "10.0.0.0/8",
+                                       "2001:db8::/64", "192.0.2.82"))
+    try:
+        r, _ = once(d, srv.url())
+    finally:
+        srv.stop()
+    assert r.returncode == 0, r.stderr
+    assert "W4A00682: %s: 2 ban(s) not understood, left out" % srv.url() \
+        in r.stderr, r.stderr
+    assert set(elements(d.table, "ban4")) == {"192.0.2.82"}
+    assert set(elements(d.table, "ban6")) == {"2001:db8::/64"}
+    for mode, why in (("trickle", "no whole answer within 2000 ms"),
+                      ("endless", "the answer is larger than 16777216 "
+                       "bytes")):
+        srv = PageServer(w4a, mode)
+        try:
+            r, took = once(d, srv.url())
+        finally:
+            srv.stop()
+        assert r.returncode == 1, (mode, r.stderr)
+        assert why in r.stderr, (mode, r.stderr)
+        assert took < 15, (mode, took)
+    assert req(h, "127.0.0.69")[0] == 200
