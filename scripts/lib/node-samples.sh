@@ -28,32 +28,18 @@ w4a_samples() {
         domain=${first#\*.}
         home="$BASE/vol1/$user"
         docroot="$home/var/www/$domain"
-        mkdir -p "$docroot" "$home/log/apache2"
-        printf '<!doctype html><title>%s</title><link rel="stylesheet" href="/style.css">\n<h1>%s</h1><p><img src="img/logo.svg" alt=""> hosting %s</p>\n' \
-            "$domain" "$domain" "$user" > "$docroot/index.html"
-        printf 'h1 { color: #246; }\n' > "$docroot/style.css"
-        mkdir -p "$docroot/img"
-        printf '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"><rect width="16" height="16" fill="#246"/></svg>\n' \
-            > "$docroot/img/logo.svg"
-        printf '<?php\nheader("Content-Type: text/plain");\necho "PHP ", PHP_VERSION, " as ", posix_getpwuid(posix_geteuid())["name"], " for ", $_SERVER["HTTP_HOST"], "\\n";\necho "memory_limit ", ini_get("memory_limit"), ", country ", $_SERVER["GEOIP_COUNTRY_CODE"] ?? "-", ", supervisor ", $_SERVER["BTW_FORBIDDEN_GEOIP"] ?? "-", "\\n";\n' \
-            > "$docroot/info.php"
-        mkdir -p "$docroot/cgi-bin"
-        printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "CGI as $(id -un)"\n' > "$docroot/cgi-bin/whoami.cgi"
-        printf 'Options +ExecCGI\nSetHandler cgi-script\n' > "$docroot/cgi-bin/.htaccess"
-        chmod 755 "$docroot/cgi-bin/whoami.cgi"
-        # example.com: a mod_php-era .htaccess line (mod_w4a_htcompat delivers
-        # it to that directory only; the other hostings keep PHP's default)
-        if [ "$user" = w4a100010 ]; then
-            printf 'php_value memory_limit 256M\n' > "$docroot/.htaccess"
-        else
-            rm -f "$docroot/.htaccess"
-        fi
-        chown -R "$uid:$uid" "$home"
-        chmod 755 "$home/var" "$home/var/www" "$docroot"
-        # the home: the hosting's and httpd's group's, closed to the other
-        # hostings (whose PHP and CGI run as their own uids)
+        # The home's name sits in root's vol1: made and given by root. The
+        # home is the hosting's, closed to the other hostings (whose PHP
+        # and CGI run as their own uids). Everything in it is written as
+        # the hosting: on a second run, a symlink the tenant put there
+        # (index.html -> /etc/shadow) leads only where it can write anyway.
+        mkdir -p "$home"
         chown "$user:www-data" "$home"
         chmod 0750 "$home"
+        setpriv --reuid="$uid" --regid="$uid" --clear-groups \
+            env -i PATH=/usr/bin:/bin sh -s "$home" "$domain" "$user" \
+            < scripts/lib/node-sample-site.sh \
+            || echo "node: sample hosting $user: some of its files not written (above)" >&2
         state=active; flags=-
         [ "$user" = w4a100013 ] && state=suspended
         # example.com: per-hosting access log, asset URLs rewritten to media.
