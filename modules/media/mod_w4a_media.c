@@ -61,6 +61,11 @@ module AP_MODULE_DECLARE_DATA w4a_media_module;
 #define FEED_SLICE        65536     /* bytes fed to the rewriter at once */
 #define MAX_TOKEN_LIMIT   (16 * 1024 * 1024)
 #define ZBUF_SIZE         16384     /* inflated bytes per inflate() call */
+/* a gzip answer inflating past ZBOMB_RATIO times its compressed size
+ * (HTML is 3 to 20, zlib's most is about 1030), once past ZBOMB_FREE
+ * bytes, is a gzip bomb: httpd's CPU, not the tenant's pool's */
+#define ZBOMB_RATIO       200
+#define ZBOMB_FREE        (1 << 20)
 #define DEFAULT_TYPE      "application/octet-stream"
 #define SVG_TYPE          "image/svg+xml"
 
@@ -783,6 +788,7 @@ typedef struct {
     int                 failed;      /* the answer was cut: drop the rest */
     z_stream            z;
     unsigned char      *zbuf;
+    apr_off_t           zin, zout;   /* gzip bytes read, inflated bytes */
 } rw_ctx;
 
 static apr_status_t rw_out(void *baton, const char *data, apr_size_t len)
@@ -1006,6 +1012,7 @@ static apr_status_t rw_inflate(rw_ctx *ctx, const char *data, apr_size_t len)
     }
     ctx->z.next_in = (unsigned char *)data;
     ctx->z.avail_in = (uInt)len;
+    ctx->zin += (apr_off_t)len;
     do {
         apr_size_t n;
         ctx->z.next_out = ctx->zbuf;
@@ -1019,6 +1026,16 @@ static apr_status_t rw_inflate(rw_ctx *ctx, const char *data, apr_size_t len)
             return rw_inflate_failed(ctx);
         }
         n = ZBUF_SIZE - ctx->z.avail_out;
+        ctx->zout += (apr_off_t)n;
+        if (ctx->zout > ZBOMB_FREE && ctx->zout / ZBOMB_RATIO > ctx->zin) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, W4ALOGNO(00516)
+                          "gzip answer of %s inflates to more than %d "
+                          "times its size (%" APR_OFF_T_FMT " bytes from %"
+                          APR_OFF_T_FMT ": a gzip bomb?); %s", r->uri,
+                          ZBOMB_RATIO, ctx->zout, ctx->zin,
+                          ctx->passed ? "answer cut short" : "answered 500");
+            return rw_inflate_failed(ctx);
+        }
         if (n && (rv = rw_feed(ctx, (const char *)ctx->zbuf, n))
             != APR_SUCCESS) {
             return rv;

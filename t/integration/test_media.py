@@ -587,6 +587,32 @@ def test_rewrite_gzip_left_alone_and_intact_with_inflate_off(w4a):
     assert st == 200 and body.decode() == PAGE_WANT      # identity: rewritten
 
 
+def test_rewrite_gzip_bomb_is_cut_at_the_ratio_with_a_log_line(w4a):
+    """A tenant's PHP answers 32 KiB of gzip that inflate to 32 MiB: the
+    rewriter inflated and parsed all of it in httpd (a thousand times the
+    bytes the pool sent, on httpd's CPU).  Now an answer inflating past
+    200 times its gzip size, once past 1 MiB, is cut (W4A00516); a real
+    page (about 4 times) and the other hostings are served."""
+    files = dict(GZ_FILES, **{
+        "blog/bomb.php": "<?php header('Content-Type: text/html'); "
+                         "header('Content-Encoding: gzip'); "
+                         "echo gzencode('<p>' . str_repeat('a', 32 << 20));\n"})
+    tree, fpm, httpd = rewrite_server(w4a, files_a=files)
+    httpd.expect_error(r"W4A00516: gzip answer of /blog/bomb\.php inflates")
+    httpd.expect_error(r"AH01075: Error dispatching request")   # proxy_fcgi's
+    cut, st, raw = answer_cut(httpd, "/blog/bomb.php")
+    assert cut, (st, len(raw))
+    assert len(raw) < 4 << 20, len(raw)
+    assert httpd.wait_log(r"W4A00516: gzip answer of /blog/bomb\.php inflates "
+                          r"to more than 200 times its size \(\d+ bytes from "
+                          r"\d+: a gzip bomb\?\); answer cut short")
+    st, h, body = httpd.get("a.example", "/blog/gz.php",
+                            headers={"Accept-Encoding": "gzip"})
+    assert st == 200 and body.decode() == PAGE_WANT
+    st, h, body = httpd.get("b.example", "/img/b.png")
+    assert st == 200 and body == PNG.encode()
+
+
 def answer_cut(httpd, path):
     """(status, raw body): a 500, or a chunked answer without its last
     chunk (the connection closed): what a client can tell is incomplete."""
