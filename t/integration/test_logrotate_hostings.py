@@ -114,3 +114,21 @@ def test_logrotate_hostings_bad_arguments_refused_with_a_reason(w4a):
                        (["--bogus"], "usage:")):
         r = subprocess.run([TOOL, *args], capture_output=True, text=True)
         assert r.returncode == 2 and want in r.stderr, (args, r.stderr)
+
+
+def test_logrotate_hostings_never_writes_a_rotation_as_a_system_user(w4a):
+    """The text map is read without the compiler: a record the compiler
+    refuses (root, uid 0, or a system user's name with a hosting's uid)
+    would have root or a system user rotate in a hosting's directory."""
+    text, conf = make_sites(w4a)
+    docroot = w4a.tree.docroot(A, "a.example")
+    with open(text, "a") as f:
+        f.write("r.example root 0 0 %s 8.2 active log\n" % docroot)
+        f.write("d.example daemon 100010 100010 %s 8.2 active log\n" % docroot)
+        f.write("u.example w4a100010 100010 100010 %s 8.2 active "
+                "log=/datas/../etc\n" % docroot)
+    r = subprocess.run([TOOL, text, conf], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(conf)) == [A + ".conf", B + ".conf"], r.stderr
+    assert "daemon: no such user, or a system user" in r.stderr, r.stderr
+    assert "/etc" not in open(os.path.join(conf, A + ".conf")).read()
