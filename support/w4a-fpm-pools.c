@@ -1222,7 +1222,8 @@ static int slow_append(const options *o, const pool_t *pl, const char *buf,
     else if (timed_out) {
         fprintf(stderr, "w4a-fpm-pools: W4A00926: hosting %s: the copy to "
                 "%s" SLOW_DEST_DIR "/" SLOW_DEST_NAME " did not finish within "
-                "%d ms (stopped by the hosting?); killed, the bytes are "
+                "%d ms (not stopped: held by something in the hosting's "
+                "tree, or a slow disk); killed, the bytes are "
                 "copied again next run\n", r->hosting, pl->home,
                 SLOW_CHILD_TIMEOUT_MS);
     }
