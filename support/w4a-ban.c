@@ -91,6 +91,7 @@ static int usage(int rc)
 "       " PROG " firewall --url http://127.0.0.1:PORT/w4a-guard-status\n"
 "                      [--interval MS] [--ports 80,443] [--table w4a]\n"
 "                      [--never CIDR]... [--max N] [--nft PATH] [--once]\n"
+"                      [--ipv6-prefix 64]\n"
 "       " PROG " firewall --remove [--table w4a] [--nft PATH]\n"
 "list, add and remove write the fleet's ban list (every node applies it\n"
 "within W4AGuardFleetPoll); show prints the node's status, or one client's\n"
@@ -103,11 +104,16 @@ static int usage(int rc)
 #define HTTP_MAX_BODY (16 << 20)     /* 65,536 bans are about 8 MiB */
 
 /* The TCP sockets of this machine listening where a connection to sa
- * lands (its address, a wildcard, the IPv4-mapped form, in
- * /proc/net/tcp and tcp6): their inodes as a text, or NULL with *why
+ * can land, in /proc/net/tcp and tcp6: for an IPv4 sa, IPv4 sockets on
+ * its address or 0.0.0.0, and IPv6 ones on :: or ::ffff:its address
+ * (dual-stack); for an IPv6 sa, IPv6 sockets on its address or :: only
+ * (0.0.0.0 takes no IPv6).  Their inodes as a text, or NULL with *why
  * when there is none or one is not root's.  httpd binds its ports as
  * root; a tenant's process binding the port while httpd does not hold
- * it (a restart, another Listen) would answer in its place. */
+ * it (a restart, another Listen) would answer in its place, and while a
+ * root socket holds it, the kernel lets no one else bind it.  (Not
+ * covered: an IPv4 URL whose port httpd holds with an IPv6-only ::
+ * socket alone; give the URL the address httpd listens on.) */
 static const char *http_listeners(const apr_sockaddr_t *sa, const char **why,
                                   apr_pool_t *p)
 {
@@ -116,6 +122,7 @@ static const char *http_listeners(const apr_sockaddr_t *sa, const char **why,
     const unsigned char v4any[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff,
                                       0xff, 0, 0, 0, 0 };
     const unsigned char any[16] = { 0 };
+    int v4 = sa->family == APR_INET;
     apr_array_header_t *ids = apr_array_make(p, 4, sizeof(const char *));
     int i;
 
@@ -159,9 +166,13 @@ static const char *http_listeners(const apr_sockaddr_t *sa, const char **why,
             if (!i) {
                 got[10] = got[11] = 0xff;
             }
-            if (memcmp(got, want, 16) && memcmp(got, v4any, 16)
-                && memcmp(got, any, 16)) {
-                continue;
+            if (memcmp(got, want, 16)
+                && !(i == 0 && v4 && !memcmp(got, v4any, 16))
+                && !(i == 1 && !memcmp(got, any, 16))) {
+                continue;       /* (::ffff:x in tcp6 is "want" already) */
+            }
+            if (i == 0 && !v4) {
+                continue;       /* an IPv4 socket takes no IPv6 */
             }
             if (uid != 0) {
                 fclose(f);
@@ -320,7 +331,6 @@ static int http_show(const char *url, const char *client, apr_pool_t *p)
 #define FW_DEF_PORTS "80,443"
 #define FW_DEF_MAX 65536
 #define FW_MAX_PORTS 16
-#define FW_MIN_V6_BITS 48         /* the widest IPv6 ban put in a set */
 #define FW_CHUNK 512
 
 /* An address or network: 16 bytes (IPv4 as ::ffff:a.b.c.d), the prefix
@@ -340,6 +350,7 @@ typedef struct fw_conf {
     char ports[FW_MAX_PORTS * 7];
     apr_array_header_t *never;      /* fw_net: defaults and --never */
     int interval_ms, max;
+    int v6bits;                     /* --ipv6-prefix: the widest IPv6 ban */
 } fw_conf;
 
 static const unsigned char fw_v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0,
@@ -538,7 +549,7 @@ static const char *fw_json_field(const char *o, const char *end,
 
 /* The bans of the page for every hosting, still holding at now_ms.
  * Returns the number of entries not understood, or -1: no "bans" list. */
-static int fw_read_bans(const char *body, apr_int64_t now_ms,
+static int fw_read_bans(const char *body, apr_int64_t now_ms, int v6bits,
                         apr_array_header_t *bans, apr_pool_t *p)
 {
     const char *c = strstr(body, "\"bans\":[");
@@ -575,13 +586,14 @@ static int fw_read_bans(const char *body, apr_int64_t now_ms,
         scope = fw_json_field(o, e, "scope", p);
         until = fw_json_field(o, e, "until_ms", p);
         /* the guard bans one IPv4 address, or an IPv6 prefix of
-         * W4AGuardIPv6Prefix (64): anything wider is not one of its bans
-         * (2000::/3 would cut the node off the IPv6 Internet) */
+         * W4AGuardIPv6Prefix (--ipv6-prefix, 64): anything wider is not
+         * one of its bans (2000::/3 would cut the node off the IPv6
+         * Internet) */
         if (!client || !scope || !until
             || !w4a_parse_number(until, 0, APR_INT64_MAX, &u)
-            || !fw_net_parse(&b.net, client, 64)
+            || !fw_net_parse(&b.net, client, v6bits)
             || (fw_is_v4(&b.net) ? b.net.bits != 128
-                                 : b.net.bits < FW_MIN_V6_BITS)) {
+                                 : b.net.bits < v6bits)) {
             bad++;
             continue;
         }
@@ -776,7 +788,7 @@ static int fw_run(const fw_conf *c, int once, apr_pool_t *pool)
             fw_log("W4A00681: the node's status %s read again", c->url);
             down = 0;
         }
-        bad = fw_read_bans(body, now, bans, p);
+        bad = fw_read_bans(body, now, c->v6bits, bans, p);
         if (bad) {
             const char *m = bad < 0
                 ? "no list of bans in the answer (not a w4a-guard-status "
@@ -983,6 +995,7 @@ int main(int argc, const char *const *argv)
     apr_getopt_t *os;
     apr_status_t rv;
     int ch, i, no_key = 0, v6 = 64, rc = 0;
+    apr_pool_t *ap;
     const char *arg, *servers = NULL, *keyfile = NULL, *prefix = DEF_PREFIX;
     const char *hosting = NULL, *url = NULL, *cmd, *err = NULL;
     apr_int64_t secs = 600, n;
@@ -1090,6 +1103,7 @@ int main(int argc, const char *const *argv)
         return usage(2);
     }
     if (!strcmp(cmd, "firewall")) {
+        fw.v6bits = v6;
         fw.url = url;
         return fw_main(&fw, os, once, remove_table, p);
     }
@@ -1154,7 +1168,10 @@ int main(int argc, const char *const *argv)
         }
         return 0;
     }
-    for (i = os->ind; i < os->argc; i++) {
+    /* one pool per address: each publish reads and writes the whole list
+     * (up to GUARD_FLEET_BYTES), which must not pile up over 1000 of them */
+    apr_pool_create(&ap, p);
+    for (i = os->ind; i < os->argc; i++, apr_pool_clear(ap)) {
         guard_key_t k;
         guard_fleet_ban_t b;
         if (guard_key_parse(&k, os->argv[i], v6) != APR_SUCCESS) {
@@ -1163,13 +1180,13 @@ int main(int argc, const char *const *argv)
             rc = 2;
             continue;
         }
-        b.addr = guard_key_text(&k, p);
+        b.addr = guard_key_text(&k, ap);
         b.since_ms = now;
         b.until_ms = strcmp(cmd, "add") ? 0 : now + secs * 1000;
         b.reason = "admin";
         b.hosting = hosting ? hosting : "-";
         b.scope = hosting;
-        rv = guard_fleet_publish(mc, &b, now, &err, p);
+        rv = guard_fleet_publish(mc, &b, now, &err, ap);
         if (rv != APR_SUCCESS) {
             fprintf(stderr, PROG ": W4A00653: %s %s: memcached %s: %s\n", cmd,
                     b.addr, servers, err ? err : "no answer");

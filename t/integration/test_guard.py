@@ -9,6 +9,7 @@ is whitelisted inline so that reading it never bans the reader).
 import json
 import os
 import re
+import resource
 import socket
 import subprocess
 import time
@@ -552,8 +553,15 @@ def test_guard_fleet_list_of_a_thousand_bans_keeps_the_admin_ban(w4a):
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         many = ["10.%d.%d.1" % (i // 250, i % 250) for i in range(1000)]
+
+        def cap():
+            # each publish reads and writes the whole list: 1000 of them
+            # in one pool took about 250 MB
+            resource.setrlimit(resource.RLIMIT_AS, (128 << 20, 128 << 20))
+
         r = subprocess.run([BAN, "add", *base, "--for", "300", *many],
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=60,
+                           preexec_fn=cap)
         assert r.returncode == 0, r.stderr[-2000:]
         r = subprocess.run([BAN, "list", *base], capture_output=True,
                            text=True)

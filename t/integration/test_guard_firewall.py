@@ -427,6 +427,16 @@ def test_firewall_bounds_a_pages_prefixes_size_and_time(w4a, fw):
         in r.stderr, r.stderr
     assert set(elements(d.table, "ban4")) == {"192.0.2.82"}
     assert set(elements(d.table, "ban6")) == {"2001:db8::/64"}
+    # the widest IPv6 ban is the guard's prefix, as --ipv6-prefix says
+    srv = PageServer(w4a, "page", page("2001:db8:4000::/40", "2000::/3"))
+    try:
+        d.args += ["--ipv6-prefix", "40"]
+        r, _ = once(d, srv.url())
+    finally:
+        srv.stop()
+    assert r.returncode == 0, r.stderr
+    assert "1 ban(s) not understood" in r.stderr, r.stderr
+    assert set(elements(d.table, "ban6")) == {"2001:db8:4000::/40"}
     for mode, why in (("trickle", "no whole answer within 2000 ms"),
                       ("endless", "the answer is larger than 16777216 "
                        "bytes")):

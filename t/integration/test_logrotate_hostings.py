@@ -160,6 +160,8 @@ def test_logrotate_hostings_bad_arguments_refused_with_a_reason(w4a):
     for args, want in ((["--rotate", "--deadline", "x"], "--deadline x: "
                         "expected whole seconds"),
                        (["--rotate", "--deadline", "0"], "--deadline 0"),
+                       (["--rotate", "--budget", "1h"], "--budget 1h: "
+                        "expected whole seconds"),
                        (["--rotate", "/nonexistent"], "cannot read "
                         "/nonexistent"),
                        (["/nonexistent.map"], "cannot read "
