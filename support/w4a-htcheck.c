@@ -48,6 +48,7 @@ typedef struct {
     int         fix;
     int         quiet;
     apr_hash_t *tables;          /* version -> htc_table_t * or (void *)1 */
+    apr_hash_t *links;           /* "dev:ino" of files with hard links read */
     apr_pool_t *p;
     /* totals */
     int files, findings, fixed, notes, errors, rewritten;
@@ -618,8 +619,11 @@ static char *check_text(file_t *f, char *text)
     }
 }
 
-/* Read a regular file relative to dfd, without following a symlink. */
-static char *read_at(apr_pool_t *p, int dfd, const char *name, struct stat *st)
+/* Read a regular file relative to dfd, without following a symlink; a
+ * file of several hard links only the first time (links: the ones seen;
+ * a tenant's tree of links to one 4 MiB file is read once). */
+static char *read_at(apr_pool_t *p, int dfd, const char *name, struct stat *st,
+                     apr_hash_t *links)
 {
     int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     char *buf;
@@ -631,6 +635,17 @@ static char *read_at(apr_pool_t *p, int dfd, const char *name, struct stat *st)
     if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode) || st->st_size > MAX_FILE) {
         close(fd);
         return NULL;
+    }
+    if (st->st_nlink > 1 && links) {
+        char key[48];
+        int kl = snprintf(key, sizeof(key), "%lu:%lu",
+                          (unsigned long)st->st_dev, (unsigned long)st->st_ino);
+        if (apr_hash_get(links, key, kl)) {
+            close(fd);
+            return NULL;
+        }
+        apr_hash_set(links, apr_pstrmemdup(apr_hash_pool_get(links), key, kl),
+                     kl, "");
     }
     buf = apr_palloc(p, st->st_size + 1);
     n = read(fd, buf, st->st_size);
@@ -682,7 +697,7 @@ static void check_file(ctx_t *c, int dfd, const char *dir, const char *version)
      * .htaccess: nothing of a file is kept past it) */
     apr_pool_create(&p, c->p);
     path = apr_pstrcat(p, dir, "/.htaccess", NULL);
-    text = read_at(p, dfd, ".htaccess", &st);
+    text = read_at(p, dfd, ".htaccess", &st, c->links);
     if (!text) {
         apr_pool_destroy(p);
         return;
@@ -872,6 +887,7 @@ int main(int argc, const char *const *argv)
     c.table_pattern = "/etc/w4a/php/%v.table";
     c.php_version = "8.2";
     c.tables = apr_hash_make(p);
+    c.links = apr_hash_make(p);
 
     apr_getopt_init(&os, p, argc, argv);
     while ((rv = apr_getopt_long(os, opts, &optch, &arg)) == APR_SUCCESS) {

@@ -218,35 +218,82 @@ int w4a_open_dir_trusted(const char *path, const char **link, apr_pool_t *p)
     return fd;
 }
 
+/* The length of the valid UTF-8 sequence at q (1 to 4), its code point
+ * in *cp; 0 when q holds no valid sequence (a stray byte, an overlong
+ * form, a surrogate, past U+10FFFF). */
+static int utf8_at(const unsigned char *q, apr_uint32_t *cp)
+{
+    int n, i;
+    apr_uint32_t c;
+
+    if (q[0] < 0x80) {
+        *cp = q[0];
+        return 1;
+    }
+    if (q[0] >= 0xc2 && q[0] <= 0xdf) {
+        n = 2, c = q[0] & 0x1f;
+    }
+    else if (q[0] >= 0xe0 && q[0] <= 0xef) {
+        n = 3, c = q[0] & 0x0f;
+    }
+    else if (q[0] >= 0xf0 && q[0] <= 0xf4) {
+        n = 4, c = q[0] & 0x07;
+    }
+    else {
+        return 0;
+    }
+    for (i = 1; i < n; i++) {
+        if ((q[i] & 0xc0) != 0x80) {
+            return 0;           /* (the NUL at the end stops here too) */
+        }
+        c = (c << 6) | (q[i] & 0x3f);
+    }
+    if ((n == 3 && (c < 0x800 || (c >= 0xd800 && c <= 0xdfff)))
+        || (n == 4 && (c < 0x10000 || c > 0x10ffff))) {
+        return 0;
+    }
+    *cp = c;
+    return n;
+}
+
+/* Shown escaped: controls, C1 controls, and the bidirectional marks and
+ * overrides that reorder what a terminal shows. */
+static int cp_unsafe(apr_uint32_t c)
+{
+    return c < 0x20 || (c >= 0x7f && c <= 0x9f) || c == 0x061c
+           || c == 0x200e || c == 0x200f || (c >= 0x202a && c <= 0x202e)
+           || (c >= 0x2066 && c <= 0x2069);
+}
+
 const char *w4a_printable(apr_pool_t *p, const char *s)
 {
-    const unsigned char *q;
+    const unsigned char *q = (const unsigned char *)s;
     char *out, *o;
-    apr_size_t extra = 0;
+    apr_uint32_t cp;
+    int n, clean = 1;
 
-    for (q = (const unsigned char *)s; *q; q++) {
-        if (*q < 0x20 || *q == 0x7f) {
-            extra += 3;
-        }
-        else if (*q == 0xc2 && q[1] >= 0x80 && q[1] <= 0x9f) {
-            extra += 6;         /* two bytes become eight */
-            q++;
-        }
+    while (*q && clean) {
+        n = utf8_at(q, &cp);
+        clean = n > 0 && !cp_unsafe(cp);
+        q += n > 0 ? n : 1;
     }
-    if (!extra) {
+    if (clean) {
         return s;
     }
-    o = out = apr_palloc(p, strlen(s) + extra + 1);
-    for (q = (const unsigned char *)s; *q; q++) {
-        if (*q < 0x20 || *q == 0x7f) {
-            o += apr_snprintf(o, 5, "\\x%02x", *q);
+    o = out = apr_palloc(p, strlen(s) * 4 + 1);
+    for (q = (const unsigned char *)s; *q; ) {
+        n = utf8_at(q, &cp);
+        if (n > 0 && !cp_unsafe(cp)) {
+            memcpy(o, q, (size_t)n);
+            o += n;
+            q += n;
+            continue;
         }
-        else if (*q == 0xc2 && q[1] >= 0x80 && q[1] <= 0x9f) {
-            o += apr_snprintf(o, 9, "\\xc2\\x%02x", q[1]);
-            q++;
+        if (n == 0) {
+            n = 1;              /* a byte that is no UTF-8: that byte */
         }
-        else {
-            *o++ = (char)*q;
+        while (n-- > 0) {
+            o += apr_snprintf(o, 5, "\\x%02x", *q++);
         }
     }
     *o = '\0';

@@ -120,8 +120,10 @@ void w4a_client_share_bytes(int family, const void *addr, int v6bits,
 int w4a_open_dir_trusted(const char *path, const char **link, apr_pool_t *p);
 
 /**
- * @a s with every control byte (below 0x20, 0x7f, and the C1 controls
- * U+0080 to U+009F in UTF-8) written as \xHH: for a line a person reads
+ * @a s with every control byte (below 0x20, 0x7f, the C1 controls
+ * U+0080 to U+009F), every byte that is not UTF-8, and the bidirectional
+ * marks and overrides (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066
+ * to U+2069) written as \xHH, byte by byte: for a line a person reads
  * in a terminal, where a tenant's names could otherwise move the cursor,
  * recolour or forge lines (a backslash stays as it is: the line is for
  * reading, not for parsing back).  @a s itself when nothing needs

@@ -7,7 +7,9 @@ import re
 import resource
 import subprocess
 
-from w4a_harness import HTCOMPAT_SO, hostings_dir_block
+import pytest
+
+from w4a_harness import HTCOMPAT_SO, SANITIZE, hostings_dir_block
 from test_htcompat import A, B, HTCHECK, INI_PHP, dump_table, vals
 
 # Every known breakage, one per line (line numbers matter below).
@@ -288,9 +290,12 @@ def test_htcheck_prints_a_tenants_names_and_words_escaped(w4a):
 
 def test_htcheck_keeps_no_file_in_memory_past_it(w4a):
     """100 hard links of one 4 MiB .htaccess in A's tree: every file read
-    was kept to the end of the run (about 12 MiB each, 1.2 GiB in all).
-    Now each file's memory goes with it: the run fits in 256 MiB of
-    address space."""
+    was kept to the end of the run (about 12 MiB each, 1.2 GiB in all),
+    and each link read and parsed again.  Now each file's memory goes
+    with it (the run fits in 256 MiB of address space), and a file of
+    several links is read once; a file of its own is still read."""
+    if SANITIZE:
+        pytest.skip("ASan's shadow memory does not fit in RLIMIT_AS")
     tree = w4a.tree
     dra = tree.site(A, "a.example", {"index.html": "a\n"})
     big = os.path.join(w4a.root, "big.htaccess")
@@ -301,6 +306,8 @@ def test_htcheck_keeps_no_file_in_memory_past_it(w4a):
         d = os.path.join(dra, "d%03d" % i)
         os.makedirs(d)
         os.link(big, os.path.join(d, ".htaccess"))
+    with open(os.path.join(dra, ".htaccess"), "w") as f:
+        f.write("# a file of its own\n")
     table = dump_table(w4a.root)
 
     def cap():
@@ -310,7 +317,7 @@ def test_htcheck_keeps_no_file_in_memory_past_it(w4a):
                        capture_output=True, text=True, preexec_fn=cap,
                        timeout=120)
     assert r.returncode == 0, (r.returncode, r.stderr[-500:])
-    assert r.stdout.splitlines()[-1].startswith("100 .htaccess file(s): 0 line(s)"), \
+    assert r.stdout.splitlines()[-1].startswith("2 .htaccess file(s): 0 line(s)"), \
         r.stdout[-500:]
 
 

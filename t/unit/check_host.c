@@ -153,7 +153,16 @@ START_TEST(test_printable_escapes_controls_keeps_utf8)
     /* C1 CSI as UTF-8 escaped, a no-break space (C2 A0) kept */
     ck_assert_str_eq(w4a_printable(p, "\xc2\x9b" "31m \xc2\xa0"),
                      "\\xc2\\x9b31m \xc2\xa0");
-    ck_assert_str_eq(w4a_printable(p, "end\xc2"), "end\xc2");
+    /* a byte that is no UTF-8 (8-bit CSI, a cut sequence), an overlong
+     * form, a right-to-left override: escaped */
+    ck_assert_str_eq(w4a_printable(p, "a\x9b" "31m"), "a\\x9b31m");
+    ck_assert_str_eq(w4a_printable(p, "end\xc2"), "end\\xc2");
+    ck_assert_str_eq(w4a_printable(p, "\xc0\xaf"), "\\xc0\\xaf");
+    ck_assert_str_eq(w4a_printable(p, "x\xe2\x80\xaey"),
+                     "x\\xe2\\x80\\xaey");
+    /* and valid text of 2, 3, 4 bytes kept */
+    same = "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+    ck_assert_ptr_eq(w4a_printable(p, same), same);
     apr_pool_destroy(p);
 }
 END_TEST
