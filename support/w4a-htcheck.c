@@ -776,10 +776,13 @@ static void walk(ctx_t *c, int dfd, const char *path, const char *version,
     apr_pool_destroy(wp);
 }
 
-static void walk_top(ctx_t *c, const char *top, const char *version)
+/* uid: the hosting's (map mode), whose docroot must be its or root's;
+ * -1 for a DIR of the command line. */
+static void walk_top(ctx_t *c, const char *top, const char *version, long uid)
 {
     const char *abs = top, *link;
     size_t n = strlen(top);
+    struct stat st;
     int fd;
 
     if (top[0] != '/') {
@@ -788,7 +791,13 @@ static void walk_top(ctx_t *c, const char *top, const char *version)
             abs = apr_pstrcat(c->p, cwd, "/", top, NULL);
         }
     }
-    fd = w4a_open_dir_trusted(abs, &link, c->p);
+    fd = w4a_open_docroot(abs, &link, c->p);
+    if (fd < 0 && errno == EXDEV) {
+        fprintf(stderr, "w4a-htcheck: W4A00967: %s: a symlink below its home "
+                "leads out of it: not checked\n", w4a_printable(c->p, top));
+        c->errors++;
+        return;
+    }
     if (fd < 0 && errno == EPERM) {
         fprintf(stderr, "w4a-htcheck: W4A00967: %s: reached through a "
                 "symlink (%s) in a directory others than root can change: "
@@ -801,6 +810,15 @@ static void walk_top(ctx_t *c, const char *top, const char *version)
         fprintf(stderr, "w4a-htcheck: W4A00967: %s: %s\n",
                 w4a_printable(c->p, top), strerror(errno));
         c->errors++;
+        return;
+    }
+    if (uid >= 0 && (fstat(fd, &st) != 0
+                     || (st.st_uid != (uid_t)uid && st.st_uid != 0))) {
+        fprintf(stderr, "w4a-htcheck: W4A00967: %s: belongs to uid %ld, "
+                "neither its hosting's (%ld) nor root's: not checked\n",
+                w4a_printable(c->p, top), (long)st.st_uid, uid);
+        c->errors++;
+        close(fd);
         return;
     }
     while (n > 1 && top[n - 1] == '/') {
@@ -823,7 +841,7 @@ static int map_record(void *baton, const w4a_hosting_t *rec)
     }
     apr_hash_set(m->seen, apr_pstrdup(m->c->p, rec->docroot),
                  APR_HASH_KEY_STRING, "");
-    walk_top(m->c, rec->docroot, rec->php_version);
+    walk_top(m->c, rec->docroot, rec->php_version, (long)rec->uid);
     return 0;
 }
 
@@ -938,7 +956,7 @@ int main(int argc, const char *const *argv)
         w4a_map_close(m);
     }
     for (i = os->ind; i < argc; i++) {
-        walk_top(&c, argv[i], c.php_version);
+        walk_top(&c, argv[i], c.php_version, -1);
     }
     printf("%d .htaccess file(s): %d line(s) to fix%s, %d note(s)",
            c.files, c.findings, c.fix ? "" : " (run with --fix)", c.notes);

@@ -5,7 +5,10 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <linux/openat2.h>
 
 #include <apr_lib.h>
 #include <apr_network_io.h>
@@ -173,12 +176,12 @@ void w4a_client_share_bytes(int family, const void *addr, int v6bits,
     }
 }
 
-int w4a_open_dir_trusted(const char *path, const char **link, apr_pool_t *p)
+static int open_trusted(const char *path, const char **link, apr_pool_t *p,
+                        int hops)
 {
     char *copy, *comp, *last;
     int fd;
 
-    *link = NULL;
     if (path[0] != '/') {
         errno = EINVAL;
         return -1;
@@ -192,6 +195,10 @@ int w4a_open_dir_trusted(const char *path, const char **link, apr_pool_t *p)
         /* (a symlink with O_DIRECTORY | O_NOFOLLOW: ENOTDIR or ELOOP) */
         if (next < 0 && (errno == ELOOP || errno == ENOTDIR)) {
             struct stat dir, ln;
+            char target[4096];
+            ssize_t n;
+            const char *at;
+
             if (fstat(fd, &dir) != 0
                 || fstatat(fd, comp, &ln, AT_SYMLINK_NOFOLLOW) != 0) {
                 close(fd);
@@ -202,19 +209,78 @@ int w4a_open_dir_trusted(const char *path, const char **link, apr_pool_t *p)
                 errno = ENOTDIR;
                 return -1;
             }
+            at = apr_pstrmemdup(p, path, (apr_size_t)(comp - copy)
+                                         + strlen(comp));
             if (ln.st_uid != 0 || dir.st_uid != 0
                 || (dir.st_mode & (S_IWGRP | S_IWOTH))) {
-                *link = apr_pstrmemdup(p, path, (apr_size_t)(comp - copy)
-                                                + strlen(comp));
+                *link = at;
                 close(fd);
                 errno = EPERM;
                 return -1;
             }
-            next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            /* root's: its target is walked the same way, name by name
+             * (it may lead through a tenant's symlink) */
+            n = readlinkat(fd, comp, target, sizeof(target) - 1);
+            close(fd);
+            if (n <= 0 || hops >= 16) {
+                errno = n <= 0 ? errno : ELOOP;
+                return -1;
+            }
+            target[n] = '\0';
+            return open_trusted(apr_pstrcat(p, target[0] == '/' ? ""
+                                : apr_pstrmemdup(p, path, (apr_size_t)(comp
+                                                                - copy)),
+                                target, "/", last ? last : "", NULL),
+                                link, p, hops + 1);
         }
         close(fd);
         fd = next;
     }
+    return fd;
+}
+
+int w4a_open_dir_trusted(const char *path, const char **link, apr_pool_t *p)
+{
+    *link = NULL;
+    return open_trusted(path, link, p, 0);
+}
+
+int w4a_open_docroot(const char *docroot, const char **link, apr_pool_t *p)
+{
+    const char *vw = strstr(docroot, "/var/www/");
+    const char *home = vw && vw > docroot
+                       ? apr_pstrmemdup(p, docroot, (apr_size_t)(vw - docroot))
+                       : docroot;
+    struct open_how how;
+    int hfd, fd;
+
+    hfd = w4a_open_dir_trusted(home, link, p);
+    if (hfd < 0 || home == docroot) {
+        return hfd;
+    }
+    memset(&how, 0, sizeof(how));
+    how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    fd = (int)syscall(SYS_openat2, hfd, vw + 1, &how, sizeof(how));
+    if (fd < 0 && errno == ENOSYS) {
+        /* (before Linux 5.6: no symlink followed at all below the home) */
+        char *copy = apr_pstrdup(p, vw + 1), *comp, *last;
+        fd = dup(hfd);
+        for (comp = apr_strtok(copy, "/", &last); comp && fd >= 0;
+             comp = apr_strtok(NULL, "/", &last)) {
+            int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW
+                                        | O_CLOEXEC);
+            if (next < 0 && (errno == ELOOP || errno == ENOTDIR)) {
+                errno = EXDEV;
+            }
+            close(fd);
+            fd = next;
+        }
+    }
+    if (fd < 0 && errno == EXDEV) {
+        *link = docroot;
+    }
+    close(hfd);
     return fd;
 }
 

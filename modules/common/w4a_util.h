@@ -120,6 +120,18 @@ void w4a_client_share_bytes(int family, const void *addr, int v6bits,
 int w4a_open_dir_trusted(const char *path, const char **link, apr_pool_t *p);
 
 /**
+ * Open a hosting's docroot for a root tool: its home (the part before
+ * "/var/www/", else the docroot itself) as w4a_open_dir_trusted() opens
+ * it, then the rest below the home with the hosting's own symlinks
+ * followed as long as they stay in the home (openat2 RESOLVE_BENEATH: a
+ * deploy's "current -> releases/42" works, "-> /datas/vol1/other" not).
+ * @return the descriptor, or -1 with errno: EXDEV (a symlink leading out
+ *         of the home; *link set to @a docroot), or as
+ *         w4a_open_dir_trusted()
+ */
+int w4a_open_docroot(const char *docroot, const char **link, apr_pool_t *p);
+
+/**
  * @a s with every control byte (below 0x20, 0x7f, the C1 controls
  * U+0080 to U+009F), every byte that is not UTF-8, and the bidirectional
  * marks and overrides (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066

@@ -243,8 +243,10 @@ def test_htcheck_fix_never_follows_a_docroot_the_tenant_swapped(w4a):
     """A docroot's name sits in the tenant's var/www: A swaps it for a
     symlink to C's docroot (C: a hosting of the node, not in this map).
     --fix as root followed it and rewrote C's .htaccess.  Now the docroot
-    is reached without a symlink of anyone's but root's: refused
-    (W4A00967), C's file untouched, B checked as usual."""
+    is reached without a symlink of anyone's but root's up to its home,
+    and below it by symlinks that stay in the home only: refused
+    (W4A00967), C's file untouched, B checked as usual; a symlink of A's
+    inside A's home still works."""
     tree = w4a.tree
     dra = tree.site(A, "a.example", {"index.html": "a\n"})
     tree.site(B, "b.example", {".htaccess": "Options Indexes -MultiViews\n"})
@@ -261,10 +263,24 @@ def test_htcheck_fix_never_follows_a_docroot_the_tenant_swapped(w4a):
     rc, out = run("--fix", "--map", index, "--table", table.replace("8.2", "%v"))
     assert rc == 1, out
     assert snapshot(drc) == before
-    assert ("W4A00967: %s: reached through a symlink (%s) in a directory "
-            "others than root can change: not checked" % (dra, dra)) in out, out
+    assert ("W4A00967: %s: a symlink below its home leads out of it: not "
+            "checked" % dra) in out, out
     assert "b.example/.htaccess: fixed 1 line(s)" in out, out
     assert "c.example" not in out, out
+    # a symlink that stays in the home (a deploy's current -> releases/2)
+    # is the hosting's own business: followed
+    release = os.path.join(tree.home(A), "var/www/releases/2")
+    os.makedirs(release)
+    with open(os.path.join(release, ".htaccess"), "w") as f:
+        f.write("php_flag magic_quotes_gpc off\n")
+    subprocess.run(["chown", "-R", "%d:%d" % (uid_a, uid_a),
+                    os.path.join(tree.home(A), "var/www/releases")], check=True)
+    os.unlink(dra)
+    os.symlink("releases/2", dra)
+    os.lchown(dra, uid_a, uid_a)
+    rc, out = run("--map", index, "--table", table.replace("8.2", "%v"))
+    assert "%s/.htaccess:1: break: php_flag magic_quotes_gpc" % dra in out, out
+    assert "W4A00967" not in out, out
 
 
 def test_htcheck_prints_a_tenants_names_and_words_escaped(w4a):

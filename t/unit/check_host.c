@@ -1,5 +1,10 @@
 /* Host header normalisation (w4a_host_normalise). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include "check_w4a.h"
 #include "w4a_host.h"
 #include "w4a_util.h"
@@ -167,6 +172,48 @@ START_TEST(test_printable_escapes_controls_keeps_utf8)
 }
 END_TEST
 
+/* w4a_open_dir_trusted: a root-owned symlink is followed, but its target
+ * is walked name by name too: a tenant's symlink in it is refused */
+START_TEST(test_open_dir_trusted_walks_a_root_links_target)
+{
+    apr_pool_t *p;
+    char top[] = "/tmp/w4a-check-trusted-XXXXXX", path[256];
+    const char *link = NULL;
+    int fd;
+
+    if (geteuid() != 0) {
+        return;                 /* (needs to chown to a tenant) */
+    }
+    apr_pool_create(&p, NULL);
+    ck_assert_ptr_nonnull(mkdtemp(top));
+    snprintf(path, sizeof(path), "%s/other", top);
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/tenant", top);
+    ck_assert_int_eq(mkdir(path, 0755), 0);
+    ck_assert_int_eq(chown(path, 100010, 100010), 0);
+    snprintf(path, sizeof(path), "%s/tenant/inner", top);
+    ck_assert_int_eq(symlink("../other", path), 0);
+    ck_assert_int_eq(lchown(path, 100010, 100010), 0);
+    snprintf(path, sizeof(path), "%s/alias", top);
+    ck_assert_int_eq(symlink("tenant/inner", path), 0);
+    /* the root link to a root directory: followed */
+    snprintf(path, sizeof(path), "%s/direct", top);
+    ck_assert_int_eq(symlink("other", path), 0);
+    fd = w4a_open_dir_trusted(path, &link, p);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    /* through the tenant's link: refused, the tenant's link named */
+    snprintf(path, sizeof(path), "%s/alias", top);
+    fd = w4a_open_dir_trusted(path, &link, p);
+    ck_assert_int_eq(fd, -1);
+    ck_assert_int_eq(errno, EPERM);
+    ck_assert_ptr_nonnull(strstr(link, "/tenant/inner"));
+    snprintf(path, sizeof(path), "rm -rf %s", top);
+    ck_assert_int_eq(system(path), 0);
+    apr_pool_destroy(p);
+}
+END_TEST
+
 Suite *host_suite(void)
 {
     Suite *s = suite_create("host");
@@ -178,6 +225,7 @@ Suite *host_suite(void)
     tcase_add_test(tc, test_host_malformed);
     tcase_add_test(tc, test_host_length_limit);
     tcase_add_test(tc, test_printable_escapes_controls_keeps_utf8);
+    tcase_add_test(tc, test_open_dir_trusted_walks_a_root_links_target);
     suite_add_tcase(s, tc);
     return s;
 }
