@@ -124,7 +124,8 @@ static const char *http_listeners(const apr_sockaddr_t *sa, const char **why,
     const unsigned char any[16] = { 0 };
     int v4 = sa->family == APR_INET;
     apr_array_header_t *ids = apr_array_make(p, 4, sizeof(const char *));
-    int i;
+    int i, root_v4 = 0;
+    unsigned long v6any_uid = 0;
 
     if (sa->family == APR_INET) {
         want[10] = want[11] = 0xff;
@@ -133,6 +134,8 @@ static const char *http_listeners(const apr_sockaddr_t *sa, const char **why,
 #if APR_HAVE_IPV6
     else if (sa->family == APR_INET6) {
         memcpy(want, &sa->sa.sin6.sin6_addr, 16);
+        /* ::ffff:a.b.c.d is an IPv4 connection */
+        v4 = !memcmp(want, v4any, 12);
     }
 #endif
     for (i = 0; i < 2; i++) {
@@ -174,6 +177,18 @@ static const char *http_listeners(const apr_sockaddr_t *sa, const char **why,
             if (i == 0 && !v4) {
                 continue;       /* an IPv4 socket takes no IPv6 */
             }
+            if (v4 && i == 1 && !memcmp(got, any, 16)) {
+                /* a :: socket takes IPv4 only when dual-stack, and none
+                 * is bound while a root IPv4 socket holds the port: an
+                 * IPv6-only one of a tenant's must not stop the reads */
+                if (uid != 0) {
+                    v6any_uid = uid;
+                    continue;
+                }
+            }
+            else if (i == 0 && uid == 0) {
+                root_v4 = 1;
+            }
             if (uid != 0) {
                 fclose(f);
                 *why = apr_psprintf(p, "the socket listening on port %u "
@@ -186,6 +201,14 @@ static const char *http_listeners(const apr_sockaddr_t *sa, const char **why,
             APR_ARRAY_PUSH(ids, const char *) = apr_psprintf(p, "%lu", inode);
         }
         fclose(f);
+    }
+    if (v6any_uid && !root_v4) {
+        *why = apr_psprintf(p, "the socket listening on port %u belongs to "
+                            "uid %lu, not root: not httpd's (a tenant's "
+                            "process, bound while httpd did not hold the "
+                            "port?): not read", (unsigned int)sa->port,
+                            v6any_uid);
+        return NULL;
     }
     if (!ids->nelts) {
         *why = "no socket of this machine listens there (the URL must be "

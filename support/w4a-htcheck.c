@@ -697,7 +697,9 @@ static void check_file(ctx_t *c, int dfd, const char *dir, const char *version)
      * .htaccess: nothing of a file is kept past it) */
     apr_pool_create(&p, c->p);
     path = apr_pstrcat(p, dir, "/.htaccess", NULL);
-    text = read_at(p, dfd, ".htaccess", &st, c->links);
+    /* (with --fix, every link is read: fixing one renames a new file over
+     * that name only, and the others must be fixed too) */
+    text = read_at(p, dfd, ".htaccess", &st, c->fix ? NULL : c->links);
     if (!text) {
         apr_pool_destroy(p);
         return;
@@ -802,7 +804,7 @@ static void walk_top(ctx_t *c, const char *top, const char *version, long uid)
         fprintf(stderr, "w4a-htcheck: W4A00967: %s: reached through a "
                 "symlink (%s) in a directory others than root can change: "
                 "not checked\n", w4a_printable(c->p, top),
-                w4a_printable(c->p, link));
+                w4a_printable(c->p, link ? link : top));
         c->errors++;
         return;
     }
@@ -812,8 +814,14 @@ static void walk_top(ctx_t *c, const char *top, const char *version, long uid)
         c->errors++;
         return;
     }
-    if (uid >= 0 && (fstat(fd, &st) != 0
-                     || (st.st_uid != (uid_t)uid && st.st_uid != 0))) {
+    if (uid >= 0 && fstat(fd, &st) != 0) {
+        fprintf(stderr, "w4a-htcheck: W4A00967: %s: %s\n",
+                w4a_printable(c->p, top), strerror(errno));
+        c->errors++;
+        close(fd);
+        return;
+    }
+    if (uid >= 0 && st.st_uid != (uid_t)uid && st.st_uid != 0) {
         fprintf(stderr, "w4a-htcheck: W4A00967: %s: belongs to uid %ld, "
                 "neither its hosting's (%ld) nor root's: not checked\n",
                 w4a_printable(c->p, top), (long)st.st_uid, uid);

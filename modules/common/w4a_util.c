@@ -252,7 +252,7 @@ int w4a_open_docroot(const char *docroot, const char **link, apr_pool_t *p)
                        ? apr_pstrmemdup(p, docroot, (apr_size_t)(vw - docroot))
                        : docroot;
     struct open_how how;
-    int hfd, fd;
+    int hfd, fd, tries;
 
     hfd = w4a_open_dir_trusted(home, link, p);
     if (hfd < 0 || home == docroot) {
@@ -261,8 +261,15 @@ int w4a_open_docroot(const char *docroot, const char **link, apr_pool_t *p)
     memset(&how, 0, sizeof(how));
     how.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-    fd = (int)syscall(SYS_openat2, hfd, vw + 1, &how, sizeof(how));
-    if (fd < 0 && errno == ENOSYS) {
+    /* EAGAIN: a rename elsewhere on the machine raced a ".." of the
+     * path; EPERM: a seccomp filter that does not know openat2 */
+    for (tries = 0; tries < 8; tries++) {
+        fd = (int)syscall(SYS_openat2, hfd, vw + 1, &how, sizeof(how));
+        if (fd >= 0 || errno != EAGAIN) {
+            break;
+        }
+    }
+    if (fd < 0 && (errno == ENOSYS || errno == EPERM)) {
         /* (before Linux 5.6: no symlink followed at all below the home) */
         char *copy = apr_pstrdup(p, vw + 1), *comp, *last;
         fd = dup(hfd);

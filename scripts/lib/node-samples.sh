@@ -36,14 +36,13 @@ w4a_samples() {
         mkdir -p "$home"
         chown "$user:www-data" "$home"
         chmod 0750 "$home"
-        # (its output to a file, not to the operator's terminal: the
-        # hosting could attach to its own process; a deadline: it could
-        # stop it)
-        out="$ETC/sample-$user.log"
+        # (its output to nowhere of root's, not the operator's terminal
+        # nor a root file: the hosting could attach to its own process;
+        # a deadline: it could stop it)
         timeout -k 5 60 setpriv --reuid="$uid" --regid="$uid" --clear-groups \
             env -i PATH=/usr/bin:/bin sh -s "$home" "$domain" "$user" \
-            < scripts/lib/node-sample-site.sh > "$out" 2>&1 \
-            || echo "node: sample hosting $user: some of its files not written (see $out)" >&2
+            < scripts/lib/node-sample-site.sh > /dev/null 2>&1 \
+            || echo "node: sample hosting $user: some of its files not written (run scripts/lib/node-sample-site.sh as $user to see why)" >&2
         state=active; flags=-
         [ "$user" = w4a100013 ] && state=suspended
         # example.com: per-hosting access log, asset URLs rewritten to media.

@@ -407,6 +407,28 @@ def test_firewall_refuses_a_page_from_a_listener_not_roots(w4a, fw):
         in r.stderr, r.stderr
     assert not table_exists(d.table) or not elements(d.table, "ban4")
     assert req(h, "127.0.0.69")[0] == 200
+    # and a tenant's IPv6-only [::]:PORT beside root's IPv4 socket (which
+    # it cannot take) does not stop the reads either
+    srv = PageServer(w4a, "page", page("192.0.2.83"))
+    uid = pwd.getpwnam("w4a100010").pw_uid
+    squat = subprocess.Popen(
+        ["/usr/bin/python3", "-c",
+         "import socket, sys, time\n"
+         "s = socket.socket(socket.AF_INET6)\n"
+         "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n"
+         "s.bind(('::', %d)); s.listen(1)\n"
+         "print('listening', flush=True); time.sleep(60)\n" % srv.port],
+        stdout=subprocess.PIPE, text=True,
+        preexec_fn=lambda: (os.setgid(uid), os.setuid(uid)))
+    try:
+        assert squat.stdout.readline().strip() == "listening"
+        r, _ = once(d, srv.url())
+    finally:
+        squat.kill()
+        squat.wait()
+        srv.stop()
+    assert r.returncode == 0, r.stderr
+    assert set(elements(d.table, "ban4")) == {"192.0.2.83"}
 
 
 def test_firewall_bounds_a_pages_prefixes_size_and_time(w4a, fw):

@@ -15,6 +15,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from w4a_harness import SOURCE, wait_until
 
 TOOL = os.path.join(SOURCE, "support/w4a-logrotate-hostings")
@@ -231,3 +233,28 @@ def test_logrotate_hostings_a_stopped_gzip_is_killed_and_holds_no_lock(w4a):
     r, _ = rotate(w4a, conf, "--deadline", "2")
     assert "W4A00972" not in r.stderr, r.stderr
     assert open(b_log + ".1").read() == "B again\n"
+
+
+def test_logrotate_hostings_a_held_hosting_goes_last_within_the_budget(w4a):
+    """A (first in the order) holds its run (a FIFO) for the 2 s
+    deadline; --budget 1: B waits for the next run (W4A00973), where A,
+    held last time, goes after B: B rotates.  A runs once a run."""
+    _, conf = make_sites(w4a)
+    logdir = os.path.join(w4a.tree.home(A), "log/apache2")
+    uid = pwd.getpwnam(A).pw_uid
+    fifo = os.path.join(logdir, "access.log.1")
+    os.mkfifo(fifo)
+    os.chown(fifo, uid, uid)
+    b_one = os.path.join(w4a.tree.home(B), "log/apache2/access.log.1")
+    r, _ = rotate(w4a, conf, "--deadline", "2", "--budget", "1")
+    assert r.returncode == 1, r.stderr
+    assert len(re.findall(r"W4A0097[01]: hosting %s" % A, r.stderr)) == 1, \
+        r.stderr
+    assert "W4A00973: --budget 1 s spent: 1 hosting(s) left for the next " \
+        "run" in r.stderr, r.stderr
+    assert not os.path.exists(b_one)
+    if "W4A00971" in r.stderr:
+        pytest.skip("this logrotate refuses a FIFO: A is not held")
+    r, _ = rotate(w4a, conf, "--deadline", "2", "--budget", "1")
+    assert open(b_one).read() == "a line of %s\n" % B, r.stderr
+    assert r.stderr.count("W4A00970: hosting %s" % A) == 1, r.stderr
