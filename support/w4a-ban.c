@@ -122,22 +122,13 @@ static const char *http_listeners(const apr_sockaddr_t *sa, const char **why,
     const unsigned char v4any[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff,
                                       0xff, 0, 0, 0, 0 };
     const unsigned char any[16] = { 0 };
-    int v4 = sa->family == APR_INET;
     apr_array_header_t *ids = apr_array_make(p, 4, sizeof(const char *));
-    int i, root_v4 = 0;
-    unsigned long v6any_uid = 0;
+    int i, v4, root_v4 = 0;
+    unsigned long bad_uid = 0, v6any_uid = 0;
 
-    if (sa->family == APR_INET) {
-        want[10] = want[11] = 0xff;
-        memcpy(want + 12, &sa->sa.sin.sin_addr, 4);
-    }
-#if APR_HAVE_IPV6
-    else if (sa->family == APR_INET6) {
-        memcpy(want, &sa->sa.sin6.sin6_addr, 16);
-        /* ::ffff:a.b.c.d is an IPv4 connection */
-        v4 = !memcmp(want, v4any, 12);
-    }
-#endif
+    /* (::ffff:a.b.c.d is an IPv4 connection, as the guard's keys say) */
+    w4a_client_bytes(sa->family, sa->ipaddr_ptr, 128, want);
+    v4 = !memcmp(want, v4any, 12);
     for (i = 0; i < 2; i++) {
         FILE *f = fopen(files[i], "r");
         char line[512];
@@ -190,24 +181,25 @@ static const char *http_listeners(const apr_sockaddr_t *sa, const char **why,
                 root_v4 = 1;
             }
             if (uid != 0) {
-                fclose(f);
-                *why = apr_psprintf(p, "the socket listening on port %u "
-                                    "belongs to uid %lu, not root: not "
-                                    "httpd's (a tenant's process, bound "
-                                    "while httpd did not hold the port?): "
-                                    "not read", port, uid);
-                return NULL;
+                bad_uid = uid;
+                break;
             }
             APR_ARRAY_PUSH(ids, const char *) = apr_psprintf(p, "%lu", inode);
         }
         fclose(f);
+        if (bad_uid) {
+            break;
+        }
     }
-    if (v6any_uid && !root_v4) {
+    if (!bad_uid && !root_v4) {
+        bad_uid = v6any_uid;
+    }
+    if (bad_uid) {
         *why = apr_psprintf(p, "the socket listening on port %u belongs to "
                             "uid %lu, not root: not httpd's (a tenant's "
                             "process, bound while httpd did not hold the "
                             "port?): not read", (unsigned int)sa->port,
-                            v6any_uid);
+                            bad_uid);
         return NULL;
     }
     if (!ids->nelts) {

@@ -413,11 +413,11 @@ def test_firewall_refuses_a_page_from_a_listener_not_roots(w4a, fw):
     uid = pwd.getpwnam("w4a100010").pw_uid
     squat = subprocess.Popen(
         ["/usr/bin/python3", "-c",
-         "import socket, sys, time\n"
+         "import signal, socket\n"
          "s = socket.socket(socket.AF_INET6)\n"
          "s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)\n"
          "s.bind(('::', %d)); s.listen(1)\n"
-         "print('listening', flush=True); time.sleep(60)\n" % srv.port],
+         "print('listening', flush=True); signal.pause()\n" % srv.port],
         stdout=subprocess.PIPE, text=True,
         preexec_fn=lambda: (os.setgid(uid), os.setuid(uid)))
     try:
